@@ -1,0 +1,30 @@
+// Package engine defines what a model runtime provides to the replica server:
+// a loaded Model that describes its tensors and turns decoded inputs into
+// outputs. Each runtime lives in its own sub-package (engine/trees, ...).
+package engine
+
+import (
+	"context"
+
+	"github.com/ebb-ml/ebb/internal/oip"
+)
+
+// Model is a model loaded in memory, ready to predict. Predict must be safe
+// for concurrent use.
+type Model interface {
+	// Metadata describes the model's inputs and outputs; -1 marks a dynamic
+	// dimension (usually the batch).
+	Metadata() oip.ModelMetadata
+	// Predict runs inference. Inputs are already decoded and match the
+	// metadata's names; Predict still checks shapes and datatypes and
+	// returns an *InputError when the caller sent something wrong.
+	Predict(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor, error)
+}
+
+// InputError reports a request the model cannot evaluate because of what the
+// caller sent (wrong shape, datatype or name); servers answer it with 400.
+type InputError struct {
+	Message string
+}
+
+func (e *InputError) Error() string { return e.Message }

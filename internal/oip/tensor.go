@@ -1,0 +1,137 @@
+package oip
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Tensor is a decoded tensor. Data holds a flat row-major slice whose Go type
+// follows Datatype: []bool, []int32, []int64, []float32, []float64 or
+// []string (BYTES).
+type Tensor struct {
+	Name     string  `json:"name"`
+	Datatype string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+	Data     any     `json:"data"`
+}
+
+// Elements returns the number of elements shape describes, or an error when a
+// dimension is negative or the count overflows.
+func Elements(shape []int64) (int, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("shape %v has a negative dimension", shape)
+		}
+		if d != 0 && n > math.MaxInt32/d {
+			return 0, fmt.Errorf("shape %v is too large", shape)
+		}
+		n *= d
+	}
+	return int(n), nil
+}
+
+// Decode checks in against its declared shape and datatype and returns it as
+// a Tensor with a typed, flat Data slice. Nested JSON arrays are flattened.
+func Decode(in RequestInput) (Tensor, error) {
+	t := Tensor{Name: in.Name, Datatype: in.Datatype, Shape: in.Shape}
+	want, err := Elements(in.Shape)
+	if err != nil {
+		return t, fmt.Errorf("input %q: %w", in.Name, err)
+	}
+	var raw []json.RawMessage
+	if err := flatten(in.Data, &raw, 0); err != nil {
+		return t, fmt.Errorf("input %q: %w", in.Name, err)
+	}
+	if len(raw) != want {
+		return t, fmt.Errorf("input %q: shape %v holds %d elements but data has %d", in.Name, in.Shape, want, len(raw))
+	}
+	switch in.Datatype {
+	case BOOL:
+		t.Data, err = decodeAll[bool](raw)
+	case INT32:
+		t.Data, err = decodeAll[int32](raw)
+	case INT64:
+		t.Data, err = decodeAll[int64](raw)
+	case FP32:
+		t.Data, err = decodeAll[float32](raw)
+	case FP64:
+		t.Data, err = decodeAll[float64](raw)
+	case BYTES:
+		t.Data, err = decodeAll[string](raw)
+	default:
+		return t, fmt.Errorf("input %q: unsupported datatype %q: use one of BOOL, INT32, INT64, FP32, FP64, BYTES", in.Name, in.Datatype)
+	}
+	if err != nil {
+		return t, fmt.Errorf("input %q: data does not match datatype %s: %w", in.Name, in.Datatype, err)
+	}
+	return t, nil
+}
+
+const maxNesting = 32
+
+// flatten appends every scalar of a possibly nested JSON array to out.
+func flatten(b json.RawMessage, out *[]json.RawMessage, depth int) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return fmt.Errorf("data is missing")
+	}
+	if b[0] != '[' {
+		if depth == 0 {
+			return fmt.Errorf("data must be a JSON array")
+		}
+		*out = append(*out, b)
+		return nil
+	}
+	if depth > maxNesting {
+		return fmt.Errorf("data is nested more than %d levels", maxNesting)
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(b, &items); err != nil {
+		return fmt.Errorf("data is not a valid JSON array: %w", err)
+	}
+	for _, it := range items {
+		if err := flatten(it, out, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func decodeAll[T any](raw []json.RawMessage) ([]T, error) {
+	out := make([]T, len(raw))
+	for i, r := range raw {
+		if err := json.Unmarshal(r, &out[i]); err != nil {
+			return nil, fmt.Errorf("element %d (%s)", i, strings.TrimSpace(string(r)))
+		}
+	}
+	return out, nil
+}
+
+// Float32s returns t's data converted to float32, for engines that compute in
+// float32 whatever numeric type the client sent.
+func (t Tensor) Float32s() ([]float32, error) {
+	switch d := t.Data.(type) {
+	case []float32:
+		return d, nil
+	case []float64:
+		return convert[float64, float32](d), nil
+	case []int32:
+		return convert[int32, float32](d), nil
+	case []int64:
+		return convert[int64, float32](d), nil
+	default:
+		return nil, fmt.Errorf("input %q: datatype %s is not numeric", t.Name, t.Datatype)
+	}
+}
+
+func convert[From, To int32 | int64 | float32 | float64](in []From) []To {
+	out := make([]To, len(in))
+	for i, v := range in {
+		out[i] = To(v)
+	}
+	return out
+}

@@ -1,0 +1,83 @@
+// Package replica defines the contract between the control loop and the
+// places replicas run: a Backend starts a replica for a Spec and returns a
+// Handle that can be stored and later recovered after a restart of ebb.
+//
+// Implementations are sibling packages (replica/process, later replica/kube)
+// and all pass the conformance suite in replica/replicatest.
+package replica
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned by Recover when the replica a handle names no
+// longer runs.
+var ErrNotFound = errors.New("replica not found")
+
+// Spec says what one replica serves.
+type Spec struct {
+	// ID identifies the replica; unique across all deployments.
+	ID string `json:"id"`
+	// Deployment is the deployment the replica belongs to.
+	Deployment string `json:"deployment"`
+	// Model is the artifact path or URI the engine loads.
+	Model string `json:"model"`
+	// Engine names the runtime ("trees").
+	Engine string `json:"engine"`
+}
+
+// Handle identifies a started replica. It is plain data: the control loop
+// stores it and hands it back to Recover after a restart.
+type Handle struct {
+	Spec    Spec   `json:"spec"`
+	Backend string `json:"backend"`
+	// Endpoint is the base URL of the replica's OIP v2 server.
+	Endpoint string `json:"endpoint"`
+	// ScheduledAt is when Start was called; StartedAt when the replica's
+	// process (or pod) was running.
+	ScheduledAt time.Time `json:"scheduledAt"`
+	StartedAt   time.Time `json:"startedAt"`
+	// State is backend-specific data needed to recover the replica (a PID,
+	// a pod name).
+	State json.RawMessage `json:"state,omitempty"`
+}
+
+// Startup reports when a replica reached each step of its start.
+type Startup struct {
+	// ModelLoadedAt is when the engine finished loading the model.
+	ModelLoadedAt time.Time
+	// ReadyAt is when the replica began answering ready.
+	ReadyAt time.Time
+}
+
+// Exit describes how a replica ended.
+type Exit struct {
+	// Code is the exit status, -1 when killed by a signal or unknown.
+	Code int
+	// Err explains an abnormal end ("signal: killed"); nil for a clean exit.
+	Err error
+}
+
+// Backend starts, watches and stops replicas. All methods are safe for
+// concurrent use.
+type Backend interface {
+	// Start launches a replica and returns as soon as it runs; the handle's
+	// Endpoint is set but may not answer yet.
+	Start(ctx context.Context, spec Spec) (Handle, error)
+	// Ready blocks until the replica serves its model, the replica fails
+	// (the error says why, e.g. the engine's load error), or ctx ends.
+	Ready(ctx context.Context, h Handle) (Startup, error)
+	// Wait blocks until the replica exits or ctx ends.
+	Wait(ctx context.Context, h Handle) (Exit, error)
+	// Stop asks the replica to finish in-flight work and exit, and kills it
+	// when ctx ends first. Stopping a replica that already exited is not an
+	// error.
+	Stop(ctx context.Context, h Handle) error
+	// Recover reattaches to a replica started by an earlier Backend (perhaps
+	// in an earlier ebb process). It returns ErrNotFound when the replica no
+	// longer runs; after a nil error, Wait and Stop work on h.
+	Recover(ctx context.Context, h Handle) error
+}

@@ -1,0 +1,95 @@
+package serving
+
+import (
+	"time"
+)
+
+// Deployment is one served model: what the user asked for (Spec) and what
+// ebb observes (Status).
+type Deployment struct {
+	Name   string `json:"name"`
+	Spec   Spec   `json:"spec"`
+	Status Status `json:"status"`
+	// Generation increases by one on every change to Spec.
+	Generation int64     `json:"generation"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+}
+
+// Spec is the desired state of a deployment.
+type Spec struct {
+	// Model is the artifact path or URI (file path, file://...).
+	Model string `json:"model"`
+	// Engine names the runtime that loads Model: "trees".
+	Engine string `json:"engine,omitempty"`
+	// Scaling is the autoscaling policy.
+	Scaling Scaling `json:"scaling"`
+}
+
+// Scaling is a deployment's autoscaling policy. The autoscaler keeps the
+// average number of in-flight requests per replica near TargetConcurrency,
+// between MinReplicas and MaxReplicas, and scales to zero when MinReplicas is
+// 0 and no request arrived for ScaleToZeroAfter.
+type Scaling struct {
+	MinReplicas       int32    `json:"minReplicas"`
+	MaxReplicas       int32    `json:"maxReplicas"`
+	TargetConcurrency float64  `json:"targetConcurrency"`
+	ScaleToZeroAfter  Duration `json:"scaleToZeroAfter"`
+	// StableWindow is the averaging window for normal scaling decisions.
+	StableWindow Duration `json:"stableWindow"`
+	// PanicWindowPercent is the panic window as a percentage of StableWindow.
+	PanicWindowPercent float64 `json:"panicWindowPercent"`
+	// PanicThreshold is the ratio of panic-window demand to current capacity
+	// (in percent) above which the autoscaler enters panic mode.
+	PanicThreshold float64 `json:"panicThresholdPercent"`
+}
+
+// Status is what ebb observes about a deployment.
+type Status struct {
+	// Replicas counts replicas that exist in any state.
+	Replicas int32 `json:"replicas"`
+	// ReadyReplicas counts replicas that receive traffic.
+	ReadyReplicas int32 `json:"readyReplicas"`
+	// DesiredReplicas is the autoscaler's latest decision.
+	DesiredReplicas int32 `json:"desiredReplicas"`
+	// Reason explains the latest decision or failure in words.
+	Reason string `json:"reason,omitempty"`
+	// LastScaleTime is when DesiredReplicas last changed.
+	LastScaleTime *time.Time `json:"lastScaleTime,omitempty"`
+	// ReplicaStatuses lists every replica with its cold-start phases.
+	ReplicaStatuses []ReplicaStatus `json:"replicaStatuses,omitempty"`
+}
+
+// Replica states.
+const (
+	ReplicaStarting = "starting"
+	ReplicaReady    = "ready"
+	ReplicaDraining = "draining"
+	ReplicaFailed   = "failed"
+)
+
+// ReplicaStatus is one replica as observed.
+type ReplicaStatus struct {
+	ID        string    `json:"id"`
+	State     string    `json:"state"`
+	Endpoint  string    `json:"endpoint,omitempty"`
+	StartedAt time.Time `json:"startedAt"`
+	Restarts  int32     `json:"restarts,omitempty"`
+	// ColdStart lists where this replica's start spent its time, in order.
+	ColdStart []Phase `json:"coldStart,omitempty"`
+	Message   string  `json:"message,omitempty"`
+}
+
+// Cold-start phase names, in the order they happen.
+const (
+	PhaseProcessStarted = "process_started" // scheduled until the process runs
+	PhaseModelLoaded    = "model_loaded"    // process running until the model is in memory
+	PhaseReady          = "ready"           // model loaded until the replica receives traffic
+)
+
+// Phase is one step of a cold start: it ended at At and took Duration.
+type Phase struct {
+	Name     string    `json:"name"`
+	At       time.Time `json:"at"`
+	Duration Duration  `json:"duration"`
+}

@@ -1,0 +1,144 @@
+package serving
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Defaults applied by Default to fields left zero.
+const (
+	DefaultEngine             = "trees"
+	DefaultMaxReplicas        = 4
+	DefaultTargetConcurrency  = 8
+	DefaultScaleToZeroAfter   = 60 * time.Second
+	DefaultStableWindow       = 60 * time.Second
+	DefaultPanicWindowPercent = 10
+	DefaultPanicThreshold     = 200
+)
+
+// Engines lists the engine names a Spec may use.
+var Engines = []string{"trees"}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// FieldError is a validation failure on one field of a deployment.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// ValidationError collects every field error found in one pass, so a user
+// fixes them all at once.
+type ValidationError struct {
+	Errors []*FieldError
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		parts[i] = fe.Error()
+	}
+	return "invalid deployment: " + strings.Join(parts, "; ")
+}
+
+// ValidateName reports whether name is a valid deployment name: a DNS label
+// of at most 63 lowercase letters, digits and '-'.
+func ValidateName(name string) error {
+	if name == "" {
+		return &FieldError{"name", "is required"}
+	}
+	if len(name) > 63 || !nameRE.MatchString(name) {
+		return &FieldError{"name", fmt.Sprintf("%q must be at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit", name)}
+	}
+	return nil
+}
+
+// Default fills zero fields of s with defaults. Call it before Validate.
+func (s *Spec) Default() {
+	if s.Engine == "" {
+		s.Engine = DefaultEngine
+	}
+	sc := &s.Scaling
+	if sc.MaxReplicas == 0 {
+		sc.MaxReplicas = max(DefaultMaxReplicas, sc.MinReplicas)
+	}
+	if sc.TargetConcurrency == 0 {
+		sc.TargetConcurrency = DefaultTargetConcurrency
+	}
+	if sc.ScaleToZeroAfter.Duration == 0 {
+		sc.ScaleToZeroAfter = D(DefaultScaleToZeroAfter)
+	}
+	if sc.StableWindow.Duration == 0 {
+		sc.StableWindow = D(DefaultStableWindow)
+	}
+	if sc.PanicWindowPercent == 0 {
+		sc.PanicWindowPercent = DefaultPanicWindowPercent
+	}
+	if sc.PanicThreshold == 0 {
+		sc.PanicThreshold = DefaultPanicThreshold
+	}
+}
+
+// Validate checks d's name and spec and returns a *ValidationError listing
+// every problem, or nil.
+func (d *Deployment) Validate() error {
+	var errs []*FieldError
+	if err := ValidateName(d.Name); err != nil {
+		var fe *FieldError
+		errors.As(err, &fe)
+		errs = append(errs, fe)
+	}
+	errs = append(errs, d.Spec.validate()...)
+	if len(errs) > 0 {
+		return &ValidationError{Errors: errs}
+	}
+	return nil
+}
+
+func (s *Spec) validate() []*FieldError {
+	var errs []*FieldError
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{field, fmt.Sprintf(format, args...)})
+	}
+	if strings.TrimSpace(s.Model) == "" {
+		add("spec.model", "is required: give the model artifact path, e.g. examples/diabetes/model.json")
+	}
+	known := false
+	for _, e := range Engines {
+		known = known || e == s.Engine
+	}
+	if !known {
+		add("spec.engine", "unknown engine %q: use one of %s", s.Engine, strings.Join(Engines, ", "))
+	}
+	sc := s.Scaling
+	if sc.MinReplicas < 0 {
+		add("spec.scaling.minReplicas", "must be 0 or more, got %d", sc.MinReplicas)
+	}
+	if sc.MaxReplicas < 1 {
+		add("spec.scaling.maxReplicas", "must be at least 1, got %d", sc.MaxReplicas)
+	}
+	if sc.MinReplicas > sc.MaxReplicas {
+		add("spec.scaling", "minReplicas (%d) must not exceed maxReplicas (%d)", sc.MinReplicas, sc.MaxReplicas)
+	}
+	if sc.TargetConcurrency <= 0 {
+		add("spec.scaling.targetConcurrency", "must be greater than 0, got %g", sc.TargetConcurrency)
+	}
+	if sc.ScaleToZeroAfter.Duration < 0 {
+		add("spec.scaling.scaleToZeroAfter", "must not be negative, got %s", sc.ScaleToZeroAfter)
+	}
+	if sc.StableWindow.Duration < 6*time.Second || sc.StableWindow.Duration > time.Hour {
+		add("spec.scaling.stableWindow", "must be between 6s and 1h, got %s", sc.StableWindow)
+	}
+	if sc.PanicWindowPercent < 1 || sc.PanicWindowPercent > 100 {
+		add("spec.scaling.panicWindowPercent", "must be between 1 and 100, got %g", sc.PanicWindowPercent)
+	}
+	if sc.PanicThreshold <= 100 {
+		add("spec.scaling.panicThresholdPercent", "must be above 100, got %g", sc.PanicThreshold)
+	}
+	return errs
+}

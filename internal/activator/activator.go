@@ -1,0 +1,183 @@
+// Package activator holds requests for a deployment that has no ready
+// replica, wakes the autoscaler, and releases each request as soon as a
+// replica is routed, so scaling to zero drops nothing.
+//
+// The hold is bounded twice: a per-deployment queue limit, and a deadline per
+// request (the smaller of Options.Timeout and the request context's own).
+// A request that hits either gets an error that the gateway turns into
+// 503 with Retry-After; it never hangs and is never silently dropped.
+package activator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+)
+
+// Errors returned by Wait.
+var (
+	// ErrNotFound means the deployment does not exist (or was deleted while
+	// the request waited).
+	ErrNotFound = errors.New("deployment not found")
+	// ErrQueueFull means too many requests already wait for the deployment.
+	ErrQueueFull = errors.New("too many requests waiting for a replica")
+	// ErrTimeout means no replica became ready within the hold timeout.
+	ErrTimeout = errors.New("timed out waiting for a replica")
+)
+
+// FailedError means the deployment cannot start replicas; Reason says why.
+type FailedError struct{ Reason string }
+
+func (e *FailedError) Error() string { return "deployment cannot start: " + e.Reason }
+
+// Routes is where the activator reads the current route of a deployment.
+type Routes interface {
+	Lookup(deployment string) *routing.Route
+}
+
+// Waker is told that a request waits for a deployment with no ready replica.
+type Waker interface {
+	Wake(deployment string)
+}
+
+// Options bound how requests are held.
+type Options struct {
+	// MaxQueue is the most requests held per deployment; default 10000.
+	MaxQueue int
+	// Timeout is the longest a request is held; default 60s.
+	Timeout time.Duration
+	// Clock drives the timeout; default the real clock.
+	Clock clock.WithTicker
+	// Registerer, when set, receives the ebb_activator_queue_depth gauge.
+	Registerer prometheus.Registerer
+}
+
+// Activator holds requests until their deployment has a ready endpoint.
+type Activator struct {
+	routes Routes
+	waker  Waker
+	opts   Options
+
+	depth *prometheus.GaugeVec // nil without a Registerer
+
+	// mu guards queued.
+	mu     sync.Mutex
+	queued map[string]int
+}
+
+// New returns an Activator that reads routes and wakes the autoscaler
+// through waker.
+func New(routes Routes, waker Waker, opts Options) *Activator {
+	if opts.MaxQueue <= 0 {
+		opts.MaxQueue = 10000
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 60 * time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	a := &Activator{routes: routes, waker: waker, opts: opts, queued: map[string]int{}}
+	if opts.Registerer != nil {
+		a.depth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ebb_activator_queue_depth",
+			Help: "Requests held while their deployment has no ready replica.",
+		}, []string{"deployment"})
+		opts.Registerer.MustRegister(a.depth)
+	}
+	return a
+}
+
+// Timeout returns the hold timeout in force.
+func (a *Activator) Timeout() time.Duration { return a.opts.Timeout }
+
+// Wait returns the deployment's route once it has at least one endpoint. It
+// returns at once when the route already has one (the warm path), and
+// otherwise holds the caller as described in the package doc.
+func (a *Activator) Wait(ctx context.Context, deployment string) (*routing.Route, error) {
+	r := a.routes.Lookup(deployment)
+	if r == nil {
+		return nil, ErrNotFound
+	}
+	if len(r.Endpoints) > 0 {
+		return r, nil
+	}
+	if !a.enqueue(deployment) {
+		return nil, fmt.Errorf("%w (%d held for %q)", ErrQueueFull, a.opts.MaxQueue, deployment)
+	}
+	defer a.dequeue(deployment)
+
+	timer := a.opts.Clock.NewTimer(a.opts.Timeout)
+	defer timer.Stop()
+	for {
+		if r.Failure != "" {
+			return nil, &FailedError{Reason: r.Failure}
+		}
+		a.waker.Wake(deployment)
+		select {
+		case <-r.Changed():
+		case <-timer.C():
+			return nil, fmt.Errorf("%w after %s", ErrTimeout, a.opts.Timeout)
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		r = a.routes.Lookup(deployment)
+		if r == nil {
+			return nil, ErrNotFound
+		}
+		if len(r.Endpoints) > 0 {
+			return r, nil
+		}
+	}
+}
+
+// QueueDepth returns how many requests wait for a deployment.
+func (a *Activator) QueueDepth(deployment string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.queued[deployment]
+}
+
+// QueueDepths returns the number of held requests per deployment, omitting
+// deployments with none.
+func (a *Activator) QueueDepths() map[string]int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]int, len(a.queued))
+	for k, v := range a.queued {
+		out[k] = v
+	}
+	return out
+}
+
+func (a *Activator) enqueue(deployment string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.queued[deployment] >= a.opts.MaxQueue {
+		return false
+	}
+	a.queued[deployment]++
+	a.setDepthLocked(deployment)
+	return true
+}
+
+func (a *Activator) dequeue(deployment string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.queued[deployment]--; a.queued[deployment] <= 0 {
+		delete(a.queued, deployment)
+	}
+	a.setDepthLocked(deployment)
+}
+
+func (a *Activator) setDepthLocked(deployment string) {
+	if a.depth != nil {
+		a.depth.WithLabelValues(deployment).Set(float64(a.queued[deployment]))
+	}
+}

@@ -1,0 +1,288 @@
+// Package control runs the control loop: for every deployment in the store it
+// compares the replicas the autoscaler wants with the replicas that exist,
+// starts and stops replicas through a replica.Backend to close the gap, and
+// publishes the ready ones to the routing table the data plane reads.
+//
+// One goroutine (Run) owns all deployment state. Everything slow — starting a
+// replica, waiting for it to be ready, stopping it, probing it — runs in its
+// own goroutine and reports back as an event, so the loop never blocks on a
+// replica and a cold deployment starts within one event of its first request.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/replica"
+	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/store"
+	"k8s.io/utils/clock"
+)
+
+// Store is what the control loop reads and writes.
+type Store interface {
+	ListDeployments(ctx context.Context) ([]serving.Deployment, error)
+	GetDeployment(ctx context.Context, name string) (serving.Deployment, error)
+	PutReplica(ctx context.Context, h replica.Handle) error
+	DeleteReplica(ctx context.Context, id string) error
+	ListReplicas(ctx context.Context) ([]replica.Handle, error)
+}
+
+// Options tune the control loop; zero values take the defaults shown.
+type Options struct {
+	// Clock drives ticks and timestamps; default the real clock.
+	Clock clock.WithTicker
+	// Tick is the autoscaling period; default 1s.
+	Tick time.Duration
+	// ProbeEvery is how often ready replicas are health-checked; default 5s.
+	ProbeEvery time.Duration
+	// DrainTimeout bounds how long a stopping replica may finish its
+	// in-flight requests before it is killed; default 30s.
+	DrainTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the delay before a failed replica is
+	// started again; defaults 250ms and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives the loop's logs; default slog.Default().
+	Logger *slog.Logger
+	// Metrics, when set, receives replica counts and cold-start timings.
+	Metrics *Metrics
+}
+
+// Controller reconciles deployments with replicas. Create it with New and
+// run it with Run.
+type Controller struct {
+	store   Store
+	backend replica.Backend
+	routes  *routing.Table
+	opts    Options
+	log     *slog.Logger
+
+	events  chan event
+	stopped chan struct{} // closed when Run returns
+	wg      sync.WaitGroup
+
+	// wakeMu guards wakes and notes, the names waiting for the loop.
+	wakeMu sync.Mutex
+	wakes  map[string]bool // a request waits for a cold deployment
+	notes  map[string]bool // a deployment's spec changed
+	kick   chan struct{}   // cap 1: something is in wakes or notes
+
+	// statusMu guards status, the loop's published view for readers.
+	statusMu sync.RWMutex
+	status   map[string]serving.Status
+
+	// deps is owned by the Run goroutine.
+	deps map[string]*deployment
+}
+
+// New returns a Controller. It starts nothing until Run.
+func New(st Store, backend replica.Backend, routes *routing.Table, opts Options) *Controller {
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = time.Second
+	}
+	if opts.ProbeEvery <= 0 {
+		opts.ProbeEvery = 5 * time.Second
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 30 * time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 250 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Controller{
+		store:   st,
+		backend: backend,
+		routes:  routes,
+		opts:    opts,
+		log:     opts.Logger,
+		events:  make(chan event, 64),
+		stopped: make(chan struct{}),
+		wakes:   map[string]bool{},
+		notes:   map[string]bool{},
+		kick:    make(chan struct{}, 1),
+		status:  map[string]serving.Status{},
+		deps:    map[string]*deployment{},
+	}
+}
+
+// Wake tells the loop that a request waits for a deployment with no ready
+// replica. It never blocks.
+func (c *Controller) Wake(name string) { c.signal(c.wakes, name) }
+
+// Notify tells the loop that a deployment was created, changed or deleted in
+// the store. It never blocks.
+func (c *Controller) Notify(name string) { c.signal(c.notes, name) }
+
+func (c *Controller) signal(set map[string]bool, name string) {
+	c.wakeMu.Lock()
+	set[name] = true
+	c.wakeMu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Controller) takeSignals() (wakes, notes []string) {
+	c.wakeMu.Lock()
+	defer c.wakeMu.Unlock()
+	for n := range c.wakes {
+		wakes = append(wakes, n)
+	}
+	for n := range c.notes {
+		notes = append(notes, n)
+	}
+	clear(c.wakes)
+	clear(c.notes)
+	return wakes, notes
+}
+
+// Status returns the latest observed status of a deployment; the zero Status
+// when the loop has not seen it.
+func (c *Controller) Status(name string) serving.Status {
+	c.statusMu.RLock()
+	defer c.statusMu.RUnlock()
+	return c.status[name]
+}
+
+// Run loads deployments and recovers their replicas from the store, then
+// reconciles until ctx ends. On the way out it drains and stops every
+// replica it runs.
+func (c *Controller) Run(ctx context.Context) error {
+	defer close(c.stopped)
+	if err := c.load(ctx); err != nil {
+		return err
+	}
+	tick := c.opts.Clock.NewTicker(c.opts.Tick)
+	defer tick.Stop()
+	probe := c.opts.Clock.NewTicker(c.opts.ProbeEvery)
+	defer probe.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			c.shutdown()
+			return nil
+		case <-tick.C():
+			c.onTick(ctx)
+		case <-probe.C():
+			c.probeAll(ctx)
+		case <-c.kick:
+			wakes, notes := c.takeSignals()
+			for _, n := range notes {
+				c.reload(ctx, n)
+			}
+			for _, n := range wakes {
+				c.onWake(ctx, n)
+			}
+		case ev := <-c.events:
+			c.handle(ctx, ev)
+		}
+	}
+}
+
+// load reads every deployment and reattaches to the replicas the store knows.
+func (c *Controller) load(ctx context.Context) error {
+	deps, err := c.store.ListDeployments(ctx)
+	if err != nil {
+		return fmt.Errorf("control: load deployments: %w", err)
+	}
+	for _, d := range deps {
+		c.upsert(d)
+	}
+	handles, err := c.store.ListReplicas(ctx)
+	if err != nil {
+		return fmt.Errorf("control: load replicas: %w", err)
+	}
+	for _, h := range handles {
+		c.recover(ctx, h)
+	}
+	for _, d := range c.deps {
+		c.reconcile(ctx, d)
+		c.publish(d)
+	}
+	return nil
+}
+
+// recover reattaches one stored replica, or forgets it when it is gone or its
+// deployment no longer exists.
+func (c *Controller) recover(ctx context.Context, h replica.Handle) {
+	log := c.log.With("deployment", h.Spec.Deployment, "replica", h.Spec.ID)
+	d := c.deps[h.Spec.Deployment]
+	err := c.backend.Recover(ctx, h)
+	if err != nil {
+		if !errors.Is(err, replica.ErrNotFound) {
+			log.Warn("cannot recover replica; forgetting it", "err", err)
+		} else {
+			log.Info("stored replica no longer runs", "err", err)
+		}
+		c.forgetReplica(ctx, h.Spec.ID)
+		return
+	}
+	if d == nil {
+		log.Info("stopping recovered replica of a deleted deployment")
+		c.goStop(h)
+		c.watch(ctx, h)
+		return
+	}
+	r := &replicaRec{h: h, state: serving.ReplicaStarting, generation: d.generationOf(h.Spec), recovered: true}
+	d.replicas[h.Spec.ID] = r
+	log.Info("recovered replica")
+	c.watch(ctx, h)
+	c.waitReady(ctx, h)
+}
+
+func (c *Controller) forgetReplica(ctx context.Context, id string) {
+	if err := c.store.DeleteReplica(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		c.log.Warn("cannot delete replica record", "replica", id, "err", err)
+	}
+}
+
+// shutdown stops every replica, each given DrainTimeout to finish its work,
+// and waits for the goroutines the loop started.
+func (c *Controller) shutdown() {
+	var wg sync.WaitGroup
+	for _, d := range c.deps {
+		c.routes.Remove(d.name)
+		for _, r := range d.replicas {
+			if r.h.Endpoint == "" {
+				continue // still starting; its start goroutine stops it
+			}
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), c.opts.DrainTimeout)
+				defer cancel()
+				if err := c.backend.Stop(ctx, r.h); err != nil {
+					c.log.Warn("stop replica on shutdown", "replica", r.h.Spec.ID, "err", err)
+				}
+				c.forgetReplica(ctx, r.h.Spec.ID)
+			})
+		}
+	}
+	wg.Wait()
+	c.log.Info("control loop stopped; all replicas stopped")
+}
+
+// Wait blocks until every goroutine started by Run has ended. Call it after
+// Run returns.
+func (c *Controller) Wait() { c.wg.Wait() }
+
+// send delivers an event to the loop, or drops it once the loop has ended.
+func (c *Controller) send(ev event) {
+	select {
+	case c.events <- ev:
+	case <-c.stopped:
+	}
+}

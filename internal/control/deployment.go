@@ -1,0 +1,266 @@
+package control
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/autoscale"
+	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/replica"
+	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/stats"
+	"github.com/ebb-ml/ebb/internal/store"
+)
+
+// deployment is the loop's state for one deployment.
+type deployment struct {
+	name string
+	spec serving.Spec
+	// generation counts spec changes that need new replicas (model or
+	// engine); replicas of an older generation are replaced.
+	generation int64
+
+	rec    *stats.Recorder
+	window *stats.Window
+	scale  autoscale.State
+
+	desired   int32
+	reason    string
+	lastScale time.Time
+
+	replicas map[string]*replicaRec
+
+	// failures counts consecutive failed starts or early crashes;
+	// nextStart is when the next start may happen; failure is the last
+	// failure's message, routed so held requests fail fast.
+	failures  int
+	nextStart time.Time
+	failure   string
+
+	deleted bool
+}
+
+// replicaRec is one replica of a deployment.
+type replicaRec struct {
+	h          replica.Handle // Endpoint is empty until Start returns
+	state      string
+	generation int64
+	stopping   bool
+	ep         *balance.Endpoint
+	readyAt    time.Time
+	phases     []serving.Phase
+	message    string
+	probeFails int
+	// recovered is set for replicas started by an earlier ebb process.
+	recovered bool
+}
+
+func (d *deployment) generationOf(s replica.Spec) int64 {
+	if s.Model == d.spec.Model && s.Engine == d.spec.Engine {
+		return d.generation
+	}
+	return d.generation - 1
+}
+
+// upsert creates or updates the loop's state from a stored deployment.
+func (c *Controller) upsert(sd serving.Deployment) *deployment {
+	d := c.deps[sd.Name]
+	if d == nil {
+		d = &deployment{
+			name:       sd.Name,
+			spec:       sd.Spec,
+			generation: 1,
+			rec:        &stats.Recorder{},
+			window:     stats.NewWindow(time.Hour),
+			replicas:   map[string]*replicaRec{},
+		}
+		c.deps[sd.Name] = d
+		return d
+	}
+	if sd.Spec.Model != d.spec.Model || sd.Spec.Engine != d.spec.Engine {
+		d.generation++
+		d.failures, d.failure, d.nextStart = 0, "", time.Time{}
+	}
+	d.spec = sd.Spec
+	d.deleted = false
+	return d
+}
+
+// reload re-reads a deployment after the API changed it.
+func (c *Controller) reload(ctx context.Context, name string) {
+	sd, err := c.store.GetDeployment(ctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if d := c.deps[name]; d != nil {
+			d.deleted = true
+			c.reconcile(ctx, d)
+		}
+		return
+	case err != nil:
+		c.log.Error("reload deployment", "deployment", name, "err", err)
+		return
+	}
+	d := c.upsert(sd)
+	c.decide(d, c.opts.Clock.Now())
+	c.reconcile(ctx, d)
+	c.publish(d)
+}
+
+// onTick samples demand, decides and reconciles every deployment.
+func (c *Controller) onTick(ctx context.Context) {
+	now := c.opts.Clock.Now()
+	for _, d := range c.deps {
+		d.window.Add(d.rec.Sample(now))
+		c.decide(d, now)
+		c.reconcile(ctx, d)
+		c.publishStatus(d)
+	}
+}
+
+// onWake reacts at once to a request waiting for a cold deployment.
+func (c *Controller) onWake(ctx context.Context, name string) {
+	d := c.deps[name]
+	if d == nil {
+		return
+	}
+	c.decide(d, c.opts.Clock.Now())
+	c.reconcile(ctx, d)
+	c.publishStatus(d)
+}
+
+// decide runs the autoscaler for d.
+func (c *Controller) decide(d *deployment, now time.Time) {
+	ready := d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady && !r.stopping })
+	m := autoscale.Observe(now, d.window, d.rec.InFlight(), ready, d.spec.Scaling)
+	dec := autoscale.Decide(now, d.spec.Scaling, m, d.scale)
+	d.scale = dec.State
+	if dec.Desired != d.desired {
+		c.log.Info("scale", "deployment", d.name, "from", d.desired, "to", dec.Desired, "reason", dec.Reason)
+		d.desired = dec.Desired
+		d.lastScale = now
+		d.reason = dec.Reason
+	}
+}
+
+func (d *deployment) count(pred func(*replicaRec) bool) int {
+	n := 0
+	for _, r := range d.replicas {
+		if pred(r) {
+			n++
+		}
+	}
+	return n
+}
+
+// reconcile starts or stops replicas so that the current generation has
+// d.desired of them, and retires older generations once enough of the
+// current one is ready.
+func (c *Controller) reconcile(ctx context.Context, d *deployment) {
+	if d.deleted {
+		c.retire(d)
+		return
+	}
+	now := c.opts.Clock.Now()
+	current := func(r *replicaRec) bool { return !r.stopping && r.generation == d.generation }
+	active := d.count(current)
+	if want := int(d.desired); active < want && !now.Before(d.nextStart) {
+		for range want - active {
+			c.startReplica(ctx, d)
+		}
+	} else if active > want {
+		c.stopExtra(d, active-want)
+	}
+	// Old generations serve until the new one can take over.
+	readyNew := d.count(func(r *replicaRec) bool { return current(r) && r.state == serving.ReplicaReady })
+	if readyNew >= int(d.desired) {
+		for _, r := range d.replicas {
+			if r.generation != d.generation && !r.stopping {
+				c.stopReplica(d, r)
+			}
+		}
+	}
+}
+
+// stopExtra stops n replicas of the current generation: those still starting
+// first, then the ready ones with the fewest requests in flight.
+func (c *Controller) stopExtra(d *deployment, n int) {
+	var cand []*replicaRec
+	for _, r := range d.replicas {
+		if !r.stopping && r.generation == d.generation {
+			cand = append(cand, r)
+		}
+	}
+	slices.SortFunc(cand, func(a, b *replicaRec) int {
+		if (a.state == serving.ReplicaReady) != (b.state == serving.ReplicaReady) {
+			if a.state == serving.ReplicaReady {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(inFlight(a), inFlight(b))
+	})
+	for _, r := range cand[:min(n, len(cand))] {
+		c.stopReplica(d, r)
+	}
+}
+
+func inFlight(r *replicaRec) int64 {
+	if r.ep == nil {
+		return 0
+	}
+	return r.ep.InFlight()
+}
+
+// retire stops everything of a deleted deployment and forgets it once no
+// replica is left.
+func (c *Controller) retire(d *deployment) {
+	for _, r := range d.replicas {
+		if !r.stopping {
+			c.stopReplica(d, r)
+		}
+	}
+	c.routes.Remove(d.name)
+	if len(d.replicas) == 0 {
+		delete(c.deps, d.name)
+		c.statusMu.Lock()
+		delete(c.status, d.name)
+		c.statusMu.Unlock()
+		c.opts.Metrics.forget(d.name)
+	}
+}
+
+// publish routes d's ready replicas.
+func (c *Controller) publish(d *deployment) {
+	if d.deleted {
+		return
+	}
+	var eps []*balance.Endpoint
+	for _, r := range d.replicas {
+		if r.state == serving.ReplicaReady && !r.stopping && r.ep != nil {
+			eps = append(eps, r.ep)
+		}
+	}
+	slices.SortFunc(eps, func(a, b *balance.Endpoint) int { return cmp.Compare(a.ID, b.ID) })
+	failure := ""
+	if len(eps) == 0 {
+		failure = d.failure
+	}
+	c.routes.Publish(routing.Route{Deployment: d.name, Endpoints: eps, Failure: failure, Stats: d.rec})
+	c.publishStatus(d)
+}
+
+// newReplicaID returns "<deployment>-<6 random base-36 chars>".
+func newReplicaID(deployment string) string {
+	const chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = chars[int(b[i])%len(chars)]
+	}
+	return deployment + "-" + string(b)
+}

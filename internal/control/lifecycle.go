@@ -1,0 +1,269 @@
+package control
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/replica"
+	"github.com/ebb-ml/ebb/internal/serving"
+)
+
+// event is something a replica goroutine reports to the loop.
+type event struct {
+	kind       eventKind
+	deployment string
+	id         string
+	handle     replica.Handle
+	startup    replica.Startup
+	exit       replica.Exit
+	err        error
+}
+
+type eventKind int
+
+const (
+	evStarted eventKind = iota // Start returned (err set on failure)
+	evReady                    // Ready returned (err set on failure)
+	evExited                   // the replica ended
+	evProbe                    // a health probe finished (err set on failure)
+)
+
+// earlyCrash is how long a replica must stay ready for its exit not to count
+// as a failed start.
+const earlyCrash = 10 * time.Second
+
+// startReplica launches one replica of d's current generation.
+func (c *Controller) startReplica(ctx context.Context, d *deployment) {
+	id := newReplicaID(d.name)
+	spec := replica.Spec{ID: id, Deployment: d.name, Model: d.spec.Model, Engine: d.spec.Engine}
+	d.replicas[id] = &replicaRec{
+		h:          replica.Handle{Spec: spec, ScheduledAt: c.opts.Clock.Now()},
+		state:      serving.ReplicaStarting,
+		generation: d.generation,
+	}
+	c.log.Info("starting replica", "deployment", d.name, "replica", id)
+	c.wg.Go(func() {
+		h, err := c.backend.Start(ctx, spec)
+		if err == nil {
+			if ctx.Err() != nil {
+				// The loop is shutting down and will not stop this one.
+				stopCtx, cancel := context.WithTimeout(context.Background(), c.opts.DrainTimeout)
+				defer cancel()
+				_ = c.backend.Stop(stopCtx, h)
+				return
+			}
+			if perr := c.store.PutReplica(ctx, h); perr != nil {
+				c.log.Warn("cannot record replica; it will not be recovered after a restart", "replica", id, "err", perr)
+			}
+		}
+		c.send(event{kind: evStarted, deployment: d.name, id: id, handle: h, err: err})
+	})
+}
+
+// watch reports the replica's exit.
+func (c *Controller) watch(ctx context.Context, h replica.Handle) {
+	c.wg.Go(func() {
+		ex, err := c.backend.Wait(ctx, h)
+		if err != nil && ctx.Err() != nil {
+			return
+		}
+		c.send(event{kind: evExited, deployment: h.Spec.Deployment, id: h.Spec.ID, exit: ex, err: err})
+	})
+}
+
+// waitReady reports when the replica serves.
+func (c *Controller) waitReady(ctx context.Context, h replica.Handle) {
+	c.wg.Go(func() {
+		st, err := c.backend.Ready(ctx, h)
+		c.send(event{kind: evReady, deployment: h.Spec.Deployment, id: h.Spec.ID, startup: st, err: err})
+	})
+}
+
+// stopReplica unroutes r at once and stops it in the background; the
+// replica finishes the requests it has before it exits.
+func (c *Controller) stopReplica(d *deployment, r *replicaRec) {
+	r.stopping = true
+	if r.state == serving.ReplicaReady {
+		r.state = serving.ReplicaDraining
+	}
+	c.log.Info("stopping replica", "deployment", d.name, "replica", r.h.Spec.ID)
+	c.publish(d)
+	if r.h.Endpoint == "" {
+		return // Start has not returned; evStarted will stop it
+	}
+	c.goStop(r.h)
+}
+
+func (c *Controller) goStop(h replica.Handle) {
+	c.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.DrainTimeout)
+		defer cancel()
+		if err := c.backend.Stop(ctx, h); err != nil {
+			c.log.Warn("stop replica", "replica", h.Spec.ID, "err", err)
+		}
+	})
+}
+
+// handle applies one event to the loop's state.
+func (c *Controller) handle(ctx context.Context, ev event) {
+	d := c.deps[ev.deployment]
+	var r *replicaRec
+	if d != nil {
+		r = d.replicas[ev.id]
+	}
+	if r == nil {
+		if ev.kind == evExited {
+			c.forgetReplica(ctx, ev.id)
+		}
+		return
+	}
+	log := c.log.With("deployment", d.name, "replica", ev.id)
+	switch ev.kind {
+	case evStarted:
+		if ev.err != nil {
+			log.Error("replica failed to start", "err", ev.err)
+			delete(d.replicas, ev.id)
+			c.failed(d, ev.err.Error())
+			break
+		}
+		r.h = ev.handle
+		c.watch(ctx, r.h)
+		if r.stopping {
+			c.goStop(r.h)
+			break
+		}
+		c.waitReady(ctx, r.h)
+	case evReady:
+		if r.stopping {
+			break
+		}
+		if ev.err != nil {
+			log.Error("replica failed to become ready", "err", ev.err)
+			r.state, r.message = serving.ReplicaFailed, ev.err.Error()
+			c.stopReplica(d, r)
+			c.failed(d, ev.err.Error())
+			break
+		}
+		c.becameReady(d, r, ev.startup)
+		log.Info("replica ready", "endpoint", r.h.Endpoint, "coldStart", phaseSummary(r.phases))
+	case evExited:
+		delete(d.replicas, ev.id)
+		c.forgetReplica(ctx, ev.id)
+		if !r.stopping {
+			log.Warn("replica exited unexpectedly", "code", ev.exit.Code, "err", ev.exit.Err)
+			c.opts.Metrics.restarted(d.name)
+			if r.readyAt.IsZero() || c.opts.Clock.Since(r.readyAt) < earlyCrash {
+				c.failed(d, "replica exited unexpectedly")
+			}
+		}
+		c.publish(d)
+	case evProbe:
+		if r.state != serving.ReplicaReady || r.stopping {
+			break
+		}
+		if ev.err == nil {
+			r.probeFails = 0
+			break
+		}
+		r.probeFails++
+		log.Warn("health probe failed", "failures", r.probeFails, "err", ev.err)
+		if r.probeFails >= 3 {
+			r.message = "failed 3 health probes: " + ev.err.Error()
+			c.stopReplica(d, r)
+		}
+	}
+	c.reconcile(ctx, d)
+	c.publishStatus(d)
+}
+
+// becameReady routes r and records its cold start.
+func (c *Controller) becameReady(d *deployment, r *replicaRec, st replica.Startup) {
+	now := c.opts.Clock.Now()
+	r.state, r.readyAt, r.message = serving.ReplicaReady, now, ""
+	routedAt := now
+	if r.recovered {
+		routedAt = st.ReadyAt // it has served since then, under an earlier ebb
+	}
+	r.ep = balance.NewEndpoint(r.h.Spec.ID, r.h.Endpoint)
+	r.phases = []serving.Phase{
+		phase(serving.PhaseProcessStarted, r.h.ScheduledAt, r.h.StartedAt),
+		phase(serving.PhaseModelLoaded, r.h.StartedAt, st.ModelLoadedAt),
+		phase(serving.PhaseReady, st.ModelLoadedAt, routedAt),
+	}
+	if !r.recovered {
+		c.opts.Metrics.coldStart(r.phases)
+	}
+	d.failures, d.failure = 0, ""
+	c.publish(d)
+}
+
+func phase(name string, from, to time.Time) serving.Phase {
+	dur := to.Sub(from)
+	if from.IsZero() || to.IsZero() || dur < 0 {
+		dur = 0
+	}
+	return serving.Phase{Name: name, At: to, Duration: serving.D(dur)}
+}
+
+func phaseSummary(ps []serving.Phase) string {
+	s := ""
+	for i, p := range ps {
+		if i > 0 {
+			s += " "
+		}
+		s += p.Name + "=" + p.Duration.String()
+	}
+	return s
+}
+
+// failed records a failed start and backs off before the next one.
+func (c *Controller) failed(d *deployment, msg string) {
+	d.failures++
+	d.failure = msg
+	backoff := c.opts.MinBackoff << min(d.failures-1, 16)
+	if backoff > c.opts.MaxBackoff || backoff <= 0 {
+		backoff = c.opts.MaxBackoff
+	}
+	d.nextStart = c.opts.Clock.Now().Add(backoff)
+	c.publish(d)
+}
+
+// probeAll health-checks every ready replica in the background.
+func (c *Controller) probeAll(ctx context.Context) {
+	for _, d := range c.deps {
+		for _, r := range d.replicas {
+			if r.state != serving.ReplicaReady || r.stopping {
+				continue
+			}
+			h := r.h
+			c.wg.Go(func() {
+				err := probe(ctx, h.Endpoint)
+				c.send(event{kind: evProbe, deployment: h.Spec.Deployment, id: h.Spec.ID, err: err})
+			})
+		}
+	}
+}
+
+func probe(ctx context.Context, endpoint string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/v2/health/ready", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &probeError{code: resp.StatusCode}
+	}
+	return nil
+}
+
+type probeError struct{ code int }
+
+func (e *probeError) Error() string { return "ready probe answered " + http.StatusText(e.code) }

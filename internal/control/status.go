@@ -1,0 +1,119 @@
+package control
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// publishStatus refreshes the status readers see for d.
+func (c *Controller) publishStatus(d *deployment) {
+	if d.deleted && len(d.replicas) == 0 {
+		return
+	}
+	st := serving.Status{DesiredReplicas: d.desired, Reason: d.reason}
+	if d.failure != "" && d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady }) == 0 {
+		st.Reason = "replicas fail to start: " + d.failure
+	}
+	if !d.lastScale.IsZero() {
+		t := d.lastScale.UTC()
+		st.LastScaleTime = &t
+	}
+	for _, r := range d.replicas {
+		st.Replicas++
+		if r.state == serving.ReplicaReady && !r.stopping {
+			st.ReadyReplicas++
+		}
+		st.ReplicaStatuses = append(st.ReplicaStatuses, serving.ReplicaStatus{
+			ID:        r.h.Spec.ID,
+			State:     r.state,
+			Endpoint:  r.h.Endpoint,
+			StartedAt: r.h.ScheduledAt.UTC(),
+			ColdStart: r.phases,
+			Message:   r.message,
+		})
+	}
+	slices.SortFunc(st.ReplicaStatuses, func(a, b serving.ReplicaStatus) int {
+		return cmp.Or(a.StartedAt.Compare(b.StartedAt), cmp.Compare(a.ID, b.ID))
+	})
+	c.statusMu.Lock()
+	c.status[d.name] = st
+	c.statusMu.Unlock()
+	c.opts.Metrics.replicas(d.name, st)
+}
+
+// Metrics are the control loop's Prometheus metrics. A nil *Metrics records
+// nothing.
+type Metrics struct {
+	desired    *prometheus.GaugeVec
+	ready      *prometheus.GaugeVec
+	existing   *prometheus.GaugeVec
+	restarts   *prometheus.CounterVec
+	coldStarts *prometheus.HistogramVec
+}
+
+// NewMetrics creates the control loop's metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		desired: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ebb_control_desired_replicas",
+			Help: "Replicas the autoscaler wants, by deployment.",
+		}, []string{"deployment"}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ebb_control_ready_replicas",
+			Help: "Replicas receiving traffic, by deployment.",
+		}, []string{"deployment"}),
+		existing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ebb_control_replicas",
+			Help: "Replicas in any state (starting, ready, draining), by deployment.",
+		}, []string{"deployment"}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ebb_control_replica_crashes_total",
+			Help: "Replicas that exited without being asked to, by deployment.",
+		}, []string{"deployment"}),
+		coldStarts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ebb_control_cold_start_duration_seconds",
+			Help:    "Time each phase of a replica's cold start took: process_started, model_loaded, ready.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"phase"}),
+	}
+	reg.MustRegister(m.desired, m.ready, m.existing, m.restarts, m.coldStarts)
+	return m
+}
+
+func (m *Metrics) replicas(name string, st serving.Status) {
+	if m == nil {
+		return
+	}
+	m.desired.WithLabelValues(name).Set(float64(st.DesiredReplicas))
+	m.ready.WithLabelValues(name).Set(float64(st.ReadyReplicas))
+	m.existing.WithLabelValues(name).Set(float64(st.Replicas))
+}
+
+func (m *Metrics) restarted(name string) {
+	if m == nil {
+		return
+	}
+	m.restarts.WithLabelValues(name).Inc()
+}
+
+func (m *Metrics) coldStart(phases []serving.Phase) {
+	if m == nil {
+		return
+	}
+	for _, p := range phases {
+		m.coldStarts.WithLabelValues(p.Name).Observe(p.Duration.Seconds())
+	}
+}
+
+func (m *Metrics) forget(name string) {
+	if m == nil {
+		return
+	}
+	m.desired.DeleteLabelValues(name)
+	m.ready.DeleteLabelValues(name)
+	m.existing.DeleteLabelValues(name)
+	m.restarts.DeleteLabelValues(name)
+}

@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the gateway's Prometheus metrics. A nil *Metrics records
+// nothing.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	inFlight *prometheus.GaugeVec
+	retries  *prometheus.CounterVec
+}
+
+// NewMetrics creates the gateway's metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ebb_gateway_requests_total",
+			Help: "Inference requests answered, by deployment and HTTP status code.",
+		}, []string{"deployment", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ebb_gateway_request_duration_seconds",
+			Help:    "Time from request arrival to response, including any hold while the deployment was cold.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"deployment"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ebb_gateway_requests_in_flight",
+			Help: "Requests being served or held, by deployment.",
+		}, []string{"deployment"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ebb_gateway_retries_total",
+			Help: "Requests re-sent to another replica after one failed before answering.",
+		}, []string{"deployment"}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.inFlight, m.retries)
+	return m
+}
+
+func (m *Metrics) begin(deployment string) {
+	if m == nil {
+		return
+	}
+	m.inFlight.WithLabelValues(deployment).Inc()
+}
+
+// observe records a finished request; begun says whether begin was called.
+func (m *Metrics) observe(deployment string, code int, d time.Duration, begun bool) {
+	if m == nil {
+		return
+	}
+	if begun {
+		m.inFlight.WithLabelValues(deployment).Dec()
+		m.latency.WithLabelValues(deployment).Observe(d.Seconds())
+	}
+	m.requests.WithLabelValues(deployment, strconv.Itoa(code)).Inc()
+}
+
+func (m *Metrics) retried(deployment string) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(deployment).Inc()
+}

@@ -63,6 +63,7 @@ type Controller struct {
 	log     *slog.Logger
 
 	events  chan event
+	loaded  chan struct{} // closed once Run has loaded the store
 	stopped chan struct{} // closed when Run returns
 	wg      sync.WaitGroup
 
@@ -110,6 +111,7 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 		opts:    opts,
 		log:     opts.Logger,
 		events:  make(chan event, 64),
+		loaded:  make(chan struct{}),
 		stopped: make(chan struct{}),
 		wakes:   map[string]bool{},
 		notes:   map[string]bool{},
@@ -167,6 +169,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err := c.load(ctx); err != nil {
 		return err
 	}
+	close(c.loaded)
 	tick := c.opts.Clock.NewTicker(c.opts.Tick)
 	defer tick.Stop()
 	probe := c.opts.Clock.NewTicker(c.opts.ProbeEvery)
@@ -211,6 +214,9 @@ func (c *Controller) load(ctx context.Context) error {
 		c.recover(ctx, h)
 	}
 	for _, d := range c.deps {
+		// Keep what runs until the autoscaler has data to judge by.
+		d.desired = int32(len(d.replicas))
+		d.scale.Desired = d.desired
 		c.reconcile(ctx, d)
 		c.publish(d)
 	}
@@ -274,6 +280,10 @@ func (c *Controller) shutdown() {
 	wg.Wait()
 	c.log.Info("control loop stopped; all replicas stopped")
 }
+
+// Loaded is closed once Run has loaded every deployment and recovered the
+// stored replicas.
+func (c *Controller) Loaded() <-chan struct{} { return c.loaded }
 
 // Wait blocks until every goroutine started by Run has ended. Call it after
 // Run returns.

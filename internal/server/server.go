@@ -1,0 +1,372 @@
+// Package server is the replica-side Open Inference Protocol v2 server: it
+// serves one loaded engine.Model under its deployment's name, answers the
+// health, metadata and infer endpoints, and drains gracefully on shutdown.
+//
+// It also defines the Notice a replica process writes to tell the backend that
+// started it that it is ready (or why it failed), and the ReplicaInfo document
+// at /ebb/v1/replica that lets the control plane check which replica answers.
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/engine"
+	"github.com/ebb-ml/ebb/internal/oip"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultDrainTimeout    = 30 * time.Second
+	DefaultMaxRequestBytes = 64 << 20
+)
+
+// Options configures a Server. The zero value is usable.
+type Options struct {
+	// ReplicaID and Deployment identify the replica in /ebb/v1/replica.
+	// Deployment defaults to the name given to New.
+	ReplicaID  string
+	Deployment string
+	// Now returns the current time; defaults to time.Now.
+	Now func() time.Time
+	// Logger receives errors and lifecycle events; defaults to discarding.
+	Logger *slog.Logger
+	// ModelLoadedAt is when the model finished loading; defaults to Now()
+	// at New.
+	ModelLoadedAt time.Time
+	// DrainTimeout bounds how long Serve waits for in-flight requests after
+	// its context ends; defaults to DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// MaxRequestBytes bounds an infer request body; larger ones get 413.
+	// Defaults to DefaultMaxRequestBytes.
+	MaxRequestBytes int64
+	// Version is the server version reported by GET /v2; defaults to "dev".
+	Version string
+	// OnReady, when set, is called once by Serve, with the time readiness
+	// began, just before it accepts connections on its (already listening)
+	// listener; it should return quickly.
+	OnReady func(readyAt time.Time)
+}
+
+// ReplicaInfo is the body of GET /ebb/v1/replica: who this replica is, so the
+// control plane can verify it talks to the replica it started.
+type ReplicaInfo struct {
+	ID            string    `json:"id"`
+	Deployment    string    `json:"deployment"`
+	PID           int       `json:"pid"`
+	ModelLoadedAt time.Time `json:"modelLoadedAt"`
+	// ReadyAt is zero (and omitted) until Serve starts.
+	ReadyAt time.Time `json:"readyAt,omitzero"`
+}
+
+// Server serves one model over OIP v2 REST. It is an http.Handler; Serve runs
+// it on a listener with graceful draining. Safe for concurrent use.
+type Server struct {
+	name  string
+	model engine.Model
+	opts  Options
+	log   *slog.Logger
+	pid   int
+
+	meta        oip.ModelMetadata
+	inputIndex  map[string]int
+	outputIndex map[string]int
+	// Pre-encoded bodies of the read-only endpoints.
+	modelMetaJSON     []byte
+	serverMetaJSON    []byte
+	modelReadyJSON    []byte
+	modelNotReadyJSON []byte
+
+	draining atomic.Bool
+
+	mu sync.Mutex
+	// readyAt is when Serve began serving; zero before.
+	readyAt time.Time
+}
+
+// New returns a Server that serves m under name, the deployment name clients
+// use in /v2/models/{name}. m must be loaded; the Server reports ready until
+// Serve starts draining.
+func New(name string, m engine.Model, opts Options) *Server {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Deployment == "" {
+		opts.Deployment = name
+	}
+	if opts.ModelLoadedAt.IsZero() {
+		opts.ModelLoadedAt = opts.Now()
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	meta := m.Metadata()
+	meta.Name = name
+	if meta.Inputs == nil {
+		meta.Inputs = []oip.TensorMetadata{}
+	}
+	if meta.Outputs == nil {
+		meta.Outputs = []oip.TensorMetadata{}
+	}
+	s := &Server{
+		name:        name,
+		model:       m,
+		opts:        opts,
+		log:         opts.Logger,
+		pid:         os.Getpid(),
+		meta:        meta,
+		inputIndex:  make(map[string]int, len(meta.Inputs)),
+		outputIndex: make(map[string]int, len(meta.Outputs)),
+	}
+	for i, in := range meta.Inputs {
+		s.inputIndex[in.Name] = i
+	}
+	for i, out := range meta.Outputs {
+		s.outputIndex[out.Name] = i
+	}
+	s.modelMetaJSON = mustJSON(meta)
+	s.serverMetaJSON = mustJSON(oip.ServerMetadata{Name: "ebb", Version: opts.Version, Extensions: []string{}})
+	s.modelReadyJSON = mustJSON(oip.ModelReady{Name: name, Ready: true})
+	s.modelNotReadyJSON = mustJSON(oip.ModelReady{Name: name, Ready: false})
+	return s
+}
+
+// Ready reports whether the server accepts inference: the model is loaded and
+// the server is not draining.
+func (s *Server) Ready() bool { return !s.draining.Load() }
+
+// Info returns the replica's identity and startup times.
+func (s *Server) Info() ReplicaInfo {
+	s.mu.Lock()
+	readyAt := s.readyAt
+	s.mu.Unlock()
+	return ReplicaInfo{
+		ID:            s.opts.ReplicaID,
+		Deployment:    s.opts.Deployment,
+		PID:           s.pid,
+		ModelLoadedAt: s.opts.ModelLoadedAt,
+		ReadyAt:       readyAt,
+	}
+}
+
+// Serve serves HTTP on ln until ctx ends, then drains: it first reports not
+// ready, then stops accepting connections and waits up to
+// Options.DrainTimeout for in-flight requests to finish. It returns nil after
+// a clean drain, and an error when ln fails or the drain times out (the
+// remaining connections are then closed). Serve closes ln. Call it once.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	// ln already listens, so connections made from here on queue in its
+	// backlog until accepted: the replica is ready now.
+	readyAt := s.opts.Now()
+	s.mu.Lock()
+	s.readyAt = readyAt
+	s.mu.Unlock()
+	if s.opts.OnReady != nil {
+		s.opts.OnReady(readyAt)
+	}
+	s.log.Info("serving", "addr", ln.Addr().String(), "model", s.name)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		s.draining.Store(true)
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+
+	s.draining.Store(true)
+	s.log.Info("draining", "timeout", s.opts.DrainTimeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.DrainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+		<-errc
+		return fmt.Errorf("drain: in-flight requests did not finish within %v; closed them: %w", s.opts.DrainTimeout, err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	}
+	s.log.Info("drained")
+	return nil
+}
+
+// ServeHTTP routes OIP v2 and /ebb/v1 requests.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	switch path {
+	case "/v2/health/live":
+		if s.allow(w, r, http.MethodGet) {
+			writeRaw(w, http.StatusOK, []byte(`{"live":true}`))
+		}
+		return
+	case "/v2/health/ready":
+		if s.allow(w, r, http.MethodGet) {
+			s.writeReady(w, []byte(`{"ready":true}`), []byte(`{"ready":false}`))
+		}
+		return
+	case "/v2", "/v2/":
+		if s.allow(w, r, http.MethodGet) {
+			writeRaw(w, http.StatusOK, s.serverMetaJSON)
+		}
+		return
+	case "/ebb/v1/replica":
+		if s.allow(w, r, http.MethodGet) {
+			writeJSON(w, http.StatusOK, s.Info())
+		}
+		return
+	}
+	rest, ok := strings.CutPrefix(path, "/v2/models/")
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s: this OIP v2 server serves /v2/health/{live,ready}, /v2/models/%s[/versions/{v}][/ready|/infer]", r.Method, path, s.name))
+		return
+	}
+	name, rest, _ := strings.Cut(rest, "/")
+	version := ""
+	if v, ok := strings.CutPrefix(rest, "versions/"); ok {
+		version, rest, _ = strings.Cut(v, "/")
+		if version == "" {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s: the version is empty", r.Method, path))
+			return
+		}
+	}
+	var action string
+	switch rest {
+	case "", "infer", "ready":
+		action = rest
+	default:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s: use /v2/models/%s[/versions/{v}][/ready|/infer]", r.Method, path, s.name))
+		return
+	}
+	if name != s.name {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: this replica serves %q", name, s.name))
+		return
+	}
+	if !s.hasVersion(version) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q has no version %q: it has versions %s", s.name, version, strings.Join(s.meta.Versions, ", ")))
+		return
+	}
+	switch action {
+	case "":
+		if s.allow(w, r, http.MethodGet) {
+			writeRaw(w, http.StatusOK, s.modelMetaJSON)
+		}
+	case "ready":
+		if s.allow(w, r, http.MethodGet) {
+			s.writeReady(w, s.modelReadyJSON, s.modelNotReadyJSON)
+		}
+	case "infer":
+		if s.allow(w, r, http.MethodPost) {
+			s.infer(w, r, version)
+		}
+	}
+}
+
+// hasVersion reports whether v may be served: empty means the default, and a
+// model whose metadata lists no versions accepts any.
+func (s *Server) hasVersion(v string) bool {
+	if v == "" || len(s.meta.Versions) == 0 {
+		return true
+	}
+	for _, have := range s.meta.Versions {
+		if have == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) writeReady(w http.ResponseWriter, yes, no []byte) {
+	if s.Ready() {
+		writeRaw(w, http.StatusOK, yes)
+		return
+	}
+	writeRaw(w, http.StatusServiceUnavailable, no)
+}
+
+// allow answers 405 and returns false unless r uses method (GET also allows
+// HEAD).
+func (s *Server) allow(w http.ResponseWriter, r *http.Request, method string) bool {
+	if r.Method == method || (method == http.MethodGet && r.Method == http.MethodHead) {
+		return true
+	}
+	w.Header().Set("Allow", method)
+	writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, r.URL.Path, method))
+	return false
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuffer keeps one huge request from pinning its buffer forever.
+const maxPooledBuffer = 1 << 20
+
+func getBuffer() *bytes.Buffer { return bufPool.Get().(*bytes.Buffer) }
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBuffer {
+		return
+	}
+	b.Reset()
+	bufPool.Put(b)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("server: encoding %T: %v", v, err))
+	}
+	return b
+}
+
+func writeRaw(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// writeJSON encodes v as the response body. An encoding failure (a value
+// JSON cannot express, such as NaN) becomes a 500.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("encoding the response: %v", err))
+		return err
+	}
+	writeRaw(w, status, buf.Bytes())
+	return nil
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	b, _ := json.Marshal(oip.ErrorResponse{Error: msg})
+	writeRaw(w, status, b)
+}

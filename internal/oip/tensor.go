@@ -57,9 +57,9 @@ func Decode(in RequestInput) (Tensor, error) {
 	case INT64:
 		t.Data, err = decodeAll[int64](raw)
 	case FP32:
-		t.Data, err = decodeAll[float32](raw)
+		t.Data, err = decodeFloats[float32](raw)
 	case FP64:
-		t.Data, err = decodeAll[float64](raw)
+		t.Data, err = decodeFloats[float64](raw)
 	case BYTES:
 		t.Data, err = decodeAll[string](raw)
 	default:
@@ -101,9 +101,30 @@ func flatten(b json.RawMessage, out *[]json.RawMessage, depth int) error {
 	return nil
 }
 
+var null = []byte("null")
+
 func decodeAll[T any](raw []json.RawMessage) ([]T, error) {
 	out := make([]T, len(raw))
 	for i, r := range raw {
+		if bytes.Equal(r, null) {
+			return nil, fmt.Errorf("element %d is null; only FP32 and FP64 accept null (as a missing value)", i)
+		}
+		if err := json.Unmarshal(r, &out[i]); err != nil {
+			return nil, fmt.Errorf("element %d (%s)", i, strings.TrimSpace(string(r)))
+		}
+	}
+	return out, nil
+}
+
+// decodeFloats is decodeAll for floating point, where JSON null stands for
+// a missing value and decodes to NaN (JSON has no NaN literal).
+func decodeFloats[T float32 | float64](raw []json.RawMessage) ([]T, error) {
+	out := make([]T, len(raw))
+	for i, r := range raw {
+		if bytes.Equal(r, null) {
+			out[i] = T(math.NaN())
+			continue
+		}
 		if err := json.Unmarshal(r, &out[i]); err != nil {
 			return nil, fmt.Errorf("element %d (%s)", i, strings.TrimSpace(string(r)))
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/engine"
+	"github.com/ebb-ml/ebb/internal/engine/echo"
 	"github.com/ebb-ml/ebb/internal/engine/trees"
 	"github.com/ebb-ml/ebb/internal/server"
 	"github.com/spf13/cobra"
@@ -53,7 +54,7 @@ once it is ready, or the reason it failed to load. For a manual run, use
 	fl.StringVar(&f.deployment, "deployment", "", "deployment name the model is served under (required)")
 	fl.StringVar(&f.id, "id", "", "replica ID, reported at /ebb/v1/replica")
 	fl.StringVar(&f.model, "model", "", "path of the model artifact (required)")
-	fl.StringVar(&f.engine, "engine", "trees", "engine that loads the model: trees")
+	fl.StringVar(&f.engine, "engine", "trees", "engine that loads the model: trees or echo")
 	fl.IntVar(&f.listenFD, "listen-fd", -1, "inherited file descriptor of a listening socket to serve on")
 	fl.StringVar(&f.addr, "addr", "", "address to listen on, e.g. 127.0.0.1:8080 (instead of --listen-fd)")
 	fl.IntVar(&f.notifyFD, "notify-fd", -1, "inherited file descriptor to write the readiness notice to, then close")
@@ -171,6 +172,8 @@ func (f replicaFlags) listen() (net.Listener, error) {
 // loadModel loads the model at path with the named engine.
 func loadModel(engineName, path string) (engine.Model, error) {
 	switch engineName {
+	case "echo":
+		return echo.Load(path)
 	case "trees":
 		m, err := trees.Load(path)
 		if err != nil {
@@ -178,13 +181,13 @@ func loadModel(engineName, path string) (engine.Model, error) {
 		}
 		return m, nil
 	default:
-		return nil, fmt.Errorf("unknown engine %q for model %s: use --engine trees", engineName, path)
+		return nil, fmt.Errorf("unknown engine %q for model %s: use --engine trees or --engine echo", engineName, path)
 	}
 }
 
 // newLogger logs JSON to w unless w is a terminal, where text reads better.
 func newLogger(w *os.File) *slog.Logger {
-	if fi, err := w.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+	if isTerminal(w) {
 		return slog.New(slog.NewTextHandler(w, nil))
 	}
 	return slog.New(slog.NewJSONHandler(w, nil))

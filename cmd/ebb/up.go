@@ -68,7 +68,7 @@ request to try.`,
 }
 
 func runUp(ctx context.Context, o upOptions) error {
-	log, err := newLogger(o.logLevel)
+	log, err := newUpLogger(o.logLevel)
 	if err != nil {
 		return err
 	}
@@ -211,8 +211,8 @@ Press Ctrl-C to stop; replicas are drained and stopped.
 	return nil
 }
 
-// newLogger logs JSON when stderr is not a terminal, text otherwise.
-func newLogger(level string) (*slog.Logger, error) {
+// newUpLogger logs JSON when stderr is not a terminal, text otherwise.
+func newUpLogger(level string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", level)

@@ -20,7 +20,7 @@ const (
 )
 
 // Engines lists the engine names a Spec may use.
-var Engines = []string{"trees"}
+var Engines = []string{"trees", "echo"}
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
@@ -105,7 +105,7 @@ func (s *Spec) validate() []*FieldError {
 	add := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{field, fmt.Sprintf(format, args...)})
 	}
-	if strings.TrimSpace(s.Model) == "" {
+	if strings.TrimSpace(s.Model) == "" && s.Engine != "echo" {
 		add("spec.model", "is required: give the model artifact path, e.g. examples/diabetes/model.json")
 	}
 	known := false

@@ -1,0 +1,81 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/ebb-ml/ebb/internal/serving"
+)
+
+// Error codes, the stable machine-readable half of every error response.
+const (
+	codeNotFound         = "deployment/not_found"
+	codeExists           = "deployment/exists"
+	codeInvalid          = "deployment/invalid"
+	codeMalformed        = "request/malformed"
+	codeTooLarge         = "request/too_large"
+	codeUnsupportedMedia = "request/unsupported_media_type"
+	codeMethodNotAllowed = "request/method_not_allowed"
+	codeRouteNotFound    = "request/not_found"
+	codeInternal         = "internal"
+)
+
+// ErrorBody is the JSON body of every error response:
+// {"error":{"code":"deployment/not_found","message":"..."}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the code and message of an error response. Code is stable
+// and meant for programs; Message is for people and says how to fix it.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// apiError is an error with its HTTP status and code. Handlers return it
+// (also from inside store update functions, which pass it through).
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func notFound(name string) *apiError {
+	return &apiError{http.StatusNotFound, codeNotFound,
+		fmt.Sprintf("deployment %q not found: list deployments with `ebb get deployments`", name)}
+}
+
+func exists(name string) *apiError {
+	return &apiError{http.StatusConflict, codeExists,
+		fmt.Sprintf("deployment %q already exists: replace it with `ebb deploy -f` (PUT /v1/deployments/%s), change it with PATCH, or delete it first", name, name)}
+}
+
+// invalid turns a *serving.ValidationError (or any error) into a
+// deployment/invalid error whose message lists every problem.
+func invalid(err error) *apiError {
+	return &apiError{http.StatusBadRequest, codeInvalid, err.Error()}
+}
+
+// validate defaults d's spec and validates d.
+func validate(d *serving.Deployment) error {
+	d.Spec.Default()
+	if err := d.Validate(); err != nil {
+		return invalid(err)
+	}
+	return nil
+}
+
+// writeError writes err as an error response. Errors that are not
+// *apiError are logged and answered with a 500 that reveals nothing.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	ae, ok := errors.AsType[*apiError](err)
+	if !ok {
+		h.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		ae = &apiError{http.StatusInternalServerError, codeInternal, "internal error: see the ebb server log for details"}
+	}
+	writeJSON(w, ae.status, ErrorBody{ErrorDetail{Code: ae.code, Message: ae.message}})
+}

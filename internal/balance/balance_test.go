@@ -1,6 +1,7 @@
 package balance
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -66,8 +67,11 @@ func TestPowerOfTwoPick(t *testing.T) {
 // TestPowerOfTwoSpreadsLoad checks the property the policy exists for: with
 // requests held open, load ends up nearly even and no endpoint is starved.
 func TestPowerOfTwoSpreadsLoad(t *testing.T) {
+	// A uniformly random choice of one endpoint spreads 1000 requests over
+	// 5 endpoints with a gap of dozens; two choices keep it to a few.
+	rng := rand.New(rand.NewPCG(1, 2))
 	eps := endpoints(0, 0, 0, 0, 0)
-	var p PowerOfTwo
+	p := PowerOfTwo{IntN: rng.IntN}
 	for range 1000 {
 		p.Pick(eps, nil).Acquire()
 	}
@@ -75,8 +79,8 @@ func TestPowerOfTwoSpreadsLoad(t *testing.T) {
 	for _, e := range eps {
 		lo, hi = min(lo, e.InFlight()), max(hi, e.InFlight())
 	}
-	if hi-lo > 2 {
-		t.Errorf("in-flight spread %d..%d after 1000 held picks; want within 2", lo, hi)
+	if hi-lo > 4 {
+		t.Errorf("in-flight spread %d..%d after 1000 held picks; want within 4", lo, hi)
 	}
 }
 

@@ -1,0 +1,72 @@
+package diabetes
+
+import (
+	"encoding/json"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ebb-ml/ebb/internal/oip"
+	"github.com/ebb-ml/ebb/internal/serving"
+)
+
+func TestDeploymentSpec(t *testing.T) {
+	data, err := os.ReadFile("deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d serving.Deployment
+	if err := yaml.UnmarshalStrict(data, &d); err != nil {
+		t.Fatalf("deployment.yaml: %v", err)
+	}
+	want := serving.Spec{
+		Model:  "examples/diabetes/model.json",
+		Engine: "trees",
+		Scaling: serving.Scaling{
+			MinReplicas:       0,
+			MaxReplicas:       4,
+			TargetConcurrency: 8,
+			ScaleToZeroAfter:  serving.D(30 * time.Second),
+		},
+	}
+	if d.Name != "diabetes" {
+		t.Errorf("name = %q, want diabetes", d.Name)
+	}
+	if diff := cmp.Diff(want, d.Spec); diff != "" {
+		t.Errorf("spec (-want +got):\n%s", diff)
+	}
+	d.Spec.Default()
+	if err := d.Validate(); err != nil {
+		t.Errorf("deployment.yaml does not validate: %v", err)
+	}
+}
+
+func TestRequest(t *testing.T) {
+	var req oip.InferRequest
+	if err := json.Unmarshal(Request, &req); err != nil {
+		t.Fatalf("request.json: %v", err)
+	}
+	if len(req.Inputs) != 1 {
+		t.Fatalf("request.json has %d inputs, want 1", len(req.Inputs))
+	}
+	in, err := oip.Decode(req.Inputs[0])
+	if err != nil {
+		t.Fatalf("request.json: %v", err)
+	}
+	if diff := cmp.Diff([]int64{2, 10}, in.Shape); in.Name != "input" || in.Datatype != oip.FP32 || diff != "" {
+		t.Errorf("request.json input is %q %s %v, want \"input\" FP32 [2 10]", in.Name, in.Datatype, in.Shape)
+	}
+}
+
+func TestModelEmbedded(t *testing.T) {
+	onDisk, err := os.ReadFile("model.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(Model) == 0 || string(Model) != string(onDisk) {
+		t.Errorf("Model holds %d bytes, model.json %d: want the same bytes", len(Model), len(onDisk))
+	}
+}

@@ -202,12 +202,12 @@ Try it:
 
   curl -s -X POST %s/v2/models/diabetes/infer -H 'Content-Type: application/json' -d @%s
 
-  go run ./cmd/ebb get deployments diabetes      # replicas, cold-start phases
-  curl -s %s/metrics | grep ebb_                 # Prometheus metrics
+  go run ./cmd/ebb get deployments diabetes --server %s    # replicas, cold-start phases
+  curl -s %s/metrics | grep ebb_    # Prometheus metrics
 
 Press Ctrl-C to stop; replicas are drained and stopped.
 
-`, base, req, base)
+`, base, req, base, base)
 	return nil
 }
 

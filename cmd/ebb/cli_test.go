@@ -185,8 +185,8 @@ func TestCLIDeployErrors(t *testing.T) {
 		},
 		{
 			name:    "every problem",
-			file:    "name: iris\nspec:\n  engine: onnx\n  scaling:\n    minReplicas: 5\n    maxReplicas: 2\n",
-			wantErr: []string{"spec.model: is required", `unknown engine "onnx"`, "minReplicas (5) must not exceed maxReplicas (2)"},
+			file:    "name: iris\nspec:\n  engine: tensorflow\n  scaling:\n    minReplicas: 5\n    maxReplicas: 2\n",
+			wantErr: []string{"spec.model: is required", `unknown engine "tensorflow"`, "minReplicas (5) must not exceed maxReplicas (2)"},
 		},
 	}
 	for _, tt := range tests {

@@ -30,6 +30,20 @@ type replicaFlags struct {
 	addr         string
 	notifyFD     int
 	drainTimeout time.Duration
+
+	// Dynamic batching (engines that batch); off when batchMaxSize is 0.
+	batchMaxSize        int
+	batchPreferredSizes []int
+	batchMaxQueueDelay  time.Duration
+
+	// Engine python: the user's class and the interpreter to run it.
+	pythonClass       string
+	pythonInterpreter string
+
+	// Engine http: the OIP v2 server to front, started (command, after
+	// "--") or already running (upstream).
+	upstream string
+	command  []string
 }
 
 func newReplicaCmd() *cobra.Command {
@@ -45,8 +59,14 @@ write end of a pipe (--notify-fd) on which the replica writes one JSON line
 once it is ready, or the reason it failed to load. For a manual run, use
 --addr instead.`,
 		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: func(cmd *cobra.Command, args []string) error {
+			if cmd.ArgsLenAtDash() != 0 && len(args) > 0 {
+				return fmt.Errorf("unexpected arguments %q: an http engine command goes after --", args)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f.command = args
 			return runReplica(cmd.Context(), f)
 		},
 	}
@@ -59,6 +79,12 @@ once it is ready, or the reason it failed to load. For a manual run, use
 	fl.StringVar(&f.addr, "addr", "", "address to listen on, e.g. 127.0.0.1:8080 (instead of --listen-fd)")
 	fl.IntVar(&f.notifyFD, "notify-fd", -1, "inherited file descriptor to write the readiness notice to, then close")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long to let in-flight requests finish after SIGTERM")
+	fl.IntVar(&f.batchMaxSize, "batch-max-size", 0, "dynamic batching: most rows in one model call (0: no batching)")
+	fl.IntSliceVar(&f.batchPreferredSizes, "batch-preferred-sizes", nil, "dynamic batching: batch sizes sent as soon as reached")
+	fl.DurationVar(&f.batchMaxQueueDelay, "batch-max-queue-delay", 0, "dynamic batching: longest a request waits for a batch to fill")
+	fl.StringVar(&f.pythonClass, "python-class", "", `engine python: "FILE.py:ClassName" or "module:ClassName"`)
+	fl.StringVar(&f.pythonInterpreter, "python-interpreter", "/usr/bin/python3", "engine python: the Python interpreter")
+	fl.StringVar(&f.upstream, "upstream", "", "engine http: URL of a running OIP v2 server to front")
 	return cmd
 }
 
@@ -90,9 +116,16 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 	if err := f.validate(); err != nil {
 		return fail(err)
 	}
+	if f.engine == "python" {
+		// The Python shim serves on the same inherited descriptors.
+		return fail(execPython(f))
+	}
 	ln, err := f.listen()
 	if err != nil {
 		return fail(err)
+	}
+	if f.engine == "http" {
+		return runHTTPReplica(ctx, f, ln, notify, log)
 	}
 	m, err := loadModel(f.engine, f.model)
 	if err != nil {
@@ -136,7 +169,7 @@ func (f replicaFlags) validate() error {
 	switch {
 	case f.deployment == "":
 		return errors.New("--deployment is required: the name clients use in /v2/models/{name}")
-	case f.model == "":
+	case f.model == "" && f.engine != "echo" && f.engine != "http":
 		return errors.New("--model is required: the path of the model file to serve")
 	case f.listenFD >= 0 && f.addr != "":
 		return errors.New("--listen-fd and --addr are exclusive: give one")

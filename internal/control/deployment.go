@@ -1,9 +1,11 @@
 package control
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"slices"
 	"time"
@@ -60,8 +62,29 @@ type replicaRec struct {
 	recovered bool
 }
 
+// replicaSpec is what a replica of d's current generation runs.
+func (d *deployment) replicaSpec(id string) replica.Spec {
+	s := replica.SpecFor(d.name, d.spec)
+	s.ID = id
+	return s
+}
+
+// sameRuntime reports whether two deployment specs run identical replicas,
+// whatever their scaling.
+func sameRuntime(a, b serving.Spec) bool {
+	a.Scaling, b.Scaling = serving.Scaling{}, serving.Scaling{}
+	return sameJSON(a, b)
+}
+
+// sameJSON compares values as stored, where nil and empty are one.
+func sameJSON(a, b any) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
+}
+
 func (d *deployment) generationOf(s replica.Spec) int64 {
-	if s.Model == d.spec.Model && s.Engine == d.spec.Engine {
+	if sameJSON(d.replicaSpec(s.ID), s) {
 		return d.generation
 	}
 	return d.generation - 1
@@ -82,7 +105,7 @@ func (c *Controller) upsert(sd serving.Deployment) *deployment {
 		c.deps[sd.Name] = d
 		return d
 	}
-	if sd.Spec.Model != d.spec.Model || sd.Spec.Engine != d.spec.Engine {
+	if !sameRuntime(sd.Spec, d.spec) {
 		d.generation++
 		d.failures, d.failure, d.nextStart = 0, "", time.Time{}
 	}

@@ -37,7 +37,7 @@ const earlyCrash = 10 * time.Second
 // startReplica launches one replica of d's current generation.
 func (c *Controller) startReplica(ctx context.Context, d *deployment) {
 	id := newReplicaID(d.name)
-	spec := replica.Spec{ID: id, Deployment: d.name, Model: d.spec.Model, Engine: d.spec.Engine}
+	spec := d.replicaSpec(id)
 	d.replicas[id] = &replicaRec{
 		h:          replica.Handle{Spec: spec, ScheduledAt: c.opts.Clock.Now()},
 		state:      serving.ReplicaStarting,

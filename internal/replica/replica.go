@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/ebb-ml/ebb/internal/serving"
 )
 
 // ErrNotFound is returned by Recover when the replica a handle names no
@@ -27,6 +29,27 @@ type Spec struct {
 	Model string `json:"model"`
 	// Engine names the runtime ("trees").
 	Engine string `json:"engine"`
+	// The rest mirror serving.Spec for the engines that use them.
+	Batching *serving.Batching `json:"batching,omitempty"`
+	Python   *serving.Python   `json:"python,omitempty"`
+	Command  []string          `json:"command,omitempty"`
+	URL      string            `json:"url,omitempty"`
+	Env      map[string]string `json:"env,omitempty"`
+}
+
+// SpecFor returns the replica spec that serves deployment d's spec; ID is
+// left for the caller.
+func SpecFor(deployment string, s serving.Spec) Spec {
+	return Spec{
+		Deployment: deployment,
+		Model:      s.Model,
+		Engine:     s.Engine,
+		Batching:   s.Batching,
+		Python:     s.Python,
+		Command:    s.Command,
+		URL:        s.URL,
+		Env:        s.Env,
+	}
 }
 
 // Handle identifies a started replica. It is plain data: the control loop

@@ -20,10 +20,43 @@ type Deployment struct {
 type Spec struct {
 	// Model is the artifact path or URI (file path, file://...).
 	Model string `json:"model"`
-	// Engine names the runtime that loads Model: "trees".
+	// Engine names the runtime that loads Model: trees, onnx, python, http
+	// or echo.
 	Engine string `json:"engine,omitempty"`
+	// Batching, when set, groups concurrent requests into one model call
+	// (Triton's dynamic batching) in engines that can batch.
+	Batching *Batching `json:"batching,omitempty"`
+	// Python configures engine "python".
+	Python *Python `json:"python,omitempty"`
+	// Command configures engine "http": the argv of any OIP v2 server,
+	// started once per replica with $PORT set to the port it must serve on.
+	Command []string `json:"command,omitempty"`
+	// URL configures engine "http" without Command: an OIP v2 server that
+	// ebb does not start; each replica fronts it.
+	URL string `json:"url,omitempty"`
+	// Env is added to every replica's environment.
+	Env map[string]string `json:"env,omitempty"`
 	// Scaling is the autoscaling policy.
 	Scaling Scaling `json:"scaling"`
+}
+
+// Batching is a dynamic batching policy with Triton's semantics: a batch is
+// sent as soon as it holds MaxBatchSize rows or one of PreferredBatchSizes,
+// otherwise when its oldest request has waited MaxQueueDelay.
+type Batching struct {
+	MaxBatchSize        int      `json:"maxBatchSize"`
+	PreferredBatchSizes []int    `json:"preferredBatchSizes,omitempty"`
+	MaxQueueDelay       Duration `json:"maxQueueDelay"`
+}
+
+// Python says which user class serves the model: it has load(path) and
+// predict(inputs).
+type Python struct {
+	// Class is "FILE.py:ClassName" (FILE relative to the model's
+	// directory, or absolute) or "module:ClassName".
+	Class string `json:"class"`
+	// Interpreter is the Python to run; default /usr/bin/python3.
+	Interpreter string `json:"interpreter,omitempty"`
 }
 
 // Scaling is a deployment's autoscaling policy. The autoscaler keeps the

@@ -20,7 +20,7 @@ const (
 )
 
 // Engines lists the engine names a Spec may use.
-var Engines = []string{"trees", "echo"}
+var Engines = []string{"trees", "onnx", "python", "http", "echo"}
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
@@ -105,8 +105,48 @@ func (s *Spec) validate() []*FieldError {
 	add := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{field, fmt.Sprintf(format, args...)})
 	}
-	if strings.TrimSpace(s.Model) == "" && s.Engine != "echo" {
+	needsModel := s.Engine != "echo" && s.Engine != "http"
+	if strings.TrimSpace(s.Model) == "" && needsModel {
 		add("spec.model", "is required: give the model artifact path, e.g. examples/diabetes/model.json")
+	}
+	switch s.Engine {
+	case "python":
+		if s.Python == nil || strings.TrimSpace(s.Python.Class) == "" {
+			add("spec.python.class", `is required for engine python: give "FILE.py:ClassName" or "module:ClassName"`)
+		} else if !strings.Contains(s.Python.Class, ":") {
+			add("spec.python.class", `%q must be "FILE.py:ClassName" or "module:ClassName"`, s.Python.Class)
+		}
+	case "http":
+		if (len(s.Command) == 0) == (s.URL == "") {
+			add("spec", "engine http needs exactly one of command (an OIP v2 server started with $PORT) or url (a running one)")
+		}
+		if s.URL != "" && !strings.HasPrefix(s.URL, "http://") && !strings.HasPrefix(s.URL, "https://") {
+			add("spec.url", "%q must start with http:// or https://", s.URL)
+		}
+	}
+	if s.Engine != "python" && s.Python != nil {
+		add("spec.python", "is only for engine python, not %q", s.Engine)
+	}
+	if s.Engine != "http" && (len(s.Command) > 0 || s.URL != "") {
+		add("spec", "command and url are only for engine http, not %q", s.Engine)
+	}
+	for k := range s.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			add("spec.env", "%q is not a valid environment variable name", k)
+		}
+	}
+	if b := s.Batching; b != nil {
+		if b.MaxBatchSize < 1 {
+			add("spec.batching.maxBatchSize", "must be at least 1, got %d", b.MaxBatchSize)
+		}
+		for _, p := range b.PreferredBatchSizes {
+			if p < 1 || p > b.MaxBatchSize {
+				add("spec.batching.preferredBatchSizes", "%d is outside 1..maxBatchSize (%d)", p, b.MaxBatchSize)
+			}
+		}
+		if b.MaxQueueDelay.Duration < 0 || b.MaxQueueDelay.Duration > 10*time.Second {
+			add("spec.batching.maxQueueDelay", "must be between 0 and 10s, got %s", b.MaxQueueDelay)
+		}
 	}
 	known := false
 	for _, e := range Engines {

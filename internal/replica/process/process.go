@@ -127,18 +127,14 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 	}
 	defer logFile.Close()
 
-	args := append(append([]string{}, b.opts.Command[1:]...),
-		"--deployment", spec.Deployment,
-		"--id", spec.ID,
-		"--model", spec.Model,
-		"--engine", spec.Engine,
-		"--listen-fd", "3",
-		"--notify-fd", "4",
-	)
+	args := append(append([]string{}, b.opts.Command[1:]...), replicaArgs(spec)...)
 	// Not exec.CommandContext: the replica must outlive the request that
 	// started it.
 	cmd := exec.Command(b.opts.Command[0], args...)
 	cmd.Env = append(os.Environ(), b.opts.Env...)
+	for k, v := range spec.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.ExtraFiles = []*os.File{lnFile, notifyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -162,6 +158,44 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 		close(p.done)
 	}()
 	return h, nil
+}
+
+// replicaArgs are the `ebb replica` flags that serve spec on the inherited
+// listener (fd 3), reporting readiness on fd 4.
+func replicaArgs(spec replica.Spec) []string {
+	args := []string{
+		"--deployment", spec.Deployment,
+		"--id", spec.ID,
+		"--model", spec.Model,
+		"--engine", spec.Engine,
+		"--listen-fd", "3",
+		"--notify-fd", "4",
+	}
+	if b := spec.Batching; b != nil {
+		args = append(args, "--batch-max-size", strconv.Itoa(b.MaxBatchSize),
+			"--batch-max-queue-delay", b.MaxQueueDelay.String())
+		if len(b.PreferredBatchSizes) > 0 {
+			sizes := make([]string, len(b.PreferredBatchSizes))
+			for i, n := range b.PreferredBatchSizes {
+				sizes[i] = strconv.Itoa(n)
+			}
+			args = append(args, "--batch-preferred-sizes", strings.Join(sizes, ","))
+		}
+	}
+	if p := spec.Python; p != nil {
+		args = append(args, "--python-class", p.Class)
+		if p.Interpreter != "" {
+			args = append(args, "--python-interpreter", p.Interpreter)
+		}
+	}
+	if spec.URL != "" {
+		args = append(args, "--upstream", spec.URL)
+	}
+	if len(spec.Command) > 0 {
+		args = append(args, "--")
+		args = append(args, spec.Command...)
+	}
+	return args
 }
 
 func exitOf(ps *os.ProcessState, err error) replica.Exit {

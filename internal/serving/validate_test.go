@@ -1,0 +1,103 @@
+package serving
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func valid() Deployment {
+	d := Deployment{Name: "m", Spec: Spec{Model: "m.json"}}
+	d.Spec.Default()
+	return d
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Deployment)
+		want   []string // substrings of the error; none means valid
+	}{
+		{name: "defaults are valid", change: func(*Deployment) {}},
+		{name: "bad name", change: func(d *Deployment) { d.Name = "My_Model" }, want: []string{`name: "My_Model" must be`}},
+		{name: "empty name", change: func(d *Deployment) { d.Name = "" }, want: []string{"name: is required"}},
+		{name: "no model", change: func(d *Deployment) { d.Spec.Model = " " }, want: []string{"spec.model: is required"}},
+		{name: "unknown engine", change: func(d *Deployment) { d.Spec.Engine = "tf" }, want: []string{`unknown engine "tf"`}},
+		{name: "min above max", change: func(d *Deployment) { d.Spec.Scaling.MinReplicas, d.Spec.Scaling.MaxReplicas = 3, 2 }, want: []string{"minReplicas (3) must not exceed maxReplicas (2)"}},
+		{name: "zero target", change: func(d *Deployment) { d.Spec.Scaling.TargetConcurrency = -1 }, want: []string{"targetConcurrency: must be greater than 0"}},
+		{name: "short window", change: func(d *Deployment) { d.Spec.Scaling.StableWindow = D(time.Second) }, want: []string{"stableWindow: must be between 6s and 1h"}},
+		{name: "every problem at once", change: func(d *Deployment) {
+			d.Name, d.Spec.Model, d.Spec.Scaling.MaxReplicas = "", "", 0
+		}, want: []string{"name: is required", "spec.model", "maxReplicas: must be at least 1"}},
+		{name: "python needs a class", change: func(d *Deployment) { d.Spec.Engine = "python" }, want: []string{"spec.python.class: is required"}},
+		{name: "python class form", change: func(d *Deployment) { d.Spec.Engine, d.Spec.Python = "python", &Python{Class: "model.py"} }, want: []string{`"model.py" must be`}},
+		{name: "python ok", change: func(d *Deployment) { d.Spec.Engine, d.Spec.Python = "python", &Python{Class: "model.py:Model"} }},
+		{name: "http needs command or url", change: func(d *Deployment) { d.Spec.Engine = "http" }, want: []string{"exactly one of command"}},
+		{name: "http both", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Command, d.Spec.URL = "http", []string{"srv"}, "http://127.0.0.1:1"
+		}, want: []string{"exactly one of command"}},
+		{name: "http url scheme", change: func(d *Deployment) { d.Spec.Engine, d.Spec.URL = "http", "127.0.0.1:1" }, want: []string{"must start with http://"}},
+		{name: "http command without model", change: func(d *Deployment) { d.Spec.Engine, d.Spec.Model, d.Spec.Command = "http", "", []string{"srv"} }},
+		{name: "command on trees", change: func(d *Deployment) { d.Spec.Command = []string{"x"} }, want: []string{"only for engine http"}},
+		{name: "batching bounds", change: func(d *Deployment) {
+			d.Spec.Batching = &Batching{MaxBatchSize: 8, PreferredBatchSizes: []int{4, 16}, MaxQueueDelay: D(-time.Millisecond)}
+		}, want: []string{"16 is outside 1..maxBatchSize (8)", "maxQueueDelay: must be between 0 and 10s"}},
+		{name: "bad env name", change: func(d *Deployment) { d.Spec.Env = map[string]string{"A=B": "x"} }, want: []string{`"A=B" is not a valid environment variable name`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := valid()
+			tt.change(&d)
+			err := d.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate = %v; want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate = nil; want errors %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate = %q; want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDefaultKeepsWhatIsSet(t *testing.T) {
+	s := Spec{Model: "m", Engine: "onnx", Scaling: Scaling{MinReplicas: 6, TargetConcurrency: 2}}
+	s.Default()
+	want := Scaling{MinReplicas: 6, MaxReplicas: 6, TargetConcurrency: 2, ScaleToZeroAfter: D(DefaultScaleToZeroAfter),
+		StableWindow: D(DefaultStableWindow), PanicWindowPercent: DefaultPanicWindowPercent, PanicThreshold: DefaultPanicThreshold}
+	if diff := cmp.Diff(want, s.Scaling); diff != "" {
+		t.Errorf("Default (-want +got):\n%s", diff)
+	}
+	if s.Engine != "onnx" {
+		t.Errorf("Default changed the engine to %q", s.Engine)
+	}
+}
+
+func TestDurationJSON(t *testing.T) {
+	var s Scaling
+	if err := json.Unmarshal([]byte(`{"scaleToZeroAfter":"1m30s"}`), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.ScaleToZeroAfter.Duration != 90*time.Second {
+		t.Errorf("scaleToZeroAfter = %v; want 1m30s", s.ScaleToZeroAfter)
+	}
+	b, _ := json.Marshal(D(2 * time.Second))
+	if string(b) != `"2s"` {
+		t.Errorf("Marshal = %s; want \"2s\"", b)
+	}
+	for _, bad := range []string{`{"scaleToZeroAfter":"5 minutes"}`, `{"scaleToZeroAfter":30}`} {
+		if err := json.Unmarshal([]byte(bad), &s); err == nil {
+			t.Errorf("Unmarshal(%s) succeeded; want an error", bad)
+		}
+	}
+}

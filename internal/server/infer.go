@@ -13,56 +13,48 @@ import (
 	"github.com/ebb-ml/ebb/internal/oip"
 )
 
-// requestError is a problem with what the client sent, answered with status.
-type requestError struct {
-	status int
-	msg    string
-}
-
-func (e *requestError) Error() string { return e.msg }
-
-func badRequest(format string, args ...any) *requestError {
-	return &requestError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
-}
-
 // infer answers POST /v2/models/{name}[/versions/{version}]/infer.
 func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
 	req, rerr := s.readRequest(w, r)
 	if rerr != nil {
-		s.log.Debug("bad infer request", "status", rerr.status, "error", rerr.msg)
-		writeError(w, rerr.status, rerr.msg)
+		s.log.Debug("bad infer request", "status", rerr.Status, "error", rerr.Msg)
+		writeError(w, rerr.Status, rerr.Msg)
 		return
 	}
-	rerr = s.checkOutputs(req.Outputs)
+	var names []string
+	if len(req.Outputs) > 0 {
+		names = make([]string, len(req.Outputs))
+		for i, o := range req.Outputs {
+			names[i] = o.Name
+		}
+	}
+	rerr = s.checkOutputs(names)
 	var inputs []oip.Tensor
 	if rerr == nil {
 		inputs, rerr = s.decodeInputs(req.Inputs)
 	}
 	if rerr != nil {
-		s.log.Debug("bad infer request", "id", req.ID, "status", rerr.status, "error", rerr.msg)
-		writeError(w, rerr.status, rerr.msg)
+		s.log.Debug("bad infer request", "id", req.ID, "status", rerr.Status, "error", rerr.Msg)
+		writeError(w, rerr.Status, rerr.Msg)
 		return
 	}
 
-	outputs, err := s.predict(r.Context(), inputs)
+	outputs, err := s.Infer(r.Context(), inputs, names)
 	if err != nil {
-		var ie *engine.InputError
-		if errors.As(err, &ie) {
-			s.log.Debug("infer input rejected by the model", "id", req.ID, "error", err)
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if r.Context().Err() != nil {
+		var re *RequestError
+		switch {
+		case errors.As(err, &re):
+			s.log.Debug("infer input rejected", "id", req.ID, "error", err)
+			writeError(w, re.Status, re.Msg)
+		case r.Context().Err() != nil:
 			// The client is gone; nobody reads this answer.
 			s.log.Debug("infer abandoned by the client", "id", req.ID, "error", err)
-		} else {
+			writeError(w, http.StatusInternalServerError, "model "+s.name+": "+err.Error())
+		default:
 			s.log.Error("infer failed", "id", req.ID, "error", err)
+			writeError(w, http.StatusInternalServerError, "model "+s.name+": "+err.Error())
 		}
-		writeError(w, http.StatusInternalServerError, "model "+s.name+": "+err.Error())
 		return
-	}
-	if len(req.Outputs) > 0 {
-		outputs = filterOutputs(outputs, req.Outputs)
 	}
 	resp := oip.InferResponse{
 		ModelName:    s.name,
@@ -78,8 +70,55 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
 	}
 }
 
+// Infer runs the model on inputs, which must be in the metadata's order and
+// valid for it (as CheckInputs returns them), and returns the outputs named
+// in outputs, in the model's order, or all of them when outputs is empty.
+// When batching is on, the call waits in the batcher's queue for a batch;
+// ctx ending takes it out of the queue at once.
+//
+// Errors: a *RequestError when the caller sent something wrong (an unknown
+// output, inputs with different batch sizes, or inputs the model rejected
+// with an *engine.InputError); ctx's error (context.Canceled or
+// DeadlineExceeded, possibly wrapped) when ctx ended first; any other error
+// is a failure of the model or the server (a 500, gRPC Internal).
+//
+// The returned tensors may share memory with other requests' outputs and
+// must be treated as read-only.
+func (s *Server) Infer(ctx context.Context, inputs []oip.Tensor, outputs []string) ([]oip.Tensor, error) {
+	if rerr := s.checkOutputs(outputs); rerr != nil {
+		return nil, rerr
+	}
+	out, err := s.run(ctx, inputs, outputs)
+	if err != nil {
+		var ie *engine.InputError
+		if errors.As(err, &ie) {
+			return nil, badRequest("%s", ie.Message)
+		}
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			return nil, fmt.Errorf("%w: %v", cerr, err)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// run calls the model directly or through the batcher.
+func (s *Server) run(ctx context.Context, inputs []oip.Tensor, outputs []string) ([]oip.Tensor, error) {
+	if s.batcher != nil && !emptyBatch(inputs) {
+		return s.batcher.Predict(ctx, inputs, outputs)
+	}
+	out, err := s.predict(ctx, inputs)
+	if err != nil {
+		return nil, err
+	}
+	if len(outputs) > 0 {
+		out = filterOutputs(out, outputs)
+	}
+	return out, nil
+}
+
 // readRequest reads and decodes the body, bounded by MaxRequestBytes.
-func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (oip.InferRequest, *requestError) {
+func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (oip.InferRequest, *RequestError) {
 	var req oip.InferRequest
 	buf := getBuffer()
 	defer putBuffer(buf)
@@ -89,7 +128,7 @@ func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (oip.InferR
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.opts.MaxRequestBytes)); err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return req, &requestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes: send fewer rows per request", tooLarge.Limit)}
+			return req, &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes: send fewer rows per request", tooLarge.Limit)}
 		}
 		return req, badRequest("reading the request body: %v", err)
 	}
@@ -136,75 +175,15 @@ func jsonKind(goType string) string {
 	return "a " + goType
 }
 
-// decodeInputs checks the request's inputs against the model metadata and
-// decodes them, returned in the metadata's order.
-func (s *Server) decodeInputs(in []oip.RequestInput) ([]oip.Tensor, *requestError) {
-	want := s.meta.Inputs
-	order := make([]int, len(want))
-	for i := range order {
-		order[i] = -1
-	}
-	for j, ri := range in {
-		i, ok := s.inputIndex[ri.Name]
-		if !ok {
-			return nil, badRequest("unknown input %q: model %q takes %s", ri.Name, s.name, describeTensors(want))
-		}
-		if order[i] >= 0 {
-			return nil, badRequest("input %q appears more than once", ri.Name)
-		}
-		order[i] = j
-		m := want[i]
-		if ri.Datatype == "" {
-			return nil, badRequest("input %q: datatype is missing: model expects %s", ri.Name, m.Datatype)
-		}
-		if !convertible(m.Datatype, ri.Datatype) {
-			return nil, badRequest("input %q: datatype %s given, model expects %s", ri.Name, ri.Datatype, m.Datatype)
-		}
-		if ri.Shape == nil && len(m.Shape) > 0 {
-			return nil, badRequest("input %q: shape is missing: model expects %s", ri.Name, formatShape(m.Shape))
-		}
-		if !shapeMatches(m.Shape, ri.Shape) {
-			return nil, badRequest("input %q: shape %s given, model expects %s (-1 is any size)", ri.Name, formatShape(ri.Shape), formatShape(m.Shape))
+// emptyBatch reports whether some input has no rows; such a request has
+// nothing to batch and goes to the model directly.
+func emptyBatch(inputs []oip.Tensor) bool {
+	for _, t := range inputs {
+		if len(t.Shape) > 0 && t.Shape[0] == 0 {
+			return true
 		}
 	}
-	for i, j := range order {
-		if j < 0 {
-			return nil, badRequest("missing input %q: model %q takes %s", want[i].Name, s.name, describeTensors(want))
-		}
-	}
-	tensors := make([]oip.Tensor, len(want))
-	for i, j := range order {
-		t, err := oip.Decode(in[j])
-		if err != nil {
-			return nil, badRequest("%v", err)
-		}
-		tensors[i] = t
-	}
-	return tensors, nil
-}
-
-// checkOutputs rejects requested outputs the model does not have.
-func (s *Server) checkOutputs(req []oip.RequestOutput) *requestError {
-	for _, o := range req {
-		if _, ok := s.outputIndex[o.Name]; !ok {
-			return badRequest("unknown output %q: model %q has outputs %s", o.Name, s.name, describeTensors(s.meta.Outputs))
-		}
-	}
-	return nil
-}
-
-// filterOutputs keeps the outputs that were asked for, in the model's order.
-func filterOutputs(out []oip.Tensor, req []oip.RequestOutput) []oip.Tensor {
-	kept := out[:0:0]
-	for _, t := range out {
-		for _, o := range req {
-			if o.Name == t.Name {
-				kept = append(kept, t)
-				break
-			}
-		}
-	}
-	return kept
+	return false
 }
 
 // predict calls the model, turning a panic into an error so one bad request
@@ -217,58 +196,4 @@ func (s *Server) predict(ctx context.Context, inputs []oip.Tensor) (out []oip.Te
 		}
 	}()
 	return s.model.Predict(ctx, inputs)
-}
-
-func isNumeric(dt string) bool {
-	switch dt {
-	case oip.INT32, oip.INT64, oip.FP32, oip.FP64:
-		return true
-	}
-	return false
-}
-
-// convertible reports whether an input sent as datatype given can feed a
-// model input declared as want: the same datatype, or any numeric one for a
-// numeric input (engines convert numbers, see oip.Tensor.Float32s).
-func convertible(want, given string) bool {
-	return want == given || (isNumeric(want) && isNumeric(given))
-}
-
-// shapeMatches reports whether given has want's rank and agrees on every
-// fixed (non -1) dimension.
-func shapeMatches(want, given []int64) bool {
-	if len(want) != len(given) {
-		return false
-	}
-	for i, d := range want {
-		if d >= 0 && given[i] != d {
-			return false
-		}
-	}
-	return true
-}
-
-func formatShape(shape []int64) string {
-	var b strings.Builder
-	b.WriteByte('[')
-	for i, d := range shape {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprint(&b, d)
-	}
-	b.WriteByte(']')
-	return b.String()
-}
-
-// describeTensors lists tensors as `a (FP32 [-1,10]), b (INT64 [-1])`.
-func describeTensors(ts []oip.TensorMetadata) string {
-	if len(ts) == 0 {
-		return "none"
-	}
-	parts := make([]string, len(ts))
-	for i, t := range ts {
-		parts[i] = fmt.Sprintf("%q (%s %s)", t.Name, t.Datatype, formatShape(t.Shape))
-	}
-	return strings.Join(parts, ", ")
 }

@@ -22,8 +22,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ebb-ml/ebb/internal/batch"
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/oip"
+	"github.com/ebb-ml/ebb/internal/serving"
 )
 
 // Defaults for Options fields left zero.
@@ -57,6 +59,14 @@ type Options struct {
 	// began, just before it accepts connections on its (already listening)
 	// listener; it should return quickly.
 	OnReady func(readyAt time.Time)
+	// Batching, when set, groups concurrent infer requests into one model
+	// call (see package batch). It applies only to a model that can batch:
+	// dimension 0 of every input and output is -1 in its metadata;
+	// otherwise requests go to the model one by one and New logs why.
+	Batching *serving.Batching
+	// BatchInstances is how many batches may run in the model at once;
+	// defaults to 1 (Triton's one instance per model).
+	BatchInstances int
 }
 
 // ReplicaInfo is the body of GET /ebb/v1/replica: who this replica is, so the
@@ -78,6 +88,9 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	pid   int
+
+	// batcher is nil when batching is off.
+	batcher *batch.Batcher
 
 	meta        oip.ModelMetadata
 	inputIndex  map[string]int
@@ -144,12 +157,67 @@ func New(name string, m engine.Model, opts Options) *Server {
 	for i, out := range meta.Outputs {
 		s.outputIndex[out.Name] = i
 	}
+	s.batcher = s.newBatcher(opts.Batching, opts.BatchInstances)
 	s.modelMetaJSON = mustJSON(meta)
 	s.serverMetaJSON = mustJSON(oip.ServerMetadata{Name: "ebb", Version: opts.Version, Extensions: []string{}})
 	s.modelReadyJSON = mustJSON(oip.ModelReady{Name: name, Ready: true})
 	s.modelNotReadyJSON = mustJSON(oip.ModelReady{Name: name, Ready: false})
 	return s
 }
+
+// newBatcher returns the batcher for policy, or nil, logged once with the
+// reason, when batching is off.
+func (s *Server) newBatcher(policy *serving.Batching, instances int) *batch.Batcher {
+	if policy == nil {
+		return nil
+	}
+	if reason := cannotBatch(s.meta); reason != "" {
+		s.log.Info("batching is off: "+reason, "model", s.name)
+		return nil
+	}
+	b, err := batch.New(batch.PredictFunc(s.predict), *policy, batch.Options{Instances: instances})
+	if err != nil {
+		s.log.Error("batching is off: invalid policy; fix the deployment's spec.batching", "model", s.name, "error", err)
+		return nil
+	}
+	s.log.Info("batching on", "model", s.name, "maxBatchSize", policy.MaxBatchSize,
+		"preferredBatchSizes", policy.PreferredBatchSizes, "maxQueueDelay", policy.MaxQueueDelay.String())
+	return b
+}
+
+// cannotBatch returns why a model with metadata meta cannot be batched, or
+// "" when it can: it has inputs, and dimension 0 of every input and output
+// is dynamic (-1).
+func cannotBatch(meta oip.ModelMetadata) string {
+	if len(meta.Inputs) == 0 {
+		return "the model declares no inputs"
+	}
+	for _, group := range [][]oip.TensorMetadata{meta.Inputs, meta.Outputs} {
+		for _, t := range group {
+			if len(t.Shape) == 0 || t.Shape[0] != -1 {
+				return fmt.Sprintf("tensor %q has shape %s; batching needs dimension 0 of every input and output to be the dynamic batch dimension (-1)", t.Name, formatShape(t.Shape))
+			}
+		}
+	}
+	return ""
+}
+
+// BatchingPolicy returns the batching policy for Options.Batching from its
+// parts (as command-line flags give them), or nil, batching off, when
+// maxBatchSize is 0 or less.
+func BatchingPolicy(maxBatchSize int, preferredBatchSizes []int, maxQueueDelay time.Duration) *serving.Batching {
+	if maxBatchSize <= 0 {
+		return nil
+	}
+	return &serving.Batching{
+		MaxBatchSize:        maxBatchSize,
+		PreferredBatchSizes: preferredBatchSizes,
+		MaxQueueDelay:       serving.D(maxQueueDelay),
+	}
+}
+
+// Batching reports whether infer requests go through the batcher.
+func (s *Server) Batching() bool { return s.batcher != nil }
 
 // Ready reports whether the server accepts inference: the model is loaded and
 // the server is not draining.

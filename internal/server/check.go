@@ -1,0 +1,228 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/ebb-ml/ebb/internal/oip"
+)
+
+// RequestError is a problem with what the client sent. Status is the HTTP
+// status the REST server answers with (400, or 413 for a body too large); a
+// gRPC server maps it to codes.InvalidArgument (ResourceExhausted for 413).
+// Msg names what was wrong and how to fix it.
+type RequestError struct {
+	Status int
+	Msg    string
+}
+
+func (e *RequestError) Error() string { return e.Msg }
+
+func badRequest(format string, args ...any) *RequestError {
+	return &RequestError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+// CheckInputs checks decoded tensors against the model's metadata: every
+// input named once, no unknown name, a datatype the input accepts (the same,
+// or any numeric type for a numeric input), the declared rank and fixed
+// dimensions (-1 is any size), and Data of the Go type the datatype implies
+// (see oip.Tensor) holding exactly as many elements as Shape describes. It
+// returns the tensors in the metadata's order, ready for Infer, or a
+// *RequestError (status 400) that names the input and the expected vs given
+// datatype or shape. The tensors themselves are not copied.
+func (s *Server) CheckInputs(inputs []oip.Tensor) ([]oip.Tensor, error) {
+	order, rerr := s.orderInputs(len(inputs), func(j int) (string, string, []int64) {
+		return inputs[j].Name, inputs[j].Datatype, inputs[j].Shape
+	})
+	if rerr != nil {
+		return nil, rerr
+	}
+	out := make([]oip.Tensor, len(order))
+	for i, j := range order {
+		t := inputs[j]
+		if err := checkData(t); err != nil {
+			return nil, err
+		}
+		out[i] = t
+	}
+	return out, nil
+}
+
+// decodeInputs checks the request's inputs against the model metadata and
+// decodes them, returned in the metadata's order.
+func (s *Server) decodeInputs(in []oip.RequestInput) ([]oip.Tensor, *RequestError) {
+	order, rerr := s.orderInputs(len(in), func(j int) (string, string, []int64) {
+		return in[j].Name, in[j].Datatype, in[j].Shape
+	})
+	if rerr != nil {
+		return nil, rerr
+	}
+	tensors := make([]oip.Tensor, len(order))
+	for i, j := range order {
+		t, err := oip.Decode(in[j])
+		if err != nil {
+			return nil, badRequest("%v", err)
+		}
+		tensors[i] = t
+	}
+	return tensors, nil
+}
+
+// orderInputs checks the names, datatypes and shapes of n inputs, described
+// by header, against the metadata and returns, for each metadata input in
+// order, the index of the request input that feeds it.
+func (s *Server) orderInputs(n int, header func(j int) (name, datatype string, shape []int64)) ([]int, *RequestError) {
+	want := s.meta.Inputs
+	order := make([]int, len(want))
+	for i := range order {
+		order[i] = -1
+	}
+	for j := range n {
+		name, datatype, shape := header(j)
+		i, ok := s.inputIndex[name]
+		if !ok {
+			return nil, badRequest("unknown input %q: model %q takes %s", name, s.name, describeTensors(want))
+		}
+		if order[i] >= 0 {
+			return nil, badRequest("input %q appears more than once", name)
+		}
+		order[i] = j
+		m := want[i]
+		if datatype == "" {
+			return nil, badRequest("input %q: datatype is missing: model expects %s", name, m.Datatype)
+		}
+		if !convertible(m.Datatype, datatype) {
+			return nil, badRequest("input %q: datatype %s given, model expects %s", name, datatype, m.Datatype)
+		}
+		if shape == nil && len(m.Shape) > 0 {
+			return nil, badRequest("input %q: shape is missing: model expects %s", name, formatShape(m.Shape))
+		}
+		if !shapeMatches(m.Shape, shape) {
+			return nil, badRequest("input %q: shape %s given, model expects %s (-1 is any size)", name, formatShape(shape), formatShape(m.Shape))
+		}
+	}
+	for i, j := range order {
+		if j < 0 {
+			return nil, badRequest("missing input %q: model %q takes %s", want[i].Name, s.name, describeTensors(want))
+		}
+	}
+	return order, nil
+}
+
+// checkData checks that t.Data has the Go type t.Datatype implies and as
+// many elements as t.Shape describes.
+func checkData(t oip.Tensor) *RequestError {
+	want, err := oip.Elements(t.Shape)
+	if err != nil {
+		return badRequest("input %q: %v", t.Name, err)
+	}
+	var n int
+	var ok bool
+	switch t.Datatype {
+	case oip.BOOL:
+		n, ok = length[bool](t.Data)
+	case oip.INT32:
+		n, ok = length[int32](t.Data)
+	case oip.INT64:
+		n, ok = length[int64](t.Data)
+	case oip.FP32:
+		n, ok = length[float32](t.Data)
+	case oip.FP64:
+		n, ok = length[float64](t.Data)
+	case oip.BYTES:
+		n, ok = length[string](t.Data)
+	default:
+		return badRequest("input %q: unsupported datatype %q: use one of BOOL, INT32, INT64, FP32, FP64, BYTES", t.Name, t.Datatype)
+	}
+	if !ok {
+		return badRequest("input %q: data of type %T does not match datatype %s", t.Name, t.Data, t.Datatype)
+	}
+	if n != want {
+		return badRequest("input %q: shape %s holds %d elements but data has %d", t.Name, formatShape(t.Shape), want, n)
+	}
+	return nil
+}
+
+func length[T any](data any) (int, bool) {
+	d, ok := data.([]T)
+	return len(d), ok
+}
+
+// checkOutputs rejects requested outputs the model does not have.
+func (s *Server) checkOutputs(names []string) *RequestError {
+	for _, name := range names {
+		if _, ok := s.outputIndex[name]; !ok {
+			return badRequest("unknown output %q: model %q has outputs %s", name, s.name, describeTensors(s.meta.Outputs))
+		}
+	}
+	return nil
+}
+
+// filterOutputs keeps the outputs named in names, in the model's order.
+func filterOutputs(out []oip.Tensor, names []string) []oip.Tensor {
+	kept := out[:0:0]
+	for _, t := range out {
+		for _, name := range names {
+			if name == t.Name {
+				kept = append(kept, t)
+				break
+			}
+		}
+	}
+	return kept
+}
+
+func isNumeric(dt string) bool {
+	switch dt {
+	case oip.INT32, oip.INT64, oip.FP32, oip.FP64:
+		return true
+	}
+	return false
+}
+
+// convertible reports whether an input sent as datatype given can feed a
+// model input declared as want: the same datatype, or any numeric one for a
+// numeric input (engines convert numbers, see oip.Tensor.Float32s).
+func convertible(want, given string) bool {
+	return want == given || (isNumeric(want) && isNumeric(given))
+}
+
+// shapeMatches reports whether given has want's rank and agrees on every
+// fixed (non -1) dimension.
+func shapeMatches(want, given []int64) bool {
+	if len(want) != len(given) {
+		return false
+	}
+	for i, d := range want {
+		if d >= 0 && given[i] != d {
+			return false
+		}
+	}
+	return true
+}
+
+func formatShape(shape []int64) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, d := range shape {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprint(&b, d)
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// describeTensors lists tensors as `a (FP32 [-1,10]), b (INT64 [-1])`.
+func describeTensors(ts []oip.TensorMetadata) string {
+	if len(ts) == 0 {
+		return "none"
+	}
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = fmt.Sprintf("%q (%s %s)", t.Name, t.Datatype, formatShape(t.Shape))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,232 @@
+package python_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/engine/python"
+	"github.com/ebb-ml/ebb/internal/server"
+)
+
+// ebbBin is the ebb binary built once for the package's tests.
+var ebbBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ebb-python-test")
+	if err != nil {
+		panic(err)
+	}
+	ebbBin = filepath.Join(dir, "ebb")
+	build := exec.Command("go", "build", "-o", ebbBin, "github.com/ebb-ml/ebb/cmd/ebb")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		panic("build ebb: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requirePython skips the test when the default interpreter cannot import
+// modules, except under CI, where the packages must be installed and their
+// absence fails the test.
+func requirePython(t *testing.T, modules ...string) {
+	t.Helper()
+	code := "import sys"
+	if len(modules) > 0 {
+		code = "import " + strings.Join(modules, ", ")
+	}
+	out, err := exec.Command(python.DefaultInterpreter, "-c", code).CombinedOutput()
+	if err == nil {
+		return
+	}
+	msg := fmt.Sprintf("%s cannot import %v (%v: %s): install them with apt-get install python3-sklearn python3-numpy",
+		python.DefaultInterpreter, modules, err, bytes.TrimSpace(out))
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip("skipping: " + msg)
+}
+
+func testdata(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func examplePath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("..", "..", "..", "examples", "sklearn-python", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// shimProc is an `ebb replica --engine python` process started the way the
+// process backend starts it: fd 3 a listening socket, fd 4 the notify pipe.
+type shimProc struct {
+	cmd      *exec.Cmd
+	endpoint string
+	notice   server.Notice
+	// lines receives the process's stderr lines (its log).
+	lines chan string
+
+	mu  sync.Mutex
+	log []string
+}
+
+func (p *shimProc) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.log, "\n")
+}
+
+// waitLog blocks until a log line contains s, or the process's stderr
+// closes.
+func (p *shimProc) waitLog(t *testing.T, s string) {
+	t.Helper()
+	for line := range p.lines {
+		if strings.Contains(line, s) {
+			return
+		}
+	}
+	t.Fatalf("the replica's log ended without %q:\n%s", s, p.logText())
+}
+
+// startShim starts an ebb python replica with the flags given after the
+// ones that wire the descriptors, and waits for its notice.
+func startShim(t *testing.T, env []string, args ...string) *shimProc {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	lnFile, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lnFile.Close()
+	notifyR, notifyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notifyR.Close()
+
+	argv := append([]string{"replica", "--engine", "python", "--listen-fd", "3", "--notify-fd", "4"}, args...)
+	cmd := exec.Command(ebbBin, argv...)
+	cmd.Env = append(append(os.Environ(), "XDG_CACHE_HOME="+t.TempDir()), env...)
+	cmd.ExtraFiles = []*os.File{lnFile, notifyW}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	notifyW.Close()
+	p := &shimProc{cmd: cmd, endpoint: "http://" + ln.Addr().String(), lines: make(chan string, 1000)}
+	go func() {
+		defer close(p.lines)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log = append(p.log, sc.Text())
+			p.mu.Unlock()
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("replica log:\n%s", p.logText())
+		}
+	})
+	n, err := server.ReadNotice(notifyR)
+	if err != nil {
+		t.Fatalf("reading the notice: %v\nlog:\n%s", err, p.logText())
+	}
+	p.notice = n
+	return p
+}
+
+// stop sends SIGTERM and returns the exit code.
+func (p *shimProc) stop(t *testing.T) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range p.lines { // drain the log so Wait can finish
+	}
+	err := p.cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
+
+// call sends a request and returns the status and decoded JSON body.
+func call(t *testing.T, method, url string, body any) (int, map[string]any) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		enc, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(enc)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("%s %s: answer is not JSON: %v: %s", method, url, err, raw)
+		}
+	}
+	return resp.StatusCode, out
+}

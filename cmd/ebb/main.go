@@ -34,6 +34,7 @@ func newRootCmd() *cobra.Command {
 		newScaleCmd(),
 		newDeleteCmd(),
 		newPredictCmd(),
+		newModelsCmd(),
 	)
 	return root
 }

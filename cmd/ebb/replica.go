@@ -15,6 +15,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/engine/echo"
+	"github.com/ebb-ml/ebb/internal/engine/onnx"
 	"github.com/ebb-ml/ebb/internal/engine/trees"
 	"github.com/ebb-ml/ebb/internal/server"
 	"github.com/spf13/cobra"
@@ -74,7 +75,7 @@ once it is ready, or the reason it failed to load. For a manual run, use
 	fl.StringVar(&f.deployment, "deployment", "", "deployment name the model is served under (required)")
 	fl.StringVar(&f.id, "id", "", "replica ID, reported at /ebb/v1/replica")
 	fl.StringVar(&f.model, "model", "", "path of the model artifact (required)")
-	fl.StringVar(&f.engine, "engine", "trees", "engine that loads the model: trees or echo")
+	fl.StringVar(&f.engine, "engine", "trees", "engine that loads the model: trees, onnx, python, http or echo")
 	fl.IntVar(&f.listenFD, "listen-fd", -1, "inherited file descriptor of a listening socket to serve on")
 	fl.StringVar(&f.addr, "addr", "", "address to listen on, e.g. 127.0.0.1:8080 (instead of --listen-fd)")
 	fl.IntVar(&f.notifyFD, "notify-fd", -1, "inherited file descriptor to write the readiness notice to, then close")
@@ -85,6 +86,7 @@ once it is ready, or the reason it failed to load. For a manual run, use
 	fl.StringVar(&f.pythonClass, "python-class", "", `engine python: "FILE.py:ClassName" or "module:ClassName"`)
 	fl.StringVar(&f.pythonInterpreter, "python-interpreter", "/usr/bin/python3", "engine python: the Python interpreter")
 	fl.StringVar(&f.upstream, "upstream", "", "engine http: URL of a running OIP v2 server to front")
+	fl.StringVar(&onnxruntimeLib, "onnxruntime-lib", "", "engine onnx: path of libonnxruntime.so.1 (default: $"+onnx.EnvLibrary+", then where hack/install-onnxruntime.sh installs it)")
 	return cmd
 }
 
@@ -141,6 +143,7 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 		ModelLoadedAt: loadedAt,
 		DrainTimeout:  f.drainTimeout,
 		Version:       buildVersion(),
+		Batching:      server.BatchingPolicy(f.batchMaxSize, f.batchPreferredSizes, f.batchMaxQueueDelay),
 		OnReady: func(readyAt time.Time) {
 			log.Info("ready", "model", f.model, "engine", f.engine,
 				"load", loadedAt.Sub(started).String(), "startup", readyAt.Sub(started).String())
@@ -202,11 +205,21 @@ func (f replicaFlags) listen() (net.Listener, error) {
 	return ln, nil
 }
 
+// onnxruntimeLib is --onnxruntime-lib: the ONNX Runtime library engine onnx
+// loads; empty means onnx.FindLibrary's search.
+var onnxruntimeLib string
+
 // loadModel loads the model at path with the named engine.
 func loadModel(engineName, path string) (engine.Model, error) {
 	switch engineName {
 	case "echo":
 		return echo.Load(path)
+	case "onnx":
+		m, err := onnx.Load(path, onnx.Options{Library: onnxruntimeLib})
+		if err != nil {
+			return nil, fmt.Errorf("engine onnx: %w", err)
+		}
+		return m, nil
 	case "trees":
 		m, err := trees.Load(path)
 		if err != nil {
@@ -214,7 +227,7 @@ func loadModel(engineName, path string) (engine.Model, error) {
 		}
 		return m, nil
 	default:
-		return nil, fmt.Errorf("unknown engine %q for model %s: use --engine trees or --engine echo", engineName, path)
+		return nil, fmt.Errorf("unknown engine %q for model %s: use one of trees, onnx, python, http, echo", engineName, path)
 	}
 }
 

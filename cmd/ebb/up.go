@@ -22,6 +22,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
+	"github.com/ebb-ml/ebb/internal/store/postgres"
 	"github.com/ebb-ml/ebb/internal/store/sqlite"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -40,6 +41,7 @@ type upOptions struct {
 	maxQueue     int
 	drainTimeout time.Duration
 	logLevel     string
+	storeDSN     string // PostgreSQL store; empty: SQLite in dataDir
 }
 
 func newUpCmd() *cobra.Command {
@@ -47,7 +49,8 @@ func newUpCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run ebb on this machine: control plane, gateway and admin API in one process",
-		Long: `Run ebb on this machine with an embedded SQLite store. Replicas run as
+		Long: `Run ebb on this machine with an embedded SQLite store, or with a shared
+PostgreSQL store given by --store-dsn or $EBB_STORE_DSN. Replicas run as
 local processes on loopback ports. Deployments and their replicas survive a
 restart: ebb reattaches to replicas that still run and restarts the rest.
 
@@ -59,6 +62,7 @@ request to try.`,
 	f := cmd.Flags()
 	f.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address for the gateway, admin API (/v1) and metrics (/metrics)")
 	f.StringVar(&o.dataDir, "data-dir", ".ebb", "directory for the store, replica logs and demo files")
+	f.StringVar(&o.storeDSN, "store-dsn", "", "PostgreSQL URL (postgres://user:password@host:5432/db) of a shared store to use instead of SQLite in --data-dir; default $EBB_STORE_DSN")
 	f.BoolVar(&o.demo, "demo", false, "deploy the bundled diabetes example and print a request to try")
 	f.DurationVar(&o.holdTimeout, "hold-timeout", 60*time.Second, "longest a request is held while its deployment has no ready replica")
 	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment; more get 503 with Retry-After")
@@ -75,7 +79,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	st, err := sqlite.Open(ctx, filepath.Join(o.dataDir, "ebb.db"))
+	st, err := openUpStore(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -158,6 +162,35 @@ func runUp(ctx context.Context, o upOptions) error {
 	ctl.Wait()
 	log.Info("ebb stopped")
 	return err
+}
+
+// upStore is what ebb up needs of its store; the SQLite and PostgreSQL
+// stores both provide it.
+type upStore interface {
+	control.Store
+	api.Store
+	Close() error
+}
+
+// openUpStore opens the PostgreSQL store named by --store-dsn or
+// $EBB_STORE_DSN, else the SQLite store in the data dir.
+func openUpStore(ctx context.Context, o upOptions) (upStore, error) {
+	dsn := o.storeDSN
+	if dsn == "" {
+		dsn = os.Getenv("EBB_STORE_DSN")
+	}
+	if dsn != "" {
+		st, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(o.dataDir, "ebb.db"))
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // demoStore is what the demo needs to create its deployment.

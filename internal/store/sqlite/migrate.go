@@ -26,6 +26,62 @@ var migrations = []string{
 		handle     TEXT NOT NULL
 	);
 	CREATE INDEX replicas_by_deployment ON replicas (deployment);`,
+
+	// 2: the model registry (registry.go): models, versions, aliases, alias
+	// moves and which version served each deployment when.
+	`CREATE TABLE models (
+		name           TEXT PRIMARY KEY,
+		description    TEXT NOT NULL,
+		created_at     TEXT NOT NULL,
+		updated_at     TEXT NOT NULL,
+		latest_version INTEGER NOT NULL
+	);
+	CREATE TABLE model_versions (
+		model            TEXT NOT NULL REFERENCES models (name),
+		version          INTEGER NOT NULL,
+		artifact_uri     TEXT NOT NULL,
+		sha256           TEXT NOT NULL,
+		size             INTEGER NOT NULL,
+		packaging        TEXT NOT NULL,
+		entry            TEXT NOT NULL,
+		engine           TEXT NOT NULL,
+		signature        TEXT NOT NULL,
+		lineage          TEXT NOT NULL,
+		tags             TEXT NOT NULL,
+		created_at       TEXT NOT NULL,
+		created_by       TEXT NOT NULL,
+		state            TEXT NOT NULL,
+		state_changed_at TEXT NOT NULL,
+		last_used_at     TEXT NOT NULL,
+		PRIMARY KEY (model, version)
+	);
+	CREATE TABLE model_aliases (
+		model      TEXT NOT NULL REFERENCES models (name),
+		name       TEXT NOT NULL,
+		version    INTEGER NOT NULL,
+		updated_at TEXT NOT NULL,
+		updated_by TEXT NOT NULL,
+		PRIMARY KEY (model, name),
+		FOREIGN KEY (model, version) REFERENCES model_versions (model, version)
+	);
+	CREATE TABLE model_alias_moves (
+		id           INTEGER PRIMARY KEY AUTOINCREMENT,
+		model        TEXT NOT NULL,
+		alias        TEXT NOT NULL,
+		from_version INTEGER NOT NULL,
+		to_version   INTEGER NOT NULL,
+		moved_by     TEXT NOT NULL,
+		moved_at     TEXT NOT NULL
+	);
+	CREATE INDEX model_alias_moves_by_alias ON model_alias_moves (model, alias, id);
+	CREATE TABLE serving_history (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		deployment TEXT NOT NULL,
+		model      TEXT NOT NULL,
+		version    INTEGER NOT NULL,
+		served_at  TEXT NOT NULL
+	);
+	CREATE INDEX serving_history_by_deployment ON serving_history (deployment, id);`,
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations, each

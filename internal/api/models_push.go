@@ -1,0 +1,167 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/ebb-ml/ebb/internal/registry"
+)
+
+// push handles POST /v1/models/{name}/versions: a multipart upload or a
+// JSON body naming a stored artifact (see the route list in models.go).
+func (m *modelRoutes) push(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := checkContentType(r, "multipart/form-data", "application/json"); err != nil {
+		m.h.writeError(w, r, err)
+		return
+	}
+	var md PushMetadata
+	req := registry.PushRequest{Model: name}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt == "multipart/form-data" {
+		tmp, err := os.MkdirTemp("", "ebb-upload-")
+		if err != nil {
+			m.h.writeError(w, r, err)
+			return
+		}
+		defer os.RemoveAll(tmp)
+		path, err := receiveUpload(w, r, tmp, &md)
+		if err != nil {
+			m.h.writeError(w, r, err)
+			return
+		}
+		req.Path = path
+	} else {
+		if err := readJSON(w, r, "push metadata", &md); err != nil {
+			m.h.writeError(w, r, err)
+			return
+		}
+		if md.ArtifactURI == "" || md.SHA256 == "" {
+			m.h.writeError(w, r, &apiError{http.StatusBadRequest, codeModelInvalid,
+				"a JSON push names a stored artifact with artifactURI and sha256; to upload a model send multipart/form-data (`ebb models push` does)"})
+			return
+		}
+		req.ArtifactURI, req.SHA256, req.Packaging = md.ArtifactURI, md.SHA256, md.Packaging
+	}
+	req.Engine, req.Entry, req.Signature, req.Lineage = md.Engine, md.Entry, md.Signature, md.Lineage
+	req.Tags, req.Alias, req.Description, req.CreatedBy = md.Tags, md.Alias, md.Description, md.CreatedBy
+	v, err := m.svc.Push(r.Context(), req)
+	if err != nil {
+		if v.Version > 0 { // the version exists; only the alias move failed
+			m.h.log.Warn("pushed a model version but could not move its alias", "model", name, "version", v.Version, "err", err)
+		}
+		m.h.writeError(w, r, m.registryError(r, err, name, 0, nil))
+		return
+	}
+	m.h.log.Info("model version pushed", "model", name, "version", v.Version, "engine", v.Engine, "sha256", v.SHA256)
+	w.Header().Set("Location", "/v1/models/"+url.PathEscape(name)+"/versions/"+strconv.Itoa(v.Version))
+	writeJSON(w, http.StatusCreated, v)
+}
+
+// receiveUpload reads a multipart push into dir: the "metadata" part into
+// md, the "artifact" part to a file (extracted to a directory when
+// md.Packaging is "tar"). It returns the local path of the model.
+func receiveUpload(w http.ResponseWriter, r *http.Request, dir string, md *PushMetadata) (string, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxArtifactBytes)
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return "", &apiError{http.StatusBadRequest, codeMalformed, "cannot read the multipart body: " + err.Error()}
+	}
+	var artifact string
+	var gotMetadata bool
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", uploadError(err)
+		}
+		switch part.FormName() {
+		case "metadata":
+			data, err := io.ReadAll(io.LimitReader(part, maxBodyBytes+1))
+			if err != nil {
+				return "", uploadError(err)
+			}
+			if len(data) > maxBodyBytes {
+				return "", &apiError{http.StatusRequestEntityTooLarge, codeTooLarge,
+					fmt.Sprintf("the metadata part is larger than %d bytes", maxBodyBytes)}
+			}
+			if err := decodeStrict(data, "push metadata", md); err != nil {
+				return "", err
+			}
+			gotMetadata = true
+		case "artifact":
+			base := filepath.Base(part.FileName())
+			if base == "." || base == string(filepath.Separator) || !filepath.IsLocal(base) {
+				base = "model"
+			}
+			if base == "extracted" {
+				base = "extracted.tar"
+			}
+			artifact = filepath.Join(dir, "upload-"+base)
+			f, err := os.Create(artifact)
+			if err != nil {
+				return "", err
+			}
+			_, err = io.Copy(f, part)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return "", uploadError(err)
+			}
+			// Keep the uploaded name: engines name models after it.
+			named := filepath.Join(dir, base)
+			if err := os.Rename(artifact, named); err != nil {
+				return "", err
+			}
+			artifact = named
+		default:
+			return "", &apiError{http.StatusBadRequest, codeMalformed,
+				fmt.Sprintf("unknown multipart part %q: send \"metadata\" (JSON) and \"artifact\" (the model)", part.FormName())}
+		}
+	}
+	if !gotMetadata || artifact == "" {
+		return "", &apiError{http.StatusBadRequest, codeMalformed,
+			"a multipart push needs a \"metadata\" part (JSON) and an \"artifact\" part (the model file or a tar of its directory)"}
+	}
+	if md.ArtifactURI != "" || md.SHA256 != "" {
+		return "", &apiError{http.StatusBadRequest, codeModelInvalid, "an uploaded push must not name artifactURI or sha256: the server computes them"}
+	}
+	switch md.Packaging {
+	case registry.PackagingFile:
+		return artifact, nil
+	case registry.PackagingTar:
+		out := filepath.Join(dir, "extracted")
+		if err := os.Mkdir(out, 0o755); err != nil {
+			return "", err
+		}
+		f, err := os.Open(artifact)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		if err := registry.ExtractTar(f, out); err != nil {
+			return "", &apiError{http.StatusBadRequest, codeModelInvalid, "the uploaded directory archive: " + err.Error()}
+		}
+		return out, nil
+	}
+	return "", &apiError{http.StatusBadRequest, codeModelInvalid,
+		fmt.Sprintf("unknown packaging %q: use \"\" for a model file or \"tar\" for a directory", md.Packaging)}
+}
+
+func uploadError(err error) error {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return &apiError{http.StatusRequestEntityTooLarge, codeTooLarge,
+			fmt.Sprintf("the upload is larger than %d bytes", int64(maxArtifactBytes))}
+	}
+	return &apiError{http.StatusBadRequest, codeMalformed, "cannot read the upload: " + err.Error()}
+}

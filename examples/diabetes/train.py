@@ -11,6 +11,9 @@ It writes, next to this script:
   model.json    the booster, Booster.save_model format (what ebb serves)
   golden.json   50 hold-out rows and xgboost's own predictions, full precision
   request.json  a sample OIP v2 infer request body with 2 rows
+  model-v2.json, golden-v2.json
+                a second, differently tuned model (a "challenger"), used to
+                show a registry alias moving a deployment to a new version
 and prints the hold-out metrics.
 """
 
@@ -76,6 +79,16 @@ def main():
     print("hold-out MAE:  %.2f" % mean_absolute_error(y_test, pred))
     print("hold-out R^2:  %.3f" % r2_score(y_test, pred))
     print("request.json rows predict:", [float(v) for v in pred[:2]])
+
+    # The challenger: shallower trees, more rounds.
+    params_v2 = dict(params, max_depth=3, eta=0.03)
+    booster_v2 = xgb.train(params_v2, dtrain, num_boost_round=200)
+    booster_v2.save_model(os.path.join(HERE, "model-v2.json"))
+    pred_v2 = booster_v2.predict(xgb.DMatrix(x_test, feature_names=list(data.feature_names)))
+    with open(os.path.join(HERE, "golden-v2.json"), "w") as f:
+        json.dump(dict(golden, model="model-v2.json", predictions=[float(v) for v in pred_v2]), f)
+        f.write("\n")
+    print("challenger hold-out RMSE: %.2f" % np.sqrt(mean_squared_error(y_test, pred_v2)))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, when set, receives replica counts and cold-start timings.
 	Metrics *Metrics
+	// Resolver resolves registry versions; default: models are paths.
+	Resolver Resolver
+	// ResolveEvery is how often deployments that follow a registry alias
+	// are resolved again, in case it moved without a NotifyModel (another
+	// ebb sharing the store moved it); default 30s.
+	ResolveEvery time.Duration
 }
 
 // Controller reconciles deployments with replicas. Create it with New and
@@ -71,11 +77,14 @@ type Controller struct {
 	wakeMu sync.Mutex
 	wakes  map[string]bool // a request waits for a cold deployment
 	notes  map[string]bool // a deployment's spec changed
-	kick   chan struct{}   // cap 1: something is in wakes or notes
+	models map[string]bool // a registry model's aliases changed
+	kick   chan struct{}   // cap 1: something is in wakes, notes or models
 
-	// statusMu guards status, the loop's published view for readers.
+	// statusMu guards status and inUse, the loop's published view for
+	// readers.
 	statusMu sync.RWMutex
 	status   map[string]serving.Status
+	inUse    map[string]map[string]bool // deployment → "model:N" it uses
 
 	// deps is owned by the Run goroutine.
 	deps map[string]*deployment
@@ -104,6 +113,12 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Resolver == nil {
+		opts.Resolver = paths{}
+	}
+	if opts.ResolveEvery <= 0 {
+		opts.ResolveEvery = 30 * time.Second
+	}
 	return &Controller{
 		store:   st,
 		backend: backend,
@@ -115,6 +130,8 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 		stopped: make(chan struct{}),
 		wakes:   map[string]bool{},
 		notes:   map[string]bool{},
+		models:  map[string]bool{},
+		inUse:   map[string]map[string]bool{},
 		kick:    make(chan struct{}, 1),
 		status:  map[string]serving.Status{},
 		deps:    map[string]*deployment{},
@@ -139,18 +156,18 @@ func (c *Controller) signal(set map[string]bool, name string) {
 	}
 }
 
-func (c *Controller) takeSignals() (wakes, notes []string) {
+func (c *Controller) takeSignals() (wakes, notes, models []string) {
 	c.wakeMu.Lock()
 	defer c.wakeMu.Unlock()
-	for n := range c.wakes {
-		wakes = append(wakes, n)
+	take := func(set map[string]bool) []string {
+		var out []string
+		for n := range set {
+			out = append(out, n)
+		}
+		clear(set)
+		return out
 	}
-	for n := range c.notes {
-		notes = append(notes, n)
-	}
-	clear(c.wakes)
-	clear(c.notes)
-	return wakes, notes
+	return take(c.wakes), take(c.notes), take(c.models)
 }
 
 // Status returns the latest observed status of a deployment; the zero Status
@@ -174,6 +191,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer tick.Stop()
 	probe := c.opts.Clock.NewTicker(c.opts.ProbeEvery)
 	defer probe.Stop()
+	again := c.opts.Clock.NewTicker(c.opts.ResolveEvery)
+	defer again.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -183,10 +202,15 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.onTick(ctx)
 		case <-probe.C():
 			c.probeAll(ctx)
+		case <-again.C():
+			c.reresolve(ctx, "")
 		case <-c.kick:
-			wakes, notes := c.takeSignals()
+			wakes, notes, models := c.takeSignals()
 			for _, n := range notes {
 				c.reload(ctx, n)
+			}
+			for _, m := range models {
+				c.reresolve(ctx, m)
 			}
 			for _, n := range wakes {
 				c.onWake(ctx, n)
@@ -204,7 +228,7 @@ func (c *Controller) load(ctx context.Context) error {
 		return fmt.Errorf("control: load deployments: %w", err)
 	}
 	for _, d := range deps {
-		c.upsert(d)
+		c.upsert(ctx, d)
 	}
 	handles, err := c.store.ListReplicas(ctx)
 	if err != nil {
@@ -261,6 +285,11 @@ func (c *Controller) forgetReplica(ctx context.Context, id string) {
 // and waits for the goroutines the loop started.
 func (c *Controller) shutdown() {
 	var wg sync.WaitGroup
+	defer func() {
+		for _, d := range c.deps {
+			d.releaseAll()
+		}
+	}()
 	for _, d := range c.deps {
 		c.routes.Remove(d.name)
 		for _, r := range d.replicas {

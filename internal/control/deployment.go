@@ -13,6 +13,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/autoscale"
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/replica"
+	"github.com/ebb-ml/ebb/internal/resolve"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
@@ -22,10 +23,20 @@ import (
 // deployment is the loop's state for one deployment.
 type deployment struct {
 	name string
+	// spec is the deployment's spec as stored.
 	spec serving.Spec
-	// generation counts spec changes that need new replicas (model or
-	// engine); replicas of an older generation are replaced.
+	// run is what replicas of the current generation run (spec with its
+	// model resolved to a local artifact); nil until resolved.
+	run *resolve.Resolution
+	// generation counts changes of run; replicas of an older generation
+	// are replaced once enough of the current one is ready.
 	generation int64
+	// releases frees the artifact lease of each generation still running.
+	releases map[int64]func()
+	// resolving is set while a resolution runs; resolveSeq discards stale
+	// results.
+	resolving  bool
+	resolveSeq int
 
 	rec    *stats.Recorder
 	window *stats.Window
@@ -60,11 +71,14 @@ type replicaRec struct {
 	probeFails int
 	// recovered is set for replicas started by an earlier ebb process.
 	recovered bool
+	// version is the registry version the replica serves ("model:N").
+	version string
 }
 
-// replicaSpec is what a replica of d's current generation runs.
+// replicaSpec is what a replica of d's current generation runs; d.run must
+// be set.
 func (d *deployment) replicaSpec(id string) replica.Spec {
-	s := replica.SpecFor(d.name, d.spec)
+	s := replica.SpecFor(d.name, d.run.Spec)
 	s.ID = id
 	return s
 }
@@ -83,34 +97,39 @@ func sameJSON(a, b any) bool {
 	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }
 
+// generationOf returns the generation a replica running s belongs to: the
+// current one when it runs exactly what the current one runs, else an
+// older one.
 func (d *deployment) generationOf(s replica.Spec) int64 {
-	if sameJSON(d.replicaSpec(s.ID), s) {
+	if d.run != nil && sameJSON(d.replicaSpec(s.ID), s) {
 		return d.generation
 	}
 	return d.generation - 1
 }
 
-// upsert creates or updates the loop's state from a stored deployment.
-func (c *Controller) upsert(sd serving.Deployment) *deployment {
+// upsert creates or updates the loop's state from a stored deployment and
+// starts resolving its model when the spec changed.
+func (c *Controller) upsert(ctx context.Context, sd serving.Deployment) *deployment {
 	d := c.deps[sd.Name]
 	if d == nil {
 		d = &deployment{
-			name:       sd.Name,
-			spec:       sd.Spec,
-			generation: 1,
-			rec:        &stats.Recorder{},
-			window:     stats.NewWindow(time.Hour),
-			replicas:   map[string]*replicaRec{},
+			name:     sd.Name,
+			spec:     sd.Spec,
+			rec:      &stats.Recorder{},
+			window:   stats.NewWindow(time.Hour),
+			replicas: map[string]*replicaRec{},
+			releases: map[int64]func(){},
 		}
 		c.deps[sd.Name] = d
+		c.resolve(ctx, d)
 		return d
 	}
-	if !sameRuntime(sd.Spec, d.spec) {
-		d.generation++
-		d.failures, d.failure, d.nextStart = 0, "", time.Time{}
-	}
+	changed := !sameRuntime(sd.Spec, d.spec)
 	d.spec = sd.Spec
 	d.deleted = false
+	if changed {
+		c.resolve(ctx, d)
+	}
 	return d
 }
 
@@ -128,7 +147,7 @@ func (c *Controller) reload(ctx context.Context, name string) {
 		c.log.Error("reload deployment", "deployment", name, "err", err)
 		return
 	}
-	d := c.upsert(sd)
+	d := c.upsert(ctx, sd)
 	c.decide(d, c.opts.Clock.Now())
 	c.reconcile(ctx, d)
 	c.publish(d)
@@ -150,6 +169,9 @@ func (c *Controller) onWake(ctx context.Context, name string) {
 	d := c.deps[name]
 	if d == nil {
 		return
+	}
+	if d.run == nil && !d.resolving {
+		c.resolve(ctx, d) // an earlier resolution failed: try again
 	}
 	c.decide(d, c.opts.Clock.Now())
 	c.reconcile(ctx, d)
@@ -187,6 +209,10 @@ func (c *Controller) reconcile(ctx context.Context, d *deployment) {
 	if d.deleted {
 		c.retire(d)
 		return
+	}
+	defer c.releaseIdle(d)
+	if d.run == nil {
+		return // nothing to run until the model resolves
 	}
 	now := c.opts.Clock.Now()
 	current := func(r *replicaRec) bool { return !r.stopping && r.generation == d.generation }
@@ -249,9 +275,11 @@ func (c *Controller) retire(d *deployment) {
 	}
 	c.routes.Remove(d.name)
 	if len(d.replicas) == 0 {
+		d.releaseAll()
 		delete(c.deps, d.name)
 		c.statusMu.Lock()
 		delete(c.status, d.name)
+		delete(c.inUse, d.name)
 		c.statusMu.Unlock()
 		c.opts.Metrics.forget(d.name)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/replica"
+	"github.com/ebb-ml/ebb/internal/resolve"
 	"github.com/ebb-ml/ebb/internal/serving"
 )
 
@@ -17,6 +18,8 @@ type event struct {
 	id         string
 	handle     replica.Handle
 	startup    replica.Startup
+	res        resolve.Resolution // evResolved
+	seq        int                // evResolved
 	exit       replica.Exit
 	err        error
 }
@@ -24,10 +27,11 @@ type event struct {
 type eventKind int
 
 const (
-	evStarted eventKind = iota // Start returned (err set on failure)
-	evReady                    // Ready returned (err set on failure)
-	evExited                   // the replica ended
-	evProbe                    // a health probe finished (err set on failure)
+	evStarted  eventKind = iota // Start returned (err set on failure)
+	evReady                     // Ready returned (err set on failure)
+	evExited                    // the replica ended
+	evProbe                     // a health probe finished (err set on failure)
+	evResolved                  // a model resolution finished (err set on failure)
 )
 
 // earlyCrash is how long a replica must stay ready for its exit not to count
@@ -42,6 +46,7 @@ func (c *Controller) startReplica(ctx context.Context, d *deployment) {
 		h:          replica.Handle{Spec: spec, ScheduledAt: c.opts.Clock.Now()},
 		state:      serving.ReplicaStarting,
 		generation: d.generation,
+		version:    d.run.Version,
 	}
 	c.log.Info("starting replica", "deployment", d.name, "replica", id)
 	c.wg.Go(func() {
@@ -109,6 +114,16 @@ func (c *Controller) goStop(h replica.Handle) {
 // handle applies one event to the loop's state.
 func (c *Controller) handle(ctx context.Context, ev event) {
 	d := c.deps[ev.deployment]
+	if ev.kind == evResolved {
+		if d == nil {
+			if ev.err == nil {
+				ev.res.Release()
+			}
+			return
+		}
+		c.resolved(ctx, d, ev.seq, ev.res, ev.err)
+		return
+	}
 	var r *replicaRec
 	if d != nil {
 		r = d.replicas[ev.id]
@@ -197,6 +212,16 @@ func (c *Controller) becameReady(d *deployment, r *replicaRec, st replica.Startu
 	}
 	d.failures, d.failure = 0, ""
 	c.publish(d)
+	if r.version != "" && r.generation == d.generation {
+		name, version := d.name, r.version
+		c.wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := c.opts.Resolver.Serving(ctx, name, version); err != nil {
+				c.log.Warn("cannot record serving history", "deployment", name, "version", version, "err", err)
+			}
+		})
+	}
 }
 
 func phase(name string, from, to time.Time) serving.Phase {

@@ -14,6 +14,9 @@ func (c *Controller) publishStatus(d *deployment) {
 		return
 	}
 	st := serving.Status{DesiredReplicas: d.desired, Reason: d.reason}
+	if d.run != nil {
+		st.ModelVersion = d.run.Version
+	}
 	if d.failure != "" && d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady }) == 0 {
 		st.Reason = "replicas fail to start: " + d.failure
 	}
@@ -27,12 +30,13 @@ func (c *Controller) publishStatus(d *deployment) {
 			st.ReadyReplicas++
 		}
 		st.ReplicaStatuses = append(st.ReplicaStatuses, serving.ReplicaStatus{
-			ID:        r.h.Spec.ID,
-			State:     r.state,
-			Endpoint:  r.h.Endpoint,
-			StartedAt: r.h.ScheduledAt.UTC(),
-			ColdStart: r.phases,
-			Message:   r.message,
+			ID:           r.h.Spec.ID,
+			State:        r.state,
+			Endpoint:     r.h.Endpoint,
+			StartedAt:    r.h.ScheduledAt.UTC(),
+			ColdStart:    r.phases,
+			Message:      r.message,
+			ModelVersion: r.version,
 		})
 	}
 	slices.SortFunc(st.ReplicaStatuses, func(a, b serving.ReplicaStatus) int {
@@ -40,6 +44,7 @@ func (c *Controller) publishStatus(d *deployment) {
 	})
 	c.statusMu.Lock()
 	c.status[d.name] = st
+	c.inUse[d.name] = d.versionsInUse()
 	c.statusMu.Unlock()
 	c.opts.Metrics.replicas(d.name, st)
 }

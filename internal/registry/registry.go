@@ -14,11 +14,10 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/oip"
+	"github.com/ebb-ml/ebb/internal/serving"
 )
 
 // Model is a named series of versions.
@@ -252,50 +251,12 @@ func ValidateName(what, name string) error {
 	return nil
 }
 
-// Ref names a version of a registered model: "diabetes:3" (a version
-// number) or "diabetes@champion" (whatever an alias points at).
-type Ref struct {
-	Model string
-	// Version is set for "model:N"; 0 otherwise.
-	Version int
-	// Alias is set for "model@alias"; empty otherwise.
-	Alias string
-}
+// Ref names a version of a registered model: "diabetes:3" or
+// "diabetes@champion". It is the domain type serving.ModelRef.
+type Ref = serving.ModelRef
 
-// String returns "model:N" or "model@alias".
-func (r Ref) String() string {
-	if r.Alias != "" {
-		return r.Model + "@" + r.Alias
-	}
-	return r.Model + ":" + strconv.Itoa(r.Version)
-}
-
-// ParseRef parses "model@alias" or "model:N" (N a positive integer), where
-// model and alias are valid names. Anything else (a file path such as
-// "models/a.json", a URI such as "file:///m.onnx" or "s3://b/k", a bare name)
-// is not a registry reference and yields false.
-func ParseRef(s string) (Ref, bool) {
-	if strings.ContainsAny(s, "/\\.") {
-		return Ref{}, false
-	}
-	if name, alias, ok := strings.Cut(s, "@"); ok {
-		if ValidateName("model name", name) != nil || ValidateName("alias", alias) != nil {
-			return Ref{}, false
-		}
-		return Ref{Model: name, Alias: alias}, true
-	}
-	if name, num, ok := strings.Cut(s, ":"); ok {
-		if ValidateName("model name", name) != nil {
-			return Ref{}, false
-		}
-		n, err := strconv.Atoi(num)
-		if err != nil || n < 1 || num[0] == '+' || num[0] == '0' {
-			return Ref{}, false
-		}
-		return Ref{Model: name, Version: n}, true
-	}
-	return Ref{}, false
-}
+// ParseRef parses "model@alias" or "model:N"; see serving.ParseModelRef.
+func ParseRef(s string) (Ref, bool) { return serving.ParseModelRef(s) }
 
 // InvalidError is a request the registry refuses because of what the
 // caller sent: a bad name, an artifact the engine cannot load. Its message

@@ -243,3 +243,20 @@ func (s *Service) Retire(ctx context.Context, now time.Time, inUse func(model st
 	s.met.setCounts(counts)
 	return events, nil
 }
+
+// RunRetirement runs Retire every period until ctx ends, logging any error
+// (Retire logs its events); it blocks. inUse is as in Retire.
+func (s *Service) RunRetirement(ctx context.Context, every time.Duration, inUse func(model string, version int) bool, p RetirePolicy) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := s.Retire(ctx, s.now(), inUse, p); err != nil && ctx.Err() == nil {
+			s.log.Warn("retirement step failed", "err", err)
+		}
+	}
+}

@@ -51,6 +51,9 @@ type Options struct {
 	Metrics *Metrics
 	// Log receives retirement events; nil discards.
 	Log *slog.Logger
+	// OnAliasChange, when set, is called after an alias of model moved or
+	// was deleted, so deployments that follow it can roll.
+	OnAliasChange func(model string)
 }
 
 // Service is the registry's business logic over a Store and an
@@ -63,11 +66,13 @@ type Service struct {
 	now   func() time.Time
 	met   *Metrics
 	log   *slog.Logger
+
+	onAlias func(model string)
 }
 
 // NewService returns a Service over st and art.
 func NewService(st Store, art ArtifactStore, opts Options) *Service {
-	s := &Service{st: st, art: art, valid: opts.Validator, now: opts.Now, met: opts.Metrics, log: opts.Log}
+	s := &Service{st: st, art: art, valid: opts.Validator, now: opts.Now, met: opts.Metrics, log: opts.Log, onAlias: opts.OnAliasChange}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -397,6 +402,7 @@ func (s *Service) MoveAlias(ctx context.Context, model, alias string, to, expect
 	if err != nil {
 		return AliasMove{}, err
 	}
+	s.aliasChanged(model)
 	if err := s.reactivate(ctx, v); err != nil {
 		return move, err
 	}
@@ -405,7 +411,17 @@ func (s *Service) MoveAlias(ctx context.Context, model, alias string, to, expect
 
 // DeleteAlias deletes an alias; expectFrom works as in MoveAlias.
 func (s *Service) DeleteAlias(ctx context.Context, model, alias string, expectFrom int, by string) (AliasMove, error) {
-	return s.st.DeleteAlias(ctx, model, alias, expectFrom, by)
+	move, err := s.st.DeleteAlias(ctx, model, alias, expectFrom, by)
+	if err == nil {
+		s.aliasChanged(model)
+	}
+	return move, err
+}
+
+func (s *Service) aliasChanged(model string) {
+	if s.onAlias != nil {
+		s.onAlias(model)
+	}
 }
 
 // reactivate makes a warned or retired version active.

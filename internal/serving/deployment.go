@@ -18,7 +18,8 @@ type Deployment struct {
 
 // Spec is the desired state of a deployment.
 type Spec struct {
-	// Model is the artifact path or URI (file path, file://...).
+	// Model is a registry version ("diabetes@champion", "diabetes:3") or
+	// an artifact path.
 	Model string `json:"model"`
 	// Engine names the runtime that loads Model: trees, onnx, python, http
 	// or echo.
@@ -85,6 +86,9 @@ type Status struct {
 	ReadyReplicas int32 `json:"readyReplicas"`
 	// DesiredReplicas is the autoscaler's latest decision.
 	DesiredReplicas int32 `json:"desiredReplicas"`
+	// ModelVersion is the registry version new replicas run ("diabetes:3");
+	// empty when the spec names an artifact path.
+	ModelVersion string `json:"modelVersion,omitempty"`
 	// Reason explains the latest decision or failure in words.
 	Reason string `json:"reason,omitempty"`
 	// LastScaleTime is when DesiredReplicas last changed.
@@ -110,6 +114,8 @@ type ReplicaStatus struct {
 	Restarts  int32     `json:"restarts,omitempty"`
 	// ColdStart lists where this replica's start spent its time, in order.
 	ColdStart []Phase `json:"coldStart,omitempty"`
+	// ModelVersion is the registry version this replica serves, if any.
+	ModelVersion string `json:"modelVersion,omitempty"`
 	Message   string  `json:"message,omitempty"`
 }
 

@@ -60,7 +60,8 @@ func ValidateName(name string) error {
 
 // Default fills zero fields of s with defaults. Call it before Validate.
 func (s *Spec) Default() {
-	if s.Engine == "" {
+	if _, isRef := ParseModelRef(s.Model); s.Engine == "" && !isRef {
+		// A registry version carries its own engine.
 		s.Engine = DefaultEngine
 	}
 	sc := &s.Scaling
@@ -148,7 +149,8 @@ func (s *Spec) validate() []*FieldError {
 			add("spec.batching.maxQueueDelay", "must be between 0 and 10s, got %s", b.MaxQueueDelay)
 		}
 	}
-	known := false
+	_, isRef := ParseModelRef(s.Model)
+	known := s.Engine == "" && isRef
 	for _, e := range Engines {
 		known = known || e == s.Engine
 	}

@@ -101,3 +101,38 @@ func TestDurationJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestModelRefs(t *testing.T) {
+	tests := []struct {
+		in   string
+		want ModelRef
+		ok   bool
+	}{
+		{"diabetes@champion", ModelRef{Model: "diabetes", Alias: "champion"}, true},
+		{"diabetes:3", ModelRef{Model: "diabetes", Version: 3}, true},
+		{"diabetes:03", ModelRef{}, false},
+		{"diabetes:0", ModelRef{}, false},
+		{"examples/diabetes/model.json", ModelRef{}, false},
+		{"s3://bucket/key", ModelRef{}, false},
+		{"diabetes", ModelRef{}, false},
+		{"Diabetes@x", ModelRef{}, false},
+	}
+	for _, tt := range tests {
+		got, ok := ParseModelRef(tt.in)
+		if ok != tt.ok || got != tt.want {
+			t.Errorf("ParseModelRef(%q) = %+v, %v; want %+v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+		if ok && got.String() != tt.in {
+			t.Errorf("String() = %q; want %q", got.String(), tt.in)
+		}
+	}
+	s := Spec{Model: "diabetes@champion"}
+	s.Default()
+	if s.Engine != "" {
+		t.Errorf("Default set engine %q for a registry reference; the version carries it", s.Engine)
+	}
+	d := Deployment{Name: "d", Spec: s}
+	if err := d.Validate(); err != nil {
+		t.Errorf("Validate of a reference without engine: %v", err)
+	}
+}

@@ -28,9 +28,11 @@ type golden struct {
 	Predictions []float64   `json:"predictions"`
 }
 
-func loadGolden(t *testing.T) golden {
+func loadGolden(t *testing.T) golden { t.Helper(); return loadGoldenFile(t, "golden.json") }
+
+func loadGoldenFile(t *testing.T, name string) golden {
 	t.Helper()
-	b, err := os.ReadFile("../../examples/diabetes/golden.json")
+	b, err := os.ReadFile("../../examples/diabetes/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,156 @@
+package control
+
+import (
+	"context"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/resolve"
+	"github.com/ebb-ml/ebb/internal/serving"
+)
+
+// Resolver turns a deployment's spec into what its replicas run, fetching
+// registry versions into the host's artifact cache (see package resolve).
+type Resolver interface {
+	Resolve(ctx context.Context, spec serving.Spec) (resolve.Resolution, error)
+	// Serving records that version ("model:N") serves deployment.
+	Serving(ctx context.Context, deployment, version string) error
+}
+
+// paths is the Resolver used without a registry: models are paths.
+type paths struct{}
+
+func (paths) Resolve(_ context.Context, spec serving.Spec) (resolve.Resolution, error) {
+	return resolve.Resolution{Spec: spec, Release: func() {}}, nil
+}
+
+func (paths) Serving(context.Context, string, string) error { return nil }
+
+// isRef reports whether spec names a registry version, which can change
+// under the deployment when an alias moves.
+func isRef(spec serving.Spec) bool {
+	_, ok := serving.ParseModelRef(spec.Model)
+	return ok
+}
+
+// resolve starts resolving d's spec. A path resolves at once; a registry
+// version resolves in the background (it may download an artifact) and
+// reports back as evResolved.
+func (c *Controller) resolve(ctx context.Context, d *deployment) {
+	d.resolveSeq++
+	seq, spec, name := d.resolveSeq, d.spec, d.name
+	if !isRef(spec) {
+		res, err := c.opts.Resolver.Resolve(ctx, spec)
+		c.resolved(ctx, d, seq, res, err)
+		return
+	}
+	d.resolving = true
+	c.wg.Go(func() {
+		res, err := c.opts.Resolver.Resolve(ctx, spec)
+		c.send(event{kind: evResolved, deployment: name, seq: seq, res: res, err: err})
+	})
+}
+
+// resolved applies a resolution: a different runtime starts a new
+// generation; the same one keeps the current generation.
+func (c *Controller) resolved(ctx context.Context, d *deployment, seq int, res resolve.Resolution, err error) {
+	if seq != d.resolveSeq {
+		if err == nil {
+			res.Release() // a newer resolution is under way
+		}
+		return
+	}
+	d.resolving = false
+	if err != nil {
+		c.log.Error("cannot resolve model", "deployment", d.name, "model", d.spec.Model, "err", err)
+		d.failure = err.Error()
+		c.publish(d)
+		return
+	}
+	if d.run != nil && sameRuntime(res.Spec, d.run.Spec) {
+		res.Release()
+		return
+	}
+	if d.run != nil {
+		c.log.Info("new model for deployment; rolling replicas", "deployment", d.name, "from", d.run.Version, "to", res.Version)
+	}
+	d.generation++
+	d.run = &res
+	d.releases[d.generation] = res.Release
+	d.failures, d.failure, d.nextStart = 0, "", time.Time{}
+	// Replicas that already run exactly this (recovered ones, or an
+	// alias moved back) join the new generation.
+	for _, r := range d.replicas {
+		if r.h.Endpoint != "" && d.generationOf(r.h.Spec) == d.generation {
+			r.generation, r.version = d.generation, res.Version
+		}
+	}
+	c.reconcile(ctx, d)
+	c.publish(d)
+}
+
+// releaseIdle frees the artifact leases of generations no replica runs.
+func (c *Controller) releaseIdle(d *deployment) {
+	for g, release := range d.releases {
+		if g == d.generation {
+			continue
+		}
+		if d.count(func(r *replicaRec) bool { return r.generation == g }) == 0 {
+			release()
+			delete(d.releases, g)
+		}
+	}
+}
+
+func (d *deployment) releaseAll() {
+	for g, release := range d.releases {
+		release()
+		delete(d.releases, g)
+	}
+}
+
+// NotifyModel tells the loop that a registry model changed (an alias
+// moved); deployments that name it resolve again. It never blocks.
+func (c *Controller) NotifyModel(model string) { c.signal(c.models, model) }
+
+// reresolve resolves again every deployment that names a registry version
+// of model ("" for all), unless one is already under way.
+func (c *Controller) reresolve(ctx context.Context, model string) {
+	for _, d := range c.deps {
+		ref, ok := serving.ParseModelRef(d.spec.Model)
+		if !ok || d.resolving || d.deleted || (model != "" && ref.Model != model) {
+			continue
+		}
+		c.resolve(ctx, d)
+	}
+}
+
+// InUse reports whether any deployment runs or names version of model;
+// retirement never touches such a version. Safe for concurrent use.
+func (c *Controller) InUse(model string, version int) bool {
+	key := serving.ModelRef{Model: model, Version: version}.String()
+	c.statusMu.RLock()
+	defer c.statusMu.RUnlock()
+	for _, set := range c.inUse {
+		if set[key] {
+			return true
+		}
+	}
+	return false
+}
+
+// versionsInUse lists the registry versions d runs or names directly.
+func (d *deployment) versionsInUse() map[string]bool {
+	set := map[string]bool{}
+	if ref, ok := serving.ParseModelRef(d.spec.Model); ok && ref.Version > 0 {
+		set[ref.String()] = true
+	}
+	if d.run != nil && d.run.Version != "" {
+		set[d.run.Version] = true
+	}
+	for _, r := range d.replicas {
+		if r.version != "" {
+			set[r.version] = true
+		}
+	}
+	return set
+}

@@ -53,6 +53,14 @@ type Options struct {
 	Metrics *Metrics
 	// Resolver resolves registry versions; default: models are paths.
 	Resolver Resolver
+	// Demand, when set, is where the loop reads each deployment's demand
+	// instead of the in-process Recorder that the routes carry: the
+	// operator sums what every gateway pod reports.
+	Demand Demand
+	// OnScale, when set, is told every change of a deployment's desired
+	// replicas with the autoscaler's reason (the operator records it as a
+	// Kubernetes event). It runs on the loop goroutine and must not block.
+	OnScale func(deployment string, from, to int32, reason string)
 	// ResolveEvery is how often deployments that follow a registry alias
 	// are resolved again, in case it moved without a NotifyModel (another
 	// ebb sharing the store moved it); default 30s.

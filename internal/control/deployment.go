@@ -157,7 +157,7 @@ func (c *Controller) reload(ctx context.Context, name string) {
 func (c *Controller) onTick(ctx context.Context) {
 	now := c.opts.Clock.Now()
 	for _, d := range c.deps {
-		d.window.Add(d.rec.Sample(now))
+		d.window.Add(c.sample(d, now))
 		c.decide(d, now)
 		c.reconcile(ctx, d)
 		c.publishStatus(d)
@@ -181,11 +181,14 @@ func (c *Controller) onWake(ctx context.Context, name string) {
 // decide runs the autoscaler for d.
 func (c *Controller) decide(d *deployment, now time.Time) {
 	ready := d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady && !r.stopping })
-	m := autoscale.Observe(now, d.window, d.rec.InFlight(), ready, d.spec.Scaling)
+	m := autoscale.Observe(now, d.window, c.inFlight(d), ready, d.spec.Scaling)
 	dec := autoscale.Decide(now, d.spec.Scaling, m, d.scale)
 	d.scale = dec.State
 	if dec.Desired != d.desired {
 		c.log.Info("scale", "deployment", d.name, "from", d.desired, "to", dec.Desired, "reason", dec.Reason)
+		if c.opts.OnScale != nil {
+			c.opts.OnScale(d.name, d.desired, dec.Desired, dec.Reason)
+		}
 		d.desired = dec.Desired
 		d.lastScale = now
 		d.reason = dec.Reason

@@ -6,6 +6,8 @@ import (
 
 // Deployment is one served model: what the user asked for (Spec) and what
 // ebb observes (Status).
+//
+// +kubebuilder:object:generate=false
 type Deployment struct {
 	Name   string `json:"name"`
 	Spec   Spec   `json:"spec"`
@@ -79,6 +81,8 @@ type Scaling struct {
 }
 
 // Status is what ebb observes about a deployment.
+//
+// +kubebuilder:object:generate=false
 type Status struct {
 	// Replicas counts replicas that exist in any state.
 	Replicas int32 `json:"replicas"`
@@ -92,6 +96,9 @@ type Status struct {
 	// Reason explains the latest decision or failure in words.
 	Reason string `json:"reason,omitempty"`
 	// LastScaleTime is when DesiredReplicas last changed.
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	LastScaleTime *time.Time `json:"lastScaleTime,omitempty"`
 	// ReplicaStatuses lists every replica with its cold-start phases.
 	ReplicaStatuses []ReplicaStatus `json:"replicaStatuses,omitempty"`
@@ -106,17 +113,22 @@ const (
 )
 
 // ReplicaStatus is one replica as observed.
+//
+// +kubebuilder:object:generate=false
 type ReplicaStatus struct {
-	ID        string    `json:"id"`
-	State     string    `json:"state"`
-	Endpoint  string    `json:"endpoint,omitempty"`
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	Endpoint string `json:"endpoint,omitempty"`
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	StartedAt time.Time `json:"startedAt"`
 	Restarts  int32     `json:"restarts,omitempty"`
 	// ColdStart lists where this replica's start spent its time, in order.
 	ColdStart []Phase `json:"coldStart,omitempty"`
 	// ModelVersion is the registry version this replica serves, if any.
 	ModelVersion string `json:"modelVersion,omitempty"`
-	Message   string  `json:"message,omitempty"`
+	Message      string `json:"message,omitempty"`
 }
 
 // Cold-start phase names, in the order they happen.
@@ -127,8 +139,13 @@ const (
 )
 
 // Phase is one step of a cold start: it ended at At and took Duration.
+//
+// +kubebuilder:object:generate=false
 type Phase struct {
-	Name     string    `json:"name"`
+	Name string `json:"name"`
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	At       time.Time `json:"at"`
 	Duration Duration  `json:"duration"`
 }

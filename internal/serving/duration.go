@@ -8,6 +8,9 @@ import (
 
 // Duration is a time.Duration that reads and writes JSON and YAML as a Go
 // duration string such as "30s" or "5m".
+//
+// +kubebuilder:validation:Type=string
+// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 type Duration struct {
 	time.Duration
 }

@@ -165,7 +165,8 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 		<-ctx.Done()
 		stop()
 	}()
-	return s.Serve(ctx, ln)
+	// REST and the OIP v2 gRPC API share the one inherited port.
+	return s.ServeWithGRPC(ctx, ln)
 }
 
 func (f replicaFlags) validate() error {

@@ -18,6 +18,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/api"
 	"github.com/ebb-ml/ebb/internal/control"
 	"github.com/ebb-ml/ebb/internal/gateway"
+	"github.com/ebb-ml/ebb/internal/registry"
 	"github.com/ebb-ml/ebb/internal/replica/process"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -42,6 +43,9 @@ type upOptions struct {
 	drainTimeout time.Duration
 	logLevel     string
 	storeDSN     string // PostgreSQL store; empty: SQLite in dataDir
+	grpcAddr     string // OIP v2 gRPC gateway; empty: off
+	grpcAddrSet  bool   // --grpc-addr given: failing to listen on it is fatal
+	registryOptions
 }
 
 func newUpCmd() *cobra.Command {
@@ -57,10 +61,14 @@ restart: ebb reattaches to replicas that still run and restarts the rest.
 With --demo, ebb deploys the bundled diabetes XGBoost model and prints a
 request to try.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd.Context(), o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.grpcAddrSet = cmd.Flags().Changed("grpc-addr")
+			return runUp(cmd.Context(), o)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address for the gateway, admin API (/v1) and metrics (/metrics)")
+	f.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:8081", `address for the OIP v2 gRPC API (KServe/Triton GRPCInferenceService); "" disables it`)
 	f.StringVar(&o.dataDir, "data-dir", ".ebb", "directory for the store, replica logs and demo files")
 	f.StringVar(&o.storeDSN, "store-dsn", "", "PostgreSQL URL (postgres://user:password@host:5432/db) of a shared store to use instead of SQLite in --data-dir; default $EBB_STORE_DSN")
 	f.BoolVar(&o.demo, "demo", false, "deploy the bundled diabetes example and print a request to try")
@@ -68,6 +76,7 @@ request to try.`,
 	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment; more get 503 with Retry-After")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown or scale-down")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	addRegistryFlags(f, &o.registryOptions)
 	return cmd
 }
 
@@ -92,13 +101,19 @@ func runUp(ctx context.Context, o upOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	routes := &routing.Table{}
-	ctl := control.New(st, backend, routes, control.Options{
+	var ctl *control.Controller
+	models, err := newModelRegistry(o.registryOptions, o.dataDir, st, reg, log, func(model string) { ctl.NotifyModel(model) })
+	if err != nil {
+		return err
+	}
+	ctl = control.New(st, backend, routes, control.Options{
 		Logger:       log,
 		Metrics:      control.NewMetrics(reg),
 		DrainTimeout: o.drainTimeout,
+		Resolver:     models.resolver,
 	})
 	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, Registerer: reg})
-	gw := gateway.New(routes, act, gateway.Options{
+	gwOpts := gateway.Options{
 		HoldTimeout: o.holdTimeout,
 		Logger:      log,
 		Metrics:     gateway.NewMetrics(reg),
@@ -111,9 +126,12 @@ func runUp(ctx context.Context, o upOptions) error {
 				return false
 			}
 		},
-	})
+	}
+	gw := gateway.New(routes, act, gwOpts)
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", api.New(st, ctl, log))
+	admin := api.New(st, ctl, log)
+	admin.MountModels(models.svc)
+	mux.Handle("/v1/", admin)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/", gw)
 
@@ -122,13 +140,33 @@ func runUp(ctx context.Context, o upOptions) error {
 		return fmt.Errorf("cannot listen on %s: %w (is another ebb running? pick another address with --addr)", o.addr, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var grpcLn net.Listener
+	if o.grpcAddr != "" {
+		if grpcLn, err = net.Listen("tcp", o.grpcAddr); err != nil && o.grpcAddrSet {
+			ln.Close()
+			return fmt.Errorf("cannot listen on %s for gRPC: %w (pick another address with --grpc-addr, or disable gRPC with --grpc-addr '')", o.grpcAddr, err)
+		} else if err != nil {
+			// The default port is taken (say, by another ebb up): run
+			// without gRPC rather than fail.
+			log.Warn("gRPC gateway off: the default --grpc-addr is in use; give --grpc-addr to choose another", "addr", o.grpcAddr, "err", err)
+		}
+	}
 
 	ctlCtx, stopCtl := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCtl()
 	ctlDone := make(chan error, 1)
 	go func() { ctlDone <- ctl.Run(ctlCtx) }()
+	go models.svc.RunRetirement(ctlCtx, o.retireEvery, ctl.InUse, o.retire)
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
+	// The gRPC gateway drains by itself when ctx ends (SIGTERM).
+	grpcDone := make(chan error, 1)
+	if grpcLn != nil {
+		log.Info("gRPC gateway listening", "addr", grpcLn.Addr().String())
+		go func() { grpcDone <- gateway.NewGRPC(routes, act, gwOpts).Serve(ctx, grpcLn, o.drainTimeout) }()
+	} else {
+		grpcDone <- nil
+	}
 
 	select {
 	case <-ctl.Loaded():
@@ -157,6 +195,9 @@ func runUp(ctx context.Context, o upOptions) error {
 	if err := srv.Shutdown(drainCtx); err != nil {
 		log.Warn("gateway drain incomplete", "err", err)
 	}
+	if err := <-grpcDone; err != nil {
+		log.Warn("gRPC gateway drain incomplete", "err", err)
+	}
 	stopCtl()
 	err = <-ctlDone
 	ctl.Wait()
@@ -169,6 +210,7 @@ func runUp(ctx context.Context, o upOptions) error {
 type upStore interface {
 	control.Store
 	api.Store
+	registry.Store
 	Close() error
 }
 

@@ -57,8 +57,9 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startEbb runs `ebb up` on addr with dataDir and waits until it is ready.
-func startEbb(t *testing.T, addr, dataDir string) *ebbProc {
+// startEbb runs `ebb up` on addr with dataDir, and extra flags if any, and
+// waits until it is ready.
+func startEbb(t *testing.T, addr, dataDir string, extra ...string) *ebbProc {
 	t.Helper()
 	logPath := filepath.Join(dataDir, fmt.Sprintf("ebb-up-%d.log", time.Now().UnixNano()))
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
@@ -68,7 +69,7 @@ func startEbb(t *testing.T, addr, dataDir string) *ebbProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(ebbBin, "up", "--addr", addr, "--data-dir", dataDir, "--drain-timeout", "10s")
+	cmd := exec.Command(ebbBin, append([]string{"up", "--addr", addr, "--data-dir", dataDir, "--drain-timeout", "10s"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,7 @@
 # build-kube.sh builds, from source through the Go module proxy, the real
 # Kubernetes control plane that ebb's operator tests run against:
 # kube-apiserver, kube-controller-manager, kube-scheduler (hack/kube), etcd
-# (hack/etcd), kwok (fake nodes) and helm. Binaries go to a cache directory
+# (hack/etcd), kwok (fake nodes), helm and controller-gen. Binaries go to a cache directory
 # that is reused when present; the script prints that directory.
 #
 #   hack/build-kube.sh            # build what is missing
@@ -17,6 +17,7 @@ KUBE_VERSION=v1.34.4
 ETCD_VERSION=v3.5.35
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.19.0
+CONTROLLER_GEN_VERSION=v0.19.0
 cache=${EBB_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb-kube}
 bin=$cache/bin
 mkdir -p "$bin"
@@ -45,4 +46,5 @@ build kube-controller-manager "$KUBE_VERSION" "$here/kube" k8s.io/kubernetes/cmd
 build kube-scheduler "$KUBE_VERSION" "$here/kube" k8s.io/kubernetes/cmd/kube-scheduler
 install_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 install_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+install_tool controller-gen "$CONTROLLER_GEN_VERSION" sigs.k8s.io/controller-tools/cmd/controller-gen
 echo "$bin"

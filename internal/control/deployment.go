@@ -116,7 +116,7 @@ func (c *Controller) upsert(ctx context.Context, sd serving.Deployment) *deploym
 			name:     sd.Name,
 			spec:     sd.Spec,
 			rec:      &stats.Recorder{},
-			window:   stats.NewWindow(time.Hour),
+			window:   stats.NewWindow(windowAge(sd.Spec)),
 			replicas: map[string]*replicaRec{},
 			releases: map[int64]func(){},
 		}
@@ -126,11 +126,19 @@ func (c *Controller) upsert(ctx context.Context, sd serving.Deployment) *deploym
 	}
 	changed := !sameRuntime(sd.Spec, d.spec)
 	d.spec = sd.Spec
+	d.window.SetMaxAge(windowAge(sd.Spec))
 	d.deleted = false
 	if changed {
 		c.resolve(ctx, d)
 	}
 	return d
+}
+
+// windowAge is how much demand history a deployment's autoscaling reads:
+// its stable window, plus a tick of slack. Keeping no more matters with
+// thousands of deployments.
+func windowAge(s serving.Spec) time.Duration {
+	return max(s.Scaling.StableWindow.Duration, serving.DefaultStableWindow) + 2*time.Second
 }
 
 // reload re-reads a deployment after the API changed it.
@@ -158,9 +166,15 @@ func (c *Controller) onTick(ctx context.Context) {
 	now := c.opts.Clock.Now()
 	for _, d := range c.deps {
 		d.window.Add(c.sample(d, now))
-		c.decide(d, now)
+		before := len(d.replicas)
+		changed := c.decide(d, now)
 		c.reconcile(ctx, d)
-		c.publishStatus(d)
+		// Status is published by every change of replicas; a tick only
+		// adds a new decision or new replicas. Idle deployments cost no
+		// status work, which matters with thousands of them.
+		if changed || len(d.replicas) != before {
+			c.publishStatus(d)
+		}
 	}
 }
 
@@ -178,8 +192,9 @@ func (c *Controller) onWake(ctx context.Context, name string) {
 	c.publishStatus(d)
 }
 
-// decide runs the autoscaler for d.
-func (c *Controller) decide(d *deployment, now time.Time) {
+// decide runs the autoscaler for d and reports whether the desired count
+// changed.
+func (c *Controller) decide(d *deployment, now time.Time) bool {
 	ready := d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady && !r.stopping })
 	m := autoscale.Observe(now, d.window, c.inFlight(d), ready, d.spec.Scaling)
 	dec := autoscale.Decide(now, d.spec.Scaling, m, d.scale)
@@ -192,7 +207,9 @@ func (c *Controller) decide(d *deployment, now time.Time) {
 		d.desired = dec.Desired
 		d.lastScale = now
 		d.reason = dec.Reason
+		return true
 	}
+	return false
 }
 
 func (d *deployment) count(pred func(*replicaRec) bool) int {

@@ -25,21 +25,28 @@ type Spec struct {
 	Model string `json:"model"`
 	// Engine names the runtime that loads Model: trees, onnx, python, http
 	// or echo.
+	// +optional
 	Engine string `json:"engine,omitempty"`
 	// Batching, when set, groups concurrent requests into one model call
 	// (Triton's dynamic batching) in engines that can batch.
+	// +optional
 	Batching *Batching `json:"batching,omitempty"`
 	// Python configures engine "python".
+	// +optional
 	Python *Python `json:"python,omitempty"`
 	// Command configures engine "http": the argv of any OIP v2 server,
 	// started once per replica with $PORT set to the port it must serve on.
+	// +optional
 	Command []string `json:"command,omitempty"`
 	// URL configures engine "http" without Command: an OIP v2 server that
 	// ebb does not start; each replica fronts it.
+	// +optional
 	URL string `json:"url,omitempty"`
 	// Env is added to every replica's environment.
+	// +optional
 	Env map[string]string `json:"env,omitempty"`
 	// Scaling is the autoscaling policy.
+	// +optional
 	Scaling Scaling `json:"scaling"`
 }
 
@@ -47,9 +54,12 @@ type Spec struct {
 // sent as soon as it holds MaxBatchSize rows or one of PreferredBatchSizes,
 // otherwise when its oldest request has waited MaxQueueDelay.
 type Batching struct {
-	MaxBatchSize        int      `json:"maxBatchSize"`
-	PreferredBatchSizes []int    `json:"preferredBatchSizes,omitempty"`
-	MaxQueueDelay       Duration `json:"maxQueueDelay"`
+	// +optional
+	MaxBatchSize int `json:"maxBatchSize"`
+	// +optional
+	PreferredBatchSizes []int `json:"preferredBatchSizes,omitempty"`
+	// +optional
+	MaxQueueDelay Duration `json:"maxQueueDelay"`
 }
 
 // Python says which user class serves the model: it has load(path) and
@@ -57,8 +67,10 @@ type Batching struct {
 type Python struct {
 	// Class is "FILE.py:ClassName" (FILE relative to the model's
 	// directory, or absolute) or "module:ClassName".
+	// +optional
 	Class string `json:"class"`
 	// Interpreter is the Python to run; default /usr/bin/python3.
+	// +optional
 	Interpreter string `json:"interpreter,omitempty"`
 }
 
@@ -67,16 +79,23 @@ type Python struct {
 // between MinReplicas and MaxReplicas, and scales to zero when MinReplicas is
 // 0 and no request arrived for ScaleToZeroAfter.
 type Scaling struct {
-	MinReplicas       int32    `json:"minReplicas"`
-	MaxReplicas       int32    `json:"maxReplicas"`
-	TargetConcurrency float64  `json:"targetConcurrency"`
-	ScaleToZeroAfter  Duration `json:"scaleToZeroAfter"`
+	// +optional
+	MinReplicas int32 `json:"minReplicas"`
+	// +optional
+	MaxReplicas int32 `json:"maxReplicas"`
+	// +optional
+	TargetConcurrency float64 `json:"targetConcurrency"`
+	// +optional
+	ScaleToZeroAfter Duration `json:"scaleToZeroAfter"`
 	// StableWindow is the averaging window for normal scaling decisions.
+	// +optional
 	StableWindow Duration `json:"stableWindow"`
 	// PanicWindowPercent is the panic window as a percentage of StableWindow.
+	// +optional
 	PanicWindowPercent float64 `json:"panicWindowPercent"`
 	// PanicThreshold is the ratio of panic-window demand to current capacity
 	// (in percent) above which the autoscaler enters panic mode.
+	// +optional
 	PanicThreshold float64 `json:"panicThresholdPercent"`
 }
 
@@ -85,22 +104,29 @@ type Scaling struct {
 // +kubebuilder:object:generate=false
 type Status struct {
 	// Replicas counts replicas that exist in any state.
+	// +optional
 	Replicas int32 `json:"replicas"`
 	// ReadyReplicas counts replicas that receive traffic.
+	// +optional
 	ReadyReplicas int32 `json:"readyReplicas"`
 	// DesiredReplicas is the autoscaler's latest decision.
+	// +optional
 	DesiredReplicas int32 `json:"desiredReplicas"`
 	// ModelVersion is the registry version new replicas run ("diabetes:3");
 	// empty when the spec names an artifact path.
+	// +optional
 	ModelVersion string `json:"modelVersion,omitempty"`
 	// Reason explains the latest decision or failure in words.
+	// +optional
 	Reason string `json:"reason,omitempty"`
 	// LastScaleTime is when DesiredReplicas last changed.
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Format=date-time
+	// +optional
 	LastScaleTime *time.Time `json:"lastScaleTime,omitempty"`
 	// ReplicaStatuses lists every replica with its cold-start phases.
+	// +optional
 	ReplicaStatuses []ReplicaStatus `json:"replicaStatuses,omitempty"`
 }
 

@@ -25,6 +25,14 @@ func NewWindow(maxAge time.Duration) *Window {
 	return &Window{maxAge: maxAge}
 }
 
+// SetMaxAge changes how long samples are kept; older ones go with the next
+// Add.
+func (w *Window) SetMaxAge(maxAge time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.maxAge = maxAge
+}
+
 // Add inserts s, keeping samples ordered by time, and drops samples older
 // than the maximum age. A sample with the same At as one already held
 // replaces it.

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/activator"
@@ -181,8 +182,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) forwardTo(w http.ResponseWriter, r *http.Request, name string) int {
 	var body []byte
 	if r.Method == http.MethodPost {
-		var err error
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+		// Not pooled: the transport may still read a request body after
+		// the response arrived.
+		var buf bytes.Buffer
+		if r.ContentLength > 0 && r.ContentLength <= g.opts.MaxBodyBytes {
+			buf.Grow(int(r.ContentLength) + bytes.MinRead)
+		}
+		_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+		body = buf.Bytes()
 		if err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
@@ -193,7 +200,7 @@ func (g *Gateway) forwardTo(w http.ResponseWriter, r *http.Request, name string)
 		}
 	}
 	var tried []*balance.Endpoint
-	excluded := func(e *balance.Endpoint) bool {
+	tried1 := func(e *balance.Endpoint) bool {
 		for _, t := range tried {
 			if t == e {
 				return true
@@ -206,6 +213,10 @@ func (g *Gateway) forwardTo(w http.ResponseWriter, r *http.Request, name string)
 		rt, err := g.holder.Wait(r.Context(), name)
 		if err != nil {
 			return g.holdError(w, name, err)
+		}
+		var excluded func(*balance.Endpoint) bool
+		if len(tried) > 0 {
+			excluded = tried1 // no filtering, and no allocation, on a first try
 		}
 		ep := g.balancer.Pick(rt.Endpoints, excluded)
 		if ep == nil {
@@ -282,18 +293,32 @@ func (b *releasingBody) Close() error {
 	return b.ReadCloser.Close()
 }
 
+// copyBufs recycles the buffers responses are copied through; a fresh 32 KiB
+// buffer per request was most of the gateway's allocation.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 func copyResponse(w http.ResponseWriter, resp *http.Response) int {
 	defer resp.Body.Close()
 	h := w.Header()
-	for _, k := range []string{"Content-Type", "Content-Length", "Ebb-Replica"} {
-		if v := resp.Header.Get(k); v != "" {
-			h.Set(k, v)
+	for _, k := range forwardedResponseHeaders {
+		if v := resp.Header[k]; len(v) > 0 {
+			h[k] = v
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, resp.Body)
+	buf := copyBufs.Get().(*[]byte)
+	_, _ = io.CopyBuffer(writerOnly{w}, resp.Body, *buf)
+	copyBufs.Put(buf)
 	return resp.StatusCode
 }
+
+// forwardedResponseHeaders are the replica headers a client sees, in
+// canonical form.
+var forwardedResponseHeaders = []string{"Content-Type", "Content-Length", "Ebb-Replica"}
+
+// writerOnly hides a ResponseWriter's ReadFrom so io.CopyBuffer uses the
+// pooled buffer.
+type writerOnly struct{ io.Writer }
 
 // holdError turns an activator error into a response.
 func (g *Gateway) holdError(w http.ResponseWriter, name string, err error) int {

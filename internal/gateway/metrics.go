@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,30 @@ type Metrics struct {
 	latency  *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
 	retries  *prometheus.CounterVec
+
+	// byDeployment caches each deployment's series (*series), so the hot
+	// path does no label hashing.
+	byDeployment sync.Map
+}
+
+// series are one deployment's most used metric children.
+type series struct {
+	inFlight prometheus.Gauge
+	latency  prometheus.Observer
+	ok       prometheus.Counter // code 200
+}
+
+func (m *Metrics) series(deployment string) *series {
+	if v, ok := m.byDeployment.Load(deployment); ok {
+		return v.(*series)
+	}
+	s := &series{
+		inFlight: m.inFlight.WithLabelValues(deployment),
+		latency:  m.latency.WithLabelValues(deployment),
+		ok:       m.requests.WithLabelValues(deployment, "200"),
+	}
+	v, _ := m.byDeployment.LoadOrStore(deployment, s)
+	return v.(*series)
 }
 
 // NewMetrics creates the gateway's metrics and registers them with reg.
@@ -45,7 +70,7 @@ func (m *Metrics) begin(deployment string) {
 	if m == nil {
 		return
 	}
-	m.inFlight.WithLabelValues(deployment).Inc()
+	m.series(deployment).inFlight.Inc()
 }
 
 // observe records a finished request; begun says whether begin was called.
@@ -53,11 +78,18 @@ func (m *Metrics) observe(deployment string, code int, d time.Duration, begun bo
 	if m == nil {
 		return
 	}
-	if begun {
-		m.inFlight.WithLabelValues(deployment).Dec()
-		m.latency.WithLabelValues(deployment).Observe(d.Seconds())
+	if !begun {
+		m.requests.WithLabelValues(deployment, strconv.Itoa(code)).Inc()
+		return
 	}
-	m.requests.WithLabelValues(deployment, strconv.Itoa(code)).Inc()
+	s := m.series(deployment)
+	s.inFlight.Dec()
+	s.latency.Observe(d.Seconds())
+	if code == 200 {
+		s.ok.Inc()
+	} else {
+		m.requests.WithLabelValues(deployment, strconv.Itoa(code)).Inc()
+	}
 }
 
 func (m *Metrics) retried(deployment string) {

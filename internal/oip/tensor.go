@@ -42,6 +42,10 @@ func Decode(in RequestInput) (Tensor, error) {
 	if err != nil {
 		return t, fmt.Errorf("input %q: %w", in.Name, err)
 	}
+	if data, ok := decodeFlat(in.Datatype, in.Data, want); ok {
+		t.Data = data
+		return t, nil
+	}
 	var raw []json.RawMessage
 	if err := flatten(in.Data, &raw, 0); err != nil {
 		return t, fmt.Errorf("input %q: %w", in.Name, err)
@@ -72,6 +76,38 @@ func Decode(in RequestInput) (Tensor, error) {
 }
 
 const maxNesting = 32
+
+// decodeFlat is the fast path for the common case, a flat array of exactly
+// want non-null elements: one Unmarshal into the typed slice. Anything else
+// (nested data, nulls, a count or type mismatch) reports false and takes the
+// element-by-element path, which explains the problem.
+func decodeFlat(datatype string, data json.RawMessage, want int) (any, bool) {
+	d := bytes.TrimSpace(data)
+	if len(d) < 2 || d[0] != '[' || bytes.IndexByte(d[1:], '[') >= 0 || bytes.Contains(d, null) {
+		return nil, false
+	}
+	switch datatype {
+	case FP32:
+		return unmarshalN[float32](d, want)
+	case FP64:
+		return unmarshalN[float64](d, want)
+	case INT32:
+		return unmarshalN[int32](d, want)
+	case INT64:
+		return unmarshalN[int64](d, want)
+	case BOOL:
+		return unmarshalN[bool](d, want)
+	}
+	return nil, false
+}
+
+func unmarshalN[T any](d []byte, want int) (any, bool) {
+	out := make([]T, 0, want)
+	if json.Unmarshal(d, &out) != nil || len(out) != want {
+		return nil, false
+	}
+	return out, true
+}
 
 // flatten appends every scalar of a possibly nested JSON array to out.
 func flatten(b json.RawMessage, out *[]json.RawMessage, depth int) error {

@@ -74,6 +74,11 @@ type Startup struct {
 	ModelLoadedAt time.Time
 	// ReadyAt is when the replica began answering ready.
 	ReadyAt time.Time
+	// Phases, when a backend sees more of the start than the two times
+	// above (the kube backend: scheduled, image pulled, container started),
+	// lists every phase in order, ending with serving.PhaseModelLoaded and
+	// serving.PhaseReady; nil otherwise.
+	Phases []serving.Phase
 }
 
 // Exit describes how a replica ended.

@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+#
+# The ebb image: one binary that runs as `ebb operator`, `ebb gateway` and
+# `ebb replica` (the replica pods), with ONNX Runtime for the onnx engine.
+#
+#   docker build -t ebb .                         # distroless, non-root
+#   docker build --target python -t ebb:python .  # plus Debian's Python,
+#                                                 # scikit-learn and XGBoost
+#
+# The binary is /usr/local/bin/ebb, on PATH: replica pods run the command
+# `ebb` by name (internal/replica/kube), which also works in images built
+# FROM this one. The default image has no shell and no package manager; a
+# deployment whose engine is python sets spec.template.image to the python
+# variant (or to an image built FROM it with the packages its model needs).
+
+ARG GO_VERSION=1.26
+
+# ---- build: ebb with cgo (the onnx engine), and ONNX Runtime's library ----
+FROM golang:${GO_VERSION}-bookworm AS build
+WORKDIR /src
+
+# ONNX Runtime's shared library (hash-pinned, from npm) into the first place
+# ebb looks, /usr/local/lib/ebb/onnxruntime-<version>/libonnxruntime.so.1
+# (internal/engine/onnx.DefaultLibraryPaths), and the en_US.UTF-8 locale its
+# string operators need. Run as root, the script installs both system-wide.
+COPY hack/install-onnxruntime.sh hack/
+RUN hack/install-onnxruntime.sh
+
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY . .
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=1 go build -trimpath -ldflags='-s -w' -o /out/ebb ./cmd/ebb
+
+# ---- python: the same ebb on Debian with Python for engine python ----
+FROM debian:bookworm-slim AS python
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-numpy python3-sklearn python3-joblib python3-xgboost \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 65532 nonroot \
+ && useradd --uid 65532 --gid 65532 --home-dir /home/nonroot --create-home --shell /usr/sbin/nologin nonroot
+COPY --from=build /usr/local/lib/ebb /usr/local/lib/ebb
+COPY --from=build /usr/lib/locale/locale-archive /usr/lib/locale/locale-archive
+COPY --from=build /out/ebb /usr/local/bin/ebb
+USER 65532:65532
+EXPOSE 8080 8081
+ENTRYPOINT ["/usr/local/bin/ebb"]
+
+# ---- runtime (default): distroless glibc + libstdc++, user nonroot (65532) ----
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+COPY --from=build /usr/local/lib/ebb /usr/local/lib/ebb
+COPY --from=build /usr/lib/locale/locale-archive /usr/lib/locale/locale-archive
+COPY --from=build /out/ebb /usr/local/bin/ebb
+USER nonroot:nonroot
+EXPOSE 8080 8081
+ENTRYPOINT ["/usr/local/bin/ebb"]

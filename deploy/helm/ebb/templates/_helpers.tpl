@@ -1,0 +1,92 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "ebb.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: the release name when it already contains the
+chart name (release "ebb" gives "ebb"), else <release>-<chart>. Truncated so
+that the longest suffix ("-warm-pool") still fits in 63 characters.
+*/}}
+{{- define "ebb.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 53 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 53 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 53 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ebb.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "ebb.labels" -}}
+helm.sh/chart: {{ include "ebb.chart" . }}
+app.kubernetes.io/name: {{ include "ebb.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ebb
+{{- end }}
+
+{{/* Selector labels of one component; call with (list $ "operator"). */}}
+{{- define "ebb.selectorLabels" -}}
+{{- $ := index . 0 -}}
+app.kubernetes.io/name: {{ include "ebb.name" $ }}
+app.kubernetes.io/instance: {{ $.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/* All labels of one component; call with (list $ "operator"). */}}
+{{- define "ebb.componentLabels" -}}
+{{ include "ebb.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "ebb.operator.fullname" -}}
+{{- printf "%s-operator" (include "ebb.fullname" .) }}
+{{- end }}
+
+{{- define "ebb.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "ebb.fullname" .) }}
+{{- end }}
+
+{{- define "ebb.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (include "ebb.operator.fullname" .) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "ebb.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "ebb.gateway.fullname" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "ebb.warmPool.priorityClassName" -}}
+{{- default (printf "%s-warm-pool" (include "ebb.fullname" .)) .Values.warmPool.priorityClass.name }}
+{{- end }}
+
+{{- define "ebb.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The namespace this release serves. */}}
+{{- define "ebb.watchNamespace" -}}
+{{- default .Release.Namespace .Values.watchNamespace }}
+{{- end }}
+
+{{/* The operator's in-cluster URL, which the gateways report to. */}}
+{{- define "ebb.operator.url" -}}
+{{- printf "http://%s.%s.svc:%d" (include "ebb.operator.fullname" .) .Release.Namespace (int .Values.operator.port) }}
+{{- end }}

@@ -202,10 +202,16 @@ func (c *Controller) becameReady(d *deployment, r *replicaRec, st replica.Startu
 		routedAt = st.ReadyAt // it has served since then, under an earlier ebb
 	}
 	r.ep = balance.NewEndpoint(r.h.Spec.ID, r.h.Endpoint)
-	r.phases = []serving.Phase{
-		phase(serving.PhaseProcessStarted, r.h.ScheduledAt, r.h.StartedAt),
-		phase(serving.PhaseModelLoaded, r.h.StartedAt, st.ModelLoadedAt),
-		phase(serving.PhaseReady, st.ModelLoadedAt, routedAt),
+	if len(st.Phases) > 0 {
+		// The backend saw finer steps (a pod: scheduled, image pulled,
+		// container started, model loaded, ready).
+		r.phases = st.Phases
+	} else {
+		r.phases = []serving.Phase{
+			phase(serving.PhaseProcessStarted, r.h.ScheduledAt, r.h.StartedAt),
+			phase(serving.PhaseModelLoaded, r.h.StartedAt, st.ModelLoadedAt),
+			phase(serving.PhaseReady, st.ModelLoadedAt, routedAt),
+		}
 	}
 	if !r.recovered {
 		c.opts.Metrics.coldStart(r.phases)

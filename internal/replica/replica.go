@@ -10,6 +10,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -108,4 +110,42 @@ type Backend interface {
 	// in an earlier ebb process). It returns ErrNotFound when the replica no
 	// longer runs; after a nil error, Wait and Stop work on h.
 	Recover(ctx context.Context, h Handle) error
+}
+
+// Args are the `ebb replica` flags that serve spec, before the socket
+// flags each backend adds (--listen-fd/--notify-fd for a local process,
+// --addr for a pod). A command for engine http comes last, after "--".
+func Args(spec Spec, socket ...string) []string {
+	args := []string{
+		"--deployment", spec.Deployment,
+		"--id", spec.ID,
+		"--model", spec.Model,
+		"--engine", spec.Engine,
+	}
+	args = append(args, socket...)
+	if b := spec.Batching; b != nil {
+		args = append(args, "--batch-max-size", strconv.Itoa(b.MaxBatchSize),
+			"--batch-max-queue-delay", b.MaxQueueDelay.String())
+		if len(b.PreferredBatchSizes) > 0 {
+			sizes := make([]string, len(b.PreferredBatchSizes))
+			for i, n := range b.PreferredBatchSizes {
+				sizes[i] = strconv.Itoa(n)
+			}
+			args = append(args, "--batch-preferred-sizes", strings.Join(sizes, ","))
+		}
+	}
+	if p := spec.Python; p != nil {
+		args = append(args, "--python-class", p.Class)
+		if p.Interpreter != "" {
+			args = append(args, "--python-interpreter", p.Interpreter)
+		}
+	}
+	if spec.URL != "" {
+		args = append(args, "--upstream", spec.URL)
+	}
+	if len(spec.Command) > 0 {
+		args = append(args, "--")
+		args = append(args, spec.Command...)
+	}
+	return args
 }

@@ -155,38 +155,7 @@ func (b *Backend) Pod(spec replica.Spec) *corev1.Pod {
 // Args are the `ebb replica` flags (after "replica") that serve spec on
 // 0.0.0.0:Port.
 func Args(spec replica.Spec) []string {
-	args := []string{
-		"--deployment", spec.Deployment,
-		"--id", spec.ID,
-		"--model", spec.Model,
-		"--engine", spec.Engine,
-		"--addr", "0.0.0.0:" + strconv.Itoa(Port),
-	}
-	if b := spec.Batching; b != nil {
-		args = append(args, "--batch-max-size", strconv.Itoa(b.MaxBatchSize),
-			"--batch-max-queue-delay", b.MaxQueueDelay.String())
-		if len(b.PreferredBatchSizes) > 0 {
-			sizes := make([]string, len(b.PreferredBatchSizes))
-			for i, n := range b.PreferredBatchSizes {
-				sizes[i] = strconv.Itoa(n)
-			}
-			args = append(args, "--batch-preferred-sizes", strings.Join(sizes, ","))
-		}
-	}
-	if p := spec.Python; p != nil {
-		args = append(args, "--python-class", p.Class)
-		if p.Interpreter != "" {
-			args = append(args, "--python-interpreter", p.Interpreter)
-		}
-	}
-	if spec.URL != "" {
-		args = append(args, "--upstream", spec.URL)
-	}
-	if len(spec.Command) > 0 {
-		args = append(args, "--")
-		args = append(args, spec.Command...)
-	}
-	return args
+	return replica.Args(spec, "--addr", "0.0.0.0:"+strconv.Itoa(Port))
 }
 
 // Start creates the replica's pod and returns once it is scheduled and has

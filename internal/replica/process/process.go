@@ -163,39 +163,7 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 // replicaArgs are the `ebb replica` flags that serve spec on the inherited
 // listener (fd 3), reporting readiness on fd 4.
 func replicaArgs(spec replica.Spec) []string {
-	args := []string{
-		"--deployment", spec.Deployment,
-		"--id", spec.ID,
-		"--model", spec.Model,
-		"--engine", spec.Engine,
-		"--listen-fd", "3",
-		"--notify-fd", "4",
-	}
-	if b := spec.Batching; b != nil {
-		args = append(args, "--batch-max-size", strconv.Itoa(b.MaxBatchSize),
-			"--batch-max-queue-delay", b.MaxQueueDelay.String())
-		if len(b.PreferredBatchSizes) > 0 {
-			sizes := make([]string, len(b.PreferredBatchSizes))
-			for i, n := range b.PreferredBatchSizes {
-				sizes[i] = strconv.Itoa(n)
-			}
-			args = append(args, "--batch-preferred-sizes", strings.Join(sizes, ","))
-		}
-	}
-	if p := spec.Python; p != nil {
-		args = append(args, "--python-class", p.Class)
-		if p.Interpreter != "" {
-			args = append(args, "--python-interpreter", p.Interpreter)
-		}
-	}
-	if spec.URL != "" {
-		args = append(args, "--upstream", spec.URL)
-	}
-	if len(spec.Command) > 0 {
-		args = append(args, "--")
-		args = append(args, spec.Command...)
-	}
-	return args
+	return replica.Args(spec, "--listen-fd", "3", "--notify-fd", "4")
 }
 
 func exitOf(ps *os.ProcessState, err error) replica.Exit {

@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ebb-ml/ebb/bench/harness"
+	"github.com/ebb-ml/ebb/internal/engine/onnx"
 	"github.com/ebb-ml/ebb/internal/oip"
 )
 
@@ -31,22 +33,61 @@ func TestMLPRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	model, body, err := mlpRequest(&harness.Env{Root: root})
+	for _, m := range batchingModels {
+		t.Run(m.file, func(t *testing.T) {
+			model, body, err := mlpRequest(&harness.Env{Root: root}, m.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if filepath.Base(model) != m.file {
+				t.Errorf("model %s, want one named %s", model, m.file)
+			}
+			if _, err := os.Stat(model); err != nil {
+				t.Errorf("model %s: %v", model, err)
+			}
+			var req oip.InferRequest
+			if err := json.Unmarshal(body, &req); err != nil {
+				t.Fatalf("request body %s: %v", body, err)
+			}
+			in, err := oip.Decode(req.Inputs[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]int64{1, 64}, in.Shape); in.Name != "input" || diff != "" {
+				t.Errorf("request input %q shape %v; want \"input\" [1 64]", in.Name, in.Shape)
+			}
+		})
+	}
+	if _, _, err := mlpRequest(&harness.Env{Root: root}, "missing.onnx"); err == nil {
+		t.Error("mlpRequest of a missing model succeeded")
+	}
+}
+
+// TestEngineCost checks that engineCost loads and runs both models and
+// returns one positive cost per row for each call size asked; it logs the
+// costs and asserts nothing about how fast they are.
+func TestEngineCost(t *testing.T) {
+	if err := onnx.Available(""); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(model); err != nil {
-		t.Errorf("model %s: %v", model, err)
-	}
-	var req oip.InferRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		t.Fatalf("request body %s: %v", body, err)
-	}
-	in, err := oip.Decode(req.Inputs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]int64{1, 64}, in.Shape); in.Name != "input" || diff != "" {
-		t.Errorf("request input %q shape %v; want \"input\" [1 64]", in.Name, in.Shape)
+	for _, m := range batchingModels {
+		t.Run(m.file, func(t *testing.T) {
+			path, _, err := mlpRequest(&harness.Env{Root: root}, m.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := engineCost(context.Background(), path, 1, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c) != 2 || c[0] <= 0 || c[1] <= 0 {
+				t.Fatalf("engineCost = %v, want two positive costs", c)
+			}
+			t.Logf("%s: %.2f µs/row at 1 row, %.2f µs/row at 32 rows", m.file, c[0], c[1])
+		})
 	}
 }

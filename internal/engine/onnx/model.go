@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -56,6 +57,8 @@ type Model struct {
 	meta    oip.ModelMetadata
 	inputs  []tensorSpec
 	outputs []tensorSpec
+	// intraOp is the intra-op thread count the session was created with.
+	intraOp int
 
 	// mu guards session against Close while Predict runs.
 	mu      sync.RWMutex
@@ -127,10 +130,9 @@ func load(path string, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("creating session options: %w", err)
 	}
 	defer runOpts.Destroy()
-	if opts.IntraOpThreads > 0 {
-		if err := runOpts.SetIntraOpNumThreads(opts.IntraOpThreads); err != nil {
-			return nil, fmt.Errorf("setting %d intra-op threads: %w", opts.IntraOpThreads, err)
-		}
+	m.intraOp = intraOpThreads(opts.IntraOpThreads, runtime.GOMAXPROCS(0))
+	if err := runOpts.SetIntraOpNumThreads(m.intraOp); err != nil {
+		return nil, fmt.Errorf("setting %d intra-op threads: %w", m.intraOp, err)
 	}
 	if opts.InterOpThreads > 0 {
 		if err := runOpts.SetInterOpNumThreads(opts.InterOpThreads); err != nil {
@@ -334,6 +336,10 @@ func destroyAll(values []ort.Value) {
 		}
 	}
 }
+
+// IntraOpThreads returns how many threads ONNX Runtime may use inside one
+// operator of this model (see Options.IntraOpThreads).
+func (m *Model) IntraOpThreads() int { return m.intraOp }
 
 // Close releases the session. Predict calls after Close fail; Close waits
 // for those in flight.

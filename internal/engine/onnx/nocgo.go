@@ -31,5 +31,8 @@ func (m *Model) Predict(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor,
 	return nil, errNoCgo
 }
 
+// IntraOpThreads returns 0: no Model exists without cgo.
+func (m *Model) IntraOpThreads() int { return 0 }
+
 // Close does nothing.
 func (m *Model) Close() error { return nil }

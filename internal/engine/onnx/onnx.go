@@ -61,11 +61,25 @@ type Options struct {
 	// later ones must name the same file or leave Library empty.
 	Library string
 	// IntraOpThreads bounds the threads ONNX Runtime uses inside one
-	// operator; 0 leaves ONNX Runtime's default (one per physical core).
+	// operator. 0 means one per CPU this process may use: GOMAXPROCS,
+	// which follows the CPU affinity mask (taskset) and cgroup CPU limits.
+	// ONNX Runtime's own default counts the machine's cores instead: under
+	// `taskset -c 1` on a 2-core machine it starts 2 threads, and the extra
+	// one spins on the one CPU, taking it from the process's other work.
 	IntraOpThreads int
 	// InterOpThreads bounds the threads that run independent operators in
 	// parallel; 0 leaves ONNX Runtime's default.
 	InterOpThreads int
+}
+
+// intraOpThreads returns the intra-op thread count Load gives ONNX Runtime
+// for the requested count n: n when it is positive, else procs (the
+// process's GOMAXPROCS), at least 1.
+func intraOpThreads(n, procs int) int {
+	if n > 0 {
+		return n
+	}
+	return max(1, procs)
 }
 
 // errNoCgo explains why a build without cgo cannot load ONNX models.

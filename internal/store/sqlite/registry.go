@@ -283,11 +283,7 @@ func (s *Store) updateVersion(ctx context.Context, model string, version int, fn
 // SetVersionState implements registry.Store.
 func (s *Store) SetVersionState(ctx context.Context, model string, version int, from, to registry.State, at time.Time) (registry.Version, error) {
 	v, err := s.updateVersion(ctx, model, version, func(v *registry.Version) error {
-		if v.State != from {
-			return fmt.Errorf("version %s:%d is %s, not %s: %w", model, version, v.State, from, store.ErrConflict)
-		}
-		v.State, v.StateChangedAt = to, at.UTC().Truncate(time.Microsecond)
-		return nil
+		return registry.ChangeState(v, from, to, at)
 	})
 	if err != nil {
 		return registry.Version{}, fmt.Errorf("set state of version %s:%d to %s: %w", model, version, to, err)
@@ -297,11 +293,8 @@ func (s *Store) SetVersionState(ctx context.Context, model string, version int, 
 
 // TouchVersion implements registry.Store.
 func (s *Store) TouchVersion(ctx context.Context, model string, version int, at time.Time) error {
-	at = at.UTC().Truncate(time.Microsecond)
 	_, err := s.updateVersion(ctx, model, version, func(v *registry.Version) error {
-		if at.After(v.LastUsedAt) {
-			v.LastUsedAt = at
-		}
+		registry.Touch(v, at)
 		return nil
 	})
 	if err != nil {
@@ -313,15 +306,7 @@ func (s *Store) TouchVersion(ctx context.Context, model string, version int, at 
 // UpdateVersionTags implements registry.Store.
 func (s *Store) UpdateVersionTags(ctx context.Context, model string, version int, set map[string]string, del []string) (registry.Version, error) {
 	v, err := s.updateVersion(ctx, model, version, func(v *registry.Version) error {
-		if v.Tags == nil {
-			v.Tags = map[string]string{}
-		}
-		for k, val := range set {
-			v.Tags[k] = val
-		}
-		for _, k := range del {
-			delete(v.Tags, k)
-		}
+		registry.ChangeTags(v, set, del)
 		return nil
 	})
 	if err != nil {

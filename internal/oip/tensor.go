@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -191,4 +192,56 @@ func convert[From, To int32 | int64 | float32 | float64](in []From) []To {
 		out[i] = To(v)
 	}
 	return out
+}
+
+// Check reports whether t.Data has the Go type t.Datatype implies and as
+// many elements as t.Shape describes. The error names the tensor; callers
+// prefix it with what the tensor is ("input", "output").
+func (t Tensor) Check() error {
+	want, err := Elements(t.Shape)
+	if err != nil {
+		return fmt.Errorf("%q: %w", t.Name, err)
+	}
+	var n int
+	var ok bool
+	switch t.Datatype {
+	case BOOL:
+		n, ok = length[bool](t.Data)
+	case INT32:
+		n, ok = length[int32](t.Data)
+	case INT64:
+		n, ok = length[int64](t.Data)
+	case FP32:
+		n, ok = length[float32](t.Data)
+	case FP64:
+		n, ok = length[float64](t.Data)
+	case BYTES:
+		n, ok = length[string](t.Data)
+	default:
+		return fmt.Errorf("%q: unsupported datatype %q: use one of BOOL, INT32, INT64, FP32, FP64, BYTES", t.Name, t.Datatype)
+	}
+	if !ok {
+		return fmt.Errorf("%q: data of type %T does not match datatype %s", t.Name, t.Data, t.Datatype)
+	}
+	if n != want {
+		return fmt.Errorf("%q: shape %s holds %d elements but data has %d", t.Name, FormatShape(t.Shape), want, n)
+	}
+	return nil
+}
+
+func length[T any](data any) (int, bool) {
+	d, ok := data.([]T)
+	return len(d), ok
+}
+
+// FormatShape writes a shape as [-1,10].
+func FormatShape(shape []int64) string {
+	b := []byte{'['}
+	for i, d := range shape {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, d, 10)
+	}
+	return string(append(b, ']'))
 }

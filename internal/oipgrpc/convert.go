@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/ebb-ml/ebb/internal/oip"
 	"google.golang.org/grpc/codes"
@@ -252,9 +251,9 @@ func decodeContents(kind, name, dt string, shape []int64, c *InferTensorContents
 	}
 	if got != n {
 		if got == 0 && c == nil {
-			return t, invalid("%s %q has no data: shape %s holds %d elements; send them in contents.%s or %s", kind, name, formatShape(shape), n, field, rawField)
+			return t, invalid("%s %q has no data: shape %s holds %d elements; send them in contents.%s or %s", kind, name, oip.FormatShape(shape), n, field, rawField)
 		}
-		return t, invalid("%s %q: shape %s holds %d elements but contents.%s has %d", kind, name, formatShape(shape), n, field, got)
+		return t, invalid("%s %q: shape %s holds %d elements but contents.%s has %d", kind, name, oip.FormatShape(shape), n, field, got)
 	}
 	return t, nil
 }
@@ -281,7 +280,7 @@ func decodeRaw(kind, name, dt string, shape []int64, b []byte, where string) (oi
 	}
 	size := elementSize(dt)
 	if len(b) != n*size {
-		return t, invalid("%s %q: %s holds %d bytes but shape %s of %s needs %d (%d elements of %d bytes)", kind, name, where, len(b), formatShape(shape), dt, n*size, n, size)
+		return t, invalid("%s %q: %s holds %d bytes but shape %s of %s needs %d (%d elements of %d bytes)", kind, name, where, len(b), oip.FormatShape(shape), dt, n*size, n, size)
 	}
 	le := binary.LittleEndian
 	switch dt {
@@ -344,49 +343,10 @@ func decodeRawBytes(kind, name string, n int, b []byte, where string) ([]string,
 	return out, nil
 }
 
-// checkData checks that t.Data has the Go type of t.Datatype and as many
-// elements as t.Shape describes.
-func checkData(kind string, t oip.Tensor) error {
-	want, err := oip.Elements(t.Shape)
-	if err != nil {
-		return fmt.Errorf("%s %q: %w", kind, t.Name, err)
-	}
-	var n int
-	var ok bool
-	switch t.Datatype {
-	case oip.BOOL:
-		n, ok = length[bool](t.Data)
-	case oip.INT32:
-		n, ok = length[int32](t.Data)
-	case oip.INT64:
-		n, ok = length[int64](t.Data)
-	case oip.FP32:
-		n, ok = length[float32](t.Data)
-	case oip.FP64:
-		n, ok = length[float64](t.Data)
-	case oip.BYTES:
-		n, ok = length[string](t.Data)
-	default:
-		return fmt.Errorf("%s %q: unsupported datatype %q", kind, t.Name, t.Datatype)
-	}
-	if !ok {
-		return fmt.Errorf("%s %q: data of type %T does not match datatype %s", kind, t.Name, t.Data, t.Datatype)
-	}
-	if n != want {
-		return fmt.Errorf("%s %q: shape %s holds %d elements but data has %d", kind, t.Name, formatShape(t.Shape), want, n)
-	}
-	return nil
-}
-
-func length[T any](data any) (int, bool) {
-	d, ok := data.([]T)
-	return len(d), ok
-}
-
 // encodeContents puts t's data in its typed contents field, sharing
 // numeric slices.
 func encodeContents(kind string, t oip.Tensor) (*InferTensorContents, error) {
-	if err := checkData(kind, t); err != nil {
+	if err := checkTensor(kind, t); err != nil {
 		return nil, err
 	}
 	c := &InferTensorContents{}
@@ -412,7 +372,7 @@ func encodeContents(kind string, t oip.Tensor) (*InferTensorContents, error) {
 
 // encodeRaw lays t's data out in raw form.
 func encodeRaw(kind string, t oip.Tensor) ([]byte, error) {
-	if err := checkData(kind, t); err != nil {
+	if err := checkTensor(kind, t); err != nil {
 		return nil, err
 	}
 	le := binary.LittleEndian
@@ -464,15 +424,11 @@ func encodeRaw(kind string, t oip.Tensor) ([]byte, error) {
 	return nil, fmt.Errorf("%s %q: data of type %T is not a tensor type", kind, t.Name, t.Data)
 }
 
-func formatShape(shape []int64) string {
-	var b strings.Builder
-	b.WriteByte('[')
-	for i, d := range shape {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprint(&b, d)
+// checkTensor is oip.Tensor.Check with the tensor's kind ("input",
+// "output") in front of the message, as an InvalidArgument status.
+func checkTensor(kind string, t oip.Tensor) error {
+	if err := t.Check(); err != nil {
+		return invalid("%s %v", kind, err)
 	}
-	b.WriteByte(']')
-	return b.String()
+	return nil
 }

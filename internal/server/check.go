@@ -41,8 +41,8 @@ func (s *Server) CheckInputs(inputs []oip.Tensor) ([]oip.Tensor, error) {
 	out := make([]oip.Tensor, len(order))
 	for i, j := range order {
 		t := inputs[j]
-		if err := checkData(t); err != nil {
-			return nil, err
+		if err := t.Check(); err != nil {
+			return nil, badRequest("input %v", err)
 		}
 		out[i] = t
 	}
@@ -96,10 +96,10 @@ func (s *Server) orderInputs(n int, header func(j int) (name, datatype string, s
 			return nil, badRequest("input %q: datatype %s given, model expects %s", name, datatype, m.Datatype)
 		}
 		if shape == nil && len(m.Shape) > 0 {
-			return nil, badRequest("input %q: shape is missing: model expects %s", name, formatShape(m.Shape))
+			return nil, badRequest("input %q: shape is missing: model expects %s", name, oip.FormatShape(m.Shape))
 		}
 		if !shapeMatches(m.Shape, shape) {
-			return nil, badRequest("input %q: shape %s given, model expects %s (-1 is any size)", name, formatShape(shape), formatShape(m.Shape))
+			return nil, badRequest("input %q: shape %s given, model expects %s (-1 is any size)", name, oip.FormatShape(shape), oip.FormatShape(m.Shape))
 		}
 	}
 	for i, j := range order {
@@ -108,45 +108,6 @@ func (s *Server) orderInputs(n int, header func(j int) (name, datatype string, s
 		}
 	}
 	return order, nil
-}
-
-// checkData checks that t.Data has the Go type t.Datatype implies and as
-// many elements as t.Shape describes.
-func checkData(t oip.Tensor) *RequestError {
-	want, err := oip.Elements(t.Shape)
-	if err != nil {
-		return badRequest("input %q: %v", t.Name, err)
-	}
-	var n int
-	var ok bool
-	switch t.Datatype {
-	case oip.BOOL:
-		n, ok = length[bool](t.Data)
-	case oip.INT32:
-		n, ok = length[int32](t.Data)
-	case oip.INT64:
-		n, ok = length[int64](t.Data)
-	case oip.FP32:
-		n, ok = length[float32](t.Data)
-	case oip.FP64:
-		n, ok = length[float64](t.Data)
-	case oip.BYTES:
-		n, ok = length[string](t.Data)
-	default:
-		return badRequest("input %q: unsupported datatype %q: use one of BOOL, INT32, INT64, FP32, FP64, BYTES", t.Name, t.Datatype)
-	}
-	if !ok {
-		return badRequest("input %q: data of type %T does not match datatype %s", t.Name, t.Data, t.Datatype)
-	}
-	if n != want {
-		return badRequest("input %q: shape %s holds %d elements but data has %d", t.Name, formatShape(t.Shape), want, n)
-	}
-	return nil
-}
-
-func length[T any](data any) (int, bool) {
-	d, ok := data.([]T)
-	return len(d), ok
 }
 
 // checkOutputs rejects requested outputs the model does not have.
@@ -202,19 +163,6 @@ func shapeMatches(want, given []int64) bool {
 	return true
 }
 
-func formatShape(shape []int64) string {
-	var b strings.Builder
-	b.WriteByte('[')
-	for i, d := range shape {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprint(&b, d)
-	}
-	b.WriteByte(']')
-	return b.String()
-}
-
 // describeTensors lists tensors as `a (FP32 [-1,10]), b (INT64 [-1])`.
 func describeTensors(ts []oip.TensorMetadata) string {
 	if len(ts) == 0 {
@@ -222,7 +170,7 @@ func describeTensors(ts []oip.TensorMetadata) string {
 	}
 	parts := make([]string, len(ts))
 	for i, t := range ts {
-		parts[i] = fmt.Sprintf("%q (%s %s)", t.Name, t.Datatype, formatShape(t.Shape))
+		parts[i] = fmt.Sprintf("%q (%s %s)", t.Name, t.Datatype, oip.FormatShape(t.Shape))
 	}
 	return strings.Join(parts, ", ")
 }

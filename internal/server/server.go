@@ -195,7 +195,7 @@ func cannotBatch(meta oip.ModelMetadata) string {
 	for _, group := range [][]oip.TensorMetadata{meta.Inputs, meta.Outputs} {
 		for _, t := range group {
 			if len(t.Shape) == 0 || t.Shape[0] != -1 {
-				return fmt.Sprintf("tensor %q has shape %s; batching needs dimension 0 of every input and output to be the dynamic batch dimension (-1)", t.Name, formatShape(t.Shape))
+				return fmt.Sprintf("tensor %q has shape %s; batching needs dimension 0 of every input and output to be the dynamic batch dimension (-1)", t.Name, oip.FormatShape(t.Shape))
 			}
 		}
 	}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/ebb-ml/ebb/internal/ebbtest"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -29,21 +29,7 @@ import (
 // ebbBin is the ebb binary built once for the package's tests.
 var ebbBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ebb-httpproxy-test")
-	if err != nil {
-		panic(err)
-	}
-	ebbBin = filepath.Join(dir, "ebb")
-	build := exec.Command("go", "build", "-o", ebbBin, "github.com/ebb-ml/ebb/cmd/ebb")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		panic("build ebb: " + err.Error())
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { ebbtest.Main(m, &ebbBin) }
 
 // echoCommand is an OIP v2 server started with $PORT: ebb's own echo
 // replica, serving deployment. It writes its PID (the shell's, which exec

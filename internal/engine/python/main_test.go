@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ebb-ml/ebb/internal/ebbtest"
 	"io"
 	"net"
 	"net/http"
@@ -25,21 +26,7 @@ import (
 // ebbBin is the ebb binary built once for the package's tests.
 var ebbBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ebb-python-test")
-	if err != nil {
-		panic(err)
-	}
-	ebbBin = filepath.Join(dir, "ebb")
-	build := exec.Command("go", "build", "-o", ebbBin, "github.com/ebb-ml/ebb/cmd/ebb")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		panic("build ebb: " + err.Error())
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { ebbtest.Main(m, &ebbBin) }
 
 // requirePython skips the test when the default interpreter cannot import
 // modules, except under CI, where the packages must be installed and their

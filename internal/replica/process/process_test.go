@@ -2,8 +2,8 @@ package process_test
 
 import (
 	"encoding/json"
+	"github.com/ebb-ml/ebb/internal/ebbtest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -16,21 +16,7 @@ import (
 // ebbBin is the ebb binary built once for the package's tests.
 var ebbBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ebb-process-test")
-	if err != nil {
-		panic(err)
-	}
-	ebbBin = filepath.Join(dir, "ebb")
-	build := exec.Command("go", "build", "-o", ebbBin, "github.com/ebb-ml/ebb/cmd/ebb")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		panic("build ebb: " + err.Error())
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { ebbtest.Main(m, &ebbBin) }
 
 func TestConformance(t *testing.T) {
 	model, err := filepath.Abs("../../../examples/diabetes/model.json")

@@ -53,6 +53,7 @@ func registry() (*harness.Registry, error) {
 		scenarios.ColdStart{},
 		scenarios.Routing{},
 		scenarios.Batching{},
+		scenarios.RegistryScale{},
 	} {
 		if err := r.Register(s); err != nil {
 			return nil, err

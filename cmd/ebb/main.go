@@ -34,6 +34,8 @@ func newRootCmd() *cobra.Command {
 		newScaleCmd(),
 		newDeleteCmd(),
 		newPredictCmd(),
+		newOperatorCmd(),
+		newGatewayCmd(),
 		newModelsCmd(),
 	)
 	return root

@@ -1,0 +1,380 @@
+// Package discovery gives `ebb gateway` its routing table from the cluster
+// and its line to the operator.
+//
+// Routes publishes one route per ModelDeployment of a namespace — every
+// deployment gets one, so a request for a deployment at zero is held by the
+// activator exactly as under `ebb up` — whose endpoints are its ready
+// replicas, found one of two ways (Source):
+//
+//   - FromEndpointSlices (the default): the ready addresses of the
+//     EndpointSlices of the deployment's headless Service, found by their
+//     LabelDeployment label, which they inherit from the Service.
+//   - FromPods: the replica pods themselves, those whose Ready condition is
+//     True and that are not terminating — the same rule the EndpointSlice
+//     controller applies. The test clusters need it: their pod IPs are
+//     loopback addresses, which the API server refuses in EndpointSlices.
+//
+// A deployment whose Failed condition is True carries the condition's
+// message as the route's Failure, so held requests fail fast.
+//
+// Reporter sends what the gateway measures to the operator every second,
+// and Waker tells it at once when a request waits for a cold deployment.
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/ebb-ml/ebb/api/v1alpha1"
+	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/operator"
+	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/stats"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Source is where Routes finds a deployment's ready replicas.
+type Source string
+
+// Sources.
+const (
+	FromEndpointSlices Source = "endpointslices"
+	FromPods           Source = "pods"
+)
+
+// ParseSource returns the Source named s.
+func ParseSource(s string) (Source, error) {
+	switch Source(s) {
+	case FromEndpointSlices, FromPods:
+		return Source(s), nil
+	}
+	return "", fmt.Errorf("unknown endpoint source %q: use %s or %s", s, FromEndpointSlices, FromPods)
+}
+
+// object returns the kind of object the source watches.
+func (s Source) object() client.Object {
+	if s == FromPods {
+		return &corev1.Pod{}
+	}
+	return &discoveryv1.EndpointSlice{}
+}
+
+// Routes keeps a routing.Table in line with the ModelDeployments and
+// EndpointSlices of one namespace. Create it with NewRoutes and run it with
+// Run.
+type Routes struct {
+	cache     cache.Cache
+	namespace string
+	source    Source
+	table     *routing.Table
+	log       *slog.Logger
+
+	synced chan struct{} // closed once every route was published
+
+	// mu guards deps, dirty and kick's meaning.
+	mu    sync.Mutex
+	deps  map[string]*route
+	dirty map[string]bool
+	kick  chan struct{} // cap 1: dirty has names
+}
+
+// route is the published state of one deployment.
+type route struct {
+	rec  *stats.Recorder
+	eps  map[string]*balance.Endpoint // pod name → endpoint, reused across publishes
+	last string                       // key of the latest published route
+}
+
+// CacheOptions returns the cache options Routes needs: namespace only, and
+// only the EndpointSlices (or pods) labelled LabelDeployment.
+func CacheOptions(namespace string, source Source) cache.Options {
+	has, _ := labels.NewRequirement(operator.LabelDeployment, selection.Exists, nil)
+	return cache.Options{
+		DefaultNamespaces: map[string]cache.Config{namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{
+			source.object(): {Label: labels.NewSelector().Add(*has)},
+		},
+	}
+}
+
+// NewRoutes returns Routes that publish into table from c, a cache made
+// with CacheOptions (and a scheme with v1alpha1). It starts nothing.
+func NewRoutes(c cache.Cache, namespace string, source Source, table *routing.Table, log *slog.Logger) *Routes {
+	if log == nil {
+		log = slog.Default()
+	}
+	if source == "" {
+		source = FromEndpointSlices
+	}
+	return &Routes{
+		cache:     c,
+		namespace: namespace,
+		source:    source,
+		table:     table,
+		log:       log,
+		synced:    make(chan struct{}),
+		deps:      map[string]*route{},
+		dirty:     map[string]bool{},
+		kick:      make(chan struct{}, 1),
+	}
+}
+
+// Synced is closed once the caches have synced and every deployment's route
+// has been published.
+func (r *Routes) Synced() <-chan struct{} { return r.synced }
+
+// Run watches ModelDeployments and EndpointSlices (starting the cache) and
+// publishes routes until ctx ends.
+func (r *Routes) Run(ctx context.Context) error {
+	for _, obj := range []client.Object{&v1alpha1.ModelDeployment{}, r.source.object()} {
+		inf, err := r.cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("watch %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    r.changed,
+			UpdateFunc: func(_, o any) { r.changed(o) },
+			DeleteFunc: r.changed,
+		}); err != nil {
+			return err
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- r.cache.Start(ctx) }()
+	if !r.cache.WaitForCacheSync(ctx) {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("gateway cache: %w", err)
+		default:
+			return ctx.Err()
+		}
+	}
+	var mds v1alpha1.ModelDeploymentList
+	if err := r.cache.List(ctx, &mds, client.InNamespace(r.namespace)); err != nil {
+		return err
+	}
+	for _, md := range mds.Items {
+		r.mark(md.Name)
+	}
+	r.flush(ctx)
+	close(r.synced)
+	for {
+		select {
+		case <-ctx.Done():
+			return <-errc
+		case <-r.kick:
+			r.flush(ctx)
+		}
+	}
+}
+
+// changed marks the deployment an object belongs to.
+func (r *Routes) changed(obj any) {
+	if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	switch o := obj.(type) {
+	case *v1alpha1.ModelDeployment:
+		r.mark(o.Name)
+	case *discoveryv1.EndpointSlice:
+		if name := o.Labels[operator.LabelDeployment]; name != "" {
+			r.mark(name)
+		}
+	case *corev1.Pod:
+		if name := o.Labels[operator.LabelDeployment]; name != "" {
+			r.mark(name)
+		}
+	}
+}
+
+func (r *Routes) mark(name string) {
+	r.mu.Lock()
+	r.dirty[name] = true
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flush republishes every marked deployment.
+func (r *Routes) flush(ctx context.Context) {
+	r.mu.Lock()
+	names := make([]string, 0, len(r.dirty))
+	for n := range r.dirty {
+		names = append(names, n)
+	}
+	clear(r.dirty)
+	r.mu.Unlock()
+	for _, n := range names {
+		if err := r.sync(ctx, n); err != nil && ctx.Err() == nil {
+			r.log.Warn("cannot route deployment", "deployment", n, "err", err)
+		}
+	}
+}
+
+// sync publishes (or removes) the route of one deployment from the cache.
+func (r *Routes) sync(ctx context.Context, name string) error {
+	var md v1alpha1.ModelDeployment
+	err := r.cache.Get(ctx, client.ObjectKey{Namespace: r.namespace, Name: name}, &md)
+	if client.IgnoreNotFound(err) != nil {
+		return err
+	}
+	if err != nil || !md.DeletionTimestamp.IsZero() {
+		r.mu.Lock()
+		_, had := r.deps[name]
+		delete(r.deps, name)
+		r.mu.Unlock()
+		if had {
+			r.table.Remove(name)
+			r.log.Info("deployment removed", "deployment", name)
+		}
+		return nil
+	}
+	ready, err := r.ready(ctx, name)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	rt := r.deps[name]
+	if rt == nil {
+		rt = &route{rec: &stats.Recorder{}, eps: map[string]*balance.Endpoint{}}
+		r.deps[name] = rt
+	}
+	r.mu.Unlock()
+
+	eps := make([]*balance.Endpoint, 0, len(ready))
+	keep := map[string]*balance.Endpoint{}
+	for _, e := range ready {
+		ep := rt.eps[e.id]
+		if ep == nil || ep.URL != e.url {
+			ep = balance.NewEndpoint(e.id, e.url)
+		}
+		keep[e.id] = ep
+		eps = append(eps, ep)
+	}
+	rt.eps = keep
+	failure := ""
+	if len(eps) == 0 {
+		failure = operator.FailureOf(&md)
+	}
+	key := failure
+	for _, ep := range eps {
+		key += "\x00" + ep.ID + "=" + ep.URL
+	}
+	if key == rt.last && r.table.Lookup(name) != nil {
+		return nil
+	}
+	rt.last = key
+	r.table.Publish(routing.Route{Deployment: name, Endpoints: eps, Failure: failure, Stats: rt.rec})
+	r.log.Debug("route published", "deployment", name, "endpoints", len(eps), "failure", failure)
+	return nil
+}
+
+// Recorders returns the demand recorder of every routed deployment.
+func (r *Routes) Recorders() map[string]*stats.Recorder {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]*stats.Recorder, len(r.deps))
+	for n, rt := range r.deps {
+		out[n] = rt.rec
+	}
+	return out
+}
+
+// ready lists the ready replicas of a deployment from the source.
+func (r *Routes) ready(ctx context.Context, name string) ([]readyEndpoint, error) {
+	opts := []client.ListOption{client.InNamespace(r.namespace), client.MatchingLabels{operator.LabelDeployment: name}}
+	if r.source == FromPods {
+		var pods corev1.PodList
+		if err := r.cache.List(ctx, &pods, opts...); err != nil {
+			return nil, err
+		}
+		return readyPods(pods.Items), nil
+	}
+	var sl discoveryv1.EndpointSliceList
+	if err := r.cache.List(ctx, &sl, opts...); err != nil {
+		return nil, err
+	}
+	return readyEndpoints(sl.Items), nil
+}
+
+type readyEndpoint struct{ id, url string }
+
+// readyPods returns the pods that are Ready, have an IP and are not
+// terminating, sorted by name; the port is the replica container's port
+// named "http", else operator.ReplicaPort.
+func readyPods(pods []corev1.Pod) []readyEndpoint {
+	var out []readyEndpoint
+	for i := range pods {
+		p := &pods[i]
+		if p.DeletionTimestamp != nil || p.Status.PodIP == "" || !podReady(p) {
+			continue
+		}
+		port := int32(operator.ReplicaPort)
+		for _, c := range p.Spec.Containers {
+			for _, cp := range c.Ports {
+				if cp.Name == "http" {
+					port = cp.ContainerPort
+				}
+			}
+		}
+		out = append(out, readyEndpoint{id: p.Name, url: "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port)))})
+	}
+	slices.SortFunc(out, func(a, b readyEndpoint) int { return cmp.Compare(a.id, b.id) })
+	return out
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// readyEndpoints returns the ready, not terminating endpoints of slices,
+// one per pod, sorted by pod name.
+func readyEndpoints(items []discoveryv1.EndpointSlice) []readyEndpoint {
+	seen := map[string]bool{}
+	var out []readyEndpoint
+	for _, s := range items {
+		port := int32(operator.ReplicaPort)
+		for _, p := range s.Ports {
+			if p.Port != nil && (p.Name == nil || *p.Name == "http") {
+				port = *p.Port
+				break
+			}
+		}
+		for _, e := range s.Endpoints {
+			c := e.Conditions
+			if (c.Ready != nil && !*c.Ready) || (c.Terminating != nil && *c.Terminating) || len(e.Addresses) == 0 {
+				continue
+			}
+			id := e.Addresses[0]
+			if e.TargetRef != nil && e.TargetRef.Name != "" {
+				id = e.TargetRef.Name
+			}
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			out = append(out, readyEndpoint{id: id, url: "http://" + net.JoinHostPort(e.Addresses[0], strconv.Itoa(int(port)))})
+		}
+	}
+	slices.SortFunc(out, func(a, b readyEndpoint) int { return cmp.Compare(a.id, b.id) })
+	return out
+}

@@ -1,0 +1,228 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/ebb-ml/ebb/api/v1alpha1"
+	"github.com/ebb-ml/ebb/internal/control"
+	"github.com/ebb-ml/ebb/internal/replica"
+	"github.com/ebb-ml/ebb/internal/routing"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+)
+
+// Options configure an Operator; zero values take the defaults shown.
+type Options struct {
+	// Namespace is the namespace whose ModelDeployments the operator
+	// serves (required). The manager's cache must cover it.
+	Namespace string
+	// Control tunes the control loop. Demand and OnScale are set by the
+	// operator; Logger defaults to Logger below.
+	Control control.Options
+	// StatusEvery is how often changed statuses are written; default 1s.
+	StatusEvery time.Duration
+	// DemandExpiry is how long a gateway's demand report counts; default
+	// 5s.
+	DemandExpiry time.Duration
+	// Workers is the number of concurrent reconciles; default 4.
+	Workers int
+	// Clock drives the status writer and demand expiry; default real.
+	Clock clock.WithTicker
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Operator serves the ModelDeployments of one namespace: a reconciler keeps
+// finalizers and Services and notifies the control loop, the control loop
+// (internal/control, as in `ebb up`) scales replica pods through the pod
+// backend, a status writer publishes what the loop observes, and an HTTP
+// handler takes the demand gateways report.
+type Operator struct {
+	opts    Options
+	mgr     manager.Manager
+	store   *Store
+	backend *detachable
+	ctl     *control.Controller
+	demand  *Demand
+	events  record.EventRecorder
+	log     *slog.Logger
+}
+
+// New wires an Operator into mgr (a manager with leader election, whose
+// scheme has v1alpha1 and core/v1): the reconciler, the control loop and
+// the status writer run on the leader only. backend is the pod backend
+// (replica/kube) and handle rebuilds replica handles from its pods. Run
+// the operator with mgr.Start; serve Handler over HTTP on every replica of
+// the operator.
+func New(mgr manager.Manager, backend replica.Backend, handle PodHandle, opts Options) (*Operator, error) {
+	if opts.Namespace == "" {
+		return nil, fmt.Errorf("operator: no namespace: give the namespace to serve (--namespace)")
+	}
+	if opts.StatusEvery <= 0 {
+		opts.StatusEvery = time.Second
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	o := &Operator{
+		opts:    opts,
+		mgr:     mgr,
+		backend: &detachable{Backend: backend},
+		demand:  NewDemand(opts.DemandExpiry, opts.Clock.Now),
+		events:  mgr.GetEventRecorderFor("ebb-operator"),
+		log:     opts.Logger,
+	}
+	o.store = NewStore(mgr.GetCache(), mgr.GetAPIReader(), mgr.GetClient(), opts.Namespace, handle, opts.Logger)
+	copts := opts.Control
+	copts.Demand = o.demand
+	copts.OnScale = o.onScale
+	if copts.Logger == nil {
+		copts.Logger = opts.Logger
+	}
+	if copts.Clock == nil {
+		copts.Clock = opts.Clock
+	}
+	o.ctl = control.New(o.store, o.backend, &routing.Table{}, copts)
+
+	r := &reconciler{
+		client: mgr.GetClient(),
+		cache:  mgr.GetCache(),
+		api:    mgr.GetAPIReader(),
+		scheme: mgr.GetScheme(),
+		ctl:    o.ctl,
+		log:    opts.Logger,
+	}
+	if err := r.setup(mgr, opts.Workers); err != nil {
+		return nil, fmt.Errorf("operator: set up reconciler: %w", err)
+	}
+	if err := mgr.Add(manager.RunnableFunc(o.runControl)); err != nil {
+		return nil, err
+	}
+	sw := &statusWriter{
+		client:    mgr.GetClient(),
+		cache:     mgr.GetCache(),
+		namespace: opts.Namespace,
+		observe:   o.observe,
+		clock:     opts.Clock,
+		every:     opts.StatusEvery,
+		log:       opts.Logger,
+	}
+	if err := mgr.Add(sw); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// Controller returns the operator's control loop.
+func (o *Operator) Controller() *control.Controller { return o.ctl }
+
+// Demand returns the demand the gateways report.
+func (o *Operator) Demand() *Demand { return o.demand }
+
+// runControl runs the control loop until ctx ends, then leaves the replica
+// pods running for the next leader (see detachable).
+func (o *Operator) runControl(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		o.backend.detach()
+		cancel()
+	})
+	defer stop()
+	err := o.ctl.Run(runCtx)
+	o.ctl.Wait()
+	return err
+}
+
+// observe gathers what the operator knows of a deployment for its status.
+func (o *Operator) observe(name string) observation {
+	gen, invalid, seen := o.store.Observed(name)
+	return observation{control: o.ctl.Status(name), seen: seen, generation: gen, invalid: invalid}
+}
+
+// onScale records the autoscaler's decision as an event on the
+// ModelDeployment. It runs on the control loop and does not block: the
+// ModelDeployment comes from the cache and the recorder queues the event.
+func (o *Operator) onScale(name string, from, to int32, reason string) {
+	var md v1alpha1.ModelDeployment
+	if err := o.mgr.GetCache().Get(context.Background(), client.ObjectKey{Namespace: o.opts.Namespace, Name: name}, &md); err != nil {
+		return
+	}
+	why := "ScaledUp"
+	if to < from {
+		why = "ScaledDown"
+	}
+	o.events.Eventf(&md, corev1.EventTypeNormal, why, "desired replicas %d → %d: %s", from, to, reason)
+}
+
+// Handler serves the operator's HTTP API on every operator replica:
+// DemandPath and WakePath for gateways, /healthz (alive), and /readyz,
+// which answers 200 only on the leader, so that the operator's Service
+// sends gateways' reports to the replica that acts on them.
+func (o *Operator) Handler() http.Handler {
+	mux := http.NewServeMux()
+	api := o.demand.Handler(o.ctl)
+	mux.Handle(DemandPath, api)
+	mux.Handle(WakePath, api)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-o.mgr.Elected():
+			select {
+			case <-o.ctl.Loaded():
+				w.WriteHeader(http.StatusOK)
+				return
+			default:
+			}
+		default:
+		}
+		http.Error(w, "not the leader, or the control loop is loading", http.StatusServiceUnavailable)
+	})
+	return mux
+}
+
+// CacheOptions returns the manager cache options the operator needs: the
+// namespace only, and of pods and Services only those labelled
+// LabelDeployment.
+func CacheOptions(namespace string) cache.Options {
+	has, _ := labels.NewRequirement(LabelDeployment, selection.Exists, nil)
+	owned := labels.NewSelector().Add(*has)
+	return cache.Options{
+		DefaultNamespaces: map[string]cache.Config{namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:     {Label: owned},
+			&corev1.Service{}: {Label: owned},
+		},
+	}
+}
+
+// NewScheme returns a scheme with the types the operator and the gateway
+// read and write: the built-in Kubernetes types and v1alpha1.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -44,6 +45,10 @@ type Options struct {
 	// DrainTimeout bounds how long a stopping replica may finish its
 	// in-flight requests before it is killed; default 30s.
 	DrainTimeout time.Duration
+	// StartTimeout bounds how long a replica may take from Start until it
+	// is ready (model download and load included) before it is stopped and
+	// counted as a failed start; default 10m.
+	StartTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the delay before a failed replica is
 	// started again; defaults 250ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
@@ -76,6 +81,7 @@ type Controller struct {
 	opts    Options
 	log     *slog.Logger
 
+	probes  *http.Client // health probes; its own pool, sized for many replicas
 	events  chan event
 	loaded  chan struct{} // closed once Run has loaded the store
 	stopped chan struct{} // closed when Run returns
@@ -112,6 +118,9 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 10 * time.Minute
+	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 250 * time.Millisecond
 	}
@@ -133,6 +142,10 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 		routes:  routes,
 		opts:    opts,
 		log:     opts.Logger,
+		probes: &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: 1,
+			IdleConnTimeout:     2 * opts.ProbeEvery,
+		}},
 		events:  make(chan event, 64),
 		loaded:  make(chan struct{}),
 		stopped: make(chan struct{}),

@@ -25,6 +25,7 @@ type fakeBackend struct {
 	mu       sync.Mutex
 	reps     map[string]*fakeReplica
 	failLoad map[string]string // model → load error
+	hang     map[string]bool   // model → Ready blocks until its ctx ends
 	started  []string
 }
 
@@ -36,7 +37,7 @@ type fakeReplica struct {
 }
 
 func newFakeBackend() *fakeBackend {
-	return &fakeBackend{reps: map[string]*fakeReplica{}, failLoad: map[string]string{}}
+	return &fakeBackend{reps: map[string]*fakeReplica{}, failLoad: map[string]string{}, hang: map[string]bool{}}
 }
 
 func (f *fakeBackend) Start(_ context.Context, spec replica.Spec) (replica.Handle, error) {
@@ -61,8 +62,12 @@ func (f *fakeBackend) Ready(ctx context.Context, h replica.Handle) (replica.Star
 		return replica.Startup{}, replica.ErrNotFound
 	}
 	f.mu.Lock()
-	msg := f.failLoad[h.Spec.Model]
+	msg, hang := f.failLoad[h.Spec.Model], f.hang[h.Spec.Model]
 	f.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return replica.Startup{}, ctx.Err()
+	}
 	if msg != "" {
 		r.end(replica.Exit{Code: 1, Err: errors.New("exit status 1")})
 		return replica.Startup{}, errors.New(msg)
@@ -338,4 +343,32 @@ func TestRestartRecoversReplicas(t *testing.T) {
 	if n := len(f.backend.started); n != 1 {
 		t.Errorf("backend started %d replicas in all; want 1 (recovered, not restarted)", n)
 	}
+}
+
+func TestReplicaThatNeverGetsReadyTimesOut(t *testing.T) {
+	f := newFixture(t)
+	f.stop()
+	f.backend.hang["/models/slow.json"] = true
+	f.ctl = New(f.store, f.backend, f.routes, Options{
+		Clock:        f.clock,
+		StartTimeout: 50 * time.Millisecond,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel, f.done = cancel, make(chan error, 1)
+	go func() { f.done <- f.ctl.Run(ctx) }()
+	<-f.ctl.Loaded()
+	d := dep("slow", serving.Scaling{MinReplicas: 1, MaxReplicas: 1})
+	d.Spec.Default()
+	if _, err := f.store.CreateDeployment(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	f.ctl.Notify("slow")
+	st := f.until("slow", "start timeout reported", func(st serving.Status) bool {
+		return strings.Contains(st.Reason, "not ready after 50ms")
+	})
+	if st.ReadyReplicas != 0 {
+		t.Errorf("ready replicas = %d; want 0", st.ReadyReplicas)
+	}
+	f.until("slow", "timed-out replica stopped", func(st serving.Status) bool { return st.Replicas == 0 })
 }

@@ -2,6 +2,9 @@ package control
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -81,7 +84,12 @@ func (c *Controller) watch(ctx context.Context, h replica.Handle) {
 // waitReady reports when the replica serves.
 func (c *Controller) waitReady(ctx context.Context, h replica.Handle) {
 	c.wg.Go(func() {
-		st, err := c.backend.Ready(ctx, h)
+		readyCtx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
+		defer cancel()
+		st, err := c.backend.Ready(readyCtx, h)
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("replica %s not ready after %s: raise the control loop's start timeout if the model takes longer to load", h.Spec.ID, c.opts.StartTimeout)
+		}
 		c.send(event{kind: evReady, deployment: h.Spec.Deployment, id: h.Spec.ID, startup: st, err: err})
 	})
 }
@@ -270,24 +278,25 @@ func (c *Controller) probeAll(ctx context.Context) {
 			}
 			h := r.h
 			c.wg.Go(func() {
-				err := probe(ctx, h.Endpoint)
+				err := probe(ctx, c.probes, h.Endpoint)
 				c.send(event{kind: evProbe, deployment: h.Spec.Deployment, id: h.Spec.ID, err: err})
 			})
 		}
 	}
 }
 
-func probe(ctx context.Context, endpoint string) error {
+func probe(ctx context.Context, hc *http.Client, endpoint string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/v2/health/ready", nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
+	_, _ = io.Copy(io.Discard, resp.Body) // lets the connection be reused
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return &probeError{code: resp.StatusCode}

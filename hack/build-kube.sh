@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-kube.sh builds, from source through the Go module proxy, the real
 # Kubernetes control plane that ebb's operator tests run against:
-# kube-apiserver, kube-controller-manager, kube-scheduler (hack/kube), etcd
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (hack/kube), etcd
 # (hack/etcd), kwok (fake nodes), helm and controller-gen. Binaries go to a cache directory
 # that is reused when present; the script prints that directory.
 #
@@ -44,6 +44,7 @@ build etcd "$ETCD_VERSION" "$here/etcd" go.etcd.io/etcd/server/v3
 build kube-apiserver "$KUBE_VERSION" "$here/kube" k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager "$KUBE_VERSION" "$here/kube" k8s.io/kubernetes/cmd/kube-controller-manager
 build kube-scheduler "$KUBE_VERSION" "$here/kube" k8s.io/kubernetes/cmd/kube-scheduler
+build kubectl "$KUBE_VERSION" "$here/kube" k8s.io/kubernetes/cmd/kubectl
 install_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 install_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 install_tool controller-gen "$CONTROLLER_GEN_VERSION" sigs.k8s.io/controller-tools/cmd/controller-gen

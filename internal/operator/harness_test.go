@@ -270,9 +270,15 @@ func livePods(pods []corev1.Pod) []corev1.Pod {
 // kubectl runs kubectl against the cluster in the env's namespace.
 func (e *env) kubectl(t *testing.T, args ...string) string {
 	t.Helper()
-	path, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl not installed (apt-get install -y kubernetes-client)")
+	// hack/build-kube.sh builds kubectl at the control plane's version.
+	path := e.c.Bin("kubectl")
+	if _, err := os.Stat(path); err != nil {
+		if path, err = exec.LookPath("kubectl"); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("kubectl not found: run hack/build-kube.sh")
+			}
+			t.Skip("kubectl not found: run hack/build-kube.sh")
+		}
 	}
 	cmd := exec.Command(path, append([]string{"--kubeconfig", e.c.Kubeconfig, "-n", e.ns}, args...)...)
 	out, err := cmd.CombinedOutput()

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 
@@ -293,15 +294,40 @@ func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, storeError(err, name))
 		return
 	}
-	h.ctl.Notify(name)
+	h.notify(r.Context(), name)
 	h.log.Info("deployment deleted", "deployment", name)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// Syncer is a Controller that can say when it has applied a change: then
+// a write is answered only once the data plane knows the deployment, so a
+// request right after `ebb deploy` is never told "not found".
+type Syncer interface {
+	Sync(ctx context.Context, name string) error
+}
+
+// syncTimeout bounds how long a write waits for the control loop.
+const syncTimeout = 5 * time.Second
+
+// notify tells the control loop about a change and, when it can, waits
+// until the loop applied it.
+func (h *Handler) notify(ctx context.Context, name string) {
+	s, ok := h.ctl.(Syncer)
+	if !ok {
+		h.ctl.Notify(name)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	if err := s.Sync(ctx, name); err != nil {
+		h.log.Warn("control loop did not apply the change in time; it will", "deployment", name, "err", err)
+	}
 }
 
 // written finishes a successful write: it tells the control loop and
 // answers with the deployment and its status.
 func (h *Handler) written(w http.ResponseWriter, r *http.Request, status int, d serving.Deployment, verb string) {
-	h.ctl.Notify(d.Name)
+	h.notify(r.Context(), d.Name)
 	h.log.Info("deployment "+verb, "deployment", d.Name, "generation", d.Generation)
 	if status == http.StatusCreated {
 		w.Header().Set("Location", "/v1/deployments/"+d.Name)

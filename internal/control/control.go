@@ -93,6 +93,7 @@ type Controller struct {
 	notes  map[string]bool // a deployment's spec changed
 	models map[string]bool // a registry model's aliases changed
 	kick   chan struct{}   // cap 1: something is in wakes, notes or models
+	syncs  chan syncReq    // Sync calls waiting for a reload
 
 	// statusMu guards status and inUse, the loop's published view for
 	// readers.
@@ -154,6 +155,7 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 		models:  map[string]bool{},
 		inUse:   map[string]map[string]bool{},
 		kick:    make(chan struct{}, 1),
+		syncs:   make(chan syncReq),
 		status:  map[string]serving.Status{},
 		deps:    map[string]*deployment{},
 	}
@@ -189,6 +191,32 @@ func (c *Controller) takeSignals() (wakes, notes, models []string) {
 		return out
 	}
 	return take(c.wakes), take(c.notes), take(c.models)
+}
+
+type syncReq struct {
+	name string
+	done chan struct{}
+}
+
+// Sync is Notify that returns once the loop has applied the change: the
+// deployment's route is published (or removed), so the gateway knows it.
+// It returns ctx's error if the loop did not get to it in time.
+func (c *Controller) Sync(ctx context.Context, name string) error {
+	req := syncReq{name: name, done: make(chan struct{})}
+	select {
+	case c.syncs <- req:
+	case <-c.stopped:
+		return errors.New("control loop stopped")
+	case <-ctx.Done():
+		c.Notify(name)
+		return ctx.Err()
+	}
+	select {
+	case <-req.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Status returns the latest observed status of a deployment; the zero Status
@@ -238,6 +266,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		case ev := <-c.events:
 			c.handle(ctx, ev)
+		case req := <-c.syncs:
+			c.reload(ctx, req.name)
+			close(req.done)
 		}
 	}
 }

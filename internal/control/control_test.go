@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -371,4 +372,31 @@ func TestReplicaThatNeverGetsReadyTimesOut(t *testing.T) {
 		t.Errorf("ready replicas = %d; want 0", st.ReadyReplicas)
 	}
 	f.until("slow", "timed-out replica stopped", func(st serving.Status) bool { return st.Replicas == 0 })
+}
+
+func TestSyncPublishesTheRouteBeforeReturning(t *testing.T) {
+	f := newFixture(t)
+	for i := range 20 {
+		name := fmt.Sprintf("new-%d", i)
+		d := dep(name, serving.Scaling{MinReplicas: 0, MaxReplicas: 1})
+		d.Spec.Default()
+		if _, err := f.store.CreateDeployment(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.ctl.Sync(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+		if f.routes.Lookup(name) == nil {
+			t.Fatalf("route of %s not published when Sync returned", name)
+		}
+		if err := f.store.DeleteDeployment(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.ctl.Sync(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+		if f.routes.Lookup(name) != nil {
+			t.Fatalf("route of deleted %s still published when Sync returned", name)
+		}
+	}
 }

@@ -73,6 +73,8 @@ type replicaRec struct {
 	recovered bool
 	// version is the registry version the replica serves ("model:N").
 	version string
+	// exited is set when the replica ended before Ready returned.
+	exited bool
 }
 
 // replicaSpec is what a replica of d's current generation runs; d.run must
@@ -165,7 +167,11 @@ func (c *Controller) reload(ctx context.Context, name string) {
 func (c *Controller) onTick(ctx context.Context) {
 	now := c.opts.Clock.Now()
 	for _, d := range c.deps {
-		d.window.Add(c.sample(d, now))
+		sample := c.sample(d, now)
+		d.window.Add(sample)
+		if d.idle(sample) && c.inFlight(d) == 0 {
+			continue // at zero with no demand: nothing to decide or do
+		}
 		before := len(d.replicas)
 		changed := c.decide(d, now)
 		c.reconcile(ctx, d)
@@ -210,6 +216,13 @@ func (c *Controller) decide(d *deployment, now time.Time) bool {
 		return true
 	}
 	return false
+}
+
+// idle reports whether d is at zero replicas, wants none and sample shows no
+// demand: the autoscaler can only answer zero again, so a tick skips it.
+// With thousands of deployments, most are idle.
+func (d *deployment) idle(sample stats.Sample) bool {
+	return d.desired == 0 && len(d.replicas) == 0 && !sample.Active() && !d.deleted && d.run != nil && d.spec.Scaling.MinReplicas == 0
 }
 
 func (d *deployment) count(pred func(*replicaRec) bool) int {

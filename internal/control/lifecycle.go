@@ -159,6 +159,22 @@ func (c *Controller) handle(ctx context.Context, ev event) {
 		}
 		c.waitReady(ctx, r.h)
 	case evReady:
+		if r.exited {
+			// It died while starting; Ready says why (e.g. the model
+			// does not load), which beats "exited unexpectedly".
+			delete(d.replicas, ev.id)
+			msg := "replica exited before it was ready"
+			if ev.err != nil {
+				msg = ev.err.Error()
+			}
+			log.Error("replica failed to start", "err", msg)
+			if !r.stopping {
+				c.opts.Metrics.restarted(d.name)
+				c.failed(d, msg)
+			}
+			c.publish(d)
+			break
+		}
 		if r.stopping {
 			break
 		}
@@ -172,8 +188,14 @@ func (c *Controller) handle(ctx context.Context, ev event) {
 		c.becameReady(d, r, ev.startup)
 		log.Info("replica ready", "endpoint", r.h.Endpoint, "coldStart", phaseSummary(r.phases))
 	case evExited:
-		delete(d.replicas, ev.id)
 		c.forgetReplica(ctx, ev.id)
+		if r.state == serving.ReplicaStarting && r.h.Endpoint != "" && !r.stopping {
+			// Ready is still pending and returns now with the reason;
+			// evReady finishes the replica.
+			r.exited = true
+			break
+		}
+		delete(d.replicas, ev.id)
 		if !r.stopping {
 			log.Warn("replica exited unexpectedly", "code", ev.exit.Code, "err", ev.exit.Err)
 			c.opts.Metrics.restarted(d.name)

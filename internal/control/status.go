@@ -18,6 +18,7 @@ func (c *Controller) publishStatus(d *deployment) {
 		st.ModelVersion = d.run.Version
 	}
 	if d.failure != "" && d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady }) == 0 {
+		st.Failure = d.failure
 		st.Reason = "replicas fail to start: " + d.failure
 	}
 	if !d.lastScale.IsZero() {

@@ -2,7 +2,6 @@ package operator
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
@@ -23,10 +22,6 @@ const (
 	// start; held requests then fail fast with the message.
 	ConditionFailed = "Failed"
 )
-
-// failurePrefix starts control.Controller's Status.Reason when replicas fail
-// to start and none is ready.
-const failurePrefix = "replicas fail to start"
 
 // observation is what the operator knows about one ModelDeployment.
 type observation struct {
@@ -70,7 +65,7 @@ func desiredStatus(md *v1alpha1.ModelDeployment, o observation, now time.Time) v
 		})
 	}
 	c := o.control
-	failing := strings.HasPrefix(c.Reason, failurePrefix)
+	failing := c.Failure != ""
 	switch {
 	case o.invalid != "":
 		set(ConditionFailed, true, "InvalidSpec", st.Reason)

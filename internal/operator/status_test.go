@@ -57,7 +57,7 @@ func TestDesiredStatusConditions(t *testing.T) {
 		},
 		{
 			name: "failing",
-			obs:  observation{seen: true, control: serving.Status{DesiredReplicas: 1, Reason: "replicas fail to start: engine trees: no such file"}},
+			obs:  observation{seen: true, control: serving.Status{DesiredReplicas: 1, Failure: "engine trees: no such file", Reason: "replicas fail to start: engine trees: no such file"}},
 			want: map[string]cond{
 				ConditionReady:   {"False", "ReplicasFailing"},
 				ConditionScaling: {"True", "ScalingUp"},

@@ -116,6 +116,10 @@ type Status struct {
 	// empty when the spec names an artifact path.
 	// +optional
 	ModelVersion string `json:"modelVersion,omitempty"`
+	// Failure, when set, says why replicas cannot start (the model does not
+	// load or resolve) while none is ready; requests fail fast with it.
+	// +optional
+	Failure string `json:"failure,omitempty"`
 	// Reason explains the latest decision or failure in words.
 	// +optional
 	Reason string `json:"reason,omitempty"`

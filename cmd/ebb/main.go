@@ -37,6 +37,7 @@ func newRootCmd() *cobra.Command {
 		newOperatorCmd(),
 		newGatewayCmd(),
 		newModelsCmd(),
+		newPauseCmd(),
 	)
 	return root
 }

@@ -45,6 +45,7 @@ type operatorOptions struct {
 	renewDeadline  time.Duration
 	retryPeriod    time.Duration
 	replicaOptions replicaPodOptions
+	warmPoolClass  string
 }
 
 func newOperatorCmd() *cobra.Command {
@@ -73,6 +74,7 @@ gateways' reports to it.`,
 	f.IntVar(&o.workers, "workers", 4, "concurrent reconciles")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addReplicaPodFlags(f, &o.replicaOptions)
+	f.StringVar(&o.warmPoolClass, "warm-pool-priority-class", "", "PriorityClass of warm-pool placeholder pods (spec.coldStart.warmPool): negative value, preemptionPolicy Never; the Helm chart creates one. Empty: no warm pools (the operator has no cluster-wide rights to create the class)")
 	return cmd
 }
 
@@ -123,6 +125,11 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 		Namespace: ns,
 		Workers:   o.workers,
 		Logger:    log,
+		ColdStart: operator.ColdStartOptions{
+			Image:                 o.replicaOptions.image,
+			ImagePullPolicy:       corev1.PullPolicy(o.replicaOptions.pullPolicy),
+			WarmPoolPriorityClass: o.warmPoolClass,
+		},
 		Control: control.Options{
 			Logger:       log,
 			Metrics:      control.NewMetrics(reg),

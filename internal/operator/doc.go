@@ -20,6 +20,14 @@
 //     Failed, whenever they change (checked every second).
 //   - Every change of desired replicas becomes an Event on the
 //     ModelDeployment, ScaledUp or ScaledDown, with the autoscaler's reason.
+//   - Cold start (spec.coldStart): the reconciler keeps warmPool balloon
+//     pods per ModelDeployment (LabelBalloon, fixed names BalloonName(md,
+//     i), the replica's resources and placement, the warm-pool
+//     PriorityClass of ColdStartOptions, `ebb pause`), so a replica
+//     preempts one instead of waiting for a node; and, with prePull, a
+//     DaemonSet (PrePullName) that pulls the replica image on every
+//     eligible node. Balloons have no LabelDeployment: the control loop
+//     and the Service never see them; a second cache watches them.
 //   - Demand: gateways POST what they measure every second (DemandPath) and
 //     wake cold deployments (WakePath); Demand sums the latest report of
 //     each gateway for the loop's autoscaler.

@@ -150,6 +150,16 @@ func (r *runningOperator) stop(t *testing.T) {
 // with leader election and fast timings; it is stopped when the test ends.
 func (e *env) startOperator(t *testing.T) *runningOperator {
 	t.Helper()
+	return e.startOperatorCold(t, operator.ColdStartOptions{})
+}
+
+// startOperatorCold is startOperator with cold-start options; their Image
+// defaults to the pod backend's, "ebb:test".
+func (e *env) startOperatorCold(t *testing.T, cold operator.ColdStartOptions) *runningOperator {
+	t.Helper()
+	if cold.Image == "" {
+		cold.Image = "ebb:test"
+	}
 	lease, renew, retry := 4*time.Second, 3*time.Second, 200*time.Millisecond
 	mgr, err := ctrl.NewManager(e.c.RESTConfig(), manager.Options{
 		Scheme:                        e.scheme,
@@ -184,6 +194,7 @@ func (e *env) startOperator(t *testing.T) *runningOperator {
 	op, err := operator.New(mgr, backend, operator.KubeHandle, operator.Options{
 		Namespace: e.ns,
 		Logger:    e.log,
+		ColdStart: cold,
 		Control: control.Options{
 			DrainTimeout: 5 * time.Second,
 			MinBackoff:   100 * time.Millisecond,

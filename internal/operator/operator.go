@@ -42,6 +42,9 @@ type Options struct {
 	Clock clock.WithTicker
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// ColdStart configures warm pools (balloon pods) and pre-pull
+	// DaemonSets (spec.coldStart); give it the pod backend's image.
+	ColdStart ColdStartOptions
 }
 
 // Operator serves the ModelDeployments of one namespace: a reconciler keeps
@@ -102,15 +105,30 @@ func New(mgr manager.Manager, backend replica.Backend, handle PodHandle, opts Op
 	}
 	o.ctl = control.New(o.store, o.backend, &routing.Table{}, copts)
 
-	r := &reconciler{
-		client: mgr.GetClient(),
-		cache:  mgr.GetCache(),
-		api:    mgr.GetAPIReader(),
-		scheme: mgr.GetScheme(),
-		ctl:    o.ctl,
-		log:    opts.Logger,
+	// Balloon pods have no LabelDeployment, so the manager's cache (see
+	// CacheOptions) does not hold them: a second cache does.
+	balloons, err := cache.New(mgr.GetConfig(), balloonCacheOptions(cache.Options{
+		Scheme: mgr.GetScheme(),
+		Mapper: mgr.GetRESTMapper(),
+	}, opts.Namespace))
+	if err != nil {
+		return nil, fmt.Errorf("operator: balloon pod cache: %w", err)
 	}
-	if err := r.setup(mgr, opts.Workers); err != nil {
+	if err := mgr.Add(balloons); err != nil {
+		return nil, err
+	}
+	r := &reconciler{
+		client:   mgr.GetClient(),
+		cache:    mgr.GetCache(),
+		api:      mgr.GetAPIReader(),
+		scheme:   mgr.GetScheme(),
+		ctl:      o.ctl,
+		log:      opts.Logger,
+		balloons: balloons,
+		cold:     opts.ColdStart,
+		events:   o.events,
+	}
+	if err := r.setup(mgr, balloons, opts.Workers); err != nil {
 		return nil, fmt.Errorf("operator: set up reconciler: %w", err)
 	}
 	if err := mgr.Add(manager.RunnableFunc(o.runControl)); err != nil {

@@ -8,15 +8,20 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
 // notifier is the part of control.Controller the reconciler drives.
@@ -35,6 +40,11 @@ type reconciler struct {
 	scheme *runtime.Scheme
 	ctl    notifier
 	log    *slog.Logger
+	// balloons reads balloon pods (a cache of the pods labelled
+	// LabelBalloon); cold configures warm pools and pre-pull DaemonSets.
+	balloons client.Reader
+	cold     ColdStartOptions
+	events   record.EventRecorder
 }
 
 // Reconcile brings one ModelDeployment's finalizer and Service in line and
@@ -51,6 +61,19 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	r.ctl.Notify(md.Name)
+	// Warm pool and pre-pull first: while md is being deleted they remove
+	// their objects at once rather than when the garbage collector runs.
+	requeue, err := r.ensureBalloons(ctx, &md)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.ensurePrePull(ctx, &md); err != nil {
+		return ctrl.Result{}, err
+	}
+	again := ctrl.Result{}
+	if requeue {
+		again.RequeueAfter = time.Second
+	}
 	if !md.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &md)
 	}
@@ -66,7 +89,7 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, r.deleteEnded(ctx, pods)
+	return again, r.deleteEnded(ctx, pods)
 }
 
 // deleteEnded deletes the pods whose replica ended (phase Failed or
@@ -152,12 +175,16 @@ func (r *reconciler) patchFinalizers(ctx context.Context, md *v1alpha1.ModelDepl
 }
 
 // setup registers the reconciler with mgr: it watches ModelDeployments and
-// the pods and Services they own.
-func (r *reconciler) setup(mgr ctrl.Manager, workers int) error {
+// the pods, Services and DaemonSets they own, and the balloon pods in
+// balloons (a cache mgr runs).
+func (r *reconciler) setup(mgr ctrl.Manager, balloons cache.Cache, workers int) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.ModelDeployment{}).
 		Owns(&corev1.Pod{}).
 		Owns(&corev1.Service{}).
+		Owns(&appsv1.DaemonSet{}).
+		WatchesRawSource(source.Kind(balloons, client.Object(&corev1.Pod{}),
+			handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.ModelDeployment{}, handler.OnlyControllerOwner()))).
 		// Names are checked for uniqueness per process; tests run
 		// several operators (restarts) in one.
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers, SkipNameValidation: ptr(true)}).

@@ -154,26 +154,10 @@ func (s *Store) UpdateDeployment(ctx context.Context, name string, fn func(*serv
 		if err != nil {
 			return err
 		}
-		d := old
-		if err := fn(&d); err != nil {
-			fnErr = err
-			return err
-		}
-		if d.Name != name {
-			return fmt.Errorf("cannot rename deployment %q to %q: delete it and create a new one", name, d.Name)
-		}
-		oldSpec, err := json.Marshal(old.Spec)
+		var newSpec []byte
+		out, newSpec, fnErr, err = store.ApplyUpdate(old, fn, s.now())
 		if err != nil {
 			return err
-		}
-		newSpec, err := json.Marshal(d.Spec)
-		if err != nil {
-			return fmt.Errorf("encode spec: %w", err)
-		}
-		out = serving.Deployment{Name: name, Spec: d.Spec, Generation: old.Generation,
-			CreatedAt: old.CreatedAt, UpdatedAt: s.now()}
-		if string(oldSpec) != string(newSpec) {
-			out.Generation++
 		}
 		_, err = tx.Exec(ctx,
 			`UPDATE deployments SET spec = $1, generation = $2, updated_at = $3 WHERE name = $4`,

@@ -1,21 +1,30 @@
 # syntax=docker/dockerfile:1
 #
-# The ebb image: one binary that runs as `ebb operator`, `ebb gateway` and
-# `ebb replica` (the replica pods), with ONNX Runtime for the onnx engine.
+# The ebb image: ebb-cluster, which the Helm chart's pods run as
+# `ebb-cluster operator` and `ebb-cluster gateway` (cmd/ebb-cluster); ebb,
+# the CLI and entrypoint (`ebb operator` and `ebb gateway` exec ebb-cluster);
+# and ebb-replica, the lean binary replica pods run (cmd/ebb-replica), with
+# ONNX Runtime for the onnx engine.
 #
 #   docker build -t ebb .                         # distroless, non-root
 #   docker build --target python -t ebb:python .  # plus Debian's Python,
 #                                                 # scikit-learn and XGBoost
 #
-# The binary is /usr/local/bin/ebb, on PATH: replica pods run the command
-# `ebb` by name (internal/replica/kube), which also works in images built
-# FROM this one. The default image has no shell and no package manager; a
-# deployment whose engine is python sets spec.template.image to the python
-# variant (or to an image built FROM it with the packages its model needs).
+# The binaries are /usr/local/bin/ebb, /usr/local/bin/ebb-cluster and
+# /usr/local/bin/ebb-replica, on PATH: the chart's pods run the command
+# `ebb-cluster` and replica pods `ebb-replica` by name
+# (internal/replica/kube), which also works in images built FROM this one.
+# ebb-cluster has cgo (the operator loads pushed onnx models to check them);
+# ebb-replica is built without (see cmd/ebb-replica), so an onnx replica
+# execs the ebb beside it, which has cgo, as `ebb replica`. The default image
+# has no shell and no package manager; a deployment whose engine is python
+# sets spec.template.image to the python variant (or to an image built FROM
+# it with the packages its model needs).
 
 ARG GO_VERSION=1.26
 
-# ---- build: ebb with cgo (the onnx engine), and ONNX Runtime's library ----
+# ---- build: ebb and ebb-cluster with cgo (the onnx engine), ebb-replica
+# without, and ONNX Runtime's library ----
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 
@@ -31,8 +40,12 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=1 go build -trimpath -ldflags='-s -w' -o /out/ebb ./cmd/ebb
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=1 go build -trimpath -ldflags='-s -w' -o /out/ebb-cluster ./cmd/ebb-cluster
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags='-s -w' -o /out/ebb-replica ./cmd/ebb-replica
 
-# ---- python: the same ebb on Debian with Python for engine python ----
+# ---- python: the same binaries on Debian with Python for engine python ----
 FROM debian:bookworm-slim AS python
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-numpy python3-sklearn python3-joblib python3-xgboost \
@@ -42,6 +55,8 @@ RUN apt-get update \
 COPY --from=build /usr/local/lib/ebb /usr/local/lib/ebb
 COPY --from=build /usr/lib/locale/locale-archive /usr/lib/locale/locale-archive
 COPY --from=build /out/ebb /usr/local/bin/ebb
+COPY --from=build /out/ebb-cluster /usr/local/bin/ebb-cluster
+COPY --from=build /out/ebb-replica /usr/local/bin/ebb-replica
 USER 65532:65532
 EXPOSE 8080 8081
 ENTRYPOINT ["/usr/local/bin/ebb"]
@@ -51,6 +66,8 @@ FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=build /usr/local/lib/ebb /usr/local/lib/ebb
 COPY --from=build /usr/lib/locale/locale-archive /usr/lib/locale/locale-archive
 COPY --from=build /out/ebb /usr/local/bin/ebb
+COPY --from=build /out/ebb-cluster /usr/local/bin/ebb-cluster
+COPY --from=build /out/ebb-replica /usr/local/bin/ebb-replica
 USER nonroot:nonroot
 EXPOSE 8080 8081
 ENTRYPOINT ["/usr/local/bin/ebb"]

@@ -1,10 +1,35 @@
-.PHONY: test bench
+.PHONY: build test e2e bench faults
+
+# bin/ebb, and beside it bin/ebb-cluster, the cluster home's operator and
+# gateway (`ebb operator` and `ebb gateway` exec it; apart from ebb so that
+# ebb up links no Kubernetes client), and bin/ebb-replica: the lean binary
+# `ebb up` starts its replicas with (and replica pods run), built without cgo
+# and without gRPC's tracing to keep an idle replica small (see
+# cmd/ebb-replica). Without it ebb runs replicas as `ebb replica`, which
+# keeps all of ebb resident.
+build:
+	go build -o bin/ ./cmd/ebb
+	go build -o bin/ ./cmd/ebb-cluster
+	CGO_ENABLED=0 go build -tags grpcnotrace -o bin/ ./cmd/ebb-replica
 
 # Unit tests of every package.
 test:
 	go test ./...
 
+# The end-to-end scenario against both homes: ebb up, and the Helm chart's
+# operator and gateways as pods on the test cluster (PostgreSQL, S3), plus
+# the leader killed under load. go test ./... runs them too.
+e2e:
+	go test ./test/e2e -run 'TestHome|TestLeaderKilled' -count=1 -v
+
 # Benchmarks against peers (nginx, HAProxy, Flask, FastAPI); writes
 # bench/RESULTS.md and bench/results.json. QUICK=1 for a short run.
 bench:
 	go run ./bench/cmd/ebbbench $(if $(QUICK),-quick) $(BENCHFLAGS)
+
+# The fault suite: replicas and ebb killed under load, hostile clients,
+# oversized bodies and shapes, replica abuse, a stalled store, S3 down during
+# a cold start, the test cluster's apiserver restarted under load; writes
+# bench/FAULTS.md and bench/faults.json. QUICK=1 for a short run.
+faults:
+	go run ./bench/cmd/ebbfaults $(if $(QUICK),-quick) $(FAULTSFLAGS)

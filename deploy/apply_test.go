@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/ebb-ml/ebb/internal/kubetest"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -13,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -75,7 +73,9 @@ func TestApplyToAPIServer(t *testing.T) {
 			{op, "create", "", "pods", "", "default", false}, // one namespace only
 			{op, "get", "", "secrets", "", "ebb", false},
 			{op, "list", "", "nodes", "", "", false},
-			{op, "create", "serving.ebb.dev", "modeldeployments", "", "ebb", false},
+			{op, "create", "serving.ebb.dev", "modeldeployments", "", "ebb", true}, // the admin API
+			{op, "delete", "serving.ebb.dev", "modeldeployments", "", "ebb", true},
+			{op, "get", "", "pods", "log", "ebb", true}, // ebb logs
 			{op, "create", "scheduling.k8s.io", "priorityclasses", "", "", false},
 			{gw, "watch", "serving.ebb.dev", "modeldeployments", "", "ebb", true},
 			{gw, "list", "discovery.k8s.io", "endpointslices", "", "ebb", true},
@@ -87,11 +87,14 @@ func TestApplyToAPIServer(t *testing.T) {
 
 		// The example applies to the CRD, and its scale subresource works as
 		// `kubectl scale` uses it.
-		example, err := os.ReadFile("examples/modeldeployment.yaml")
-		if err != nil {
-			t.Fatal(err)
+		var mds []*unstructured.Unstructured
+		for _, f := range []string{"examples/modeldeployment.yaml", "examples/modeldeployment-s3.yaml"} {
+			example, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mds = append(mds, decodeAll(t, example)...)
 		}
-		mds := decodeAll(t, example)
 		for _, md := range mds {
 			md.SetNamespace(defaultNamespace)
 		}
@@ -170,7 +173,9 @@ func applyAll(ctx context.Context, t *testing.T, cl client.Client, objs []*unstr
 				t.Errorf("read back %s: %v", describe(o), err)
 			}
 			if o.GetKind() == "CustomResourceDefinition" {
-				waitEstablished(ctx, t, cl, o.GetName())
+				if err := kubetest.WaitEstablished(ctx, cl, o.GetName()); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	}
@@ -181,29 +186,6 @@ func describe(o *unstructured.Unstructured) string {
 		return fmt.Sprintf("%s %s/%s", o.GetKind(), ns, o.GetName())
 	}
 	return fmt.Sprintf("%s %s", o.GetKind(), o.GetName())
-}
-
-func waitEstablished(ctx context.Context, t *testing.T, cl client.Client, name string) {
-	t.Helper()
-	crd := &unstructured.Unstructured{}
-	crd.SetAPIVersion("apiextensions.k8s.io/v1")
-	crd.SetKind("CustomResourceDefinition")
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		if err := cl.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
-			return false, err
-		}
-		conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
-		for _, c := range conds {
-			m, _ := c.(map[string]any)
-			if m["type"] == "Established" && m["status"] == "True" {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		t.Fatalf("CRD %s not established: %v", name, err)
-	}
 }
 
 func checkAccess(ctx context.Context, t *testing.T, c *kubetest.Cluster, checks []access) {

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -39,6 +40,19 @@ type chartCase struct {
 	kinds                 map[string]int
 	rbac, grpc            bool
 	priorityClass         string
+	// tokenSecrets are the admin and gateway token Secrets; nil: auth off.
+	tokenSecrets []string
+	// tls: the gateway, operator and replica TLS Secrets (tls.*), and the
+	// gateways' replica client Secret; nil: all plain HTTP.
+	tls *tlsSecrets
+	// oidc are the --oidc-* args the operator and gateways get; nil: none.
+	oidc []string
+}
+
+// tlsSecrets are the Secrets of the tls.* values.
+type tlsSecrets struct {
+	gateway, operator, replicas, replicaClient string
+	replicaServerName                          string
 }
 
 var chartCases = []chartCase{
@@ -48,9 +62,10 @@ var chartCases = []chartCase{
 		operatorSA: "ebb-operator", gatewaySA: "ebb-gateway", watchNamespace: defaultNamespace,
 		kinds: map[string]int{
 			"CustomResourceDefinition": 1, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
-			"Role": 2, "RoleBinding": 2, "Service": 2, "ServiceAccount": 2,
+			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
 		},
 		rbac: true, grpc: true, priorityClass: "ebb-warm-pool",
+		tokenSecrets: []string{"ebb-admin-token", "ebb-gateway-token"},
 	},
 	{
 		name: "all-on", release: "ml", namespace: "ml-serving", args: []string{"-f", allOnValues},
@@ -58,9 +73,32 @@ var chartCases = []chartCase{
 		operatorSA: "ebb-all-operator-sa", gatewaySA: "ebb-all-gateway", watchNamespace: "ml-models",
 		kinds: map[string]int{
 			"CustomResourceDefinition": 1, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
-			"Role": 2, "RoleBinding": 2, "Service": 2, "ServiceAccount": 2, "ServiceMonitor": 1,
+			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1, "ServiceMonitor": 1,
 		},
 		rbac: true, grpc: true, priorityClass: "ebb-all-balloons",
+		tokenSecrets: []string{"ebb-all-admin", "ebb-all-gateways"},
+		tls: &tlsSecrets{gateway: "ebb-all-gateway-tls", operator: "ebb-all-operator-tls",
+			replicas: "ebb-all-replica-tls", replicaClient: "ebb-all-replica-client-tls", replicaServerName: "replicas.ml-models"},
+		oidc: []string{
+			"--oidc-issuer=https://keycloak.example/realms/ml", "--oidc-audience=ebb", "--oidc-scopes-claim=realm_access.roles",
+			"--oidc-scope-map=ml-admins=admin", "--oidc-scope-map=ml-deployers=deploy+models:write", "--oidc-scope-map=team-fraud=predict:fraud-*",
+		},
+	},
+	{
+		name: "tls, one Secret for the replicas", release: defaultRelease, namespace: defaultNamespace,
+		args: []string{
+			"--set", "tls.gateway.secretName=gw-tls", "--set", "tls.operator.secretName=op-tls",
+			"--set", "tls.replicas.secretName=replica-tls",
+		},
+		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
+		operatorSA: "ebb-operator", gatewaySA: "ebb-gateway", watchNamespace: defaultNamespace,
+		kinds: map[string]int{
+			"CustomResourceDefinition": 1, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
+		},
+		rbac: true, grpc: true, priorityClass: "ebb-warm-pool",
+		tokenSecrets: []string{"ebb-admin-token", "ebb-gateway-token"},
+		tls:          &tlsSecrets{gateway: "gw-tls", operator: "op-tls", replicas: "replica-tls", replicaClient: "replica-tls", replicaServerName: "ebb-replica"},
 	},
 	{
 		name: "all-off", release: "bare", namespace: "bare", args: []string{
@@ -68,6 +106,8 @@ var chartCases = []chartCase{
 			"--set", "gateway.podDisruptionBudget.enabled=false", "--set", "gateway.grpcPort=0",
 			"--set", "operator.serviceAccount.create=false", "--set", "gateway.serviceAccount.create=false",
 			"--set", "operator.leaderElection.enabled=false",
+			"--set", "registry.sqlite.persistence.enabled=false",
+			"--set", "auth.enabled=false",
 		},
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "default", gatewaySA: "default", watchNamespace: "bare",
@@ -79,17 +119,26 @@ var chartCases = []chartCase{
 // "group/resource" → verbs. A change to the chart's RBAC must change this.
 var (
 	operatorGrants = map[string][]string{
-		"serving.ebb.dev/modeldeployments":            {"get", "list", "patch", "update", "watch"},
+		"serving.ebb.dev/modeldeployments":            {"create", "delete", "get", "list", "patch", "update", "watch"},
 		"serving.ebb.dev/modeldeployments/status":     {"get", "patch", "update"},
 		"serving.ebb.dev/modeldeployments/scale":      {"get", "patch", "update"},
 		"serving.ebb.dev/modeldeployments/finalizers": {"update"},
 		"core/pods":                       {"create", "delete", "get", "list", "patch", "watch"},
+		"core/pods/log":                   {"get"},
 		"core/services":                   {"create", "delete", "get", "list", "patch", "update", "watch"},
 		"core/events":                     {"create", "get", "list", "patch", "watch"},
 		"events.k8s.io/events":            {"create", "get", "list", "patch", "watch"},
 		"discovery.k8s.io/endpointslices": {"get", "list", "watch"},
 		"apps/daemonsets":                 {"create", "delete", "get", "list", "patch", "update", "watch"},
 		"coordination.k8s.io/leases":      {"create", "get", "list", "patch", "update", "watch"},
+	}
+	// With auth on, in the release namespace: the two token Secrets by
+	// name, and create, which RBAC cannot restrict by name.
+	operatorSecretGrants = func(admin, gateway string) map[string][]string {
+		return map[string][]string{
+			"core/secrets": {"create"},
+			"core/secrets[" + admin + "," + gateway + "]": {"get", "update"},
+		}
 	}
 	gatewayGrants = map[string][]string{
 		"serving.ebb.dev/modeldeployments": {"get", "list", "watch"},
@@ -130,6 +179,8 @@ func checkNamespaces(t *testing.T, objs []*unstructured.Unstructured, tc chartCa
 		switch k := o.GetKind(); {
 		case slices.Contains(clusterKinds, k):
 			want = ""
+		case (k == "Role" || k == "RoleBinding") && strings.HasSuffix(o.GetName(), "-token-secrets"):
+			want = tc.namespace // beside the gateway pods that read them
 		case k == "Role" || k == "RoleBinding":
 			want = tc.watchNamespace
 		}
@@ -178,9 +229,15 @@ func checkDeployments(t *testing.T, objs []*unstructured.Unstructured, tc chartC
 			if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
 				t.Errorf("%s: resources.requests %v lack cpu or memory", where, c.Resources.Requests)
 			}
+			wantScheme := corev1.URISchemeHTTP
+			if tc.tls != nil {
+				wantScheme = corev1.URISchemeHTTPS
+			}
 			for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
 				if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.StrVal != "http" || !hasPort(c, "http") {
 					t.Errorf("%s: %s probe %+v is not an HTTP probe on the http port", where, name, p)
+				} else if got := p.HTTPGet.Scheme; got != wantScheme && (got != "" || wantScheme != corev1.URISchemeHTTP) {
+					t.Errorf("%s: %s probe scheme %s, want %s", where, name, got, wantScheme)
 				}
 			}
 		}
@@ -264,8 +321,12 @@ func checkWiring(t *testing.T, objs []*unstructured.Unstructured, deps map[strin
 	}
 	opArgs := deps["operator"].Spec.Template.Spec.Containers[0].Args
 	gwArgs := deps["gateway"].Spec.Template.Spec.Containers[0].Args
+	opScheme := "http"
+	if tc.tls != nil {
+		opScheme = "https"
+	}
 	for _, want := range []string{
-		fmt.Sprintf("--operator-url=http://%s.%s.svc:%d", opSvc, tc.namespace, opPort.Port),
+		fmt.Sprintf("--operator-url=%s://%s.%s.svc:%d", opScheme, opSvc, tc.namespace, opPort.Port),
 		"--namespace=" + tc.watchNamespace,
 	} {
 		if !slices.Contains(gwArgs, want) {
@@ -282,6 +343,9 @@ func checkWiring(t *testing.T, objs []*unstructured.Unstructured, deps map[strin
 			t.Errorf("operator args %q lack %q", opArgs, want)
 		}
 	}
+
+	checkAuthWiring(t, deps, tc)
+	checkTLSWiring(t, deps, tc)
 
 	pcs := byKind(objs, "PriorityClass")
 	if len(pcs) != 0 && tc.priorityClass == "" || len(pcs) == 0 && tc.priorityClass != "" {
@@ -337,7 +401,11 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, tc chartCase) {
 			addGrants(t, grants[s.Name], r)
 		}
 	}
-	want := map[string]map[string][]string{tc.operatorSA: operatorGrants, tc.gatewaySA: gatewayGrants}
+	op := maps.Clone(operatorGrants)
+	if len(tc.tokenSecrets) == 2 {
+		maps.Copy(op, operatorSecretGrants(tc.tokenSecrets[0], tc.tokenSecrets[1]))
+	}
+	want := map[string]map[string][]string{tc.operatorSA: op, tc.gatewaySA: gatewayGrants}
 	if diff := cmp.Diff(want, grants); diff != "" {
 		t.Errorf("RBAC grants (-want +got):\n%s", diff)
 	}
@@ -346,7 +414,7 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, tc chartCase) {
 func addGrants(t *testing.T, into map[string][]string, rules []rbacv1.PolicyRule) {
 	t.Helper()
 	for _, r := range rules {
-		if len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {
+		if len(r.NonResourceURLs) > 0 {
 			t.Errorf("unexpected rule %+v", r)
 		}
 		for _, g := range r.APIGroups {
@@ -358,6 +426,9 @@ func addGrants(t *testing.T, into map[string][]string, rules []rbacv1.PolicyRule
 					g = "core"
 				}
 				key := g + "/" + res
+				if len(r.ResourceNames) > 0 {
+					key += "[" + strings.Join(r.ResourceNames, ",") + "]"
+				}
 				verbs := append(into[key], r.Verbs...)
 				slices.Sort(verbs)
 				into[key] = slices.Compact(verbs)
@@ -366,22 +437,27 @@ func addGrants(t *testing.T, into map[string][]string, rules []rbacv1.PolicyRule
 	}
 }
 
-// TestChartArgsAcceptedByEbb runs the ebb built from this tree with the
-// arguments each rendered container passes it, plus --help: the command
-// parses every flag (an unknown one fails) and exits without starting.
-func TestChartArgsAcceptedByEbb(t *testing.T) {
+// TestChartArgsAcceptedByEbbCluster runs the binary each rendered container
+// runs, ebb-cluster built from this tree, with the container's arguments
+// plus --help: the command parses every flag (an unknown one fails) and
+// exits without starting.
+func TestChartArgsAcceptedByEbbCluster(t *testing.T) {
 	tool(t, "helm")
-	ebb := filepath.Join(t.TempDir(), "ebb")
-	run(t, "go", "build", "-o", ebb, "../cmd/ebb")
+	bin := t.TempDir()
+	run(t, "go", "build", "-o", bin+"/", "../cmd/ebb-cluster")
 	for _, tc := range chartCases {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := decodeAll(t, helmTemplate(t, tc.release, tc.namespace, tc.args...))
 			for _, u := range byKind(objs, "Deployment") {
 				d := typed[*appsv1.Deployment](t, u)
 				for _, c := range d.Spec.Template.Spec.Containers {
-					out, err := exec.Command(ebb, append(c.Args, "--help")...).CombinedOutput()
+					if !slices.Equal(c.Command, []string{"ebb-cluster"}) {
+						t.Errorf("%s/%s runs %q: want the command ebb-cluster, the cluster home's binary on the image's PATH", d.Name, c.Name, c.Command)
+						continue
+					}
+					out, err := exec.Command(filepath.Join(bin, "ebb-cluster"), append(c.Args, "--help")...).CombinedOutput()
 					if err != nil {
-						t.Errorf("%s/%s: ebb %s: %v\n%s", d.Name, c.Name, strings.Join(c.Args, " "), err, out)
+						t.Errorf("%s/%s: ebb-cluster %s: %v\n%s", d.Name, c.Name, strings.Join(c.Args, " "), err, out)
 					}
 				}
 			}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ebb-ml/ebb/internal/engine/onnx"
+	"github.com/ebb-ml/ebb/internal/replica/kube"
 )
 
 // No Docker engine runs where these tests run, so the image is never built
@@ -130,10 +131,22 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("build stage FROM %s with GO_VERSION=%s; want FROM %s with go.mod's Go %s", s.base, args["GO_VERSION"], want, goVersion)
 		}
 		runs := s.all("RUN")
+		// ebb and ebb-cluster with cgo: the onnx engine of `ebb replica`,
+		// and of the operator's check of pushed models.
+		for _, bin := range []string{"ebb", "ebb-cluster"} {
+			if !slices.ContainsFunc(runs, func(in instruction) bool {
+				return strings.Contains(in.args, "CGO_ENABLED=1") && strings.Contains(in.args, "go build") && strings.Contains(in.args, "-o /out/"+bin+" ./cmd/"+bin)
+			}) {
+				t.Errorf("build stage has no RUN that builds ./cmd/%s with CGO_ENABLED=1 into /out/%s: %+v", bin, bin, runs)
+			}
+		}
+		// The lean replica binary, built as make build builds it (see
+		// cmd/ebb-replica).
 		if !slices.ContainsFunc(runs, func(in instruction) bool {
-			return strings.Contains(in.args, "CGO_ENABLED=1") && strings.Contains(in.args, "go build") && strings.Contains(in.args, "-o /out/ebb ./cmd/ebb")
+			return strings.Contains(in.args, "CGO_ENABLED=0") && strings.Contains(in.args, "go build") &&
+				strings.Contains(in.args, "-tags grpcnotrace") && strings.Contains(in.args, "-o /out/ebb-replica ./cmd/ebb-replica")
 		}) {
-			t.Errorf("build stage has no RUN that builds ./cmd/ebb with CGO_ENABLED=1 into /out/ebb: %+v", runs)
+			t.Errorf("build stage has no RUN that builds ./cmd/ebb-replica with CGO_ENABLED=0 and -tags grpcnotrace into /out/ebb-replica: %+v", runs)
 		}
 		// The install script, run as root, puts the library at the first of
 		// the paths ebb searches.
@@ -144,6 +157,11 @@ func TestDockerfile(t *testing.T) {
 
 	lib := onnx.DefaultLibraryPaths()[0]
 	const binary = "/usr/local/bin/ebb" // on PATH in distroless and Debian
+	// Replica pods run kube.Binary by name; an onnx replica execs the ebb
+	// beside it.
+	replicaBinary := "/usr/local/bin/" + kube.Binary
+	// The chart's operator and gateway run ebb-cluster by name.
+	const clusterBinary = "/usr/local/bin/ebb-cluster"
 	for i, s := range stages {
 		if len(s.all("ENTRYPOINT")) == 0 {
 			continue // not an image to run
@@ -157,8 +175,8 @@ func TestDockerfile(t *testing.T) {
 			if user == "root" || user == "0" {
 				t.Errorf("USER %s: want a non-root user", users[len(users)-1].args)
 			}
-			// Replica pods run the command "ebb" by name (internal/replica/kube),
-			// so the binary must be in a directory on the base images' PATH.
+			// The entrypoint is ebb (a pod without a command runs ebb; its
+			// operator and gateway commands exec the ebb-cluster beside it).
 			entry := s.all("ENTRYPOINT")
 			var argv []string
 			if err := json.Unmarshal([]byte(entry[len(entry)-1].args), &argv); err != nil || !slices.Equal(argv, []string{binary}) {
@@ -167,6 +185,12 @@ func TestDockerfile(t *testing.T) {
 			dests := s.copyDests("build")
 			if dests[binary] != "/out/ebb" {
 				t.Errorf("no COPY --from=build /out/ebb %s: %v", binary, dests)
+			}
+			if dests[clusterBinary] != "/out/ebb-cluster" {
+				t.Errorf("no COPY --from=build /out/ebb-cluster %s (the chart's pods run it by name, from PATH): %v", clusterBinary, dests)
+			}
+			if dests[replicaBinary] != "/out/ebb-replica" {
+				t.Errorf("no COPY --from=build /out/ebb-replica %s (replica pods run it by name, from PATH): %v", replicaBinary, dests)
 			}
 			libCopied := false
 			for dest, src := range dests {
@@ -193,7 +217,7 @@ func TestDockerfile(t *testing.T) {
 }
 
 // TestDockerignore checks that the build context keeps every directory
-// `go build ./cmd/ebb` reads.
+// `go build` of ./cmd/ebb, ./cmd/ebb-cluster and ./cmd/ebb-replica read.
 func TestDockerignore(t *testing.T) {
 	data, err := os.ReadFile("../.dockerignore")
 	if err != nil {
@@ -205,7 +229,7 @@ func TestDockerignore(t *testing.T) {
 			patterns = append(patterns, strings.TrimPrefix(l, "/"))
 		}
 	}
-	out, err := exec.Command("go", "list", "-deps", "-f", `{{if not .Standard}}{{.Dir}}{{range .EmbedFiles}} {{$.Dir}}/{{.}}{{end}}{{end}}`, "../cmd/ebb").Output()
+	out, err := exec.Command("go", "list", "-deps", "-f", `{{if not .Standard}}{{.Dir}}{{range .EmbedFiles}} {{$.Dir}}/{{.}}{{end}}{{end}}`, "../cmd/ebb", "../cmd/ebb-cluster", "../cmd/ebb-replica").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

@@ -43,14 +43,15 @@ cd "$root"
 
 # 1 and 2: deepcopy functions and CRDs. serving.Spec has float fields
 # (targetConcurrency, ...), hence allowDangerousTypes.
-# The CRD embeds internal/serving's types, which carry generated deepcopy
-# functions too.
-mkdir -p "$out/api/v1alpha1" "$out/internal/serving" "$out/deploy/crds"
+# The CRD embeds internal/serving's types (and internal/serving/core's,
+# which serving re-exports), which carry generated deepcopy functions too.
+mkdir -p "$out/api/v1alpha1" "$out/internal/serving/core" "$out/deploy/crds"
 rm -f "$out"/deploy/crds/*.yaml
 "$bin/controller-gen" \
   object paths=./api/... output:object:dir="$out/api/v1alpha1" \
   crd:allowDangerousTypes=true paths=./api/... output:crd:dir="$out/deploy/crds"
-"$bin/controller-gen" object paths=./internal/serving/... output:object:dir="$out/internal/serving"
+"$bin/controller-gen" object paths=./internal/serving output:object:dir="$out/internal/serving"
+"$bin/controller-gen" object paths=./internal/serving/core output:object:dir="$out/internal/serving/core"
 
 # 3: the chart carries the same CRDs. Writing elsewhere, copy the chart
 # there first so that step 4 renders it with the fresh CRDs.

@@ -1,7 +1,8 @@
 // Package v1alpha1 holds ebb's Kubernetes API, group serving.ebb.dev: the
 // ModelDeployment custom resource, whose spec is exactly the admin API's
-// deployment spec plus pod-level overrides, so that a deployment moves from
-// `ebb up` to a cluster unchanged.
+// deployment spec (serving.Spec, pod template and cold-start options
+// included), so that a deployment moves from `ebb up` to a cluster
+// unchanged.
 //
 // +kubebuilder:object:generate=true
 // +groupName=serving.ebb.dev

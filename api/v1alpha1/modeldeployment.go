@@ -2,71 +2,16 @@ package v1alpha1
 
 import (
 	"github.com/ebb-ml/ebb/internal/serving"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// ModelDeploymentSpec is a deployment's spec as the admin API takes it
-// (model, engine, scaling, ...) plus what only a cluster needs.
+// ModelDeploymentSpec is a deployment's spec exactly as the admin API and
+// `ebb up` take it: model, engine, scaling, replicas (a pin, which `kubectl
+// scale` sets through the scale subresource), the replica pod template and
+// the cold-start options. It is one type, serving.Spec, so a deployment
+// moves between the two homes unchanged.
 type ModelDeploymentSpec struct {
 	serving.Spec `json:",inline"`
-
-	// Replicas, when set, pins the replica count: minReplicas and
-	// maxReplicas both become this value. `kubectl scale` sets it; remove
-	// it to give the autoscaler back its range.
-	// +optional
-	// +kubebuilder:validation:Minimum=0
-	Replicas *int32 `json:"replicas,omitempty"`
-
-	// Template overrides the replica pods.
-	// +optional
-	Template PodOverrides `json:"template,omitempty"`
-
-	// ColdStart holds the options that trade idle cost for cold-start time.
-	// +optional
-	ColdStart ColdStart `json:"coldStart,omitempty"`
-}
-
-// PodOverrides are the pod-level settings of a deployment's replicas.
-type PodOverrides struct {
-	// Image runs the replica; default the operator's own ebb image.
-	// +optional
-	Image string `json:"image,omitempty"`
-	// +optional
-	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
-	// Resources of the replica container, GPUs (nvidia.com/gpu) and MIG
-	// slices (nvidia.com/mig-1g.10gb, ...) included.
-	// +optional
-	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
-	// +optional
-	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
-	// +optional
-	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
-	// +optional
-	Affinity *corev1.Affinity `json:"affinity,omitempty"`
-	// +optional
-	PriorityClassName string `json:"priorityClassName,omitempty"`
-	// +optional
-	ServiceAccountName string `json:"serviceAccountName,omitempty"`
-	// Labels and Annotations are added to every replica pod.
-	// +optional
-	Labels map[string]string `json:"labels,omitempty"`
-	// +optional
-	Annotations map[string]string `json:"annotations,omitempty"`
-}
-
-// ColdStart are the cold-start mitigations of a deployment.
-type ColdStart struct {
-	// WarmPool keeps this many low-priority placeholder pods ("balloons")
-	// with the replica's resources on nodes, so a new replica preempts one
-	// instead of waiting for a node.
-	// +optional
-	// +kubebuilder:validation:Minimum=0
-	WarmPool int32 `json:"warmPool,omitempty"`
-	// PrePull runs a DaemonSet that pulls the replica image on every
-	// eligible node ahead of the first replica.
-	// +optional
-	PrePull bool `json:"prePull,omitempty"`
 }
 
 // ModelDeploymentStatus is what the operator observes: the same status the
@@ -122,16 +67,12 @@ func init() {
 	SchemeBuilder.Register(&ModelDeployment{}, &ModelDeploymentList{})
 }
 
-// Deployment returns the admin API's view of d: the same spec, with
-// Replicas applied to the scaling range.
+// Deployment returns the admin API's view of d: the same spec (a pin in
+// Replicas stays a pin; it is not folded into the scaling range).
 func (d *ModelDeployment) Deployment() serving.Deployment {
-	spec := *d.Spec.Spec.DeepCopy()
-	if r := d.Spec.Replicas; r != nil {
-		spec.Scaling.MinReplicas, spec.Scaling.MaxReplicas = *r, max(*r, 1)
-	}
 	return serving.Deployment{
 		Name:       d.Name,
-		Spec:       spec,
+		Spec:       *d.Spec.Spec.DeepCopy(),
 		Generation: d.Generation,
 		CreatedAt:  d.CreationTimestamp.Time,
 	}

@@ -21,32 +21,74 @@ type Ebb struct {
 	// URL is the base URL of its gateway and admin API.
 	URL  string
 	Proc *Proc
-	c    *http.Client
+	// Addr and DataDir are its listen address and data directory; Token is
+	// the admin token it wrote there, sent with every admin request.
+	Addr, DataDir, Token string
+	c                    *http.Client
 }
 
 // StartEbb starts `ebb up` on a free port with a fresh data directory,
 // pinned to the server CPUs, and waits until it is ready.
 func (e *Env) StartEbb(ctx context.Context, name string) (*Ebb, error) {
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
+	return e.StartEbbWith(ctx, EbbOptions{Name: name})
+}
+
+// EbbOptions say how to start `ebb up`.
+type EbbOptions struct {
+	// Name labels the process; it names the data directory under Work
+	// unless DataDir is set.
+	Name string
+	// Addr is the listen address; empty picks a free loopback port.
+	Addr string
+	// DataDir is the data directory; empty is Work/Name.
+	DataDir string
+	// Flags are more flags for `ebb up`.
+	Flags []string
+	// Env is added to its environment.
+	Env []string
+}
+
+// StartEbbWith starts `ebb up` as o says, pinned to the server CPUs, and
+// waits until it is ready. Starting it again with the same Addr and DataDir
+// restarts the same instance.
+func (e *Env) StartEbbWith(ctx context.Context, o EbbOptions) (*Ebb, error) {
+	addr := o.Addr
+	if addr == "" {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		addr = "127.0.0.1:" + strconv.Itoa(port)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	dir := filepath.Join(e.Work, name)
+	dir := o.DataDir
+	if dir == "" {
+		dir = filepath.Join(e.Work, o.Name)
+	}
 	argv := []string{e.Ebb, "up", "--addr", addr, "--data-dir", dir, "--log-level", "warn"}
 	argv = append(argv, e.ebbUpExtraFlags()...)
-	p, err := e.Start(StartOptions{Name: name, Dir: e.Root}, argv...)
+	argv = append(argv, o.Flags...)
+	p, err := e.Start(StartOptions{Name: o.Name, Dir: e.Root, Env: o.Env}, argv...)
 	if err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
 	e.ebbs = append(e.ebbs, p)
 	e.mu.Unlock()
-	b := &Ebb{URL: "http://" + addr, Proc: p, c: &http.Client{Timeout: 30 * time.Second}}
+	b := &Ebb{URL: "http://" + addr, Proc: p, Addr: addr, DataDir: dir, c: &http.Client{Timeout: 30 * time.Second}}
 	if err := WaitHTTP(ctx, p, b.URL+"/v2/health/ready", 30*time.Second); err != nil {
 		return nil, err
 	}
+	// ebb up keeps an admin token in its data dir when auth is on.
+	if tok, err := os.ReadFile(filepath.Join(dir, "admin.token")); err == nil {
+		b.Token = strings.TrimSpace(string(tok))
+	}
 	return b, nil
+}
+
+// Do sends an admin request (with the admin token) and returns the status
+// and the body.
+func (b *Ebb) Do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	return b.do(ctx, method, path, body)
 }
 
 // DeploymentSpec builds a spec for a deployment of model (absolute path,
@@ -78,6 +120,26 @@ func (b *Ebb) Create(ctx context.Context, name string, spec serving.Spec) error 
 		return fmt.Errorf("create deployment %s: HTTP %d: %s", name, code, resp)
 	}
 	return nil
+}
+
+// CreateToken creates a token with scopes through the admin API and
+// returns its secret.
+func (b *Ebb) CreateToken(ctx context.Context, name string, scopes ...string) (string, error) {
+	body, err := json.Marshal(map[string]any{"name": name, "scopes": scopes})
+	if err != nil {
+		return "", err
+	}
+	code, resp, err := b.do(ctx, http.MethodPost, "/v1/tokens", body)
+	if err != nil {
+		return "", err
+	}
+	var created struct {
+		Secret string `json:"secret"`
+	}
+	if code != http.StatusCreated || json.Unmarshal(resp, &created) != nil || created.Secret == "" {
+		return "", fmt.Errorf("create token %s: HTTP %d: %s", name, code, resp)
+	}
+	return created.Secret, nil
 }
 
 // Delete deletes a deployment.
@@ -150,6 +212,9 @@ func (b *Ebb) do(ctx context.Context, method, path string, body []byte) (int, []
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if b.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+b.Token)
 	}
 	resp, err := b.c.Do(req)
 	if err != nil {

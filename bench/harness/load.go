@@ -7,19 +7,49 @@ import (
 	"io"
 	"math"
 	"net/http"
+	neturl "net/url"
 	"slices"
 	"sync"
 	"time"
 )
 
+// BearerURL returns rawURL carrying token as its user info
+// ("http://bearer:TOKEN@host/..."): Post and Wrk send such a URL's token as
+// "Authorization: Bearer TOKEN", and the URL without it.
+func BearerURL(rawURL, token string) string {
+	u, err := neturl.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	u.User = neturl.UserPassword("bearer", token)
+	return u.String()
+}
+
+// splitBearer undoes BearerURL: it returns rawURL without its user info,
+// and the token ("" when it carries none).
+func splitBearer(rawURL string) (string, string) {
+	u, err := neturl.Parse(rawURL)
+	if err != nil || u.User == nil || u.User.Username() != "bearer" {
+		return rawURL, ""
+	}
+	tok, _ := u.User.Password()
+	u.User = nil
+	return u.String(), tok
+}
+
 // Post sends one POST with a JSON body and returns the status, the body
-// and the time from sending to the last byte of the response.
+// and the time from sending to the last byte of the response. A URL from
+// BearerURL sends its token.
 func Post(ctx context.Context, c *http.Client, url string, body []byte) (int, []byte, time.Duration, error) {
+	url, token := splitBearer(url)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	start := time.Now()
 	resp, err := c.Do(req)
 	if err != nil {

@@ -1,12 +1,16 @@
 -- post.lua makes wrk POST the file named by the first script argument as a
--- JSON body, and print a one-line JSON summary (latencies in microseconds)
--- that the ebb bench harness parses.
+-- JSON body, with the bearer token of the second, if any, and print a
+-- one-line JSON summary (latencies in microseconds) that the ebb bench
+-- harness parses.
 function init(args)
   local f = assert(io.open(args[1], "rb"))
   wrk.body = f:read("*a")
   f:close()
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
+  if args[2] and args[2] ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. args[2]
+  end
 end
 
 function done(summary, latency, requests)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -29,18 +30,25 @@ type KV struct {
 	Value string `json:"value"`
 }
 
-// WriteJSON writes the report as indented JSON to path.
-func (r *Report) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
+// Document is a report that renders itself as Markdown and, through its
+// fields, as JSON.
+type Document interface{ Markdown() string }
 
-// WriteMarkdown writes the report as Markdown to path.
-func (r *Report) WriteMarkdown(path string) error {
-	return os.WriteFile(path, []byte(r.Markdown()), 0o644)
+// Write writes d into dir as Markdown (md) and as indented JSON (js),
+// creating dir, and returns the two paths.
+func Write(d Document, dir, md, js string) (string, string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	md, js = filepath.Join(dir, md), filepath.Join(dir, js)
+	b, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(js, append(b, '\n'), 0o644); err != nil {
+		return "", "", err
+	}
+	return md, js, os.WriteFile(md, []byte(d.Markdown()), 0o644)
 }
 
 // Markdown renders the report.
@@ -200,3 +208,10 @@ func table(b *strings.Builder, t Table) {
 	}
 	b.WriteString("\n")
 }
+
+// MarkdownTable renders t as a Markdown table into b (for other reports
+// built from the same types, such as bench/FAULTS.md).
+func MarkdownTable(b *strings.Builder, t Table) { table(b, t) }
+
+// Verdict renders a goal's verdict as the reports do.
+func Verdict(met bool) string { return verdict(met) }

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/ebb-ml/ebb/internal/ebbtest"
 )
 
 // debPackages maps each thing the scenarios need to the Debian (bookworm)
@@ -29,6 +31,8 @@ var debPackages = []struct {
 	{module: "uvicorn", pkg: "python3-uvicorn"},
 	{module: "uvloop", pkg: "python3-uvloop"},
 	{module: "httptools", pkg: "python3-httptools"},
+	{module: "sklearn", pkg: "python3-sklearn"},
+	{module: "joblib", pkg: "python3-joblib"},
 }
 
 // EnsureTools installs with apt-get the Debian packages whose binaries or
@@ -75,13 +79,19 @@ func EnsureTools(ctx context.Context, out io.Writer, python string) error {
 	return nil
 }
 
-// BuildEbb builds ./cmd/ebb from root into dst, stamped with the commit.
+// BuildEbb builds ./cmd/ebb from root into dst, stamped with the commit,
+// and ./cmd/ebb-cluster and ./cmd/ebb-replica beside it, as make build
+// does: the ebb up the scenarios start runs its replicas with that lean
+// binary, and the kube scenarios run the operator from ebb-cluster.
 func BuildEbb(ctx context.Context, root, dst string, out io.Writer) error {
 	version := strings.TrimSpace(cmdOut("git", "-C", root, "rev-parse", "--short=12", "HEAD"))
 	if version == "" || strings.Contains(version, " ") {
 		version = "bench"
 	}
-	return BuildGo(ctx, root, "./cmd/ebb", dst, out, "-ldflags", "-X main.version="+version)
+	if filepath.Base(dst) != "ebb" {
+		return fmt.Errorf("build ebb into %s: the binary must be named ebb, for ebb-cluster and ebb-replica to sit beside it", dst)
+	}
+	return ebbtest.BuildAll(ctx, root, filepath.Dir(dst), out, "-ldflags", "-X main.version="+version)
 }
 
 // BuildGo builds the Go package pkg (relative to root) into dst.
@@ -108,4 +118,21 @@ func FindRoot(dir string) (string, error) {
 			return "", errors.New("not inside the ebb repository: run the bench from the repository (make bench)")
 		}
 	}
+}
+
+// Locate returns the repository root above the working directory and the
+// directory a command writes its reports to: out, or bench/ in the root
+// when out is empty.
+func Locate(out string) (root, outDir string, err error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", "", err
+	}
+	if root, err = FindRoot(wd); err != nil {
+		return "", "", err
+	}
+	if out == "" {
+		out = filepath.Join(root, "bench")
+	}
+	return root, out, nil
 }

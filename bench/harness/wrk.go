@@ -19,7 +19,7 @@ import (
 var postLua []byte
 
 // WrkRun is one wrk run: closed-loop load at fixed concurrency for a fixed
-// time, POSTing Body to URL.
+// time, POSTing Body to URL (with its token, for a URL from BearerURL).
 type WrkRun struct {
 	URL         string
 	Body        []byte
@@ -78,8 +78,9 @@ func (e *Env) Wrk(ctx context.Context, run WrkRun) (WrkResult, error) {
 	}
 	threads := max(1, min(e.LoadThreads, run.Connections))
 	secs := max(1, int(run.Duration.Round(time.Second)/time.Second))
+	url, token := splitBearer(run.URL) // post.lua sends the token
 	argv := []string{"wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(run.Connections),
-		"-d", strconv.Itoa(secs) + "s", "--timeout", "10s", "-s", script, run.URL, "--", bodyFile}
+		"-d", strconv.Itoa(secs) + "s", "--timeout", "10s", "-s", script, url, "--", bodyFile, token}
 	if e.LoadCPUs != "" {
 		argv = append([]string{"taskset", "-c", e.LoadCPUs}, argv...)
 	}

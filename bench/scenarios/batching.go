@@ -196,13 +196,9 @@ func (Batching) Run(ctx context.Context, env *harness.Env) (harness.Result, erro
 	c := &http.Client{Timeout: 30 * time.Second}
 	want := map[*batchingModel][]float64{}
 	for _, t := range targets {
-		code, out, _, err := harness.Post(ctx, c, t.url, body)
-		if err != nil || code != http.StatusOK {
-			return res, fmt.Errorf("%s: sample request failed: HTTP %d %v %.300s", t.name, code, err, out)
-		}
-		got, err := outputsOf(out)
+		got, err := samplePredictions(ctx, c, t.name, t.url, body)
 		if err != nil {
-			return res, fmt.Errorf("%s: %w", t.name, err)
+			return res, err
 		}
 		if w, ok := want[t.model]; !ok {
 			want[t.model] = got
@@ -343,4 +339,19 @@ func batchingReport(res *harness.Result, env *harness.Env, targets []batchingTar
 	res.Notes = append(res.Notes, "Each replica gives ONNX Runtime one intra-op thread per CPU it may use (its GOMAXPROCS; here the replicas are pinned to the server CPUs). "+
 		"ONNX Runtime's own default, one per core of the machine, gave a replica pinned to one CPU a second thread that spun on that CPU during batched calls "+
 		"(a third of the batched replica's CPU in a profile), which is why the previous report had batching slower than no batching on the small model (0.78×).")
+}
+
+// samplePredictions sends one request to url and returns its first
+// output's data, so that servers compared in a group can be checked to
+// predict the same before they are timed.
+func samplePredictions(ctx context.Context, c *http.Client, name, url string, body []byte) ([]float64, error) {
+	code, out, _, err := harness.Post(ctx, c, url, body)
+	if err != nil || code != http.StatusOK {
+		return nil, fmt.Errorf("%s: sample request failed: HTTP %d %v %.300s", name, code, err, out)
+	}
+	got, err := outputsOf(out)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return got, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
 	"github.com/ebb-ml/ebb/bench/harness"
+	"github.com/ebb-ml/ebb/internal/ebbtest"
 	"github.com/ebb-ml/ebb/internal/kubetest"
 	"github.com/ebb-ml/ebb/internal/operator"
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -26,7 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// KubeScale measures `ebb operator` at scale on a real control plane
+// KubeScale measures `ebb-cluster operator` at scale on a real control plane
 // (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) with kwok
 // nodes: it creates the nodes and the ModelDeployments, scales every
 // ModelDeployment 0→1 at once through spec.replicas (what `kubectl scale`
@@ -105,7 +106,7 @@ func (s KubeScale) Run(ctx context.Context, env *harness.Env) (harness.Result, e
 		return res, err
 	}
 	opAddr := "127.0.0.1:" + strconv.Itoa(port)
-	op, err := env.Start(harness.StartOptions{Name: "ebb-operator", Dir: env.Root}, env.Ebb, "operator",
+	op, err := env.Start(harness.StartOptions{Name: "ebb-operator", Dir: env.Root}, ebbtest.Cluster(env.Ebb), "operator",
 		"--kubeconfig", c.Kubeconfig, "--namespace", ns, "--addr", opAddr,
 		"--leader-elect=false", "--kube-api-qps", "2000", "--kube-api-burst", "4000",
 		"--workers", "8", "--log-level", "warn", "--replica-image", "ebb:bench")
@@ -214,7 +215,7 @@ func (s KubeScale) Run(ctx context.Context, env *harness.Env) (harness.Result, e
 	upP := percentiles(upTimes)
 	downP := percentiles(downTimes)
 	res.Summary = fmt.Sprintf("A real control plane built from source (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) "+
-		"with %d kwok nodes and %d ModelDeployments (engine echo) served by one `ebb operator` process "+
+		"with %d kwok nodes and %d ModelDeployments (engine echo) served by one `ebb-cluster operator` process "+
 		"(leader election off, client QPS 2000). Every ModelDeployment is scaled 0→1 at once by patching spec.replicas "+
 		"(what `kubectl scale` does), then 1→0. Replica pods run no process: kwok makes them Running and Ready and one "+
 		"in-process fleet answers the pod backend's readiness handshake on every pod IP, so the times are the operator's "+

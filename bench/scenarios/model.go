@@ -66,7 +66,10 @@ func (Model) Run(ctx context.Context, env *harness.Env) (harness.Result, error) 
 	if err != nil {
 		return res, err
 	}
-	ebb, err := env.StartEbb(ctx, "ebb-model")
+	ebb, err := env.StartEbbWith(ctx, harness.EbbOptions{Name: "ebb-model",
+		// The scenario also measures the replica directly, without the
+		// gateway, so replicas must not require the gateway's secret.
+		Flags: []string{"--replica-secrets=false"}})
 	if err != nil {
 		return res, err
 	}
@@ -184,26 +187,39 @@ func (Model) Run(ctx context.Context, env *harness.Env) (harness.Result, error) 
 		Rows:   rows,
 	}, harness.Table{Caption: "Raw throughput runs:", Header: rawHeader(plan.Conns), Rows: rawRows(targets, ms)})
 
-	ebbRPS, bestRPS := ms["ebb"].rps(), ms[best].rps()
-	ratio := harness.Ratio(ebbRPS, bestRPS)
-	res.Goals = append(res.Goals, harness.Goal{
-		Name: "throughput vs best Python", Target: "ebb ≥ 15× the best Python server's req/s",
-		Ebb: ebbRPS, Peer: bestRPS, PeerName: best, Unit: "req/s", Ratio: ratio, Met: ratio >= 15,
-		Detail: fmt.Sprintf("ebb %.0f req/s; Flask+gunicorn %.0f req/s; FastAPI+uvicorn %.0f req/s; best is %s: ebb/best = %.2f×",
-			ebbRPS, ms["Flask+gunicorn"].rps(), ms["FastAPI+uvicorn"].rps(), best, ratio),
-	})
+	// Issue 12's goals: ≥ 6× FastAPI+uvicorn's and ≥ 15× Flask+gunicorn's
+	// req/s through the gateway, with the replica's RSS ≤ 1/5 of the
+	// Python server's.
+	ebbRPS := ms["ebb"].rps()
+	for _, peer := range []struct {
+		name string
+		want float64
+	}{{"FastAPI+uvicorn", 6}, {"Flask+gunicorn", 15}} {
+		peerRPS := ms[peer.name].rps()
+		ratio := harness.Ratio(ebbRPS, peerRPS)
+		res.Goals = append(res.Goals, harness.Goal{
+			Name: "throughput vs " + peer.name, Target: fmt.Sprintf("ebb ≥ %g× %s's req/s", peer.want, peer.name),
+			Ebb: ebbRPS, Peer: peerRPS, PeerName: peer.name, Unit: "req/s", Ratio: ratio, Met: ratio >= peer.want,
+			Detail: fmt.Sprintf("ebb %.0f req/s, %s %.0f req/s: %.2f×", ebbRPS, peer.name, peerRPS, ratio),
+		})
+	}
 	var parts []string
+	var replica harness.ProcMemory
 	for _, pm := range ebb.Proc.TreeMemoryByProcess() {
 		parts = append(parts, fmt.Sprintf("pid %d `%s` %.1f MiB PSS (%.1f RSS)", pm.PID, pm.Command, harness.MiB(pm.PSSBytes), harness.MiB(pm.RSSBytes)))
+		if pm.PID != ebb.Proc.PID() {
+			replica = pm
+		}
 	}
 	res.Notes = append(res.Notes, "ebb's memory by process after the load: "+strings.Join(parts, "; ")+".")
-	ebbMem, bestMem := harness.MiB(mem["ebb"].PSSBytes), harness.MiB(mem[best].PSSBytes)
-	memRatio := harness.Ratio(ebbMem, bestMem)
+	replicaRSS, bestRSS := harness.MiB(replica.RSSBytes), harness.MiB(mem[best].RSSBytes)
+	memRatio := harness.Ratio(replicaRSS, bestRSS)
+	res.Figures["ebb.replicaRSSMiB"] = replicaRSS
 	res.Goals = append(res.Goals, harness.Goal{
-		Name: "memory vs best Python", Target: "ebb ≤ 1/5 (0.2×) of the best Python server's memory (PSS)",
-		Ebb: ebbMem, Peer: bestMem, PeerName: best, Unit: "MiB", Ratio: memRatio, Met: memRatio > 0 && memRatio <= 0.2,
-		Detail: fmt.Sprintf("PSS: ebb %.1f MiB (RSS %.1f), %s %.1f MiB (RSS %.1f): ebb/%s = %.2f×",
-			ebbMem, harness.MiB(mem["ebb"].RSSBytes), best, bestMem, harness.MiB(mem[best].RSSBytes), best, memRatio),
+		Name: "replica memory vs best Python", Target: "ebb's replica RSS ≤ 1/5 (0.2×) of the best Python server's",
+		Ebb: replicaRSS, Peer: bestRSS, PeerName: best, Unit: "MiB RSS", Ratio: memRatio, Met: memRatio > 0 && memRatio <= 0.2,
+		Detail: fmt.Sprintf("replica `%s` RSS %.1f MiB, %s RSS %.1f MiB: %.2f×; all of ebb (`ebb up` and the replica) PSS %.1f MiB (RSS %.1f), %s PSS %.1f MiB",
+			replica.Command, replicaRSS, best, bestRSS, memRatio, harness.MiB(mem["ebb"].PSSBytes), harness.MiB(mem["ebb"].RSSBytes), best, harness.MiB(mem[best].PSSBytes)),
 	})
 	n := serverCPUCount(env)
 	res.Summary = fmt.Sprintf("The diabetes XGBoost regressor (`examples/diabetes/model.json`) served by ebb (engine `trees`, one replica, reached through the gateway) "+

@@ -26,6 +26,10 @@ func (Proxy) Title() string { return "1. Proxy overhead" }
 
 const proxyConns = 64
 
+// addedP99GoalMs is what the gateway may add to the p99 latency of one
+// request at a time (issue 12).
+const addedP99GoalMs = 0.2
+
 // noiseP99Ms is the direct path's p99 above which the added-p99 goal is
 // inconclusive.
 const noiseP99Ms = 2.0
@@ -33,11 +37,21 @@ const noiseP99Ms = 2.0
 // Run implements harness.Scenario.
 func (Proxy) Run(ctx context.Context, env *harness.Env) (harness.Result, error) {
 	var res harness.Result
-	ebb, err := env.StartEbb(ctx, "ebb-proxy")
+	ebb, err := env.StartEbbWith(ctx, harness.EbbOptions{Name: "ebb-proxy",
+		// The scenario also measures the replica directly, without the
+		// gateway, so replicas must not require the gateway's secret.
+		// Inference needs a token, as on any address but loopback: the
+		// gateway runs with what a production install turns on (token
+		// auth, and request metrics, always on).
+		Flags: []string{"--replica-secrets=false", "--inference-auth=on"}})
 	if err != nil {
 		return res, err
 	}
 	if err := ebb.Create(ctx, "noop", harness.DeploymentSpec("echo", "", 1, 1, 10*time.Minute)); err != nil {
+		return res, err
+	}
+	token, err := ebb.CreateToken(ctx, "bench-predict", "predict:noop")
+	if err != nil {
 		return res, err
 	}
 	_, endpoint, err := ebb.WaitReady(ctx, "noop", 1, 60*time.Second)
@@ -56,17 +70,22 @@ func (Proxy) Run(ctx context.Context, env *harness.Env) (harness.Result, error) 
 	if err != nil {
 		return res, err
 	}
-	refURL, err := startRefProxy(ctx, env, endpoint)
+	refURL, err := startRefProxy(ctx, env, endpoint, "nethttp")
+	if err != nil {
+		return res, err
+	}
+	fastURL, err := startRefProxy(ctx, env, endpoint, "fasthttp")
 	if err != nil {
 		return res, err
 	}
 	const path = "/v2/models/noop/infer"
 	targets := []target{
 		{"direct", endpoint + path},
-		{"ebb", ebb.URL + path},
+		{"ebb", harness.BearerURL(ebb.URL+path, token)},
 		{"nginx", nginxURL + path},
 		{"HAProxy", haURL + path},
 		{refProxyName, refURL + path},
+		{fastProxyName, fastURL + path},
 	}
 	plan := loadPlan{
 		Body:        echoBody,
@@ -145,34 +164,65 @@ func (Proxy) Run(ctx context.Context, env *harness.Env) (harness.Result, error) 
 	})
 	added99 := res.Figures["ebb.addedP99Ms"]
 	// A no-op server answers in well under a millisecond; when its own p99
-	// is above noiseP99Ms the machine was too disturbed to resolve a 1 ms
+	// is above noiseP99Ms the machine was too disturbed to resolve the goal's
 	// difference, and the goal cannot be called met.
 	noisy := dP99 > noiseP99Ms
 	verdict := ""
 	if noisy {
-		verdict = fmt.Sprintf("INCONCLUSIVE, counted as not met: the direct path's own p99 was %.3f ms (> %.0f ms), the machine was too disturbed to resolve 1 ms. ", dP99, noiseP99Ms)
+		verdict = fmt.Sprintf("INCONCLUSIVE, counted as not met: the direct path's own p99 was %.3f ms (> %.0f ms), the machine was too disturbed to resolve %g ms. ", dP99, noiseP99Ms, addedP99GoalMs)
 	}
 	res.Goals = append(res.Goals, harness.Goal{
-		Name: "added p99 latency", Target: "ebb adds ≤ 1 ms at p99",
+		Name: "added p99 latency", Target: fmt.Sprintf("ebb adds ≤ %g ms at p99 (c=1)", addedP99GoalMs),
 		Ebb: added99, Peer: res.Figures["nginx.addedP99Ms"], PeerName: "nginx", Unit: "ms",
-		Ratio: harness.Ratio(added99, res.Figures["nginx.addedP99Ms"]), Met: added99 <= 1 && !noisy,
+		Ratio: harness.Ratio(added99, res.Figures["nginx.addedP99Ms"]), Met: added99 <= addedP99GoalMs && !noisy,
 		Detail: verdict + fmt.Sprintf("c=1 p99: direct %.3f ms, ebb %.3f ms (%+.3f), nginx %.3f ms (%+.3f), HAProxy %.3f ms (%+.3f); added p50: ebb %+.3f ms, nginx %+.3f ms, HAProxy %+.3f ms",
 			dP99, res.Figures["ebb.c1.p99Ms"], added99, res.Figures["nginx.c1.p99Ms"], res.Figures["nginx.addedP99Ms"],
 			res.Figures["HAProxy.c1.p99Ms"], res.Figures["HAProxy.addedP99Ms"], res.Figures["ebb.addedP50Ms"], res.Figures["nginx.addedP50Ms"], res.Figures["HAProxy.addedP50Ms"]),
 	})
 	res.Summary = fmt.Sprintf("One `ebb up` with a deployment `noop` (engine `echo`, one replica). The same replica process is reached directly (its own endpoint), "+
 		"through ebb's gateway, through nginx (%d worker(s), kept-alive upstream connections) and through HAProxy (%d thread(s), `http-reuse always`). "+
-		"As a reference point, not a peer, `"+refProxyName+"` is Go's `httputil.ReverseProxy` with a kept-alive transport (`bench/cmd/refproxy`): what Go's standard library costs before ebb's own work. "+
+		"As a reference point, not a peer, `"+refProxyName+"` is Go's `httputil.ReverseProxy` with a kept-alive transport (`bench/cmd/refproxy`): what Go's standard library costs before ebb's own work; `"+fastProxyName+"` is the same with fasthttp's server and HostClient. "+
+		"ebb runs with token auth on (`--inference-auth=on`: each request carries a predict token, verified from the cache) and its request metrics (always on). "+
 		"Requests are a %d-byte OIP v2 infer POST. Throughput is closed-loop at %d connections; latency percentiles are measured one request at a time so they show what the proxy adds, not queueing.",
 		serverCPUCount(env), serverCPUCount(env), len(echoBody), plan.Conns)
+	stageTable(ctx, env, &res)
 	return res, nil
 }
 
-const refProxyName = "Go ReverseProxy (ref)"
+// stageTable adds the per-stage cost of the gateway's REST data plane: the
+// Go benchmarks of internal/gateway (bench_test.go), pinned as the servers
+// are. A failure to run them is a note, not a failed scenario.
+func stageTable(ctx context.Context, env *harness.Env, res *harness.Result) {
+	n := harness.Pick(env, 5000, 1000)
+	benches, err := env.GoBenchmarks(ctx, "./internal/gateway", "^Benchmark(Stage|Direct|Load)", fmt.Sprintf("%dx", n), 5*time.Minute)
+	if err != nil {
+		res.Notes = append(res.Notes, fmt.Sprintf("The per-stage Go benchmarks did not run: %v", err))
+		return
+	}
+	rows := [][]string{}
+	for _, b := range benches {
+		res.Figures["stage."+b.Name+".nsPerOp"] = b.NsPerOp
+		rows = append(rows, []string{b.Name, harness.F(b.NsPerOp / 1000), harness.F(b.BytesPerOp), harness.F(b.AllocsPerOp)})
+	}
+	res.Tables = append(res.Tables, harness.Table{
+		Caption: fmt.Sprintf("Cost per stage of a request through the gateway (`go test -bench '^Benchmark(Stage|Direct|Load)' ./internal/gateway`, %d iterations each, pinned to the server CPUs; client, server and replica share the process): "+
+			"StageAuth is the auth stage with a cached token, StageRoute the route lookup among 1,000 deployments and the pick of a replica, StageBody reading a body within the limits and the budget, "+
+			"StageUpstream the request to a replica and its answer, StageServer a whole request from a client through the front server, and StageServerAuth the same with a predict token; "+
+			"Direct is the client to the replica alone, so StageServer minus Direct is what the gateway adds to one request. "+
+			"LoadGateway is the front server and the gateway (auth on) under 32 concurrent clients in front of a minimal fasthttp replica, LoadRef a bare fasthttp proxy in its place: their difference is what the gateway adds at throughput.", n),
+		Header: []string{"Stage", "µs/op", "B/op", "allocs/op"},
+		Rows:   rows,
+	})
+}
+
+const (
+	refProxyName  = "Go ReverseProxy (ref)"
+	fastProxyName = "fasthttp proxy (ref)"
+)
 
 // startRefProxy builds and starts bench/cmd/refproxy in front of upstream
 // and returns its base URL.
-func startRefProxy(ctx context.Context, env *harness.Env, upstream string) (string, error) {
+func startRefProxy(ctx context.Context, env *harness.Env, upstream, impl string) (string, error) {
 	bin := filepath.Join(env.Work, "refproxy")
 	if err := harness.BuildGo(ctx, env.Root, "./bench/cmd/refproxy", bin, env.Out); err != nil {
 		return "", err
@@ -182,7 +232,7 @@ func startRefProxy(ctx context.Context, env *harness.Env, upstream string) (stri
 		return "", err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := env.Start(harness.StartOptions{Name: "refproxy", Dir: env.Work}, bin, "-listen", addr, "-upstream", upstream)
+	p, err := env.Start(harness.StartOptions{Name: "refproxy-" + impl, Dir: env.Work}, bin, "-listen", addr, "-upstream", upstream, "-impl", impl)
 	if err != nil {
 		return "", err
 	}

@@ -336,7 +336,7 @@ func TestCLIScale(t *testing.T) {
 	}{
 		{name: "min and max", args: []string{"--min", "1", "--max", "6"}, wantOut: "deployment/diabetes scaled (min 1, max 6)\n", min: 1, max: 6},
 		{name: "max only", args: []string{"--max", "9"}, wantOut: "deployment/diabetes scaled (min 0, max 9)\n", min: 0, max: 9},
-		{name: "replicas", args: []string{"--replicas", "3"}, wantOut: "deployment/diabetes scaled (min 3, max 3)\n", min: 3, max: 3},
+		{name: "replicas pins", args: []string{"--replicas", "3"}, wantOut: "deployment/diabetes pinned at 3 replicas: the autoscaler is off until `ebb scale diabetes --auto`\n", min: 0, max: 4},
 		{name: "min zero", args: []string{"--min", "0"}, wantOut: "deployment/diabetes scaled (min 0, max 4)\n", min: 0, max: 4},
 		{name: "no flag", wantErr: "nothing to change", min: 0, max: 4},
 		{name: "replicas with min", args: []string{"--replicas", "2", "--min", "1"}, wantErr: "use it alone", min: 0, max: 4},

@@ -6,14 +6,21 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
+	// Ctrl-C cancels the command's context: a watch or a followed log ends
+	// cleanly; `ebb up` drains.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := newRootCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
@@ -26,18 +33,25 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	addGlobalFlags(root)
 	root.AddCommand(
 		newUpCmd(),
 		newReplicaCmd(),
 		newDeployCmd(),
 		newGetCmd(),
+		newDescribeCmd(),
+		newLogsCmd(),
+		newRolloutCmd(),
 		newScaleCmd(),
 		newDeleteCmd(),
 		newPredictCmd(),
-		newOperatorCmd(),
-		newGatewayCmd(),
+		newClusterCmd("operator", "Run the Kubernetes operator: ModelDeployments to replica pods, scaled 0:N"),
+		newClusterCmd("gateway", "Run the in-cluster data plane: OIP v2 for every ModelDeployment of a namespace"),
 		newModelsCmd(),
 		newPauseCmd(),
+		newConfigCmd(),
+		newVersionCmd(),
+		newTokensCmd(),
 	)
 	return root
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebb-ml/ebb/internal/api"
+	"github.com/ebb-ml/ebb/internal/apiclient"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/registry"
 )
@@ -27,6 +29,8 @@ func newModelsCmd() *cobra.Command {
   ebb models show diabetes             # versions, aliases and states
   ebb models show diabetes@champion    # one version with its lineage
   ebb models alias diabetes champion 2
+  ebb models tag diabetes:2 stage=prod
+  ebb models delete diabetes:1         # refused while an alias or deployment uses it
   ebb models import-mlflow ./mlruns/0/RUN/artifacts/model --name diabetes`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
@@ -39,6 +43,8 @@ func newModelsCmd() *cobra.Command {
 		newModelsAliasCmd(&output),
 		newModelsPushCmd(&output),
 		newModelsImportCmd(&output),
+		newModelsTagCmd(&output),
+		newModelsDeleteCmd(),
 	)
 	return cmd
 }
@@ -54,19 +60,9 @@ func newModelsListCmd(output *string) *cobra.Command {
 			if err := checkOutput(*output); err != nil {
 				return err
 			}
-			c := newAPIClient(cmd)
-			var all []registry.Model
-			after := ""
-			for {
-				page, err := c.ListModels(cmd.Context(), registry.ListOptions{Prefix: prefix, After: after, Limit: min(limit-len(all), 1000)})
-				if err != nil {
-					return err
-				}
-				all = append(all, page.Items...)
-				if page.Next == "" || len(all) >= limit {
-					break
-				}
-				after = page.Next
+			all, err := allModels(cmd.Context(), newAPIClient(cmd), prefix, limit)
+			if err != nil {
+				return err
 			}
 			now := time.Now()
 			return writeOutput(cmd.OutOrStdout(), *output, api.ModelList{Items: all}, func(w io.Writer) error {
@@ -102,54 +98,57 @@ func newModelsShowCmd(output *string) *cobra.Command {
 		Short: "Show a model's versions and aliases, or one version with its lineage",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(*output); err != nil {
+			if err := checkOutputWide(*output); err != nil {
 				return err
 			}
-			c := newAPIClient(cmd)
-			ctx := cmd.Context()
-			w := cmd.OutOrStdout()
-			now := time.Now()
-			if ref, ok := registry.ParseRef(args[0]); ok {
-				n := ref.Version
-				if ref.Alias != "" {
-					a, err := c.GetAlias(ctx, ref.Model, ref.Alias)
-					if err != nil {
-						return err
-					}
-					n = a.Version
-				}
-				v, err := c.GetVersion(ctx, ref.Model, n)
-				if err != nil {
-					return err
-				}
-				aliases, err := c.ListAliases(ctx, ref.Model)
-				if err != nil {
-					return err
-				}
-				return writeOutput(w, *output, v, func(w io.Writer) error {
-					return writeVersionDetail(w, v, aliasesOf(aliases)[v.Version], now)
-				})
-			}
-			if err := registry.ValidateName("model name", args[0]); err != nil {
-				return fmt.Errorf("%v: write NAME, NAME:VERSION or NAME@ALIAS", err)
-			}
-			m, err := c.GetModel(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			vs, err := c.AllVersions(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			out := struct {
-				api.ModelDetail
-				Versions []registry.Version `json:"versions"`
-			}{m, vs}
-			return writeOutput(w, *output, out, func(w io.Writer) error {
-				return writeModelDetail(w, m, vs, now)
-			})
+			return showModel(cmd.Context(), newAPIClient(cmd), cmd.OutOrStdout(), *output, args[0], *output == outputWide)
 		},
 	}
+}
+
+// showModel writes a model with its versions and aliases, or for
+// NAME:VERSION or NAME@ALIAS one version with its lineage.
+func showModel(ctx context.Context, c *apiclient.Client, w io.Writer, output, arg string, wide bool) error {
+	now := time.Now()
+	if ref, ok := registry.ParseRef(arg); ok {
+		n := ref.Version
+		if ref.Alias != "" {
+			a, err := c.GetAlias(ctx, ref.Model, ref.Alias)
+			if err != nil {
+				return err
+			}
+			n = a.Version
+		}
+		v, err := c.GetVersion(ctx, ref.Model, n)
+		if err != nil {
+			return err
+		}
+		aliases, err := c.ListAliases(ctx, ref.Model)
+		if err != nil {
+			return err
+		}
+		return writeOutput(w, output, v, func(w io.Writer) error {
+			return writeVersionDetail(w, v, aliasesOf(aliases)[v.Version], now)
+		})
+	}
+	if err := registry.ValidateName("model name", arg); err != nil {
+		return fmt.Errorf("%v: write NAME, NAME:VERSION or NAME@ALIAS", err)
+	}
+	m, err := c.GetModel(ctx, arg)
+	if err != nil {
+		return err
+	}
+	vs, err := c.AllVersions(ctx, arg)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		api.ModelDetail
+		Versions []registry.Version `json:"versions"`
+	}{m, vs}
+	return writeOutput(w, output, out, func(w io.Writer) error {
+		return writeModelDetail(w, m, vs, now, wide)
+	})
 }
 
 // aliasesOf maps versions to the names of the aliases pointing at them.
@@ -161,7 +160,7 @@ func aliasesOf(as []registry.Alias) map[int][]string {
 	return out
 }
 
-func writeModelDetail(w io.Writer, m api.ModelDetail, vs []registry.Version, now time.Time) error {
+func writeModelDetail(w io.Writer, m api.ModelDetail, vs []registry.Version, now time.Time, wide bool) error {
 	fmt.Fprintf(w, "Model:       %s\n", m.Name)
 	if m.Description != "" {
 		fmt.Fprintf(w, "Description: %s\n", m.Description)
@@ -173,21 +172,29 @@ func writeModelDetail(w io.Writer, m api.ModelDetail, vs []registry.Version, now
 	}
 	byVersion := aliasesOf(m.Aliases)
 	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "VERSION\tALIASES\tSTATE\tENGINE\tSHA256\tSIZE\tCREATED\tLAST USED\tSOURCE")
+	header := []string{"VERSION", "ALIASES", "STATE", "ENGINE", "SHA256", "SIZE", "CREATED", "LAST USED", "SOURCE"}
+	if wide {
+		header = append(header, "TAGS", "METRICS")
+	}
+	var rows [][]string
 	var warned []string
 	for _, v := range vs {
 		used := "never"
 		if !v.LastUsedAt.IsZero() {
 			used = age(now, v.LastUsedAt) + " ago"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, orNone(strings.Join(byVersion[v.Version], ",")),
-			v.State, v.Engine, shortSum(v.SHA256), humanBytes(v.Size), age(now, v.CreatedAt), used, orNone(v.Lineage.Source))
+		row := []string{strconv.Itoa(v.Version), orNone(strings.Join(byVersion[v.Version], ",")),
+			string(v.State), v.Engine, shortSum(v.SHA256), humanBytes(v.Size), age(now, v.CreatedAt), used, orNone(v.Lineage.Source)}
+		if wide {
+			row = append(row, orNone(joinMap(v.Tags, func(s string) string { return s })),
+				orNone(joinMap(v.Lineage.Metrics, func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) })))
+		}
+		rows = append(rows, row)
 		if v.State == registry.StateWarned {
 			warned = append(warned, strconv.Itoa(v.Version))
 		}
 	}
-	if err := tw.Flush(); err != nil {
+	if err := writeRows(w, header, rows); err != nil {
 		return err
 	}
 	if len(warned) > 0 {
@@ -265,20 +272,6 @@ func shortSum(s string) string {
 		return s[:12]
 	}
 	return orNone(s)
-}
-
-// humanBytes formats n as 512B, 1.2KB, 3.4MB...
-func humanBytes(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%cB", float64(n)/float64(div), "kMGTPE"[exp])
 }
 
 func newModelsAliasCmd(output *string) *cobra.Command {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,8 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebb-ml/ebb/internal/api"
-	"github.com/ebb-ml/ebb/internal/artifact"
-	"github.com/ebb-ml/ebb/internal/registry"
 	"github.com/ebb-ml/ebb/internal/registry/mlflow"
 )
 
@@ -153,49 +149,3 @@ func currentUser() string {
 	}
 	return os.Getenv("USER")
 }
-
-// validateModel is the registry's push-time check for `ebb up`: it loads
-// the model with the engines this binary embeds (trees, onnx, echo), as a
-// replica would, and returns its signature. Engines that run outside the
-// process (python, http) are not checked here: their models are checked
-// when a replica first loads them.
-func validateModel(ctx context.Context, engineName, path string) (registry.Signature, error) {
-	switch engineName {
-	case "trees", "onnx", "echo":
-	default:
-		return registry.Signature{}, nil
-	}
-	m, err := loadModel(engineName, path)
-	if err != nil {
-		if inner := errors.Unwrap(err); inner != nil {
-			err = inner // drop loadModel's "engine NAME: ", which the registry adds
-		}
-		return registry.Signature{}, err
-	}
-	if c, ok := m.(io.Closer); ok {
-		defer c.Close()
-	}
-	md := m.Metadata()
-	return registry.Signature{Inputs: md.Inputs, Outputs: md.Outputs}, nil
-}
-
-// registryArtifacts adapts an artifact.Store to the registry's
-// ArtifactStore and ArtifactDeleter: every read is verified against the
-// expected SHA-256.
-type registryArtifacts struct{ s artifact.Store }
-
-var (
-	_ registry.ArtifactStore   = registryArtifacts{}
-	_ registry.ArtifactDeleter = registryArtifacts{}
-)
-
-func (a registryArtifacts) Put(ctx context.Context, r io.Reader) (string, string, int64, error) {
-	ref, err := a.s.Put(ctx, r)
-	return ref.URI, ref.SHA256, ref.Size, err
-}
-
-func (a registryArtifacts) Open(ctx context.Context, uri, sha256 string) (io.ReadCloser, error) {
-	return artifact.OpenVerified(ctx, a.s, uri, sha256)
-}
-
-func (a registryArtifacts) Delete(ctx context.Context, uri string) error { return a.s.Delete(ctx, uri) }

@@ -15,6 +15,7 @@ import (
 	"github.com/ebb-ml/ebb/examples/diabetes"
 	"github.com/ebb-ml/ebb/internal/api"
 	"github.com/ebb-ml/ebb/internal/artifact/file"
+	"github.com/ebb-ml/ebb/internal/home"
 	"github.com/ebb-ml/ebb/internal/registry"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store/sqlite"
@@ -39,7 +40,7 @@ func newModelsCLIEnv(t *testing.T) *modelsCLIEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := registry.NewService(st, registryArtifacts{arts}, registry.Options{Validator: validateModel})
+	svc := registry.NewService(st, home.Artifacts{Store: arts}, registry.Options{Validator: home.ValidateModel})
 	h := api.New(st, &cliController{statuses: map[string]serving.Status{}}, nil)
 	h.MountModels(svc)
 	srv := httptest.NewServer(h)

@@ -4,27 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/ebb-ml/ebb/examples/diabetes"
 	"github.com/ebb-ml/ebb/internal/activator"
 	"github.com/ebb-ml/ebb/internal/api"
+	"github.com/ebb-ml/ebb/internal/auth"
+	"github.com/ebb-ml/ebb/internal/certs"
 	"github.com/ebb-ml/ebb/internal/control"
+	"github.com/ebb-ml/ebb/internal/drain"
 	"github.com/ebb-ml/ebb/internal/gateway"
-	"github.com/ebb-ml/ebb/internal/registry"
+	"github.com/ebb-ml/ebb/internal/home"
+	"github.com/ebb-ml/ebb/internal/logging"
 	"github.com/ebb-ml/ebb/internal/replica/process"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
-	"github.com/ebb-ml/ebb/internal/store/postgres"
-	"github.com/ebb-ml/ebb/internal/store/sqlite"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -36,6 +38,7 @@ var version = "dev"
 
 type upOptions struct {
 	addr         string
+	adminAddr    string // admin API's own address; empty: on addr
 	dataDir      string
 	demo         bool
 	holdTimeout  time.Duration
@@ -45,7 +48,18 @@ type upOptions struct {
 	storeDSN     string // PostgreSQL store; empty: SQLite in dataDir
 	grpcAddr     string // OIP v2 gRPC gateway; empty: off
 	grpcAddrSet  bool   // --grpc-addr given: failing to listen on it is fatal
-	registryOptions
+
+	authMode     string   // --auth: on or off
+	infAuth      string   // --inference-auth: auto or on
+	allowedHosts []string // --allowed-hosts: more Host names the admin API answers
+
+	registry       home.RegistryOptions
+	upLogOptions                  // up_logs.go
+	upLimits                      // limits.go
+	oidc           auth.OIDCFlags // --oidc-*
+	tls            certs.Files    // --tls-*
+	replicaSecrets bool           // --replica-secrets
+	replicaBinary  string         // --replica-binary (up_replica.go)
 }
 
 func newUpCmd() *cobra.Command {
@@ -68,6 +82,7 @@ request to try.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address for the gateway, admin API (/v1) and metrics (/metrics)")
+	f.StringVar(&o.adminAddr, "admin-addr", "", "address for the admin API (/v1) alone, apart from inference on --addr (which then answers /v1 with 404); default: the admin API is on --addr")
 	f.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:8081", `address for the OIP v2 gRPC API (KServe/Triton GRPCInferenceService); "" disables it`)
 	f.StringVar(&o.dataDir, "data-dir", ".ebb", "directory for the store, replica logs and demo files")
 	f.StringVar(&o.storeDSN, "store-dsn", "", "PostgreSQL URL (postgres://user:password@host:5432/db) of a shared store to use instead of SQLite in --data-dir; default $EBB_STORE_DSN")
@@ -76,33 +91,66 @@ request to try.`,
 	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment; more get 503 with Retry-After")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown or scale-down")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	addRegistryFlags(f, &o.registryOptions)
+	f.StringVar(&o.authMode, "auth", "on", "on: the admin API needs a token (DATA-DIR/admin.token is one), and inference and /metrics do too unless their address is loopback; off: no tokens anywhere (only behind a proxy that authenticates)")
+	f.StringVar(&o.infAuth, "inference-auth", "auto", "auto: inference needs a token with predict:NAME unless its address is loopback; on: on loopback too (a machine shared with users who must not call every model); ignored with --auth=off")
+	f.StringSliceVar(&o.allowedHosts, "allowed-hosts", nil, "more Host names (host or host:port) the admin API answers besides its listen address, such as the name a proxy forwards; browsers' Origin must be one of these or the Host itself")
+	o.registry.AddFlags(f)
+	addUpLogFlags(f, &o.upLogOptions)
+	addUpLimitFlags(f, &o.upLimits)
+	o.oidc.AddFlags(f)
+	o.tls.AddFlags(f)
+	addReplicaBinaryFlag(f, &o.replicaBinary)
+	f.BoolVar(&o.replicaSecrets, "replica-secrets", true, "replicas serve only requests that carry a per-replica secret the gateway adds (health checks excepted); false lets any user of this machine call replica ports directly (benchmarks only)")
 	return cmd
 }
 
 func runUp(ctx context.Context, o upOptions) error {
-	log, err := newUpLogger(o.logLevel)
+	log, err := logging.New(o.logLevel)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	st, err := openUpStore(ctx, o)
+	st, err := home.OpenStore(ctx, o.storeDSN, o.dataDir)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	backend, err := process.New(process.Options{LogDir: filepath.Join(o.dataDir, "logs")})
+	ua, err := newUpAuth(ctx, o, st, log)
 	if err != nil {
 		return err
 	}
-
+	stls, err := o.tls.Server(log)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	routes := &routing.Table{}
 	var ctl *control.Controller
-	models, err := newModelRegistry(o.registryOptions, o.dataDir, st, reg, log, func(model string) { ctl.NotifyModel(model) })
+	models, err := home.NewRegistry(o.registry, o.dataDir, st, reg, log, func(model string) { ctl.NotifyModel(model) })
+	if err != nil {
+		return err
+	}
+	replicaCmd, err := replicaCommand(o.replicaBinary, log)
+	if err != nil {
+		return err
+	}
+	// Replicas fetch registry artifacts themselves, through the host cache.
+	backend, err := process.New(process.Options{
+		Command:      replicaCmd,
+		LogDir:       filepath.Join(o.dataDir, "logs"),
+		LogMaxBytes:  o.logMaxBytes,
+		LogKeep:      o.logKeep,
+		LogRetention: o.logRetention,
+		NoSecrets:    !o.replicaSecrets,
+		ReplicaArgs:  o.upLimits.replicaArgs(),
+		Env: []string{
+			artifactCacheEnv + "=" + models.CacheDir,
+			artifactCacheMaxEnv + "=" + strconv.FormatInt(models.CacheMaxBytes, 10),
+		},
+	})
 	if err != nil {
 		return err
 	}
@@ -110,14 +158,19 @@ func runUp(ctx context.Context, o upOptions) error {
 		Logger:       log,
 		Metrics:      control.NewMetrics(reg),
 		DrainTimeout: o.drainTimeout,
-		Resolver:     models.resolver,
+		Resolver:     models.Resolver,
+
+		MaxReplicasTotal: o.maxReplicasTotal,
 	})
 	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, Registerer: reg})
 	gwOpts := gateway.Options{
-		HoldTimeout: o.holdTimeout,
-		Logger:      log,
-		Metrics:     gateway.NewMetrics(reg),
-		Version:     version,
+		HoldTimeout:      o.holdTimeout,
+		MaxBufferedBytes: o.maxBufferedBytes,
+		Budget:           &gateway.BodyBudget{}, // shared by REST and gRPC
+		Limits:           o.limits,
+		Logger:           log,
+		Metrics:          gateway.NewMetrics(reg),
+		Version:          version,
 		Ready: func() bool {
 			select {
 			case <-ctl.Loaded():
@@ -127,19 +180,52 @@ func runUp(ctx context.Context, o upOptions) error {
 			}
 		},
 	}
+	grpcOpts := gwOpts
+	grpcOpts.TLS = stls.GRPCConfig()
+	gwOpts.Auth, grpcOpts.Auth = ua.inference(o.addr), ua.inference(o.grpcAddr)
+	switch o.infAuth {
+	case "auto", "":
+	case "on":
+		if !ua.off {
+			gwOpts.Auth, grpcOpts.Auth = ua.authn, ua.authn
+			log.Info("auth: inference needs a token with predict:NAME on every address (--inference-auth=on)")
+		}
+	default:
+		return fmt.Errorf("invalid --inference-auth %q: use auto (the default) or on", o.infAuth)
+	}
 	gw := gateway.New(routes, act, gwOpts)
+	// The front server serves the gateway's routes itself (OIP v2 and the
+	// OpenAI API, /v1/chat/completions and the like included) and the rest
+	// here: the admin API and /metrics.
 	mux := http.NewServeMux()
-	admin := api.New(st, ctl, log)
-	admin.MountModels(models.svc)
-	mux.Handle("/v1/", admin)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("/", gw)
+	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: st, Meters: routes, Models: models.Service,
+		Event: ctl.RecordEvent, Notify: ctl.Notify}, log)
+	admin := home.NewAdminAPI(home.AdminParts{Store: st, Ctl: ctl, Models: models.Service, Events: ctl, Logs: ctl, Home: api.HomeUp,
+		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts}, log)
+	admin.ConfineModelPaths(o.modelPaths(o.dataDir))
+	var adm *adminServer
+	if o.adminAddr != "" {
+		if adm, err = listenAdmin(o, ua.admin(admin), stls); err != nil {
+			return err
+		}
+		defer adm.ln.Close()
+		mux.Handle("/v1/", adminElsewhere())
+	} else {
+		mux.Handle("/v1/", ua.admin(admin))
+	}
+	mux.Handle("GET /metrics", ua.metrics(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w (is another ebb running? pick another address with --addr)", o.addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if adm != nil {
+		ua.listening(adm.addr())
+	} else {
+		ua.listening(ln.Addr().String())
+	}
+	srv := gateway.NewServer(gw, mux) // keep-alive connections close gracefully on SIGTERM
+	ln = stls.HTTPListener(gw.Listener(ln))
 	var grpcLn net.Listener
 	if o.grpcAddr != "" {
 		if grpcLn, err = net.Listen("tcp", o.grpcAddr); err != nil && o.grpcAddrSet {
@@ -156,14 +242,22 @@ func runUp(ctx context.Context, o upOptions) error {
 	defer stopCtl()
 	ctlDone := make(chan error, 1)
 	go func() { ctlDone <- ctl.Run(ctlCtx) }()
-	go models.svc.RunRetirement(ctlCtx, o.retireEvery, ctl.InUse, o.retire)
+	go models.Service.RunRetirement(ctlCtx, o.registry.RetireEvery, home.RetireUsage(ctl.InUse, st), o.registry.Retire)
+	go rollouts.Run(ctlCtx)
+	go stls.Run(ctlCtx)
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
+	adminBase := stls.Scheme() + "://" + ln.Addr().String()
+	if adm != nil {
+		go adm.serve()
+		adminBase = stls.Scheme() + "://" + adm.addr()
+		log.Info("admin API listening", "addr", adminBase)
+	}
 	// The gRPC gateway drains by itself when ctx ends (SIGTERM).
 	grpcDone := make(chan error, 1)
 	if grpcLn != nil {
 		log.Info("gRPC gateway listening", "addr", grpcLn.Addr().String())
-		go func() { grpcDone <- gateway.NewGRPC(routes, act, gwOpts).Serve(ctx, grpcLn, o.drainTimeout) }()
+		go func() { grpcDone <- gateway.NewGRPC(routes, act, grpcOpts).Serve(ctx, grpcLn, o.drainTimeout) }()
 	} else {
 		grpcDone <- nil
 	}
@@ -174,26 +268,41 @@ func runUp(ctx context.Context, o upOptions) error {
 		srv.Close()
 		return err
 	}
-	base := "http://" + ln.Addr().String()
+	// After Loaded: the replicas to recover are known and their logs kept.
+	go maintainReplicaLogs(ctlCtx, backend, log)
+	base := stls.Scheme() + "://" + ln.Addr().String()
 	log.Info("ebb is up", "addr", base, "dataDir", o.dataDir, "version", version)
 	if o.demo {
-		if err := deployDemo(ctx, st, ctl, o.dataDir, base); err != nil {
+		if err := deployDemo(ctx, st, ctl, o.dataDir, base, adminBase, ua); err != nil {
 			log.Error("demo deployment failed", "err", err)
 		}
 	}
 
+	var admDone chan error // nil without --admin-addr: never ready
+	if adm != nil {
+		admDone = adm.done
+	}
 	select {
 	case <-ctx.Done():
 	case err := <-srvDone:
 		stopCtl()
 		<-ctlDone
 		return fmt.Errorf("gateway stopped: %w", err)
+	case err := <-admDone:
+		stopCtl()
+		<-ctlDone
+		return fmt.Errorf("admin API stopped: %w", err)
 	}
 	log.Info("shutting down: draining in-flight requests", "timeout", o.drainTimeout)
 	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(drainCtx); err != nil {
+	if err := srv.Shutdown(drainCtx, drain.KeepAliveGrace); err != nil {
 		log.Warn("gateway drain incomplete", "err", err)
+	}
+	if adm != nil {
+		if err := adm.shutdown(drainCtx); err != nil {
+			log.Warn("admin API drain incomplete", "err", err)
+		}
 	}
 	if err := <-grpcDone; err != nil {
 		log.Warn("gRPC gateway drain incomplete", "err", err)
@@ -205,36 +314,6 @@ func runUp(ctx context.Context, o upOptions) error {
 	return err
 }
 
-// upStore is what ebb up needs of its store; the SQLite and PostgreSQL
-// stores both provide it.
-type upStore interface {
-	control.Store
-	api.Store
-	registry.Store
-	Close() error
-}
-
-// openUpStore opens the PostgreSQL store named by --store-dsn or
-// $EBB_STORE_DSN, else the SQLite store in the data dir.
-func openUpStore(ctx context.Context, o upOptions) (upStore, error) {
-	dsn := o.storeDSN
-	if dsn == "" {
-		dsn = os.Getenv("EBB_STORE_DSN")
-	}
-	if dsn != "" {
-		st, err := postgres.Open(ctx, dsn)
-		if err != nil {
-			return nil, err
-		}
-		return st, nil
-	}
-	st, err := sqlite.Open(ctx, filepath.Join(o.dataDir, "ebb.db"))
-	if err != nil {
-		return nil, err
-	}
-	return st, nil
-}
-
 // demoStore is what the demo needs to create its deployment.
 type demoStore interface {
 	CreateDeployment(ctx context.Context, d serving.Deployment) (serving.Deployment, error)
@@ -242,7 +321,7 @@ type demoStore interface {
 
 // deployDemo writes the bundled diabetes model into the data dir, deploys it
 // unless a deployment of that name exists, and prints a request to try.
-func deployDemo(ctx context.Context, st demoStore, ctl *control.Controller, dataDir, base string) error {
+func deployDemo(ctx context.Context, st demoStore, ctl *control.Controller, dataDir, base, adminBase string, ua *upAuth) error {
 	dir, err := filepath.Abs(filepath.Join(dataDir, "demo"))
 	if err != nil {
 		return err
@@ -271,38 +350,18 @@ func deployDemo(ctx context.Context, st demoStore, ctl *control.Controller, data
 		return err
 	}
 	ctl.Notify(d.Name)
+	curlAuth, cliEnv := ua.demoHints(dataDir)
 	fmt.Printf(`
 ebb is serving the demo deployment "diabetes" (XGBoost, scaled to zero until the first request).
 Try it:
 
-  curl -s -X POST %s/v2/models/diabetes/infer -H 'Content-Type: application/json' -d @%s
+  curl -s -X POST %s/v2/models/diabetes/infer -H 'Content-Type: application/json'%s -d @%s
 
-  go run ./cmd/ebb get deployments diabetes --server %s    # replicas, cold-start phases
-  curl -s %s/metrics | grep ebb_    # Prometheus metrics
+  %sgo run ./cmd/ebb get deployments diabetes --server %s    # replicas, cold-start phases
+  curl -s%s %s/metrics | grep ebb_    # Prometheus metrics
 
 Press Ctrl-C to stop; replicas are drained and stopped.
 
-`, base, req, base, base)
+`, base, curlAuth, req, cliEnv, adminBase, curlAuth, base)
 	return nil
-}
-
-// newUpLogger logs JSON when stderr is not a terminal, text otherwise.
-func newUpLogger(level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	var h slog.Handler = slog.NewJSONHandler(os.Stderr, opts)
-	if isTerminal(os.Stderr) {
-		h = slog.NewTextHandler(os.Stderr, opts)
-	}
-	l := slog.New(h)
-	slog.SetDefault(l)
-	return l, nil
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -1,10 +1,12 @@
 """The class ebb's python engine serves for this example (spec.python.class
 "model.py:Model"): it loads the pipeline train.py fitted and predicts with it.
 
-ebb's shim calls Model().load(path) once, with the absolute path of
-spec.model (model.joblib), then predict(inputs) for every request, where
-inputs maps each OIP v2 input name to a numpy array shaped as the request
-declared. It answers with the arrays predict returns.
+ebb's python engine runs it in worker processes: each calls
+Model().load(path) once, with the absolute path of spec.model
+(model.joblib), then predict(inputs) for the requests ebb's server hands it,
+where inputs maps each OIP v2 input name to a numpy array shaped as the
+request declared (with spec.batching, the rows of several requests at once).
+The server answers with the arrays predict returns.
 """
 
 import joblib
@@ -28,10 +30,6 @@ def to_matrix(features, clinic):
 
 
 class Model:
-    # scikit-learn's predict only reads the fitted pipeline, so concurrent
-    # requests may call it at once.
-    thread_safe = True
-
     def load(self, path):
         self.pipeline = joblib.load(path)
 
@@ -48,6 +46,7 @@ class Model:
     def predict(self, inputs):
         features, clinic = inputs["features"], inputs["clinic"]
         if len(features) != len(clinic):
-            raise ValueError(
-                "features has %d rows but clinic has %d: send one clinic per row" % (len(features), len(clinic)))
+            e = ValueError("features has %d rows but clinic has %d: send one clinic per row" % (len(features), len(clinic)))
+            e.http_status = 400  # the request's fault: ebb answers 400, not 500
+            raise e
         return {"predict": self.pipeline.predict(to_matrix(features, clinic))}

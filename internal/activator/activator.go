@@ -1,6 +1,8 @@
 // Package activator holds requests for a deployment that has no ready
 // replica, wakes the autoscaler, and releases each request as soon as a
-// replica is routed, so scaling to zero drops nothing.
+// replica is routed, so scaling to zero drops nothing. A deployment its
+// owner pinned at zero (routing.Route.ScaledToZero) is the exception: its
+// requests fail at once with ErrScaledToZero and nothing is woken.
 //
 // The hold is bounded twice: a per-deployment queue limit, and a deadline per
 // request (the smaller of Options.Timeout and the request context's own).
@@ -29,6 +31,10 @@ var (
 	ErrQueueFull = errors.New("too many requests waiting for a replica")
 	// ErrTimeout means no replica became ready within the hold timeout.
 	ErrTimeout = errors.New("timed out waiting for a replica")
+	// ErrScaledToZero means the deployment's owner pinned it at zero
+	// replicas (spec.replicas: 0): the request is refused at once and the
+	// deployment is not woken.
+	ErrScaledToZero = errors.New("deployment scaled to zero by its owner")
 )
 
 // FailedError means the deployment cannot start replicas; Reason says why.
@@ -108,6 +114,9 @@ func (a *Activator) Wait(ctx context.Context, deployment string) (*routing.Route
 	if len(r.Endpoints) > 0 {
 		return r, nil
 	}
+	if r.ScaledToZero {
+		return nil, ErrScaledToZero
+	}
 	if !a.enqueue(deployment) {
 		return nil, fmt.Errorf("%w (%d held for %q)", ErrQueueFull, a.opts.MaxQueue, deployment)
 	}
@@ -118,6 +127,9 @@ func (a *Activator) Wait(ctx context.Context, deployment string) (*routing.Route
 	for {
 		if r.Failure != "" {
 			return nil, &FailedError{Reason: r.Failure}
+		}
+		if r.ScaledToZero {
+			return nil, ErrScaledToZero
 		}
 		a.waker.Wake(deployment)
 		select {

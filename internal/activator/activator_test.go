@@ -121,6 +121,13 @@ func TestWaitBounds(t *testing.T) {
 			want: func(err error) bool { return errors.Is(err, ErrNotFound) },
 		},
 		{
+			name: "owner pins it at zero",
+			act: func(_ *testing.T, tab *routing.Table, _ *clocktesting.FakeClock, _ context.CancelFunc) {
+				tab.Publish(routing.Route{Deployment: "m", ScaledToZero: true})
+			},
+			want: func(err error) bool { return errors.Is(err, ErrScaledToZero) },
+		},
+		{
 			name: "deployment fails to start",
 			act: func(_ *testing.T, tab *routing.Table, _ *clocktesting.FakeClock, _ context.CancelFunc) {
 				tab.Publish(routing.Route{Deployment: "m", Failure: "model.json: not an XGBoost model"})
@@ -151,6 +158,28 @@ func TestWaitBounds(t *testing.T) {
 				t.Errorf("QueueDepth = %d after the request left; want 0", d)
 			}
 		})
+	}
+}
+
+// TestWaitScaledToZero checks that a deployment pinned at zero refuses
+// requests at once, without holding them or waking anything, and that a
+// replica still routed (draining after the pin) is used.
+func TestWaitScaledToZero(t *testing.T) {
+	var tab routing.Table
+	tab.Publish(routing.Route{Deployment: "m", ScaledToZero: true})
+	w := newWakes()
+	a := New(&tab, w, Options{Clock: clocktesting.NewFakeClock(time.Now())})
+	if _, err := a.Wait(context.Background(), "m"); !errors.Is(err, ErrScaledToZero) {
+		t.Fatalf("Wait = %v; want ErrScaledToZero", err)
+	}
+	if w.n["m"] != 0 || a.QueueDepth("m") != 0 {
+		t.Errorf("pinned-zero request woke %d times, queue depth %d; want 0, 0", w.n["m"], a.QueueDepth("m"))
+	}
+	r := ready("m")
+	r.ScaledToZero = true
+	tab.Publish(r)
+	if got, err := a.Wait(context.Background(), "m"); err != nil || len(got.Endpoints) != 1 {
+		t.Errorf("Wait with a routed replica = %v, %v; want the route", got, err)
 	}
 }
 

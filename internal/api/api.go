@@ -20,6 +20,7 @@ import (
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 
+	"github.com/ebb-ml/ebb/internal/registry"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
 )
@@ -52,10 +53,12 @@ type List struct {
 
 // Handler serves the admin API v1. It is safe for concurrent use.
 type Handler struct {
-	st  Store
-	ctl Controller
-	log *slog.Logger
-	mux *http.ServeMux
+	st     Store
+	ctl    Controller
+	log    *slog.Logger
+	mux    *http.ServeMux
+	models modelResolver // nil until MountModels
+	paths  *ModelPaths   // nil until ConfineModelPaths (modelpath.go)
 }
 
 // New returns a Handler over st and ctl that logs to log (nil discards).
@@ -188,8 +191,70 @@ func readDeployment(w http.ResponseWriter, r *http.Request, urlName string) (ser
 	return d, nil
 }
 
+// modelResolver resolves registry references; MountModels sets the
+// registry as one, so that a deployment naming a version that does not
+// exist is refused at once instead of failing later.
+type modelResolver interface {
+	ResolveString(ctx context.Context, ref string) (registry.Version, error)
+}
+
+// checkModel refuses a spec whose model names a registry version that does
+// not resolve, is retired and deleted, or is of another engine than the
+// spec asks for, and a model path outside the confinement of
+// ConfineModelPaths (modelpath.go). A URI is not checked here: the
+// replicas fetch it.
+//
+// Every target of a traffic split is checked as its own spec: a split may
+// not reach a model the deployment itself could not name.
+func (h *Handler) checkModel(ctx context.Context, spec serving.Spec) error {
+	for _, t := range spec.Tracks("") {
+		if t.Primary {
+			continue
+		}
+		if err := h.checkOneModel(ctx, spec.ForTrack(t)); err != nil {
+			return err
+		}
+	}
+	return h.checkOneModel(ctx, spec)
+}
+
+func (h *Handler) checkOneModel(ctx context.Context, spec serving.Spec) error {
+	if err := h.checkModelPath(spec); err != nil {
+		return err
+	}
+	if h.models == nil {
+		return nil
+	}
+	if _, ok := serving.ParseModelRef(spec.Model); !ok {
+		return nil
+	}
+	v, err := h.models.ResolveString(ctx, spec.Model)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return &apiError{http.StatusBadRequest, codeInvalid, fmt.Sprintf(
+			"invalid deployment: spec.model: %s is not in the registry (%v): push it first (ebb models push FILE --name NAME --alias ALIAS), or name a version that exists (ebb models show NAME)", spec.Model, err)}
+	case err != nil:
+		return err
+	case v.State == registry.StatePurged:
+		return &apiError{http.StatusBadRequest, codeInvalid, fmt.Sprintf(
+			"invalid deployment: spec.model: %s is version %d, which was retired and its artifact deleted: push it again or name another version", spec.Model, v.Version)}
+	case spec.Engine != "" && spec.Engine != v.Engine:
+		return &apiError{http.StatusBadRequest, codeInvalid, fmt.Sprintf(
+			"invalid deployment: spec.engine: %q, but %s is a %q model: drop spec.engine or make it match", spec.Engine, spec.Model, v.Engine)}
+	case spec.Engine == "":
+		return checkExec(ctx, spec, v.Engine)
+	}
+	return nil
+}
+
 func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	d, err := readDeployment(w, r, "")
+	if err == nil {
+		err = checkSpecExec(r.Context(), serving.Spec{}, d.Spec)
+	}
+	if err == nil {
+		err = h.checkModel(r.Context(), d.Spec)
+	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -206,12 +271,18 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	d, err := readDeployment(w, r, name)
+	if err == nil {
+		err = h.checkModel(r.Context(), d.Spec)
+	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
 	ctx := r.Context()
 	replace := func(cur *serving.Deployment) error {
+		if err := checkSpecExec(ctx, cur.Spec, d.Spec); err != nil {
+			return err
+		}
 		cur.Spec = d.Spec
 		return nil
 	}
@@ -225,6 +296,10 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 		}
 		if !errors.Is(err, store.ErrNotFound) {
 			h.writeError(w, r, storeError(err, name))
+			return
+		}
+		if err := checkSpecExec(ctx, serving.Spec{}, d.Spec); err != nil {
+			h.writeError(w, r, err)
 			return
 		}
 		created, err := h.st.CreateDeployment(ctx, d)
@@ -277,6 +352,14 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request) {
 		next := serving.Deployment{Name: name, Spec: b.Spec}
 		if err := validate(&next); err != nil {
 			return err
+		}
+		if err := checkSpecExec(r.Context(), cur.Spec, next.Spec); err != nil {
+			return err
+		}
+		if next.Spec.Model != cur.Spec.Model || next.Spec.Engine != cur.Spec.Engine {
+			if err := h.checkModel(r.Context(), next.Spec); err != nil {
+				return err
+			}
 		}
 		cur.Spec = next.Spec
 		return nil

@@ -119,8 +119,8 @@ func TestBadRequests(t *testing.T) {
 		},
 		{
 			name: "patch unknown field", method: "PATCH", path: "/v1/deployments/diabetes",
-			contentType: "application/json", body: `{"spec":{"replicas":2}}`,
-			wantStatus: 400, wantCode: "deployment/invalid", wantMessage: []string{"spec.replicas: unknown field"},
+			contentType: "application/json", body: `{"spec":{"replica":2}}`,
+			wantStatus: 400, wantCode: "deployment/invalid", wantMessage: []string{"spec.replica: unknown field"},
 		},
 		{
 			name: "patch invalid duration", method: "PATCH", path: "/v1/deployments/diabetes",

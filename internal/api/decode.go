@@ -8,8 +8,10 @@ import (
 	"io"
 	"net/http"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
+
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/ebb-ml/ebb/internal/serving"
 )
@@ -61,84 +63,100 @@ func checkJSONObject(data []byte, what string) error {
 }
 
 // decodeDeployment decodes a deployment body strictly: a syntax error is
-// request/malformed, and unknown fields and values of the wrong type or form
-// are one deployment/invalid error that names every such field.
+// request/malformed, and unknown or duplicate fields (names match
+// case-sensitively) and values of the wrong type or form are one
+// deployment/invalid error that names every such field.
 func decodeDeployment(data []byte) (deploymentBody, error) {
 	var b deploymentBody
 	if err := checkJSONObject(data, "request body"); err != nil {
 		return b, err
 	}
-	if fes := checkFields("", data, reflect.TypeFor[deploymentBody]()); len(fes) > 0 {
-		return b, invalid(&serving.ValidationError{Errors: fes})
+	strict, err := sigsjson.UnmarshalStrict(data, &b)
+	if err == nil && len(strict) == 0 {
+		return b, canonical(&b.Spec)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		// checkFields should have caught it; report what the decoder says.
-		return b, &apiError{http.StatusBadRequest, codeInvalid, "invalid deployment: " + strings.TrimPrefix(err.Error(), "json: ")}
+	fes := fieldErrors(strict)
+	if err != nil {
+		fes = valueErrors(nil, data, err)
 	}
-	return b, nil
+	slices.SortStableFunc(fes, func(a, b *serving.FieldError) int { return strings.Compare(a.Field, b.Field) })
+	return deploymentBody{}, invalid(&serving.ValidationError{Errors: fes})
 }
 
-var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
-
-// checkFields reports, with full field paths, every unknown field in data
-// and every value that does not decode into its field of type t. data must
-// be valid JSON.
-func checkFields(path string, data json.RawMessage, t reflect.Type) []*serving.FieldError {
-	if t.Kind() != reflect.Struct || reflect.PointerTo(t).Implements(unmarshalerType) {
-		if err := json.Unmarshal(data, reflect.New(t).Interface()); err != nil {
-			return []*serving.FieldError{{Field: path, Message: valueMessage(err)}}
+// fieldErrors turns sigs.k8s.io/json's strict errors (unknown and
+// duplicate fields) into field errors that say what to do.
+func fieldErrors(strict []error) []*serving.FieldError {
+	var fes []*serving.FieldError
+	for _, err := range strict {
+		fe, ok := err.(sigsjson.FieldError)
+		if !ok {
+			fes = append(fes, &serving.FieldError{Message: err.Error()})
+			continue
 		}
-		return nil
+		msg := "unknown field: check its spelling and case"
+		if strings.HasPrefix(fe.Error(), "duplicate field") {
+			msg = "duplicate field: give it once"
+		}
+		fes = append(fes, &serving.FieldError{Field: fe.FieldPath(), Message: msg})
 	}
-	if bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
-		return nil
+	return fes
+}
+
+// maxValueErrors bounds the problems valueErrors looks for.
+const maxValueErrors = 100
+
+// valueErrors finds every problem in raw, the value at path (JSON object
+// keys from the body's top) in a body whose decoding failed with err, a
+// value that does not decode into its field. The decoder stops at the
+// first such value and says where only for some, so when raw is an object
+// and err is not about raw itself, each of its members is decoded again on
+// its own, nested at its path in an otherwise empty body, and so on down;
+// members that decode report their unknown and duplicate fields.
+func valueErrors(path []string, raw json.RawMessage, err error) []*serving.FieldError {
+	here := []*serving.FieldError{{Field: strings.Join(path, "."), Message: valueMessage(err)}}
+	if ute, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && ute.Field == strings.Join(path, ".") {
+		return here
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(data, &obj); err != nil {
-		return []*serving.FieldError{{Field: path, Message: "must be a JSON object, got " + jsonKind(data)}}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(raw, &members) != nil {
+		return here // not an object: the problem is raw itself
 	}
-	fields := jsonFields(t)
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
+	keys := make([]string, 0, len(members))
+	for k := range members {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
-	var errs []*serving.FieldError
+	slices.Sort(keys)
+	var fes []*serving.FieldError
 	for _, k := range keys {
-		p := k
-		if path != "" {
-			p = path + "." + k
+		if len(fes) >= maxValueErrors {
+			break
 		}
-		ft, ok := fields[k]
-		if !ok {
-			errs = append(errs, &serving.FieldError{Field: p, Message: "unknown field: check its spelling and case"})
-			continue
+		p := append(slices.Clip(path), k)
+		strict, err := sigsjson.UnmarshalStrict(nested(p, members[k]), new(deploymentBody))
+		if err != nil {
+			fes = append(fes, valueErrors(p, members[k], err)...)
+		} else {
+			fes = append(fes, fieldErrors(strict)...)
 		}
-		errs = append(errs, checkFields(p, obj[k], ft)...)
 	}
-	return errs
+	if len(fes) == 0 {
+		return here // each member decodes on its own: raw as a whole does not
+	}
+	return fes
 }
 
-// jsonFields maps the JSON names of t's exported fields to their types.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
-	m := make(map[string]reflect.Type, t.NumField())
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		m[name] = f.Type
+// nested returns a JSON body that is empty but for value at path.
+func nested(path []string, value json.RawMessage) []byte {
+	var b bytes.Buffer
+	for _, k := range path {
+		key, _ := json.Marshal(k)
+		b.WriteByte('{')
+		b.Write(key)
+		b.WriteByte(':')
 	}
-	return m
+	b.Write(value)
+	b.WriteString(strings.Repeat("}", len(path)))
+	return b.Bytes()
 }
 
 // valueMessage turns a decoding error for one value into words for users.
@@ -168,20 +186,19 @@ func typeWords(t reflect.Type) string {
 	return t.String()
 }
 
-func jsonKind(data []byte) string {
-	var v any
-	_ = json.Unmarshal(data, &v)
-	switch v.(type) {
-	case nil:
-		return "null"
-	case string:
-		return "a string"
-	case float64:
-		return "a number"
-	case bool:
-		return "a boolean"
-	case []any:
-		return "a list"
+// canonical rewrites s into the form it has after a JSON round trip, so a
+// stored spec and the spec read back from it are the same: an empty map or
+// list given in a body (`"limits":{}`) is dropped like an absent one rather
+// than kept as a non-nil empty value that marshals differently.
+func canonical(s *serving.Spec) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return &apiError{http.StatusBadRequest, codeInvalid, "invalid deployment: spec cannot be encoded: " + err.Error()}
 	}
-	return "an object"
+	var out serving.Spec
+	if err := json.Unmarshal(data, &out); err != nil {
+		return &apiError{http.StatusBadRequest, codeInvalid, "invalid deployment: spec cannot be read back: " + err.Error()}
+	}
+	*s = out
+	return nil
 }

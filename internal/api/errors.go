@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/store"
 )
 
 // Error codes, the stable machine-readable half of every error response.
@@ -19,6 +21,7 @@ const (
 	codeMethodNotAllowed = "request/method_not_allowed"
 	codeRouteNotFound    = "request/not_found"
 	codeInternal         = "internal"
+	codeUnavailable      = "store/unavailable"
 )
 
 // ErrorBody is the JSON body of every error response:
@@ -72,7 +75,16 @@ func validate(d *serving.Deployment) error {
 // writeError writes err as an error response. Errors that are not
 // *apiError are logged and answered with a 500 that reveals nothing.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if _, ok := errors.AsType[*auth.Error](err); ok {
+		auth.WriteError(w, err)
+		return
+	}
 	ae, ok := errors.AsType[*apiError](err)
+	if !ok && errors.Is(err, store.ErrUnavailable) {
+		h.log.Warn("admin request failed: store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "5")
+		ae, ok = &apiError{http.StatusServiceUnavailable, codeUnavailable, err.Error() + "; nothing was changed: retry when it is back"}, true
+	}
 	if !ok {
 		h.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		ae = &apiError{http.StatusInternalServerError, codeInternal, "internal error: see the ebb server log for details"}

@@ -18,10 +18,12 @@ import (
 //	GET    /v1/models?prefix=&after=&limit=          ModelList (sorted by name; limit 1..1000, default 100)
 //	POST   /v1/models                                {"name","description"} → 201 Model
 //	GET    /v1/models/{name}                         ModelDetail (the model and its aliases)
+//	DELETE /v1/models/{name}                         204; 409 model/in_use while an alias or deployment uses a version
 //	GET    /v1/models/{name}/versions?after=&limit=  VersionList (oldest first)
 //	POST   /v1/models/{name}/versions                push (below) → 201 Version
 //	GET    /v1/models/{name}/versions/{v}            Version
 //	PATCH  /v1/models/{name}/versions/{v}            merge patch {"tags":{"k":"v","gone":null}} → Version
+//	DELETE /v1/models/{name}/versions/{v}            Version, purged; 409 model/in_use while an alias or deployment uses it
 //	GET    /v1/models/{name}/aliases                 AliasList
 //	GET    /v1/models/{name}/aliases/{alias}         Alias
 //	PUT    /v1/models/{name}/aliases/{alias}         AliasRequest → AliasMove (201 when created)
@@ -137,17 +139,20 @@ type AliasRequest struct {
 // before h serves requests.
 func (h *Handler) MountModels(svc *registry.Service) {
 	m := &modelRoutes{h: h, svc: svc}
+	h.models = svc
 	h.mux.HandleFunc("GET /v1/models", m.list)
 	h.mux.HandleFunc("POST /v1/models", m.create)
 	h.mux.HandleFunc("/v1/models", methodNotAllowed("GET, HEAD, POST"))
 	h.mux.HandleFunc("GET /v1/models/{name}", m.get)
-	h.mux.HandleFunc("/v1/models/{name}", methodNotAllowed("GET, HEAD"))
+	h.mux.HandleFunc("DELETE /v1/models/{name}", m.deleteModel)
+	h.mux.HandleFunc("/v1/models/{name}", methodNotAllowed("DELETE, GET, HEAD"))
 	h.mux.HandleFunc("GET /v1/models/{name}/versions", m.listVersions)
 	h.mux.HandleFunc("POST /v1/models/{name}/versions", m.push)
 	h.mux.HandleFunc("/v1/models/{name}/versions", methodNotAllowed("GET, HEAD, POST"))
 	h.mux.HandleFunc("GET /v1/models/{name}/versions/{v}", m.getVersion)
 	h.mux.HandleFunc("PATCH /v1/models/{name}/versions/{v}", m.patchVersion)
-	h.mux.HandleFunc("/v1/models/{name}/versions/{v}", methodNotAllowed("GET, HEAD, PATCH"))
+	h.mux.HandleFunc("DELETE /v1/models/{name}/versions/{v}", m.deleteVersion)
+	h.mux.HandleFunc("/v1/models/{name}/versions/{v}", methodNotAllowed("DELETE, GET, HEAD, PATCH"))
 	h.mux.HandleFunc("GET /v1/models/{name}/aliases", m.listAliases)
 	h.mux.HandleFunc("/v1/models/{name}/aliases", methodNotAllowed("GET, HEAD"))
 	h.mux.HandleFunc("GET /v1/models/{name}/aliases/{alias}", m.getAlias)
@@ -194,11 +199,16 @@ func (m *modelRoutes) registryError(r *http.Request, err error, name string, ver
 		if notFound != nil {
 			return notFound
 		}
-		if _, merr := m.svc.Store().GetModel(r.Context(), name); errors.Is(merr, store.ErrNotFound) {
+		switch _, merr := m.svc.Store().GetModel(r.Context(), name); {
+		case errors.Is(merr, store.ErrNotFound):
 			return modelNotFound(name)
+		case errors.Is(merr, store.ErrUnavailable):
+			return merr // the store went away meanwhile: 503, not a 404
 		}
 		return versionNotFound(name, version)
 	}
+	// Anything else passes through to writeError: store.ErrUnavailable
+	// becomes 503 store/unavailable naming the store, the rest 500.
 	return err
 }
 

@@ -52,6 +52,16 @@ func (m *modelRoutes) push(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Engine, req.Entry, req.Signature, req.Lineage = md.Engine, md.Entry, md.Signature, md.Lineage
 	req.Tags, req.Alias, req.Description, req.CreatedBy = md.Tags, md.Alias, md.Description, md.CreatedBy
+	// Push stores the artifact in the content-addressed artifact store
+	// before it writes the registry (the version row, in one transaction).
+	// When the registry write fails (store/unavailable, 503), no version
+	// exists, but the blob may stay behind. That is harmless garbage: it is
+	// stored under its own SHA-256, so a retried push of the same model
+	// finds it in place and the version then references it. It is not
+	// deleted here, since another version with the same content may
+	// reference it and the unreachable store cannot tell us whether one
+	// does. (Retirement deletes only the blobs of purged versions, so a
+	// blob no version ever references stays until one does.)
 	v, err := m.svc.Push(r.Context(), req)
 	if err != nil {
 		if v.Version > 0 { // the version exists; only the alias move failed

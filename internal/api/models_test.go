@@ -369,9 +369,9 @@ func TestModelVersions(t *testing.T) {
 		code, _, body := e.do(t, "GET", tt.path, "", "")
 		wantError(t, "GET "+tt.path, code, body, tt.status, tt.code, tt.msg)
 	}
-	code, hdr, body := e.do(t, "DELETE", "/v1/models/diabetes", "", "")
+	code, hdr, body := e.do(t, "PATCH", "/v1/models/diabetes", "", "")
 	if code != http.StatusMethodNotAllowed || hdr.Get("Allow") == "" {
-		t.Errorf("DELETE model = %d %v %s, want 405 with Allow", code, hdr, body)
+		t.Errorf("PATCH model = %d %v %s, want 405 with Allow", code, hdr, body)
 	}
 }
 

@@ -49,8 +49,9 @@ func (e *unreachableError) Unwrap() error { return e.err }
 
 // Client talks to one ebb server. It is safe for concurrent use.
 type Client struct {
-	base string
-	hc   *http.Client
+	base  string
+	hc    *http.Client
+	token string
 }
 
 // New returns a client for the ebb server at baseURL (such as
@@ -61,6 +62,30 @@ func New(baseURL string, hc *http.Client) *Client {
 		hc = http.DefaultClient
 	}
 	return &Client{base: strings.TrimRight(baseURL, "/"), hc: hc}
+}
+
+// WithToken returns a copy of c that sends token as "Authorization:
+// Bearer TOKEN" with every request; "" sends none.
+func (c *Client) WithToken(token string) *Client {
+	cc := *c
+	cc.token = token
+	return &cc
+}
+
+// Server returns the base URL the client talks to.
+func (c *Client) Server() string { return c.base }
+
+// newRequest builds a request to path on the server, with the client's
+// token.
+func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("invalid server URL %q: %w", c.base, err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
 }
 
 // deploymentBody is what the client sends: a deployment's name and spec.
@@ -160,9 +185,9 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	req, err := c.newRequest(ctx, method, path, rd)
 	if err != nil {
-		return 0, nil, fmt.Errorf("invalid server URL %q: %w", c.base, err)
+		return 0, nil, err
 	}
 	if contentType != "" && body != nil {
 		req.Header.Set("Content-Type", contentType)

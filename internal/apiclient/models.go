@@ -139,9 +139,9 @@ func (c *Client) PushVersion(ctx context.Context, name string, md api.PushMetada
 	}()
 	defer pr.Close()
 	method, rpath := http.MethodPost, modelPath(name)+"/versions"
-	req, err := http.NewRequestWithContext(ctx, method, c.base+rpath, pr)
+	req, err := c.newRequest(ctx, method, rpath, pr)
 	if err != nil {
-		return registry.Version{}, fmt.Errorf("invalid server URL %q: %w", c.base, err)
+		return registry.Version{}, err
 	}
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	req.Header.Set("Accept", "application/json")
@@ -237,9 +237,9 @@ func (c *Client) DeleteAlias(ctx context.Context, name, alias string, expect *in
 	if by != "" {
 		path += "?by=" + url.QueryEscape(by)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.base+path, nil)
+	req, err := c.newRequest(ctx, http.MethodDelete, path, nil)
 	if err != nil {
-		return fmt.Errorf("invalid server URL %q: %w", c.base, err)
+		return err
 	}
 	if expect != nil {
 		req.Header.Set("If-Match", strconv.Quote(strconv.Itoa(*expect)))

@@ -104,6 +104,9 @@ type Lease struct {
 	Path string
 	// SHA256 is the artifact's verified SHA-256.
 	SHA256 string
+	// Hit reports that the cache held the artifact already: this fetch
+	// downloaded nothing.
+	Hit bool
 
 	c    *Cache
 	lock *os.File
@@ -169,6 +172,7 @@ func (c *Cache) fetch(ctx context.Context, uri, want string, dir bool) (*Lease, 
 			} else {
 				c.metrics.hit()
 			}
+			l.Hit = !downloaded
 			return l, nil
 		}
 		if !downloaded {

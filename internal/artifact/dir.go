@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -97,8 +98,13 @@ func ExtractTar(r io.Reader, dst string) error {
 			return fmt.Errorf("directory artifact: reading tar: %w", err)
 		}
 		name := filepath.FromSlash(h.Name)
-		if !filepath.IsLocal(name) {
+		if !filepath.IsLocal(name) || strings.Contains(h.Name, `\`) {
 			return fmt.Errorf("directory artifact: tar entry %q points outside the directory", h.Name)
+		}
+		if isSparse(h) {
+			// archive/tar expands the holes with zeros: a few bytes
+			// could declare a file of any size.
+			return fmt.Errorf("directory artifact: tar entry %q is a sparse file: pack the directory with ebb models push, which writes plain files", h.Name)
 		}
 		p := filepath.Join(dst, name)
 		switch h.Typeflag {
@@ -129,4 +135,16 @@ func ExtractTar(r io.Reader, dst string) error {
 			return fmt.Errorf("directory artifact: tar entry %q has type %q; only regular files and directories are allowed", h.Name, h.Typeflag)
 		}
 	}
+}
+
+// isSparse reports whether h is a GNU sparse file in PAX form, which
+// archive/tar reads as a regular file of its expanded size. (The old GNU
+// form keeps type tar.TypeGNUSparse, which ExtractTar refuses anyway.)
+func isSparse(h *tar.Header) bool {
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }

@@ -19,6 +19,14 @@ type Endpoint struct {
 	ID string
 	// URL is the base URL of the replica's OIP v2 server.
 	URL string
+	// Version is the registry version the replica serves in its OIP v2
+	// form ("3" for diabetes:3); empty for a model given by path. Set it
+	// before the endpoint is published; it does not change after.
+	Version string
+	// Secret, when set, is sent to the replica with every request
+	// forwarded to it, in the header (gRPC: metadata key)
+	// replica.SecretHeader. Set it before the endpoint is published.
+	Secret string
 
 	inFlight atomic.Int64
 }

@@ -30,21 +30,23 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/oip"
-	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/serving/core"
 )
 
-// Predictor runs a model on a batch. Predict must be safe for concurrent use
-// when Options.Instances is more than 1.
+// Predictor runs a model on a batch. outputs names the outputs the batch's
+// requests asked for (all of them when empty), so that the model may
+// compute only those; it may return more, which the batcher drops. Predict
+// must be safe for concurrent use when Options.Instances is more than 1.
 type Predictor interface {
-	Predict(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor, error)
+	Predict(ctx context.Context, inputs []oip.Tensor, outputs []string) ([]oip.Tensor, error)
 }
 
 // PredictFunc adapts a function to Predictor.
-type PredictFunc func(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor, error)
+type PredictFunc func(ctx context.Context, inputs []oip.Tensor, outputs []string) ([]oip.Tensor, error)
 
 // Predict calls f.
-func (f PredictFunc) Predict(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor, error) {
-	return f(ctx, inputs)
+func (f PredictFunc) Predict(ctx context.Context, inputs []oip.Tensor, outputs []string) ([]oip.Tensor, error) {
+	return f(ctx, inputs, outputs)
 }
 
 // Clock is the batcher's time source. k8s.io/utils/clock.RealClock and the
@@ -117,7 +119,7 @@ type result struct {
 // New returns a Batcher that sends batches to model under policy, which
 // must have MaxBatchSize ≥ 1, preferred sizes within 1..MaxBatchSize and a
 // MaxQueueDelay ≥ 0 (serving.Deployment validation ensures this).
-func New(model Predictor, policy serving.Batching, opts Options) (*Batcher, error) {
+func New(model Predictor, policy core.Batching, opts Options) (*Batcher, error) {
 	if policy.MaxBatchSize < 1 {
 		return nil, fmt.Errorf("batching: maxBatchSize must be at least 1, got %d", policy.MaxBatchSize)
 	}
@@ -422,7 +424,7 @@ func (b *Batcher) run(batch []*request) ([][]oip.Tensor, error) {
 	defer release()
 	first := batch[0]
 	if len(batch) == 1 {
-		out, err := b.call(ctx, first.inputs)
+		out, err := b.call(ctx, first.inputs, first.outputs)
 		if err != nil {
 			return nil, err
 		}
@@ -443,7 +445,7 @@ func (b *Batcher) run(batch []*request) ([][]oip.Tensor, error) {
 		}
 		inputs[i] = t
 	}
-	out, err := b.call(ctx, inputs)
+	out, err := b.call(ctx, inputs, first.outputs)
 	if err != nil {
 		return nil, err
 	}
@@ -466,13 +468,13 @@ func (b *Batcher) run(batch []*request) ([][]oip.Tensor, error) {
 
 // call runs the model, turning a panic into an error so one bad batch
 // cannot take down the process.
-func (b *Batcher) call(ctx context.Context, inputs []oip.Tensor) (out []oip.Tensor, err error) {
+func (b *Batcher) call(ctx context.Context, inputs []oip.Tensor, outputs []string) (out []oip.Tensor, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("internal error in the model engine: %v", p)
 		}
 	}()
-	return b.model.Predict(ctx, inputs)
+	return b.model.Predict(ctx, inputs, outputs)
 }
 
 // batchContext returns the context of a batch's model call: it carries the

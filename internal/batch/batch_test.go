@@ -480,7 +480,8 @@ func TestPredictRejects(t *testing.T) {
 		{name: "rows disagree", inputs: []oip.Tensor{x([]int64{2}, []float32{1, 2}), {Name: "y", Datatype: oip.INT64, Shape: []int64{3}, Data: []int64{1, 2, 3}}},
 			wantErr: `input "y" has 3 rows but "x" has 2`},
 		{name: "data shorter than the shape", inputs: []oip.Tensor{x([]int64{2, 2}, []float32{1, 2})}, wantErr: "4 elements but data has 2"},
-		{name: "unsupported data", inputs: []oip.Tensor{x([]int64{1}, []uint8{1})}, wantErr: "unsupported data type []uint8"},
+		{name: "unsupported data", inputs: []oip.Tensor{x([]int64{1}, []int{1})}, wantErr: "unsupported data type []int"},
+		{name: "data of another datatype", inputs: []oip.Tensor{x([]int64{1}, []uint8{1})}, wantErr: "data of type []uint8 does not match datatype FP32 ([]float32)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 // so the benchmarks measure the batcher.
 type trivialModel struct{}
 
-func (trivialModel) Predict(_ context.Context, in []oip.Tensor) ([]oip.Tensor, error) {
+func (trivialModel) Predict(_ context.Context, in []oip.Tensor, _ []string) ([]oip.Tensor, error) {
 	rows := in[0].Shape[0]
 	return []oip.Tensor{{Name: "y", Datatype: oip.FP32, Shape: []int64{rows}, Data: make([]float32, rows)}}, nil
 }

@@ -40,7 +40,7 @@ type call struct {
 	Width    int64
 }
 
-func (m *rowModel) Predict(ctx context.Context, in []oip.Tensor) ([]oip.Tensor, error) {
+func (m *rowModel) Predict(ctx context.Context, in []oip.Tensor, _ []string) ([]oip.Tensor, error) {
 	if m.hold != nil {
 		m.hold(ctx)
 	}

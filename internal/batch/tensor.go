@@ -53,6 +53,22 @@ func Concat(parts []oip.Tensor) (oip.Tensor, error) {
 		out.Data, ok = concatAs[bool](parts)
 	case []string:
 		out.Data, ok = concatAs[string](parts)
+	case []int8:
+		out.Data, ok = concatAs[int8](parts)
+	case []int16:
+		out.Data, ok = concatAs[int16](parts)
+	case []uint8:
+		out.Data, ok = concatAs[uint8](parts)
+	case []uint16:
+		out.Data, ok = concatAs[uint16](parts)
+	case []uint32:
+		out.Data, ok = concatAs[uint32](parts)
+	case []uint64:
+		out.Data, ok = concatAs[uint64](parts)
+	case []oip.Float16:
+		out.Data, ok = concatAs[oip.Float16](parts)
+	case []oip.BFloat16:
+		out.Data, ok = concatAs[oip.BFloat16](parts)
 	default:
 		return oip.Tensor{}, fmt.Errorf("concat %q: unsupported data type %T", first.Name, first.Data)
 	}
@@ -114,8 +130,8 @@ func Split(t oip.Tensor, rows []int) ([]oip.Tensor, error) {
 	return out, nil
 }
 
-// sliceData returns data[lo:hi:hi]; data is one of the slice types checkLen
-// accepts.
+// sliceData returns data[lo:hi:hi]; data is one of the slice types
+// checkLen accepts.
 func sliceData(data any, lo, hi int) any {
 	switch d := data.(type) {
 	case []float32:
@@ -130,37 +146,37 @@ func sliceData(data any, lo, hi int) any {
 		return d[lo:hi:hi]
 	case []string:
 		return d[lo:hi:hi]
+	case []int8:
+		return d[lo:hi:hi]
+	case []int16:
+		return d[lo:hi:hi]
+	case []uint8:
+		return d[lo:hi:hi]
+	case []uint16:
+		return d[lo:hi:hi]
+	case []uint32:
+		return d[lo:hi:hi]
+	case []uint64:
+		return d[lo:hi:hi]
+	case []oip.Float16:
+		return d[lo:hi:hi]
+	case []oip.BFloat16:
+		return d[lo:hi:hi]
 	}
 	panic(fmt.Sprintf("batch: sliceData of %T", data))
 }
 
-// dataLen returns the length of a flat data slice, and false for any other
-// type.
-func dataLen(data any) (int, bool) {
-	switch d := data.(type) {
-	case []float32:
-		return len(d), true
-	case []float64:
-		return len(d), true
-	case []int32:
-		return len(d), true
-	case []int64:
-		return len(d), true
-	case []bool:
-		return len(d), true
-	case []string:
-		return len(d), true
-	}
-	return 0, false
-}
-
-// checkLen checks that t.Data is a supported flat slice holding as many
-// elements as t.Shape describes.
+// checkLen checks that t.Data is a flat slice of the Go type of t.Datatype
+// (see oip.Tensor) holding as many elements as t.Shape describes.
 func checkLen(t oip.Tensor) error {
-	n, ok := dataLen(t.Data)
+	dt, ok := oip.DatatypeOf(t.Data)
 	if !ok {
-		return fmt.Errorf("tensor %q: unsupported data type %T: use []float32, []float64, []int32, []int64, []bool or []string", t.Name, t.Data)
+		return fmt.Errorf("tensor %q: unsupported data type %T: use the Go type of its datatype (%s for %s)", t.Name, t.Data, oip.GoType(t.Datatype), t.Datatype)
 	}
+	if dt != t.Datatype {
+		return fmt.Errorf("tensor %q: data of type %T does not match datatype %s (%s)", t.Name, t.Data, t.Datatype, oip.GoType(t.Datatype))
+	}
+	n, _ := oip.DataLen(t.Data)
 	want, err := oip.Elements(t.Shape)
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", t.Name, err)

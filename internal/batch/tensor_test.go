@@ -24,6 +24,17 @@ func TestConcatSplitRoundTrip(t *testing.T) {
 		{"INT64", oip.INT64, []int64{1, 2}, []int64{3, 4, 5, 6}, []int64{1, 2, 3, 4, 5, 6}},
 		{"BOOL", oip.BOOL, []bool{true, false}, []bool{false, true, true, true}, []bool{true, false, false, true, true, true}},
 		{"BYTES", oip.BYTES, []string{"a", "b"}, []string{"c", "d", "e", "f"}, []string{"a", "b", "c", "d", "e", "f"}},
+		{"INT8", oip.INT8, []int8{1, -2}, []int8{3, 4, 5, -128}, []int8{1, -2, 3, 4, 5, -128}},
+		{"INT16", oip.INT16, []int16{1, 2}, []int16{3, 4, 5, 6}, []int16{1, 2, 3, 4, 5, 6}},
+		{"UINT8", oip.UINT8, []uint8{1, 2}, []uint8{3, 4, 5, 255}, []uint8{1, 2, 3, 4, 5, 255}},
+		{"UINT16", oip.UINT16, []uint16{1, 2}, []uint16{3, 4, 5, 6}, []uint16{1, 2, 3, 4, 5, 6}},
+		{"UINT32", oip.UINT32, []uint32{1, 2}, []uint32{3, 4, 5, 6}, []uint32{1, 2, 3, 4, 5, 6}},
+		{"UINT64", oip.UINT64, []uint64{1, 2}, []uint64{3, 4, 5, 6}, []uint64{1, 2, 3, 4, 5, 6}},
+		{"FP16", oip.FP16, []oip.Float16{1, 2}, []oip.Float16{3, 4, 5, 6}, []oip.Float16{1, 2, 3, 4, 5, 6}},
+		{"BF16", oip.BF16, []oip.BFloat16{1, 2}, []oip.BFloat16{3, 4, 5, 6}, []oip.BFloat16{1, 2, 3, 4, 5, 6}},
+	}
+	if len(tests) != len(oip.Datatypes) {
+		t.Fatalf("%d cases for %d datatypes", len(tests), len(oip.Datatypes))
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,7 +86,7 @@ func TestConcatSplitErrors(t *testing.T) {
 		{"datatypes differ", []oip.Tensor{f32([]int64{1}, 1), {Name: "x", Datatype: oip.INT64, Shape: []int64{1}, Data: []int64{1}}}, "datatype INT64 differs from FP32"},
 		{"inner dims differ", []oip.Tensor{f32([]int64{1, 2}, 1, 2), f32([]int64{1, 1}, 1)}, "differs from [1 2] after dimension 0"},
 		{"data short", []oip.Tensor{f32([]int64{1, 2}, 1, 2), f32([]int64{2, 2}, 1)}, "4 elements but data has 1"},
-		{"go types differ", []oip.Tensor{f32([]int64{1}, 1), {Name: "x", Datatype: oip.FP32, Shape: []int64{1}, Data: []float64{1}}}, "different Go types"},
+		{"go types differ", []oip.Tensor{f32([]int64{1}, 1), {Name: "x", Datatype: oip.FP32, Shape: []int64{1}, Data: []float64{1}}}, "data of type []float64 does not match datatype FP32"},
 	}
 	for _, tt := range concat {
 		t.Run("concat "+tt.name, func(t *testing.T) {

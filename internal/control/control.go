@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,6 +53,11 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the delay before a failed replica is
 	// started again; defaults 250ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
+	// CrashLimit failed starts in a row within CrashWindow fail a
+	// deployment; before that, requests stay held while replicas restart
+	// (crashloop.go). Defaults DefaultCrashLimit and DefaultCrashWindow.
+	CrashLimit  int
+	CrashWindow time.Duration
 	// Logger receives the loop's logs; default slog.Default().
 	Logger *slog.Logger
 	// Metrics, when set, receives replica counts and cold-start timings.
@@ -70,6 +76,18 @@ type Options struct {
 	// are resolved again, in case it moved without a NotifyModel (another
 	// ebb sharing the store moved it); default 30s.
 	ResolveEvery time.Duration
+	// Cluster says replicas run as pods (the operator), which apply the
+	// whole spec.template themselves. Default false, replicas are processes
+	// on this machine (`ebb up`): the loop then sets the process limits of
+	// template.resources (serving.ProcessEnv) on each replica and reports
+	// the spec fields one machine cannot honour in Status.Ignored
+	// (serving.Ignored).
+	Cluster bool
+	// MaxReplicasTotal caps the replicas of all deployments together
+	// (capacity.go); a deployment held back by it says so in
+	// status.reason. Zero or less: no cap (the cluster, where the
+	// scheduler places pods).
+	MaxReplicasTotal int
 }
 
 // Controller reconciles deployments with replicas. Create it with New and
@@ -94,15 +112,22 @@ type Controller struct {
 	models map[string]bool // a registry model's aliases changed
 	kick   chan struct{}   // cap 1: something is in wakes, notes or models
 	syncs  chan syncReq    // Sync calls waiting for a reload
+	// parked are Syncs waiting for their deployment's model to resolve;
+	// only the loop goroutine touches it.
+	parked map[string][]chan struct{}
 
 	// statusMu guards status and inUse, the loop's published view for
 	// readers.
 	statusMu sync.RWMutex
 	status   map[string]serving.Status
 	inUse    map[string]map[string]bool // deployment → "model:N" it uses
+	// tracks are the traffic split of each deployment that has one.
+	tracks map[string][]serving.Track
 
 	// deps is owned by the Run goroutine.
 	deps map[string]*deployment
+
+	history eventLog // recent events per deployment (events.go)
 }
 
 // New returns a Controller. It starts nothing until Run.
@@ -127,6 +152,12 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.CrashLimit <= 0 {
+		opts.CrashLimit = DefaultCrashLimit
+	}
+	if opts.CrashWindow <= 0 {
+		opts.CrashWindow = DefaultCrashWindow
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -157,6 +188,7 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 		kick:    make(chan struct{}, 1),
 		syncs:   make(chan syncReq),
 		status:  map[string]serving.Status{},
+		tracks:  map[string][]serving.Track{},
 		deps:    map[string]*deployment{},
 	}
 }
@@ -199,7 +231,8 @@ type syncReq struct {
 }
 
 // Sync is Notify that returns once the loop has applied the change: the
-// deployment's route is published (or removed), so the gateway knows it.
+// deployment's route is published (or removed), so the gateway knows it,
+// with the registry version its model resolved to.
 // It returns ctx's error if the loop did not get to it in time.
 func (c *Controller) Sync(ctx context.Context, name string) error {
 	req := syncReq{name: name, done: make(chan struct{})}
@@ -220,11 +253,33 @@ func (c *Controller) Sync(ctx context.Context, name string) error {
 }
 
 // Status returns the latest observed status of a deployment; the zero Status
-// when the loop has not seen it.
+// when the loop has not seen it. A deployment that splits its traffic
+// reports every track: its replicas, counted together and per target.
 func (c *Controller) Status(name string) serving.Status {
 	c.statusMu.RLock()
 	defer c.statusMu.RUnlock()
-	return c.status[name]
+	st := c.status[name]
+	tracks := c.tracks[name]
+	if len(tracks) == 0 {
+		return st
+	}
+	st.ReplicaStatuses = slices.Clone(st.ReplicaStatuses)
+	st.Traffic = make([]serving.TrafficStatus, 0, len(tracks))
+	for _, t := range tracks {
+		ts := st
+		if !t.Primary {
+			ts = c.status[t.Key]
+			st.Replicas += ts.Replicas
+			st.ReadyReplicas += ts.ReadyReplicas
+			st.DesiredReplicas += ts.DesiredReplicas
+			st.ReplicaStatuses = append(st.ReplicaStatuses, ts.ReplicaStatuses...)
+		}
+		st.Traffic = append(st.Traffic, serving.TrafficStatus{
+			Tag: t.Tag, Model: t.Model, ModelVersion: ts.ModelVersion, Weight: t.Weight, Primary: t.Primary,
+			Replicas: ts.Replicas, ReadyReplicas: ts.ReadyReplicas, DesiredReplicas: ts.DesiredReplicas, Reason: ts.Reason,
+		})
+	}
+	return st
 }
 
 // Run loads deployments and recovers their replicas from the store, then
@@ -235,13 +290,15 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err := c.load(ctx); err != nil {
 		return err
 	}
-	close(c.loaded)
 	tick := c.opts.Clock.NewTicker(c.opts.Tick)
 	defer tick.Stop()
 	probe := c.opts.Clock.NewTicker(c.opts.ProbeEvery)
 	defer probe.Stop()
 	again := c.opts.Clock.NewTicker(c.opts.ResolveEvery)
 	defer again.Stop()
+	// Loaded once the tickers run, so a test's fake clock step after
+	// Loaded is never lost.
+	close(c.loaded)
 	for {
 		select {
 		case <-ctx.Done():
@@ -268,6 +325,15 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.handle(ctx, ev)
 		case req := <-c.syncs:
 			c.reload(ctx, req.name)
+			if d := c.deps[req.name]; d != nil && d.resolving {
+				// Answer once the route carries what the model resolved
+				// to (its registry version), not before.
+				if c.parked == nil {
+					c.parked = map[string][]chan struct{}{}
+				}
+				c.parked[req.name] = append(c.parked[req.name], req.done)
+				break
+			}
 			close(req.done)
 		}
 	}
@@ -280,7 +346,7 @@ func (c *Controller) load(ctx context.Context) error {
 		return fmt.Errorf("control: load deployments: %w", err)
 	}
 	for _, d := range deps {
-		c.upsert(ctx, d)
+		c.upsertAll(ctx, d)
 	}
 	handles, err := c.store.ListReplicas(ctx)
 	if err != nil {
@@ -302,8 +368,8 @@ func (c *Controller) load(ctx context.Context) error {
 // recover reattaches one stored replica, or forgets it when it is gone or its
 // deployment no longer exists.
 func (c *Controller) recover(ctx context.Context, h replica.Handle) {
-	log := c.log.With("deployment", h.Spec.Deployment, "replica", h.Spec.ID)
-	d := c.deps[h.Spec.Deployment]
+	log := c.log.With("deployment", h.Spec.Key(), "replica", h.Spec.ID)
+	d := c.deps[h.Spec.Key()]
 	err := c.backend.Recover(ctx, h)
 	if err != nil {
 		if !errors.Is(err, replica.ErrNotFound) {
@@ -320,7 +386,7 @@ func (c *Controller) recover(ctx context.Context, h replica.Handle) {
 		c.watch(ctx, h)
 		return
 	}
-	r := &replicaRec{h: h, state: serving.ReplicaStarting, generation: d.generationOf(h.Spec), recovered: true}
+	r := &replicaRec{h: h, state: serving.ReplicaStarting, generation: d.generationOf(h.Spec), recovered: true, version: h.Spec.Version}
 	d.replicas[h.Spec.ID] = r
 	log.Info("recovered replica")
 	c.watch(ctx, h)
@@ -337,11 +403,6 @@ func (c *Controller) forgetReplica(ctx context.Context, id string) {
 // and waits for the goroutines the loop started.
 func (c *Controller) shutdown() {
 	var wg sync.WaitGroup
-	defer func() {
-		for _, d := range c.deps {
-			d.releaseAll()
-		}
-	}()
 	for _, d := range c.deps {
 		c.routes.Remove(d.name)
 		for _, r := range d.replicas {

@@ -252,9 +252,15 @@ func TestModelThatCannotLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.ctl.Notify("bad")
-	st := f.until("bad", "failure reported", func(st serving.Status) bool {
+	// The first failed starts hold requests while the loop retries
+	// (crashloop.go); the third fails the deployment.
+	st := f.until("bad", "first failure reported", func(st serving.Status) bool {
 		return strings.Contains(st.Reason, "not an XGBoost model")
 	})
+	if st.Failure != "" || f.routes.Lookup("bad").Failure != "" {
+		t.Fatalf("failed after one failed start: status %+v", st)
+	}
+	st = f.tickUntil("bad", "deployment failed", func(st serving.Status) bool { return st.Failure != "" })
 	if st.ReadyReplicas != 0 {
 		t.Errorf("ready replicas = %d; want 0", st.ReadyReplicas)
 	}

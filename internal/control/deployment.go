@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"time"
 
@@ -18,11 +19,20 @@ import (
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
 	"github.com/ebb-ml/ebb/internal/store"
+	"github.com/ebb-ml/ebb/internal/traffic"
 )
 
 // deployment is the loop's state for one deployment.
 type deployment struct {
+	// name is the loop's key: the deployment's name, or for a traffic
+	// split's non-primary target, its track key (serving.Track).
 	name string
+	// served is the deployment's name, which its replicas serve as; track
+	// is the target's tag for a non-primary track, else "".
+	served, track string
+	// tracks are, for a deployment that splits its traffic, every target
+	// (the primary first); nil otherwise.
+	tracks []serving.Track
 	// spec is the deployment's spec as stored.
 	spec serving.Spec
 	// run is what replicas of the current generation run (spec with its
@@ -31,8 +41,6 @@ type deployment struct {
 	// generation counts changes of run; replicas of an older generation
 	// are replaced once enough of the current one is ready.
 	generation int64
-	// releases frees the artifact lease of each generation still running.
-	releases map[int64]func()
 	// resolving is set while a resolution runs; resolveSeq discards stale
 	// results.
 	resolving  bool
@@ -41,19 +49,34 @@ type deployment struct {
 	rec    *stats.Recorder
 	window *stats.Window
 	scale  autoscale.State
+	// meter measures the requests of a unit of a traffic split (its
+	// primary or a track) for a rollout's analysis, from the first publish
+	// that needs it until the split ends; nil otherwise (splitMeter).
+	meter *traffic.Meter
 
 	desired   int32
 	reason    string
 	lastScale time.Time
+	// pinned is whether reason comes from a pin (spec.replicas).
+	pinned bool
 
 	replicas map[string]*replicaRec
 
-	// failures counts consecutive failed starts or early crashes;
-	// nextStart is when the next start may happen; failure is the last
-	// failure's message, routed so held requests fail fast.
-	failures  int
-	nextStart time.Time
-	failure   string
+	// local is set when replicas are processes on this machine (not
+	// Options.Cluster): they get process limits, and status reports what
+	// one machine ignores.
+	local bool
+
+	// failures counts consecutive failed starts or early crashes, and
+	// failTimes holds when the last CrashLimit of them happened;
+	// lastFailure is the last one's message; nextStart is when the next
+	// start may happen; failure, set once the deployment is failed
+	// (crashloop.go), is routed so held requests fail fast.
+	failures    int
+	failTimes   []time.Time
+	lastFailure string
+	nextStart   time.Time
+	failure     string
 
 	deleted bool
 }
@@ -80,15 +103,38 @@ type replicaRec struct {
 // replicaSpec is what a replica of d's current generation runs; d.run must
 // be set.
 func (d *deployment) replicaSpec(id string) replica.Spec {
-	s := replica.SpecFor(d.name, d.run.Spec)
+	s := replica.SpecFor(d.served, d.run.Spec)
 	s.ID = id
+	s.Track = d.track
+	s.Artifact = d.run.Artifact
+	s.Version = d.run.Version
+	if d.local {
+		s.Env = withProcessEnv(s.Env, &d.run.Spec)
+	}
 	return s
 }
 
+// withProcessEnv returns env plus the variables that make a replica process
+// honour spec's resource limits (serving.ProcessEnv); env itself is not
+// changed.
+func withProcessEnv(env map[string]string, spec *serving.Spec) map[string]string {
+	extra := serving.ProcessEnv(spec)
+	if len(extra) == 0 {
+		return env
+	}
+	out := make(map[string]string, len(env)+len(extra))
+	maps.Copy(out, env)
+	maps.Copy(out, extra)
+	return out
+}
+
 // sameRuntime reports whether two deployment specs run identical replicas,
-// whatever their scaling.
+// whatever their scaling, pin and cold-start options.
 func sameRuntime(a, b serving.Spec) bool {
 	a.Scaling, b.Scaling = serving.Scaling{}, serving.Scaling{}
+	a.Replicas, b.Replicas = nil, nil
+	a.ColdStart, b.ColdStart = serving.ColdStart{}, serving.ColdStart{}
+	a.Traffic, b.Traffic = nil, nil
 	return sameJSON(a, b)
 }
 
@@ -109,26 +155,54 @@ func (d *deployment) generationOf(s replica.Spec) int64 {
 	return d.generation - 1
 }
 
-// upsert creates or updates the loop's state from a stored deployment and
-// starts resolving its model when the spec changed.
-func (c *Controller) upsert(ctx context.Context, sd serving.Deployment) *deployment {
-	d := c.deps[sd.Name]
+// upsertAll creates or updates the loop's state of a stored deployment: the
+// deployment itself and, when it splits its traffic, one track per other
+// target (serving.Spec.Tracks), each with replicas of its own. Tracks no
+// longer in the split are marked deleted. It returns them all, tracks first.
+func (c *Controller) upsertAll(ctx context.Context, sd serving.Deployment) []*deployment {
+	tracks := sd.Spec.Tracks(sd.Name)
+	keep := map[string]bool{sd.Name: true}
+	var out []*deployment
+	for _, t := range tracks {
+		if t.Primary {
+			continue
+		}
+		keep[t.Key] = true
+		out = append(out, c.upsert(ctx, t.Key, sd.Name, t.Tag, sd.Spec.ForTrack(t)))
+	}
+	for key, d := range c.deps {
+		if d.served == sd.Name && !keep[key] && !d.deleted {
+			d.deleted = true
+			out = append(out, d)
+		}
+	}
+	d := c.upsert(ctx, sd.Name, sd.Name, "", sd.Spec)
+	d.tracks = tracks
+	return append(out, d)
+}
+
+// upsert creates or updates the loop's state of one deployment or track
+// and starts resolving its model when the spec changed.
+func (c *Controller) upsert(ctx context.Context, key, served, track string, spec serving.Spec) *deployment {
+	d := c.deps[key]
 	if d == nil {
 		d = &deployment{
-			name:     sd.Name,
-			spec:     sd.Spec,
+			name:     key,
+			served:   served,
+			track:    track,
+			spec:     spec,
 			rec:      &stats.Recorder{},
-			window:   stats.NewWindow(windowAge(sd.Spec)),
+			window:   stats.NewWindow(windowAge(spec)),
 			replicas: map[string]*replicaRec{},
-			releases: map[int64]func(){},
+			local:    !c.opts.Cluster,
 		}
-		c.deps[sd.Name] = d
+		c.deps[key] = d
 		c.resolve(ctx, d)
 		return d
 	}
-	changed := !sameRuntime(sd.Spec, d.spec)
-	d.spec = sd.Spec
-	d.window.SetMaxAge(windowAge(sd.Spec))
+	changed := !sameRuntime(spec, d.spec)
+	d.spec = spec
+	d.window.SetMaxAge(windowAge(spec))
 	d.deleted = false
 	if changed {
 		c.resolve(ctx, d)
@@ -143,24 +217,29 @@ func windowAge(s serving.Spec) time.Duration {
 	return max(s.Scaling.StableWindow.Duration, serving.DefaultStableWindow) + 2*time.Second
 }
 
-// reload re-reads a deployment after the API changed it.
+// reload re-reads a deployment after the API changed it, with its tracks.
 func (c *Controller) reload(ctx context.Context, name string) {
+	name = serving.ParentOf(name)
 	sd, err := c.store.GetDeployment(ctx, name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		if d := c.deps[name]; d != nil {
-			d.deleted = true
-			c.reconcile(ctx, d)
+		for _, d := range c.deps {
+			if d.served == name {
+				d.deleted = true
+				c.reconcile(ctx, d)
+			}
 		}
 		return
 	case err != nil:
 		c.log.Error("reload deployment", "deployment", name, "err", err)
 		return
 	}
-	d := c.upsert(ctx, sd)
-	c.decide(d, c.opts.Clock.Now())
-	c.reconcile(ctx, d)
-	c.publish(d)
+	now := c.opts.Clock.Now()
+	for _, d := range c.upsertAll(ctx, sd) {
+		c.decide(d, now)
+		c.reconcile(ctx, d)
+		c.publish(d)
+	}
 }
 
 // onTick samples demand, decides and reconciles every deployment.
@@ -203,15 +282,25 @@ func (c *Controller) onWake(ctx context.Context, name string) {
 func (c *Controller) decide(d *deployment, now time.Time) bool {
 	ready := d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady && !r.stopping })
 	m := autoscale.Observe(now, d.window, c.inFlight(d), ready, d.spec.Scaling)
-	dec := autoscale.Decide(now, d.spec.Scaling, m, d.scale)
+	dec := autoscale.Scale(now, &d.spec, m, d.scale)
 	d.scale = dec.State
 	if dec.Desired != d.desired {
 		c.log.Info("scale", "deployment", d.name, "from", d.desired, "to", dec.Desired, "reason", dec.Reason)
 		if c.opts.OnScale != nil {
 			c.opts.OnScale(d.name, d.desired, dec.Desired, dec.Reason)
 		}
+		c.scaledEvent(d.name, d.desired, dec.Desired, dec.Reason)
 		d.desired = dec.Desired
 		d.lastScale = now
+		d.reason = dec.Reason
+		d.pinned = d.spec.Replicas != nil
+		return true
+	}
+	if pinned := d.spec.Replicas != nil; pinned != d.pinned {
+		// A pin set or removed at the current count: say so. Otherwise
+		// the reason changes with the count only, so that a steady
+		// deployment's status stays put.
+		d.pinned = pinned
 		d.reason = dec.Reason
 		return true
 	}
@@ -219,10 +308,15 @@ func (c *Controller) decide(d *deployment, now time.Time) bool {
 }
 
 // idle reports whether d is at zero replicas, wants none and sample shows no
-// demand: the autoscaler can only answer zero again, so a tick skips it.
-// With thousands of deployments, most are idle.
+// demand (or is pinned at zero, where demand does not count): the
+// autoscaler can only answer zero again, so a tick skips it. With thousands
+// of deployments, most are idle.
 func (d *deployment) idle(sample stats.Sample) bool {
-	return d.desired == 0 && len(d.replicas) == 0 && !sample.Active() && !d.deleted && d.run != nil && d.spec.Scaling.MinReplicas == 0
+	atZero := d.desired == 0 && len(d.replicas) == 0 && !d.deleted && d.run != nil
+	if n, pinned := d.spec.Pinned(); pinned {
+		return atZero && n == 0
+	}
+	return atZero && !sample.Active() && d.spec.Scaling.MinReplicas == 0
 }
 
 func (d *deployment) count(pred func(*replicaRec) bool) int {
@@ -243,7 +337,6 @@ func (c *Controller) reconcile(ctx context.Context, d *deployment) {
 		c.retire(d)
 		return
 	}
-	defer c.releaseIdle(d)
 	if d.run == nil {
 		return // nothing to run until the model resolves
 	}
@@ -251,7 +344,7 @@ func (c *Controller) reconcile(ctx context.Context, d *deployment) {
 	current := func(r *replicaRec) bool { return !r.stopping && r.generation == d.generation }
 	active := d.count(current)
 	if want := int(d.desired); active < want && !now.Before(d.nextStart) {
-		for range want - active {
+		for range c.allowStarts(d, want-active) {
 			c.startReplica(ctx, d)
 		}
 	} else if active > want {
@@ -307,14 +400,16 @@ func (c *Controller) retire(d *deployment) {
 		}
 	}
 	c.routes.Remove(d.name)
+	d.meter = nil // a track that comes back is measured afresh
 	if len(d.replicas) == 0 {
-		d.releaseAll()
 		delete(c.deps, d.name)
 		c.statusMu.Lock()
 		delete(c.status, d.name)
+		delete(c.tracks, d.name)
 		delete(c.inUse, d.name)
 		c.statusMu.Unlock()
 		c.opts.Metrics.forget(d.name)
+		c.history.forget(d.name)
 	}
 }
 
@@ -334,8 +429,50 @@ func (c *Controller) publish(d *deployment) {
 	if len(eps) == 0 {
 		failure = d.failure
 	}
-	c.routes.Publish(routing.Route{Deployment: d.name, Endpoints: eps, Failure: failure, Stats: d.rec})
+	rt := routing.Route{Deployment: d.name, Endpoints: eps, Failure: failure, Stats: d.rec, ScaledToZero: d.spec.ScaledToZero()}
+	if d.spec.OpenAI() {
+		rt.Protocol = serving.ProtocolOpenAI
+	}
+	if d.run != nil {
+		rt.Version = serving.OIPVersion(d.run.Version)
+		rt.Model = cmp.Or(d.run.Version, d.run.Spec.Model)
+		rt.Metadata = registryMetadata(d.served, d.run)
+	}
+	rt.Split = splitOf(d.tracks)
+	rt.Meter = d.splitMeter()
+	c.routes.Publish(rt)
 	c.publishStatus(d)
+}
+
+// splitMeter returns d's Meter when d is a unit of a traffic split (the
+// primary of one, or a track), creating it on first need and keeping it
+// across publishes; otherwise it drops any Meter d had, and returns nil: a
+// deployment without a split meters nothing.
+func (d *deployment) splitMeter() *traffic.Meter {
+	if d.tracks == nil && d.track == "" {
+		d.meter = nil
+		return nil
+	}
+	if d.meter == nil {
+		d.meter = traffic.NewMeter(0, 0)
+	}
+	return d.meter
+}
+
+// splitOf returns the routing split of tracks; nil for none.
+func splitOf(tracks []serving.Track) *routing.Split {
+	if len(tracks) == 0 {
+		return nil
+	}
+	out := make([]routing.Track, len(tracks))
+	for i, t := range tracks {
+		out[i] = routing.Track{Key: t.Key, Tag: t.Tag, Weight: t.Weight}
+	}
+	s, err := routing.NewSplit(out)
+	if err != nil {
+		return nil // a stored spec is valid; were it not, the primary takes all
+	}
+	return s
 }
 
 // newReplicaID returns "<deployment>-<6 random base-36 chars>".

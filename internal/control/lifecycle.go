@@ -77,7 +77,7 @@ func (c *Controller) watch(ctx context.Context, h replica.Handle) {
 		if err != nil && ctx.Err() != nil {
 			return
 		}
-		c.send(event{kind: evExited, deployment: h.Spec.Deployment, id: h.Spec.ID, exit: ex, err: err})
+		c.send(event{kind: evExited, deployment: h.Spec.Key(), id: h.Spec.ID, exit: ex, err: err})
 	})
 }
 
@@ -90,7 +90,7 @@ func (c *Controller) waitReady(ctx context.Context, h replica.Handle) {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			err = fmt.Errorf("replica %s not ready after %s: raise the control loop's start timeout if the model takes longer to load", h.Spec.ID, c.opts.StartTimeout)
 		}
-		c.send(event{kind: evReady, deployment: h.Spec.Deployment, id: h.Spec.ID, startup: st, err: err})
+		c.send(event{kind: evReady, deployment: h.Spec.Key(), id: h.Spec.ID, startup: st, err: err})
 	})
 }
 
@@ -102,6 +102,7 @@ func (c *Controller) stopReplica(d *deployment, r *replicaRec) {
 		r.state = serving.ReplicaDraining
 	}
 	c.log.Info("stopping replica", "deployment", d.name, "replica", r.h.Spec.ID)
+	c.stoppingEvent(d.name, r)
 	c.publish(d)
 	if r.h.Endpoint == "" {
 		return // Start has not returned; evStarted will stop it
@@ -124,12 +125,19 @@ func (c *Controller) handle(ctx context.Context, ev event) {
 	d := c.deps[ev.deployment]
 	if ev.kind == evResolved {
 		if d == nil {
-			if ev.err == nil {
-				ev.res.Release()
+			for _, done := range c.parked[ev.deployment] {
+				close(done)
 			}
+			delete(c.parked, ev.deployment)
 			return
 		}
 		c.resolved(ctx, d, ev.seq, ev.res, ev.err)
+		if !d.resolving {
+			for _, done := range c.parked[d.name] {
+				close(done)
+			}
+			delete(c.parked, d.name)
+		}
 		return
 	}
 	var r *replicaRec
@@ -152,6 +160,7 @@ func (c *Controller) handle(ctx context.Context, ev event) {
 			break
 		}
 		r.h = ev.handle
+		c.startedEvent(d.name, ev.id, r.h.Endpoint)
 		c.watch(ctx, r.h)
 		if r.stopping {
 			c.goStop(r.h)
@@ -187,6 +196,7 @@ func (c *Controller) handle(ctx context.Context, ev event) {
 		}
 		c.becameReady(d, r, ev.startup)
 		log.Info("replica ready", "endpoint", r.h.Endpoint, "coldStart", phaseSummary(r.phases))
+		c.readyEvent(d.name, r)
 	case evExited:
 		c.forgetReplica(ctx, ev.id)
 		if r.state == serving.ReplicaStarting && r.h.Endpoint != "" && !r.stopping {
@@ -198,10 +208,9 @@ func (c *Controller) handle(ctx context.Context, ev event) {
 		delete(d.replicas, ev.id)
 		if !r.stopping {
 			log.Warn("replica exited unexpectedly", "code", ev.exit.Code, "err", ev.exit.Err)
+			c.exitedEvent(d.name, ev.id, ev.exit.Code, ev.exit.Err)
 			c.opts.Metrics.restarted(d.name)
-			if r.readyAt.IsZero() || c.opts.Clock.Since(r.readyAt) < earlyCrash {
-				c.failed(d, "replica exited unexpectedly")
-			}
+			c.crashed(d, r, ev.exit)
 		}
 		c.publish(d)
 	case evProbe:
@@ -232,24 +241,32 @@ func (c *Controller) becameReady(d *deployment, r *replicaRec, st replica.Startu
 		routedAt = st.ReadyAt // it has served since then, under an earlier ebb
 	}
 	r.ep = balance.NewEndpoint(r.h.Spec.ID, r.h.Endpoint)
+	r.ep.Version = serving.OIPVersion(r.version)
+	r.ep.Secret = r.h.Secret
 	if len(st.Phases) > 0 {
 		// The backend saw finer steps (a pod: scheduled, image pulled,
 		// container started, model loaded, ready).
 		r.phases = st.Phases
 	} else {
-		r.phases = []serving.Phase{
-			phase(serving.PhaseProcessStarted, r.h.ScheduledAt, r.h.StartedAt),
-			phase(serving.PhaseModelLoaded, r.h.StartedAt, st.ModelLoadedAt),
-			phase(serving.PhaseReady, st.ModelLoadedAt, routedAt),
+		r.phases = []serving.Phase{phase(serving.PhaseProcessStarted, r.h.ScheduledAt, r.h.StartedAt)}
+		loadFrom := r.h.StartedAt
+		if a := st.Artifact; a != nil {
+			r.phases = append(r.phases, a.Phase())
+			loadFrom = a.FetchedAt
 		}
+		r.phases = append(r.phases,
+			phase(serving.PhaseModelLoaded, loadFrom, st.ModelLoadedAt),
+			phase(serving.PhaseReady, st.ModelLoadedAt, routedAt))
 	}
 	if !r.recovered {
 		c.opts.Metrics.coldStart(r.phases)
 	}
-	d.failures, d.failure = 0, ""
+	// Failures are forgiven once a replica stays up (crashloop.go); the
+	// deployment serves again at once.
+	d.failure = ""
 	c.publish(d)
 	if r.version != "" && r.generation == d.generation {
-		name, version := d.name, r.version
+		name, version := d.served, r.version
 		c.wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -279,18 +296,6 @@ func phaseSummary(ps []serving.Phase) string {
 	return s
 }
 
-// failed records a failed start and backs off before the next one.
-func (c *Controller) failed(d *deployment, msg string) {
-	d.failures++
-	d.failure = msg
-	backoff := c.opts.MinBackoff << min(d.failures-1, 16)
-	if backoff > c.opts.MaxBackoff || backoff <= 0 {
-		backoff = c.opts.MaxBackoff
-	}
-	d.nextStart = c.opts.Clock.Now().Add(backoff)
-	c.publish(d)
-}
-
 // probeAll health-checks every ready replica in the background.
 func (c *Controller) probeAll(ctx context.Context) {
 	for _, d := range c.deps {
@@ -301,7 +306,7 @@ func (c *Controller) probeAll(ctx context.Context) {
 			h := r.h
 			c.wg.Go(func() {
 				err := probe(ctx, c.probes, h.Endpoint)
-				c.send(event{kind: evProbe, deployment: h.Spec.Deployment, id: h.Spec.ID, err: err})
+				c.send(event{kind: evProbe, deployment: h.Spec.Key(), id: h.Spec.ID, err: err})
 			})
 		}
 	}

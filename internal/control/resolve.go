@@ -20,7 +20,7 @@ type Resolver interface {
 type paths struct{}
 
 func (paths) Resolve(_ context.Context, spec serving.Spec) (resolve.Resolution, error) {
-	return resolve.Resolution{Spec: spec, Release: func() {}}, nil
+	return resolve.Resolution{Spec: spec}, nil
 }
 
 func (paths) Serving(context.Context, string, string) error { return nil }
@@ -54,29 +54,27 @@ func (c *Controller) resolve(ctx context.Context, d *deployment) {
 // generation; the same one keeps the current generation.
 func (c *Controller) resolved(ctx context.Context, d *deployment, seq int, res resolve.Resolution, err error) {
 	if seq != d.resolveSeq {
-		if err == nil {
-			res.Release() // a newer resolution is under way
-		}
-		return
+		return // a newer resolution is under way
 	}
 	d.resolving = false
 	if err != nil {
 		c.log.Error("cannot resolve model", "deployment", d.name, "model", d.spec.Model, "err", err)
+		c.resolveFailedEvent(d.name, d.spec.Model, err)
 		d.failure = err.Error()
 		c.publish(d)
 		return
 	}
-	if d.run != nil && sameRuntime(res.Spec, d.run.Spec) {
-		res.Release()
+	if d.run != nil && sameRuntime(res.Spec, d.run.Spec) && sameJSON(res.Artifact, d.run.Artifact) && res.Version == d.run.Version {
 		return
 	}
 	if d.run != nil {
 		c.log.Info("new model for deployment; rolling replicas", "deployment", d.name, "from", d.run.Version, "to", res.Version)
+		c.rolledEvent(d.name, d.run.Version, res.Version)
 	}
 	d.generation++
 	d.run = &res
-	d.releases[d.generation] = res.Release
-	d.failures, d.failure, d.nextStart = 0, "", time.Time{}
+	d.clearFailures()
+	d.failure, d.nextStart = "", time.Time{}
 	// Replicas that already run exactly this (recovered ones, or an
 	// alias moved back) join the new generation.
 	for _, r := range d.replicas {
@@ -86,26 +84,6 @@ func (c *Controller) resolved(ctx context.Context, d *deployment, seq int, res r
 	}
 	c.reconcile(ctx, d)
 	c.publish(d)
-}
-
-// releaseIdle frees the artifact leases of generations no replica runs.
-func (c *Controller) releaseIdle(d *deployment) {
-	for g, release := range d.releases {
-		if g == d.generation {
-			continue
-		}
-		if d.count(func(r *replicaRec) bool { return r.generation == g }) == 0 {
-			release()
-			delete(d.releases, g)
-		}
-	}
-}
-
-func (d *deployment) releaseAll() {
-	for g, release := range d.releases {
-		release()
-		delete(d.releases, g)
-	}
 }
 
 // NotifyModel tells the loop that a registry model changed (an alias

@@ -16,10 +16,21 @@ func (c *Controller) publishStatus(d *deployment) {
 	st := serving.Status{DesiredReplicas: d.desired, Reason: d.reason}
 	if d.run != nil {
 		st.ModelVersion = d.run.Version
+		st.Metadata = registryMetadata(d.served, d.run)
 	}
-	if d.failure != "" && d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady }) == 0 {
-		st.Failure = d.failure
-		st.Reason = "replicas fail to start: " + d.failure
+	if d.local {
+		st.Ignored = d.ignored()
+	}
+	if why := c.capReason(d); why != "" {
+		st.Reason = why
+	}
+	if d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady }) == 0 {
+		if d.failure != "" {
+			st.Failure = d.failure
+			st.Reason = "replicas fail to start: " + d.failure
+		} else if why := d.restartingReason(c.opts); why != "" {
+			st.Reason = why
+		}
 	}
 	if !d.lastScale.IsZero() {
 		t := d.lastScale.UTC()
@@ -38,6 +49,7 @@ func (c *Controller) publishStatus(d *deployment) {
 			ColdStart:    r.phases,
 			Message:      r.message,
 			ModelVersion: r.version,
+			Track:        d.track,
 		})
 	}
 	slices.SortFunc(st.ReplicaStatuses, func(a, b serving.ReplicaStatus) int {
@@ -46,6 +58,9 @@ func (c *Controller) publishStatus(d *deployment) {
 	c.statusMu.Lock()
 	c.status[d.name] = st
 	c.inUse[d.name] = d.versionsInUse()
+	if d.track == "" {
+		c.tracks[d.name] = d.tracks
+	}
 	c.statusMu.Unlock()
 	c.opts.Metrics.replicas(d.name, st)
 }
@@ -58,6 +73,7 @@ type Metrics struct {
 	existing   *prometheus.GaugeVec
 	restarts   *prometheus.CounterVec
 	coldStarts *prometheus.HistogramVec
+	capped     *prometheus.CounterVec
 }
 
 // NewMetrics creates the control loop's metrics and registers them with reg.
@@ -84,8 +100,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time each phase of a replica's cold start took: process_started, model_loaded, ready.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"phase"}),
+		capped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ebb_control_replica_starts_capped_total",
+			Help: "Replica starts the host-wide cap (ebb up --max-replicas-total) held back, by deployment; a start still held back is counted again at each reconcile.",
+		}, []string{"deployment"}),
 	}
-	reg.MustRegister(m.desired, m.ready, m.existing, m.restarts, m.coldStarts)
+	reg.MustRegister(m.desired, m.ready, m.existing, m.restarts, m.coldStarts, m.capped)
 	return m
 }
 
@@ -105,6 +125,13 @@ func (m *Metrics) restarted(name string) {
 	m.restarts.WithLabelValues(name).Inc()
 }
 
+func (m *Metrics) heldBack(name string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.capped.WithLabelValues(name).Add(float64(n))
+}
+
 func (m *Metrics) coldStart(phases []serving.Phase) {
 	if m == nil {
 		return
@@ -122,4 +149,15 @@ func (m *Metrics) forget(name string) {
 	m.ready.DeleteLabelValues(name)
 	m.existing.DeleteLabelValues(name)
 	m.restarts.DeleteLabelValues(name)
+	m.capped.DeleteLabelValues(name)
+}
+
+// ignored lists the spec fields of d that one machine cannot honour; the
+// engine of a registry version is known once it resolved.
+func (d *deployment) ignored() []string {
+	spec := d.spec
+	if d.run != nil {
+		spec.Engine = d.run.Spec.Engine
+	}
+	return serving.Ignored(&spec)
 }

@@ -15,10 +15,18 @@
 //     loopback addresses, which the API server refuses in EndpointSlices.
 //
 // A deployment whose Failed condition is True carries the condition's
-// message as the route's Failure, so held requests fail fast.
+// message as the route's Failure, so held requests fail fast. One pinned at
+// zero (spec.replicas: 0) is routed as ScaledToZero: its requests are
+// refused at once and never wake it. A route's Version is the registry
+// version in the deployment's status (status.modelVersion), and each
+// endpoint's the version its replica serves: the pod's LabelModelVersion
+// (FromPods), else the replica's entry in status.replicaStatuses.
 //
-// Reporter sends what the gateway measures to the operator every second,
-// and Waker tells it at once when a request waits for a cold deployment.
+// Reporter sends what the gateway measures to the operator every second —
+// the demand of every deployment, and the completed buckets of the
+// request meters (traffic.Meter) of every split's primary and tracks,
+// which the operator merges for rollouts — and Waker tells it at once when
+// a request waits for a cold deployment.
 package discovery
 
 import (
@@ -29,13 +37,17 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/operator"
+	"github.com/ebb-ml/ebb/internal/replica/kube"
 	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
+	"github.com/ebb-ml/ebb/internal/traffic"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -80,6 +92,7 @@ type Routes struct {
 	source    Source
 	table     *routing.Table
 	log       *slog.Logger
+	https     bool // set by UseHTTPS, before Run
 
 	synced chan struct{} // closed once every route was published
 
@@ -95,6 +108,10 @@ type route struct {
 	rec  *stats.Recorder
 	eps  map[string]*balance.Endpoint // pod name → endpoint, reused across publishes
 	last string                       // key of the latest published route
+	// meter measures a traffic split's primary or track for rollouts,
+	// reported to the operator (Reporter); nil for a deployment without
+	// a split.
+	meter *traffic.Meter
 }
 
 // CacheOptions returns the cache options Routes needs: namespace only, and
@@ -130,6 +147,11 @@ func NewRoutes(c cache.Cache, namespace string, source Source, table *routing.Ta
 		kick:      make(chan struct{}, 1),
 	}
 }
+
+// UseHTTPS makes the published endpoints https:// URLs: the replicas
+// serve TLS on their port (mutual TLS with the gateway). Call it before
+// Run.
+func (r *Routes) UseHTTPS() { r.https = true }
 
 // Synced is closed once the caches have synced and every deployment's route
 // has been published.
@@ -234,11 +256,18 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 	}
 	if err != nil || !md.DeletionTimestamp.IsZero() {
 		r.mu.Lock()
-		_, had := r.deps[name]
-		delete(r.deps, name)
+		var had []string
+		for key := range r.deps {
+			if serving.ParentOf(key) == name {
+				delete(r.deps, key)
+				had = append(had, key)
+			}
+		}
 		r.mu.Unlock()
-		if had {
-			r.table.Remove(name)
+		for _, key := range had {
+			r.table.Remove(key)
+		}
+		if len(had) > 0 {
 			r.log.Info("deployment removed", "deployment", name)
 		}
 		return nil
@@ -247,40 +276,148 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	versions, tracks := map[string]string{}, map[string]string{}
+	for _, rs := range md.Status.ReplicaStatuses {
+		versions[rs.ID] = serving.OIPVersion(rs.ModelVersion)
+		tracks[rs.ID] = rs.Track
+	}
+	byTrack := map[string][]readyEndpoint{}
+	for _, e := range ready {
+		if e.version == "" {
+			e.version = versions[e.id]
+		}
+		if e.track == "" && r.source != FromPods {
+			t, known := tracks[e.id]
+			if !known && len(md.Spec.Traffic) > 0 {
+				// An EndpointSlice does not say which target a pod
+				// serves; until the status does, it takes no traffic.
+				continue
+			}
+			e.track = t
+		}
+		byTrack[e.track] = append(byTrack[e.track], e)
+	}
+	split := md.Spec.Tracks(name)
+	route := r.route(name, byTrack[""], operator.FailureOf(&md))
+	route.Meter = r.meter(name, split != nil)
+	route.ScaledToZero = md.Spec.ScaledToZero()
+	route.Version = serving.OIPVersion(md.Status.ModelVersion)
+	route.Model = cmp.Or(md.Status.ModelVersion, md.Spec.Model)
+	route.Metadata = md.Status.Metadata
+	if md.Spec.OpenAI() {
+		route.Protocol = serving.ProtocolOpenAI
+	}
+	keep := map[string]bool{name: true}
+	var tracksOut []routing.Track
+	for _, t := range split {
+		tracksOut = append(tracksOut, routing.Track{Key: t.Key, Tag: t.Tag, Weight: t.Weight})
+		if t.Primary {
+			continue
+		}
+		keep[t.Key] = true
+		tr := r.route(t.Key, byTrack[t.Tag], "")
+		tr.Meter = r.meter(t.Key, true)
+		tr.ScaledToZero = route.ScaledToZero
+		tr.Model = t.Model
+		for _, ts := range md.Status.Traffic {
+			if ts.Tag == t.Tag {
+				tr.Version = serving.OIPVersion(ts.ModelVersion)
+				tr.Model = cmp.Or(ts.ModelVersion, t.Model)
+			}
+		}
+		r.publish(tr) // a track is routed before the split that names it
+	}
+	if tracksOut != nil {
+		if route.Split, err = routing.NewSplit(tracksOut); err != nil {
+			r.log.Warn("invalid traffic split: the primary takes every request", "deployment", name, "err", err)
+		}
+	}
+	r.publish(route)
 	r.mu.Lock()
-	rt := r.deps[name]
-	if rt == nil {
-		rt = &route{rec: &stats.Recorder{}, eps: map[string]*balance.Endpoint{}}
-		r.deps[name] = rt
+	var gone []string
+	for key := range r.deps {
+		if key != name && serving.ParentOf(key) == name && !keep[key] {
+			delete(r.deps, key)
+			gone = append(gone, key)
+		}
 	}
 	r.mu.Unlock()
+	for _, key := range gone {
+		r.table.Remove(key)
+	}
+	return nil
+}
 
+// route builds the route of one deployment or track (key) from its ready
+// endpoints, reusing the endpoints it routed before.
+func (r *Routes) route(key string, ready []readyEndpoint, failure string) routing.Route {
+	r.mu.Lock()
+	rt := r.deps[key]
+	if rt == nil {
+		rt = &route{rec: &stats.Recorder{}, eps: map[string]*balance.Endpoint{}}
+		r.deps[key] = rt
+	}
+	r.mu.Unlock()
 	eps := make([]*balance.Endpoint, 0, len(ready))
 	keep := map[string]*balance.Endpoint{}
 	for _, e := range ready {
+		if r.https {
+			e.url = "https://" + strings.TrimPrefix(e.url, "http://")
+		}
 		ep := rt.eps[e.id]
-		if ep == nil || ep.URL != e.url {
+		if ep == nil || ep.URL != e.url || ep.Version != e.version {
 			ep = balance.NewEndpoint(e.id, e.url)
+			ep.Version = e.version
 		}
 		keep[e.id] = ep
 		eps = append(eps, ep)
 	}
 	rt.eps = keep
-	failure := ""
-	if len(eps) == 0 {
-		failure = operator.FailureOf(&md)
+	if len(eps) > 0 {
+		failure = ""
 	}
-	key := failure
-	for _, ep := range eps {
-		key += "\x00" + ep.ID + "=" + ep.URL
+	return routing.Route{Deployment: key, Endpoints: eps, Failure: failure, Stats: rt.rec}
+}
+
+// meter returns the Meter of the route keyed key (routed already) when on,
+// creating it on first need and keeping it while the route lives;
+// otherwise it drops the route's Meter and returns nil.
+func (r *Routes) meter(key string, on bool) *traffic.Meter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rt := r.deps[key]
+	switch {
+	case !on:
+		rt.meter = nil
+	case rt.meter == nil:
+		rt.meter = traffic.NewMeter(0, 0)
 	}
-	if key == rt.last && r.table.Lookup(name) != nil {
-		return nil
+	return rt.meter
+}
+
+// publish publishes route unless it is what was published last.
+func (r *Routes) publish(route routing.Route) {
+	key := fmt.Sprintf("%s\x00%t\x00%s\x00%s\x00%t\x00%s\x00%p", route.Failure, route.ScaledToZero, route.Version, route.Model, route.Metadata != nil, route.Protocol, route.Meter)
+	if s := route.Split; s != nil {
+		for _, t := range s.Tracks {
+			key += fmt.Sprintf("\x00%s=%s/%d", t.Key, t.Tag, t.Weight)
+		}
 	}
-	rt.last = key
-	r.table.Publish(routing.Route{Deployment: name, Endpoints: eps, Failure: failure, Stats: rt.rec})
-	r.log.Debug("route published", "deployment", name, "endpoints", len(eps), "failure", failure)
-	return nil
+	for _, ep := range route.Endpoints {
+		key += "\x00" + ep.ID + "=" + ep.URL + "@" + ep.Version
+	}
+	r.mu.Lock()
+	rt := r.deps[route.Deployment]
+	same := rt != nil && key == rt.last
+	if rt != nil {
+		rt.last = key
+	}
+	r.mu.Unlock()
+	if same && r.table.Lookup(route.Deployment) != nil {
+		return
+	}
+	r.table.Publish(route)
+	r.log.Debug("route published", "deployment", route.Deployment, "endpoints", len(route.Endpoints), "failure", route.Failure)
 }
 
 // Recorders returns the demand recorder of every routed deployment.
@@ -290,6 +427,20 @@ func (r *Routes) Recorders() map[string]*stats.Recorder {
 	out := make(map[string]*stats.Recorder, len(r.deps))
 	for n, rt := range r.deps {
 		out[n] = rt.rec
+	}
+	return out
+}
+
+// Meters returns the Meter of every routed split's primary and tracks, by
+// route key.
+func (r *Routes) Meters() map[string]*traffic.Meter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]*traffic.Meter{}
+	for n, rt := range r.deps {
+		if rt.meter != nil {
+			out[n] = rt.meter
+		}
 	}
 	return out
 }
@@ -311,7 +462,10 @@ func (r *Routes) ready(ctx context.Context, name string) ([]readyEndpoint, error
 	return readyEndpoints(sl.Items), nil
 }
 
-type readyEndpoint struct{ id, url string }
+// readyEndpoint is a ready replica: its pod name, URL and, when the pod
+// says, the registry version it serves (OIP v2 form) and the traffic
+// target it serves (its tag; empty for the primary).
+type readyEndpoint struct{ id, url, version, track string }
 
 // readyPods returns the pods that are Ready, have an IP and are not
 // terminating, sorted by name; the port is the replica container's port
@@ -331,7 +485,7 @@ func readyPods(pods []corev1.Pod) []readyEndpoint {
 				}
 			}
 		}
-		out = append(out, readyEndpoint{id: p.Name, url: "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port)))})
+		out = append(out, readyEndpoint{id: p.Name, url: "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port))), version: p.Labels[kube.LabelModelVersion], track: p.Labels[kube.LabelTrack]})
 	}
 	slices.SortFunc(out, func(a, b readyEndpoint) int { return cmp.Compare(a.id, b.id) })
 	return out

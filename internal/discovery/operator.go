@@ -15,13 +15,15 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/operator"
 	"github.com/ebb-ml/ebb/internal/stats"
+	"github.com/ebb-ml/ebb/internal/traffic"
 	"k8s.io/utils/clock"
 )
 
 // Client calls the operator's demand API.
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token string
 }
 
 // NewClient returns a Client for the operator at base
@@ -32,6 +34,15 @@ func NewClient(base string, hc *http.Client) *Client {
 		hc = &http.Client{Timeout: 5 * time.Second}
 	}
 	return &Client{base: strings.TrimRight(base, "/"), http: hc}
+}
+
+// WithToken returns a copy of c that sends token ("Authorization: Bearer
+// TOKEN", a token with scope gateway) with every call, as the operator
+// requires unless its auth is off.
+func (c *Client) WithToken(token string) *Client {
+	cc := *c
+	cc.token = token
+	return &cc
 }
 
 // Report sends a demand report.
@@ -55,6 +66,9 @@ func (c *Client) post(ctx context.Context, path string, body any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("operator at %s: %w", c.base, err)
@@ -74,21 +88,55 @@ type RecorderSource interface {
 	Recorders() map[string]*stats.Recorder
 }
 
-// Reporter sends the gateway's demand to the operator every period.
+// MeterSource lists the request meters of the routed traffic splits (their
+// primaries and tracks), by route key; *Routes is one. A Reporter whose
+// Source is one reports them.
+type MeterSource interface {
+	Meters() map[string]*traffic.Meter
+}
+
+// Defaults of Reporter.
+const (
+	// DefaultMeterBacklog bounds how far back a report's meters reach
+	// after reports failed. A second of a meter is a few hundred bytes of
+	// JSON, at most about 5 KiB (every latency bin used): 120 of them fit
+	// the operator's limit on a report (8 MiB) for a dozen tracks.
+	DefaultMeterBacklog = 2 * time.Minute
+	// meterSettle is how long after a meter's bucket ends it is
+	// reported: a request that ended in it may still be observing.
+	meterSettle = 250 * time.Millisecond
+)
+
+// Reporter sends the gateway's demand to the operator every period, and
+// with it, when Source is a MeterSource, the buckets of each meter that
+// completed since the last report the operator answered: a bucket is sent
+// until a report that carried it succeeds (the operator merges each
+// once), but never one older than MeterBacklog.
 type Reporter struct {
 	Gateway string
 	Source  RecorderSource
 	Client  *Client
 	// Every is the period; default 1s.
 	Every time.Duration
+	// MeterBacklog bounds what a report resends of meters after failed
+	// reports; default DefaultMeterBacklog.
+	MeterBacklog time.Duration
 	// Clock; default real.
 	Clock clock.WithTicker
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+
+	// mu guards acked and pending.
+	mu sync.Mutex
+	// acked maps a meter's key to where its next export starts: after
+	// the buckets of the last report the operator answered.
+	acked map[string]time.Time
+	// pending is what acked becomes once the latest report is answered.
+	pending map[string]time.Time
 }
 
 // Run reports until ctx ends. A failed report is logged and dropped: the
-// next one carries fresh numbers.
+// next one carries fresh numbers, and the meters' buckets it carried.
 func (r *Reporter) Run(ctx context.Context) error {
 	every := cmp0(r.Every, time.Second)
 	clk := r.Clock
@@ -112,6 +160,9 @@ func (r *Reporter) Run(ctx context.Context) error {
 		rctx, cancel := context.WithTimeout(ctx, every*3)
 		err := r.Client.Report(rctx, rep)
 		cancel()
+		if err == nil {
+			r.Acknowledge()
+		}
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			log.Warn("cannot report demand to the operator; the autoscaler does not see this gateway's load", "err", err)
@@ -124,7 +175,8 @@ func (r *Reporter) Run(ctx context.Context) error {
 }
 
 // Report samples every recorder at now and returns the deployments with
-// any demand.
+// any demand, and the meters' buckets not acknowledged yet (see
+// Acknowledge) that completed before now.
 func (r *Reporter) Report(now time.Time) operator.DemandReport {
 	rep := operator.DemandReport{Gateway: r.Gateway, Deployments: map[string]operator.GatewayDemand{}}
 	for name, rec := range r.Source.Recorders() {
@@ -135,7 +187,57 @@ func (r *Reporter) Report(now time.Time) operator.DemandReport {
 		}
 		rep.Deployments[name] = operator.GatewayDemand{InFlight: n, Concurrency: s.Concurrency, Requests: s.Requests}
 	}
+	if ms, ok := r.Source.(MeterSource); ok {
+		rep.Meters = r.meters(ms.Meters(), now)
+	}
 	return rep
+}
+
+// meters exports the buckets of meters that completed by now (less
+// meterSettle) since their last acknowledged report, or at most
+// MeterBacklog ago; nil when there is none.
+func (r *Reporter) meters(meters map[string]*traffic.Meter, now time.Time) map[string][]traffic.Bucket {
+	until := now.Add(-meterSettle)
+	oldest := until.Add(-cmp0(r.MeterBacklog, DefaultMeterBacklog))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key := range r.acked {
+		if meters[key] == nil {
+			delete(r.acked, key) // the split ended
+		}
+	}
+	r.pending = make(map[string]time.Time, len(meters))
+	var out map[string][]traffic.Bucket
+	for key, m := range meters {
+		since, ok := r.acked[key]
+		if !ok || since.Before(oldest) {
+			since = oldest
+		}
+		bs, next := m.Export(since, until)
+		r.pending[key] = next
+		if len(bs) == 0 {
+			continue
+		}
+		if out == nil {
+			out = map[string][]traffic.Bucket{}
+		}
+		out[key] = bs
+	}
+	return out
+}
+
+// Acknowledge records that the operator received the latest Report: the
+// meters' buckets it carried are not sent again.
+func (r *Reporter) Acknowledge() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.acked == nil {
+		r.acked = map[string]time.Time{}
+	}
+	for key, next := range r.pending {
+		r.acked[key] = next
+	}
+	r.pending = nil
 }
 
 func cmp0(d, def time.Duration) time.Duration {

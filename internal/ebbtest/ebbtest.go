@@ -1,24 +1,72 @@
-// Package ebbtest builds the ebb binary for tests that run it as a separate
-// process: replicas started by a backend, `ebb up` end to end.
+// Package ebbtest builds the ebb binaries for tests that run them as
+// separate processes (replicas started by a backend, `ebb up` end to end,
+// the operator and the gateway), and checks what they link.
 package ebbtest
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 )
 
-// Build compiles ./cmd/ebb into dir and returns the binary's path.
-func Build(dir string) (string, error) {
-	bin := filepath.Join(dir, "ebb")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/ebb-ml/ebb/cmd/ebb").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("build ebb: %v\n%s", err, out)
+// The build settings of cmd/ebb-replica, as `make build` and the Dockerfile
+// use them (see cmd/ebb-replica for why): no cgo, and gRPC without
+// golang.org/x/net/trace.
+var (
+	ReplicaEnv   = []string{"CGO_ENABLED=0"}
+	ReplicaFlags = []string{"-tags", "grpcnotrace"}
+)
+
+// BuildAll compiles ./cmd/ebb, ./cmd/ebb-cluster and ./cmd/ebb-replica
+// into dir/ebb, dir/ebb-cluster and dir/ebb-replica, side by side as `make
+// build` does, so that `ebb up` run from dir starts its replicas with the
+// lean binary and `ebb operator` finds ebb-cluster. flags (such as
+// -ldflags) go to every build; root is the directory the go command runs
+// in ("": the current one, which must be inside the ebb module). The go
+// command's output goes to out.
+func BuildAll(ctx context.Context, root, dir string, out io.Writer, flags ...string) error {
+	builds := []struct {
+		name, pkg string
+		env       []string
+		flags     []string
+	}{
+		{name: "ebb", pkg: "github.com/ebb-ml/ebb/cmd/ebb"},
+		{name: "ebb-cluster", pkg: "github.com/ebb-ml/ebb/cmd/ebb-cluster"},
+		{name: "ebb-replica", pkg: "github.com/ebb-ml/ebb/cmd/ebb-replica", env: ReplicaEnv, flags: ReplicaFlags},
 	}
-	return bin, nil
+	for _, b := range builds {
+		args := append(append(append([]string{"build", "-o", filepath.Join(dir, b.name)}, b.flags...), flags...), b.pkg)
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), b.env...)
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("build %s: %w", b.name, err)
+		}
+	}
+	return nil
 }
+
+// Build compiles ebb, ebb-cluster and ebb-replica into dir (see BuildAll)
+// and returns ebb's path.
+func Build(dir string) (string, error) {
+	var out bytes.Buffer
+	if err := BuildAll(context.Background(), "", dir, &out); err != nil {
+		return "", fmt.Errorf("%v\n%s", err, out.Bytes())
+	}
+	return filepath.Join(dir, "ebb"), nil
+}
+
+// Replica returns the path of the ebb-replica Build put beside ebb.
+func Replica(ebb string) string { return filepath.Join(filepath.Dir(ebb), "ebb-replica") }
+
+// Cluster returns the path of the ebb-cluster Build put beside ebb.
+func Cluster(ebb string) string { return filepath.Join(filepath.Dir(ebb), "ebb-cluster") }
 
 // Main builds ebb into a temporary directory, stores its path in *bin, runs
 // the package's tests and removes the directory. Call it from TestMain.

@@ -13,12 +13,23 @@ import (
 // for concurrent use.
 type Model interface {
 	// Metadata describes the model's inputs and outputs; -1 marks a dynamic
-	// dimension (usually the batch).
+	// dimension (usually the batch), an empty shape a scalar, and a nil
+	// shape a tensor declared without one, which takes any shape.
 	Metadata() oip.ModelMetadata
 	// Predict runs inference. Inputs are already decoded and match the
 	// metadata's names; Predict still checks shapes and datatypes and
 	// returns an *InputError when the caller sent something wrong.
 	Predict(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor, error)
+}
+
+// OutputSelector is a Model that can compute only some of its outputs; the
+// replica server calls PredictOutputs when a request names the outputs it
+// wants, so that a model does no work for outputs nobody asked for.
+type OutputSelector interface {
+	// PredictOutputs is Predict computing only the outputs named in
+	// outputs (every output when it is empty), returned in the model's
+	// order.
+	PredictOutputs(ctx context.Context, inputs []oip.Tensor, outputs []string) ([]oip.Tensor, error)
 }
 
 // InputError reports a request the model cannot evaluate because of what the

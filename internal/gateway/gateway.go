@@ -1,5 +1,6 @@
 // Package gateway is ebb's data plane: it answers the Open Inference Protocol
-// v2 for every deployment, holding requests for cold deployments in the
+// v2 for every deployment, and the OpenAI API for deployments whose server
+// speaks it (openai.go), holding requests for cold deployments in the
 // activator and forwarding each request to a replica picked by
 // power-of-two-choices on least outstanding requests.
 //
@@ -7,26 +8,32 @@
 // was stopped between pick and send) is retried on another replica, so a
 // crashing replica costs latency, not errors. The gateway never blocks on the
 // control plane: it reads the routing table and reports demand, nothing else.
+//
+// REST runs on fasthttp, for throughput (issue 12 measured net/http's server
+// and client at about half of nginx's requests per second on one core):
+// Gateway.Handler serves the routes (routes.go), Server (server.go) is the
+// whole HTTP/1.1 front of ebb up and ebb gateway, passing every other path
+// to net/http handlers, and a fasthttp.HostClient per replica carries
+// requests on (upstream.go). A request's state lives in a pooled exchange
+// (exchange.go): no per-request allocation of headers or buffers. gRPC
+// stays on grpc-go (grpc.go).
 package gateway
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/activator"
 	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/valyala/fasthttp"
 	"k8s.io/utils/clock"
 )
 
@@ -44,14 +51,27 @@ type Holder interface {
 type Options struct {
 	// MaxBodyBytes limits an inference request body; default 64 MiB.
 	MaxBodyBytes int64
+	// MaxBufferedBytes caps the body bytes held across all requests in
+	// flight; beyond it requests get 503 with Retry-After. Default
+	// DefaultMaxBufferedBytes (see limits.go).
+	MaxBufferedBytes int64
+	// Budget counts the held bytes against MaxBufferedBytes; give the same
+	// one to the REST Gateway and the GRPC server so that one cap bounds
+	// both. Default: a budget of its own.
+	Budget *BodyBudget
+	// Limits bound the gateway's connections (package connlimit): the
+	// timeouts of Server (the REST front), the body timeout of inference
+	// requests, keepalive in GRPC.Serve, and the connection cap of Listener.
+	Limits connlimit.Limits
 	// Attempts bounds how many replicas one request is tried on; default 4.
 	Attempts int
 	// HoldTimeout bounds the wait for a replica after all tried ones
-	// failed; default 60s.
+	// failed; default 60s. A request also waits up to it for a connection
+	// to its replica when MaxConnsPerReplica are busy.
 	HoldTimeout time.Duration
-	// Transport forwards requests to replicas; default a keep-alive
-	// transport sized for many concurrent requests per replica.
-	Transport http.RoundTripper
+	// MaxConnsPerReplica bounds the REST connections to one replica;
+	// default DefaultMaxConnsPerReplica.
+	MaxConnsPerReplica int
 	// Ready reports whether the gateway should answer ready; default
 	// always.
 	Ready func() bool
@@ -63,22 +83,48 @@ type Options struct {
 	Metrics *Metrics
 	// Version is reported in server metadata.
 	Version string
+	// Auth, when set, makes requests that name a model need a token with
+	// scope predict:NAME (see authorize); nil leaves inference open.
+	Auth Authenticator
+	// TLS, when set, makes GRPC.Serve serve over TLS with it (a reloading
+	// config from package certs); the REST server's TLS is its listener's.
+	TLS *tls.Config
+	// ReplicaTLS, when set, is the client configuration for replicas whose
+	// endpoints are https URLs (mutual TLS: it presents the gateway's
+	// certificate): the REST clients (HTTP/1.1 only) and the gRPC
+	// connections use it. Plain http endpoints never touch it.
+	ReplicaTLS *tls.Config
 }
 
-// Gateway is the OIP v2 data-plane handler.
+// Gateway is the OIP v2 (and OpenAI API) REST data plane.
 type Gateway struct {
 	routes   Routes
 	holder   Holder
+	peek     *peek // the Holder of metadata requests: never holds or wakes
 	opts     Options
 	balancer balance.PowerOfTwo
-	client   *http.Client
-	mux      *http.ServeMux
+	ups      *upstreams
+	budget   *BodyBudget // body bytes held, against MaxBufferedBytes
+	meta     metaCache
+	// realClock is set when opts.Clock is the real clock (see now).
+	realClock bool
 }
 
-// New returns a Gateway.
+// New returns a Gateway. It starts nothing: connections to replicas open on
+// first use; Close closes them.
 func New(routes Routes, holder Holder, opts Options) *Gateway {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 20
+	}
+	if opts.MaxBufferedBytes <= 0 {
+		opts.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if opts.Budget == nil {
+		opts.Budget = &BodyBudget{}
+	}
+	opts.Limits = opts.Limits.WithDefaults()
+	if opts.Limits.OnLimit == nil {
+		opts.Limits.OnLimit = opts.Metrics.ConnLimited()
 	}
 	if opts.Attempts <= 0 {
 		opts.Attempts = 4
@@ -86,14 +132,8 @@ func New(routes Routes, holder Holder, opts Options) *Gateway {
 	if opts.HoldTimeout <= 0 {
 		opts.HoldTimeout = 60 * time.Second
 	}
-	if opts.Transport == nil {
-		opts.Transport = &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        4096,
-			MaxIdleConnsPerHost: 1024,
-			IdleConnTimeout:     90 * time.Second,
-		}
+	if opts.MaxConnsPerReplica <= 0 {
+		opts.MaxConnsPerReplica = DefaultMaxConnsPerReplica
 	}
 	if opts.Ready == nil {
 		opts.Ready = func() bool { return true }
@@ -104,251 +144,236 @@ func New(routes Routes, holder Holder, opts Options) *Gateway {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	g := &Gateway{routes: routes, holder: holder, opts: opts, client: &http.Client{Transport: opts.Transport}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusOK)
-	})
-	mux.HandleFunc("GET /v2/health/ready", g.serverReady)
-	mux.HandleFunc("GET /v2", g.serverMetadata)
-	mux.HandleFunc("GET /v2/models/{name}/ready", g.modelReady)
-	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", g.modelReady)
-	mux.HandleFunc("GET /v2/models/{name}", g.forward)
-	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", g.forward)
-	mux.HandleFunc("POST /v2/models/{name}/infer", g.forward)
-	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", g.forward)
-	g.mux = mux
-	return g
+	_, real := opts.Clock.(clock.RealClock)
+	return &Gateway{routes: routes, holder: holder, peek: &peek{routes}, opts: opts, budget: opts.Budget, realClock: real,
+		ups: newUpstreams(routes, opts.ReplicaTLS, opts.MaxConnsPerReplica, opts.HoldTimeout)}
 }
 
-// ServeHTTP answers OIP v2 requests.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+// Close closes the gateway's idle connections to replicas and stops
+// following their routes; requests in flight finish. Server.Shutdown calls
+// it.
+func (g *Gateway) Close() { g.ups.close() }
 
-func (g *Gateway) serverReady(w http.ResponseWriter, _ *http.Request) {
+func (g *Gateway) serverReady(ctx *fasthttp.RequestCtx) {
 	if !g.opts.Ready() {
-		writeError(w, http.StatusServiceUnavailable, "ebb is starting or shutting down")
+		writeError(ctx, http.StatusServiceUnavailable, "ebb is starting or shutting down")
 		return
 	}
-	w.WriteHeader(http.StatusOK)
+	ctx.SetStatusCode(http.StatusOK)
 }
 
-func (g *Gateway) serverMetadata(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, oip.ServerMetadata{Name: "ebb", Version: g.opts.Version, Extensions: []string{}})
-}
-
-// modelReady answers without waking the deployment: a deployment scaled to
-// zero is ready, since a request would start it; one whose replicas fail to
-// start is not.
-func (g *Gateway) modelReady(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	rt := g.routes.Lookup(name)
-	if rt == nil {
-		writeError(w, http.StatusNotFound, notFound(name))
-		return
-	}
-	ready := len(rt.Endpoints) > 0 || rt.Failure == ""
-	code := http.StatusOK
-	if !ready {
-		code = http.StatusServiceUnavailable
-	}
-	writeJSON(w, code, oip.ModelReady{Name: name, Ready: ready})
+func (g *Gateway) serverMetadata(ctx *fasthttp.RequestCtx) {
+	writeJSON(ctx, http.StatusOK, oip.ServerMetadata{Name: "ebb", Version: g.opts.Version, Extensions: []string{}})
 }
 
 func notFound(name string) string {
 	return fmt.Sprintf("model %q not found: list deployments with `ebb get deployments`, or create one with `ebb deploy -f spec.yaml`", name)
 }
 
-// forward sends the request to a ready replica of its deployment, holding it
-// while the deployment is cold and retrying on another replica when one
-// fails before answering.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	start := g.opts.Clock.Now()
-	rt := g.routes.Lookup(name)
+// infer sends an infer request to a ready replica of its deployment (of
+// version, if any), holding it while the deployment is cold and retrying on
+// another replica when one fails before answering.
+func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
+	start := g.arrival(ctx)
+	rt := g.routes.Lookup(b2s(name))
 	if rt == nil {
 		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
-		writeError(w, http.StatusNotFound, notFound(name))
+		writeError(ctx, http.StatusNotFound, notFound(string(name)))
 		return
 	}
-	if rt.Stats != nil {
-		rt.Stats.Begin(start)
-		defer func() { rt.Stats.End(g.opts.Clock.Now()) }()
+	if rt.Protocol != "" {
+		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
+		writeError(ctx, http.StatusNotFound, notOIP(rt.Deployment))
+		return
 	}
-	g.opts.Metrics.begin(name)
-	code := g.forwardTo(w, r, name)
-	g.opts.Metrics.observe(name, code, g.opts.Clock.Since(start), true)
+	v := b2s(version)
+	if rt.Split != nil {
+		if rt, v = g.track(ctx, rt, version); rt == nil {
+			g.opts.Metrics.observe(string(name), http.StatusNotFound, 0, false)
+			return
+		}
+	}
+	dep := rt.Deployment // a string of its own: name is the request's bytes
+	s := g.opts.Metrics.start(dep)
+	x := g.acquire(ctx)
+	defer x.release()
+	held, code := g.readBody(ctx, x)
+	if code != 0 {
+		s.end(code, g.opts.Clock.Since(start))
+		return
+	}
+	defer g.budget.release(held)
+	// Demand counts once the body is in: a body trickling in is not load
+	// for the autoscaler (a hundred of them once panic-scaled a
+	// deployment to maxReplicas).
+	if rt.Stats != nil {
+		rt.Stats.Begin(g.now(start))
+	}
+	x.meter = rt.Meter
+	code = g.forwardTo(ctx, x, rt, dep, v, modeInfer, ctx.Path())
+	end := g.now(start)
+	if rt.Stats != nil {
+		rt.Stats.End(end)
+	}
+	if x.meter != nil {
+		x.observe(end, code)
+	}
+	s.end(code, end.Sub(start))
 }
 
-func (g *Gateway) forwardTo(w http.ResponseWriter, r *http.Request, name string) int {
-	var body []byte
-	if r.Method == http.MethodPost {
-		// Not pooled: the transport may still read a request body after
-		// the response arrived.
-		var buf bytes.Buffer
-		if r.ContentLength > 0 && r.ContentLength <= g.opts.MaxBodyBytes {
-			buf.Grow(int(r.ContentLength) + bytes.MinRead)
-		}
-		_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
-		body = buf.Bytes()
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				return writeError(w, http.StatusRequestEntityTooLarge,
-					fmt.Sprintf("request body exceeds %d bytes: send fewer rows per request", tooBig.Limit))
-			}
-			return writeError(w, http.StatusBadRequest, "cannot read request body: "+err.Error())
+// observe counts x's request, which ended at end with status code, in the
+// Meter of the track that served it (x.meter, set). Its latency runs from
+// when a replica was first picked for it to end: the time its track was
+// held cold by the activator, and the time its body took to arrive, are
+// not the track's, and a rollout must not judge a canary by them. A
+// request that failed before any replica was picked (its track could not
+// start, or did not in time) counts with a latency of 0. It failed when
+// the answer is a 5xx (an engine error, or the gateway's for the track),
+// unless the client went away; a 4xx is the client's fault.
+func (x *exchange) observe(end time.Time, code int) {
+	var latency time.Duration
+	if !x.picked.IsZero() {
+		latency = end.Sub(x.picked)
+	}
+	x.meter.Observe(end, latency, code >= http.StatusInternalServerError && x.ctx.Err() == nil)
+}
+
+// arrival returns when ctx's request arrived: with the real clock, the
+// server's own time of it (read once per request anyway), else the
+// injected clock's now.
+func (g *Gateway) arrival(ctx *fasthttp.RequestCtx) time.Time {
+	if g.realClock && !ctx.Time().IsZero() {
+		return ctx.Time()
+	}
+	return g.opts.Clock.Now()
+}
+
+// now returns the clock's now, given a time of the same request: with the
+// real clock it reads only the monotonic clock, half the cost of
+// time.Now on the request path.
+func (g *Gateway) now(start time.Time) time.Time {
+	if g.realClock {
+		return start.Add(time.Since(start))
+	}
+	return g.opts.Clock.Now()
+}
+
+// mode is what a forwarded request is, which decides how its answer is
+// passed on.
+type mode int
+
+const (
+	modeInfer  mode = iota // OIP v2 infer: the answer is buffered and passed on
+	modeMeta               // model metadata: never held; the answer is cached
+	modeOpenAI             // the OpenAI API: the answer streams (openai.go)
+)
+
+// forwardTo sends ctx's request, to path, to a replica of deployment name
+// that serves version (any replica when version is ""), held by the
+// activator while there is none. A metadata request (modeMeta) is never
+// held: a deployment without a ready replica is answered by
+// metadataAtZero, and a replica's answer is cached for then. The request
+// body is x's, already read (none for GET).
+//
+// rt, when not nil, is the deployment's route as just looked up: with a
+// ready replica it serves the first try without asking the holder.
+func (g *Gateway) forwardTo(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.Route, name, version string, m mode, path []byte) int {
+	holder := g.holder
+	if m == modeMeta {
+		holder = g.peek
+	}
+	if version != "" {
+		// A version that no replica and no future replica serves is
+		// refused before anything is held or woken.
+		if rt := g.routes.Lookup(name); rt != nil && rt.Version != version && !rt.Serves(version) {
+			return writeVersionNotFound(ctx, rt, version)
 		}
 	}
-	var tried []*balance.Endpoint
-	tried1 := func(e *balance.Endpoint) bool {
-		for _, t := range tried {
-			if t == e {
-				return true
-			}
-		}
-		return false
-	}
+	x.version = version
 	var lastErr error
-	for len(tried) < g.opts.Attempts {
-		rt, err := g.holder.Wait(r.Context(), name)
+	for first := true; len(x.tried) < g.opts.Attempts; first = false {
+		var err error
+		if !first || rt == nil || len(rt.Endpoints) == 0 {
+			rt, err = holder.Wait(&x.ctx, name)
+		}
+		if m == modeMeta && errors.Is(err, errCold) {
+			return g.metadataAtZero(ctx, name, version)
+		}
 		if err != nil {
-			return g.holdError(w, name, err)
+			return g.holdError(ctx, x, name, err)
 		}
 		var excluded func(*balance.Endpoint) bool
-		if len(tried) > 0 {
-			excluded = tried1 // no filtering, and no allocation, on a first try
+		if len(x.tried) > 0 {
+			excluded = x.excludeTried // no filtering, and no allocation, on a first try
+		}
+		if version != "" {
+			if !rt.Serves(version) {
+				switch {
+				case rt.Version != version:
+					return writeVersionNotFound(ctx, rt, version)
+				case m == modeMeta:
+					return g.metadataAtZero(ctx, name, version)
+				}
+				// Replicas of the deployment's version are on their
+				// way (a rollout): wait for the control loop to route
+				// one.
+				if err := awaitChange(&x.ctx, rt, g.opts.HoldTimeout); err != nil {
+					return writeUnavailable(ctx, 1, fmt.Sprintf("no replica of %q serves version %s yet: retry shortly", name, version))
+				}
+				continue
+			}
+			excluded = x.excludeOther
 		}
 		ep := g.balancer.Pick(rt.Endpoints, excluded)
 		if ep == nil {
 			// Every routed replica failed for this request: wait for
 			// the control loop to publish a change.
-			if err := g.awaitChange(r.Context(), rt); err != nil {
-				return writeUnavailable(w, 1, fmt.Sprintf("no replica of %q could take the request: %v", name, lastErr))
+			if err := awaitChange(&x.ctx, rt, g.opts.HoldTimeout); err != nil {
+				return writeUnavailable(ctx, 1, fmt.Sprintf("no replica of %q could take the request: %v", name, lastErr))
 			}
 			continue
 		}
-		tried = append(tried, ep)
-		resp, err := g.send(r, ep, body)
-		if err != nil {
-			if r.Context().Err() != nil {
-				return writeError(w, http.StatusServiceUnavailable, "request cancelled by the client")
+		if x.meter != nil && x.picked.IsZero() {
+			x.picked = g.opts.Clock.Now() // a metered track's latency starts (see observe)
+		}
+		x.tried = append(x.tried, ep)
+		if err := g.send(ctx, x, rt, ep, m, path); err != nil {
+			if x.ctx.Err() != nil {
+				return writeError(ctx, http.StatusServiceUnavailable, "request cancelled by the client")
 			}
 			lastErr = err
 			g.opts.Logger.Debug("replica failed before answering; retrying", "deployment", name, "replica", ep.ID, "err", err)
 			g.opts.Metrics.retried(name)
 			continue
 		}
-		return copyResponse(w, resp)
-	}
-	return writeUnavailable(w, 1, fmt.Sprintf("%d replicas of %q failed to answer, last: %v", len(tried), name, lastErr))
-}
-
-func (g *Gateway) awaitChange(ctx context.Context, rt *routing.Route) error {
-	ctx, cancel := context.WithTimeout(ctx, g.opts.HoldTimeout)
-	defer cancel()
-	select {
-	case <-rt.Changed():
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// send forwards r to ep. The endpoint's in-flight count covers the whole
-// exchange, body included.
-func (g *Gateway) send(r *http.Request, ep *balance.Endpoint, body []byte) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, ep.URL+r.URL.Path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.URL.RawQuery = r.URL.RawQuery
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		req.Header.Set("Content-Type", ct)
-	}
-	if id := r.Header.Get("X-Request-Id"); id != "" {
-		req.Header.Set("X-Request-Id", id)
-	}
-	ep.Acquire()
-	resp, err := g.client.Do(req)
-	if err != nil {
-		ep.Release()
-		return nil, err
-	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, ep: ep}
-	resp.Header.Set("Ebb-Replica", ep.ID)
-	return resp, nil
-}
-
-type releasingBody struct {
-	io.ReadCloser
-	ep   *balance.Endpoint
-	done bool
-}
-
-func (b *releasingBody) Close() error {
-	if !b.done {
-		b.done = true
-		b.ep.Release()
-	}
-	return b.ReadCloser.Close()
-}
-
-// copyBufs recycles the buffers responses are copied through; a fresh 32 KiB
-// buffer per request was most of the gateway's allocation.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func copyResponse(w http.ResponseWriter, resp *http.Response) int {
-	defer resp.Body.Close()
-	h := w.Header()
-	for _, k := range forwardedResponseHeaders {
-		if v := resp.Header[k]; len(v) > 0 {
-			h[k] = v
+		switch m {
+		case modeMeta:
+			return g.copyMetadata(ctx, x, rt, ep)
+		case modeOpenAI:
+			return g.passStream(ctx, x, ep)
 		}
+		return copyResponse(ctx, x, ep)
 	}
-	w.WriteHeader(resp.StatusCode)
-	buf := copyBufs.Get().(*[]byte)
-	_, _ = io.CopyBuffer(writerOnly{w}, resp.Body, *buf)
-	copyBufs.Put(buf)
-	return resp.StatusCode
+	return writeUnavailable(ctx, 1, fmt.Sprintf("%d replicas of %q failed to answer, last: %v", len(x.tried), name, lastErr))
 }
-
-// forwardedResponseHeaders are the replica headers a client sees, in
-// canonical form.
-var forwardedResponseHeaders = []string{"Content-Type", "Content-Length", "Ebb-Replica"}
-
-// writerOnly hides a ResponseWriter's ReadFrom so io.CopyBuffer uses the
-// pooled buffer.
-type writerOnly struct{ io.Writer }
 
 // holdError turns an activator error into a response.
-func (g *Gateway) holdError(w http.ResponseWriter, name string, err error) int {
+func (g *Gateway) holdError(ctx *fasthttp.RequestCtx, x *exchange, name string, err error) int {
 	var failed *activator.FailedError
 	switch {
+	case x.ctx.Err() != nil:
+		return writeError(ctx, http.StatusServiceUnavailable, "request cancelled by the client")
 	case errors.Is(err, activator.ErrNotFound):
-		return writeError(w, http.StatusNotFound, notFound(name))
+		return writeError(ctx, http.StatusNotFound, notFound(name))
+	case errors.Is(err, activator.ErrScaledToZero):
+		return writeErrorCode(ctx, http.StatusServiceUnavailable, codeScaledToZero, scaledToZero(name))
 	case errors.As(err, &failed):
-		return writeUnavailable(w, 10, fmt.Sprintf("deployment %q cannot start a replica: %s", name, failed.Reason))
+		return writeUnavailable(ctx, 10, fmt.Sprintf("deployment %q cannot start a replica: %s", name, clip(failed.Reason)))
 	case errors.Is(err, activator.ErrQueueFull):
-		return writeUnavailable(w, 1, fmt.Sprintf("deployment %q is starting and has too many requests waiting: retry shortly", name))
+		return writeUnavailable(ctx, 1, fmt.Sprintf("deployment %q is starting and has too many requests waiting: retry shortly", name))
 	case errors.Is(err, activator.ErrTimeout):
-		return writeUnavailable(w, 5, fmt.Sprintf("deployment %q had no ready replica in time (%v): retry shortly", name, err))
+		return writeUnavailable(ctx, 5, fmt.Sprintf("deployment %q had no ready replica in time (%v): retry shortly", name, err))
 	default:
-		return writeUnavailable(w, 1, fmt.Sprintf("deployment %q: %v", name, err))
+		return writeUnavailable(ctx, 1, fmt.Sprintf("deployment %q: %v", name, err))
 	}
-}
-
-func writeUnavailable(w http.ResponseWriter, retryAfter int, msg string) int {
-	w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
-	return writeError(w, http.StatusServiceUnavailable, msg)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) int {
-	writeJSON(w, code, oip.ErrorResponse{Error: msg})
-	return code
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
 }

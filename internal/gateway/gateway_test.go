@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/engine/echo"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/server"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -21,7 +23,7 @@ import (
 const body = `{"inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[1,2]}]}`
 
 // replica starts a real replica server with the echo model.
-func replica(t *testing.T, id string) *balance.Endpoint {
+func replica(t testing.TB, id string) *balance.Endpoint {
 	t.Helper()
 	m, err := echo.Load("")
 	if err != nil {
@@ -30,6 +32,22 @@ func replica(t *testing.T, id string) *balance.Endpoint {
 	srv := httptest.NewServer(server.New("m", m, server.Options{ReplicaID: id}))
 	t.Cleanup(srv.Close)
 	return balance.NewEndpoint(id, srv.URL)
+}
+
+// versionedReplica starts a real replica server with the echo model that
+// serves registry version ("m:3"), and returns its endpoint, which carries
+// the version as the control loop's do.
+func versionedReplica(t testing.TB, id, version string) *balance.Endpoint {
+	t.Helper()
+	m, err := echo.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(server.New("m", m, server.Options{ReplicaID: id, ModelVersion: version}))
+	t.Cleanup(srv.Close)
+	ep := balance.NewEndpoint(id, srv.URL)
+	ep.Version = serving.OIPVersion(version)
+	return ep
 }
 
 // deadEndpoint is a loopback address where nothing listens.
@@ -59,10 +77,25 @@ type fixture struct {
 	rec     *stats.Recorder
 	pub     *publisher
 	metrics *Metrics
-	srv     *httptest.Server
+	g       *Gateway
+	url     string // the base URL of the gateway's front server
 }
 
-func newFixture(t *testing.T, route routing.Route) *fixture {
+// serve runs g behind its front server (Server) on a loopback listener
+// capped as cmd/ebb caps it, and returns its base URL.
+func serve(t testing.TB, g *Gateway) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(g, nil)
+	go s.Serve(g.Listener(ln))
+	t.Cleanup(func() { s.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func newFixture(t testing.TB, route routing.Route) *fixture {
 	t.Helper()
 	f := &fixture{tab: &routing.Table{}, rec: &stats.Recorder{}}
 	route.Stats = f.rec
@@ -70,15 +103,14 @@ func newFixture(t *testing.T, route routing.Route) *fixture {
 	f.pub = &publisher{tab: f.tab, rec: f.rec}
 	act := activator.New(f.tab, f.pub, activator.Options{Timeout: 300 * time.Millisecond})
 	f.metrics = NewMetrics(prometheus.NewRegistry())
-	g := New(f.tab, act, Options{Metrics: f.metrics, HoldTimeout: 200 * time.Millisecond, MaxBodyBytes: 4096})
-	f.srv = httptest.NewServer(g)
-	t.Cleanup(f.srv.Close)
+	f.g = New(f.tab, act, Options{Metrics: f.metrics, HoldTimeout: 200 * time.Millisecond, MaxBodyBytes: 4096})
+	f.url = serve(t, f.g)
 	return f
 }
 
 func (f *fixture) post(t *testing.T, path, b string) (*http.Response, string) {
 	t.Helper()
-	resp, err := http.Post(f.srv.URL+path, "application/json", strings.NewReader(b))
+	resp, err := http.Post(f.url+path, "application/json", strings.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +228,7 @@ func TestModelReady(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, tt.route)
-			resp, err := http.Get(f.srv.URL + tt.path)
+			resp, err := http.Get(f.url + tt.path)
 			if err != nil {
 				t.Fatal(err)
 			}

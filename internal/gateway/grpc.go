@@ -11,23 +11,31 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/activator"
 	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/oipgrpc"
+	ebbreplica "github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // GRPC is the data plane for the OIP v2 gRPC API (oipgrpc's
-// GRPCInferenceService), with the REST gateway's semantics: ServerLive,
-// ServerReady, ServerMetadata and ModelReady are answered here without
-// waking anything; ModelMetadata and ModelInfer are held while the
-// deployment is cold, sent to a replica's gRPC server picked by
-// power-of-two-choices, and retried on another replica when one fails before
-// answering (status Unavailable). Activator errors become NotFound, or
-// Unavailable with a "retry in Ns" hint in the message and a retry-after
-// trailer (seconds).
+// GRPCInferenceService), with the REST gateway's semantics (see
+// metadata.go): ServerLive, ServerReady, ServerMetadata and ModelReady are
+// answered here without waking anything; ModelMetadata goes to a ready
+// replica when there is one and is otherwise answered from what is known,
+// never waking the deployment; ModelInfer is held while the deployment is
+// cold, sent to a replica's gRPC server (of the requested version, if any)
+// picked by power-of-two-choices, and retried on another replica when one
+// fails before answering (status Unavailable). Activator errors become
+// NotFound, or Unavailable with a "retry in Ns" hint in the message and a
+// retry-after trailer (seconds). A request for a deployment its owner
+// scaled to zero is Unavailable with no retry hint and the trailer
+// ebb-error-code: deployment/scaled_to_zero.
 //
 // The response header ebb-replica names the replica that answered. A
 // request's x-request-id metadata is passed on to the replica.
@@ -36,20 +44,25 @@ type GRPC struct {
 
 	routes   Routes
 	holder   Holder
+	peek     *peek
 	opts     Options
 	balancer balance.PowerOfTwo
 	conns    *grpcConns
+	meta     metaCache
+	budget   *BodyBudget // request bytes held, against MaxBufferedBytes
 }
 
 // NewGRPC returns the gRPC data plane. It uses opts as New does, except
-// Transport; MaxBodyBytes bounds a request message.
+// MaxConnsPerReplica (REST only); MaxBodyBytes bounds a request message.
 func NewGRPC(routes Routes, holder Holder, opts Options) *GRPC {
 	g := New(routes, holder, opts) // applies the defaults
 	return &GRPC{
 		routes: routes,
 		holder: holder,
+		peek:   g.peek,
 		opts:   g.opts,
-		conns:  newGRPCConns(routes, int(g.opts.MaxBodyBytes)),
+		conns:  newGRPCConns(routes, int(g.opts.MaxBodyBytes), g.opts.ReplicaTLS),
+		budget: g.budget,
 	}
 }
 
@@ -57,6 +70,9 @@ func NewGRPC(routes Routes, holder Holder, opts Options) *GRPC {
 // messages up to Options.MaxBodyBytes; opts are added to those.
 func (g *GRPC) NewServer(opts ...grpc.ServerOption) *grpc.Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(int(g.opts.MaxBodyBytes))}, opts...)
+	if g.opts.Auth != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(g.authUnary))
+	}
 	s := grpc.NewServer(opts...)
 	oipgrpc.RegisterGRPCInferenceServiceServer(s, g)
 	return s
@@ -68,7 +84,12 @@ func (g *GRPC) NewServer(opts ...grpc.ServerOption) *grpc.Server {
 // drain, and an error when ln fails or the drain times out. It closes ln.
 func (g *GRPC) Serve(ctx context.Context, ln net.Listener, drainTimeout time.Duration) error {
 	defer g.Close()
-	s := g.NewServer()
+	opts := g.opts.Limits.GRPCOptions()
+	if g.opts.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(g.opts.TLS)))
+	}
+	s := g.NewServer(opts...)
+	ln = g.opts.Limits.Listener(ln)
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()
 	select {
@@ -116,32 +137,94 @@ func (g *GRPC) ServerMetadata(context.Context, *oipgrpc.ServerMetadataRequest) (
 	return &oipgrpc.ServerMetadataResponse{Name: "ebb", Version: g.opts.Version, Extensions: []string{}}, nil
 }
 
-// ModelReady answers as GET /v2/models/{m}/ready does, without waking the
-// deployment: one scaled to zero is ready (a request would start it), one
-// whose replicas fail to start is not, an unknown one is NotFound.
+// ModelReady answers as GET /v2/models/{m}[/versions/{v}]/ready does,
+// without waking the deployment: ready with a ready replica or at zero when
+// a request would start one; not ready when it cannot start replicas or its
+// owner scaled it to zero; NotFound for an unknown deployment or version.
 func (g *GRPC) ModelReady(_ context.Context, req *oipgrpc.ModelReadyRequest) (*oipgrpc.ModelReadyResponse, error) {
 	rt := g.routes.Lookup(req.GetName())
 	if rt == nil {
 		return nil, status.Error(codes.NotFound, notFound(req.GetName()))
 	}
-	return &oipgrpc.ModelReadyResponse{Ready: len(rt.Endpoints) > 0 || rt.Failure == ""}, nil
+	ready, known := readiness(rt, req.GetVersion())
+	if !known {
+		return nil, status.Error(codes.NotFound, versionNotFound(rt, req.GetVersion()))
+	}
+	return &oipgrpc.ModelReadyResponse{Ready: ready}, nil
 }
 
-// ModelMetadata forwards to a replica of the deployment.
+// ModelMetadata forwards to a ready replica of the deployment (of the
+// requested version) and remembers its answer; without one it answers from
+// what is known, and never wakes the deployment.
 func (g *GRPC) ModelMetadata(ctx context.Context, req *oipgrpc.ModelMetadataRequest) (*oipgrpc.ModelMetadataResponse, error) {
+	name, version := req.GetName(), req.GetVersion()
+	start := g.opts.Clock.Now()
+	if g.routes.Lookup(name) == nil {
+		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
+		return nil, status.Error(codes.NotFound, notFound(name))
+	}
+	g.opts.Metrics.begin(name)
 	var resp *oipgrpc.ModelMetadataResponse
-	err := g.forward(ctx, req.GetName(), func(ctx context.Context, c oipgrpc.GRPCInferenceServiceClient) error {
+	var served *routing.Route
+	var by *balance.Endpoint
+	err := g.forwardTo(ctx, name, version, g.peek, func(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, c oipgrpc.GRPCInferenceServiceClient) error {
 		var err error
 		resp, err = c.ModelMetadata(ctx, req)
+		served, by = rt, ep
 		return err
-	})
+	}, nil)
+	switch {
+	case errors.Is(err, errCold):
+		resp, err = g.metadataAtZero(ctx, name, version)
+	case err == nil:
+		g.meta.put(served, by, metadataOf(resp))
+	}
+	g.opts.Metrics.observe(name, httpStatus(status.Code(err)), g.opts.Clock.Since(start), true)
 	return resp, err
 }
 
-// ModelInfer forwards to a replica of the deployment.
+// metadataAtZero answers ModelMetadata for a deployment without a ready
+// replica (of version), as the REST gateway does.
+func (g *GRPC) metadataAtZero(ctx context.Context, name, version string) (*oipgrpc.ModelMetadataResponse, error) {
+	rt := g.routes.Lookup(name)
+	if rt == nil {
+		return nil, status.Error(codes.NotFound, notFound(name))
+	}
+	m, source, ok := knownMetadata(&g.meta, rt, version)
+	if !ok {
+		code, msg := noMetadata(rt, version)
+		_ = grpc.SetTrailer(ctx, metadata.Pairs("ebb-error-code", code))
+		return nil, status.Error(codes.Unavailable, msg)
+	}
+	_ = grpc.SetHeader(ctx, metadata.Pairs("ebb-metadata-source", source))
+	return oipgrpc.MetadataResponse(m), nil
+}
+
+// metadataOf converts a replica's metadata message back to oip's form.
+func metadataOf(r *oipgrpc.ModelMetadataResponse) oip.ModelMetadata {
+	m := oip.ModelMetadata{Name: r.GetName(), Versions: r.GetVersions(), Platform: r.GetPlatform()}
+	for _, t := range r.GetInputs() {
+		m.Inputs = append(m.Inputs, oip.TensorMetadata{Name: t.GetName(), Datatype: t.GetDatatype(), Shape: t.GetShape()})
+	}
+	for _, t := range r.GetOutputs() {
+		m.Outputs = append(m.Outputs, oip.TensorMetadata{Name: t.GetName(), Datatype: t.GetDatatype(), Shape: t.GetShape()})
+	}
+	return m
+}
+
+// ModelInfer forwards to a replica of the deployment, of the requested
+// version if any. The request's bytes count against MaxBufferedBytes, with
+// REST bodies when the budget is shared, while it is held or in flight:
+// beyond the cap it is Unavailable with a retry hint, as REST gets 503.
 func (g *GRPC) ModelInfer(ctx context.Context, req *oipgrpc.ModelInferRequest) (*oipgrpc.ModelInferResponse, error) {
+	n := int64(proto.Size(req))
+	if !g.budget.reserve(n, g.opts.MaxBufferedBytes) {
+		g.opts.Metrics.limit(limitBufferedBytes)
+		return nil, unavailable(ctx, 1, fmt.Sprintf("the requests the gateway holds would exceed its limit of %d bytes (--max-buffered-bytes)", g.opts.MaxBufferedBytes))
+	}
+	defer g.budget.release(n)
 	var resp *oipgrpc.ModelInferResponse
-	err := g.forward(ctx, req.GetModelName(), func(ctx context.Context, c oipgrpc.GRPCInferenceServiceClient) error {
+	err := g.forward(ctx, req.GetModelName(), req.GetModelVersion(), func(ctx context.Context, _ *routing.Route, _ *balance.Endpoint, c oipgrpc.GRPCInferenceServiceClient) error {
 		var err error
 		resp, err = c.ModelInfer(ctx, req)
 		return err
@@ -149,26 +232,70 @@ func (g *GRPC) ModelInfer(ctx context.Context, req *oipgrpc.ModelInferRequest) (
 	return resp, err
 }
 
+// call is one RPC on a replica, ep of route rt.
+type call func(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, c oipgrpc.GRPCInferenceServiceClient) error
+
 // forward runs call on a replica of deployment name, recording the request
 // in the route's stats and the gateway metrics.
-func (g *GRPC) forward(ctx context.Context, name string, call func(context.Context, oipgrpc.GRPCInferenceServiceClient) error) error {
+func (g *GRPC) forward(ctx context.Context, name, version string, call call) error {
 	start := g.opts.Clock.Now()
 	rt := g.routes.Lookup(name)
 	if rt == nil {
 		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
 		return status.Error(codes.NotFound, notFound(name))
 	}
+	if rt.Protocol != "" {
+		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
+		return status.Error(codes.NotFound, notOIP(name))
+	}
+	if rt.Split != nil {
+		var pin, key string
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			pin, key = first(md.Get("ebb-version")), first(md.Get("ebb-route-key"))
+		}
+		tr, v, t := chooseTrack(g.routes, rt, version, pin, []byte(key))
+		if tr == nil {
+			g.opts.Metrics.observe(name, http.StatusNotFound, 0, false)
+			return status.Error(codes.NotFound, noTrack(g.routes, rt, v))
+		}
+		_ = grpc.SetHeader(ctx, metadata.Pairs("ebb-version", t.Tag))
+		rt, name, version = tr, tr.Deployment, v
+	}
 	if rt.Stats != nil {
 		rt.Stats.Begin(start)
 		defer func() { rt.Stats.End(g.opts.Clock.Now()) }()
 	}
 	g.opts.Metrics.begin(name)
-	err := g.forwardTo(ctx, name, call)
-	g.opts.Metrics.observe(name, httpStatus(status.Code(err)), g.opts.Clock.Since(start), true)
+	if rt.Meter == nil {
+		err := g.forwardTo(ctx, name, version, g.holder, call, nil)
+		g.opts.Metrics.observe(name, httpStatus(status.Code(err)), g.opts.Clock.Since(start), true)
+		return err
+	}
+	// A track of a split: metered as the REST gateway meters it (see
+	// exchange.observe), from when a replica was first picked.
+	var picked time.Time
+	err := g.forwardTo(ctx, name, version, g.holder, call, &picked)
+	end := g.opts.Clock.Now()
+	var latency time.Duration
+	if !picked.IsZero() {
+		latency = end.Sub(picked)
+	}
+	code := httpStatus(status.Code(err))
+	rt.Meter.Observe(end, latency, code >= http.StatusInternalServerError && ctx.Err() == nil)
+	g.opts.Metrics.observe(name, code, end.Sub(start), true)
 	return err
 }
 
-func (g *GRPC) forwardTo(ctx context.Context, name string, call func(context.Context, oipgrpc.GRPCInferenceServiceClient) error) error {
+// forwardTo runs call on a replica of deployment name that serves version
+// (any when ""), waiting for one through holder; with g.peek it returns
+// errCold instead of waiting. picked, when not nil, is set to when the
+// first replica was picked.
+func (g *GRPC) forwardTo(ctx context.Context, name, version string, holder Holder, call call, picked *time.Time) error {
+	if version != "" {
+		if rt := g.routes.Lookup(name); rt != nil && rt.Version != version && !rt.Serves(version) {
+			return status.Error(codes.NotFound, versionNotFound(rt, version))
+		}
+	}
 	out := ctx
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if ids := md.Get("x-request-id"); len(ids) > 0 {
@@ -177,6 +304,9 @@ func (g *GRPC) forwardTo(ctx context.Context, name string, call func(context.Con
 	}
 	var tried []*balance.Endpoint
 	excluded := func(e *balance.Endpoint) bool {
+		if version != "" && e.Version != version {
+			return true
+		}
 		for _, t := range tried {
 			if t == e {
 				return true
@@ -186,9 +316,26 @@ func (g *GRPC) forwardTo(ctx context.Context, name string, call func(context.Con
 	}
 	var lastErr error
 	for len(tried) < g.opts.Attempts {
-		rt, err := g.holder.Wait(ctx, name)
+		rt, err := holder.Wait(ctx, name)
+		if errors.Is(err, errCold) {
+			return err
+		}
 		if err != nil {
 			return g.holdError(ctx, name, err)
+		}
+		if version != "" && !rt.Serves(version) {
+			switch {
+			case rt.Version != version:
+				return status.Error(codes.NotFound, versionNotFound(rt, version))
+			case holder == Holder(g.peek):
+				return errCold
+			}
+			// Replicas of the deployment's version are on their way
+			// (a rollout): wait for the control loop to route one.
+			if err := awaitChange(ctx, rt, g.opts.HoldTimeout); err != nil {
+				return unavailable(ctx, 1, fmt.Sprintf("no replica of %q serves version %s yet", name, version))
+			}
+			continue
 		}
 		ep := g.balancer.Pick(rt.Endpoints, excluded)
 		if ep == nil {
@@ -198,6 +345,9 @@ func (g *GRPC) forwardTo(ctx context.Context, name string, call func(context.Con
 				return unavailable(ctx, 1, fmt.Sprintf("no replica of %q could take the request: %v", name, lastErr))
 			}
 			continue
+		}
+		if picked != nil && len(tried) == 0 {
+			*picked = g.opts.Clock.Now()
 		}
 		tried = append(tried, ep)
 		err = g.send(out, rt, ep, call)
@@ -221,15 +371,18 @@ func (g *GRPC) forwardTo(ctx context.Context, name string, call func(context.Con
 
 // send runs call on ep's cached connection, counting it in ep's in-flight
 // requests.
-func (g *GRPC) send(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, call func(context.Context, oipgrpc.GRPCInferenceServiceClient) error) error {
+func (g *GRPC) send(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, call call) error {
 	c, release, err := g.conns.client(rt, ep)
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	defer release()
+	if ep.Secret != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, ebbreplica.SecretHeader, ep.Secret)
+	}
 	ep.Acquire()
 	defer ep.Release()
-	return call(ctx, c)
+	return call(ctx, rt, ep, c)
 }
 
 // retryable reports whether err means the replica did not answer: the call
@@ -265,8 +418,11 @@ func (g *GRPC) holdError(ctx context.Context, name string, err error) error {
 	switch {
 	case errors.Is(err, activator.ErrNotFound):
 		return status.Error(codes.NotFound, notFound(name))
+	case errors.Is(err, activator.ErrScaledToZero):
+		_ = grpc.SetTrailer(ctx, metadata.Pairs("ebb-error-code", codeScaledToZero))
+		return status.Error(codes.Unavailable, scaledToZero(name))
 	case errors.As(err, &failed):
-		return unavailable(ctx, 10, fmt.Sprintf("deployment %q cannot start a replica: %s", name, failed.Reason))
+		return unavailable(ctx, 10, fmt.Sprintf("deployment %q cannot start a replica: %s", name, clip(failed.Reason)))
 	case errors.Is(err, activator.ErrQueueFull):
 		return unavailable(ctx, 1, fmt.Sprintf("deployment %q is starting and has too many requests waiting", name))
 	case errors.Is(err, activator.ErrTimeout):
@@ -310,4 +466,12 @@ func httpStatus(c codes.Code) int {
 		return http.StatusForbidden
 	}
 	return http.StatusInternalServerError
+}
+
+// first returns vs[0], or "" for none.
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math"
 	"net/url"
@@ -22,6 +23,7 @@ import (
 type grpcConns struct {
 	routes       Routes
 	maxSendBytes int
+	tls          *tls.Config // for https endpoints; nil: the system's CAs
 
 	// done is closed by close; watchers stop on it.
 	done chan struct{}
@@ -43,10 +45,11 @@ type replicaConn struct {
 	removed bool
 }
 
-func newGRPCConns(routes Routes, maxSendBytes int) *grpcConns {
+func newGRPCConns(routes Routes, maxSendBytes int, tlsConfig *tls.Config) *grpcConns {
 	return &grpcConns{
 		routes:       routes,
 		maxSendBytes: maxSendBytes,
+		tls:          tlsConfig,
 		done:         make(chan struct{}),
 		conns:        map[string]*replicaConn{},
 		watching:     map[string]bool{},
@@ -93,7 +96,7 @@ func (p *grpcConns) removeLocked(u string, c *replicaConn) {
 
 // dialLocked creates and caches the connection to ep.
 func (p *grpcConns) dialLocked(rt *routing.Route, ep *balance.Endpoint) (*replicaConn, error) {
-	target, creds, err := grpcTarget(ep.URL)
+	target, creds, err := grpcTarget(ep.URL, p.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -113,8 +116,9 @@ func (p *grpcConns) dialLocked(rt *routing.Route, ep *balance.Endpoint) (*replic
 }
 
 // grpcTarget turns a replica's base URL (http://host:port) into a gRPC
-// target that skips name resolution, and the credentials for its scheme.
-func grpcTarget(base string) (string, credentials.TransportCredentials, error) {
+// target that skips name resolution, and the credentials for its scheme:
+// https ones use cfg (nil: the system's CAs).
+func grpcTarget(base string, cfg *tls.Config) (string, credentials.TransportCredentials, error) {
 	u, err := url.Parse(base)
 	if err != nil || u.Host == "" {
 		return "", nil, fmt.Errorf("replica URL %q is not http://host:port", base)
@@ -123,7 +127,7 @@ func grpcTarget(base string) (string, credentials.TransportCredentials, error) {
 	case "http":
 		return "passthrough:///" + u.Host, insecure.NewCredentials(), nil
 	case "https":
-		return "passthrough:///" + u.Host, credentials.NewTLS(nil), nil
+		return "passthrough:///" + u.Host, credentials.NewTLS(cfg), nil
 	}
 	return "", nil, fmt.Errorf("replica URL %q: scheme %q is neither http nor https", base, u.Scheme)
 }

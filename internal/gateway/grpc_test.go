@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // grpcReplica starts a real replica server with the echo model, REST and
@@ -42,7 +43,7 @@ func grpcReplica(t *testing.T, id string) *balance.Endpoint {
 	return balance.NewEndpoint(id, "http://"+ln.Addr().String())
 }
 
-func listenLoopback(t *testing.T) net.Listener {
+func listenLoopback(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,6 +81,12 @@ func newGRPCFixture(t *testing.T, route routing.Route, waker activator.Waker) *g
 
 func newGRPCFixtureHold(t *testing.T, route routing.Route, waker activator.Waker, hold time.Duration) *grpcFixture {
 	t.Helper()
+	return newGRPCFixtureOpts(t, route, waker, hold, Options{})
+}
+
+// newGRPCFixtureOpts is newGRPCFixtureHold with more gateway options.
+func newGRPCFixtureOpts(t *testing.T, route routing.Route, waker activator.Waker, hold time.Duration, opts Options) *grpcFixture {
+	t.Helper()
 	f := &grpcFixture{tab: &routing.Table{}, rec: &stats.Recorder{}}
 	route.Stats = f.rec
 	f.tab.Publish(route)
@@ -88,7 +95,8 @@ func newGRPCFixtureHold(t *testing.T, route routing.Route, waker activator.Waker
 	}
 	f.act = activator.New(f.tab, waker, activator.Options{Timeout: hold})
 	f.metrics = NewMetrics(prometheus.NewRegistry())
-	f.gw = NewGRPC(f.tab, f.act, Options{Metrics: f.metrics, HoldTimeout: 200 * time.Millisecond, Version: "v1"})
+	opts.Metrics, opts.HoldTimeout, opts.Version = f.metrics, 200*time.Millisecond, "v1"
+	f.gw = NewGRPC(f.tab, f.act, opts)
 	ln := listenLoopback(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
@@ -154,8 +162,8 @@ func TestGRPCForwardWarm(t *testing.T) {
 	if n := f.rec.InFlight(); n != 0 {
 		t.Errorf("recorder in flight after the requests = %d; want 0", n)
 	}
-	if got := f.rec.Sample(time.Now()).Requests; got != 2 {
-		t.Errorf("recorder counted %d requests; want 2 (infer and metadata)", got)
+	if got := f.rec.Sample(time.Now()).Requests; got != 1 {
+		t.Errorf("recorder counted %d requests; want 1 (infer: metadata is not demand, so polling it keeps nothing warm)", got)
 	}
 	if got := testutil.ToFloat64(f.metrics.requests.WithLabelValues("m", "200")); got != 2 {
 		t.Errorf("ebb_gateway_requests_total{m,200} = %v; want 2", got)
@@ -344,5 +352,56 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestGRPCBufferedBytes: a gRPC request's bytes count against
+// MaxBufferedBytes in the budget it shares with REST bodies, while it is
+// held cold and in flight; over the cap it is Unavailable with a retry
+// hint, counted as limited{buffered_bytes}, and the bytes come back when
+// it ends.
+func TestGRPCBufferedBytes(t *testing.T) {
+	size := int64(proto.Size(inferRequest(t, "m")))
+	shared := &BodyBudget{}
+	woken := make(wakeSignal, 1)
+	f := newGRPCFixtureOpts(t, routing.Route{Deployment: "m"}, woken, time.Minute,
+		Options{MaxBufferedBytes: size + size/2, Budget: shared})
+
+	// A cold request holds its bytes while it waits.
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.infer(t, "m")
+		done <- err
+	}()
+	<-woken
+	if got := shared.Held(); got != size {
+		t.Fatalf("budget held %d bytes while the call is held; want its %d", got, size)
+	}
+	// A second one does not fit next to it.
+	var trailer metadata.MD
+	_, err := f.client.ModelInfer(t.Context(), inferRequest(t, "m"), grpc.Trailer(&trailer))
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "--max-buffered-bytes") || len(trailer.Get("retry-after")) != 1 {
+		t.Fatalf("second call over the cap: %v (trailer %v); want Unavailable naming --max-buffered-bytes, with retry-after", err, trailer)
+	}
+	if got := testutil.ToFloat64(f.metrics.limited.WithLabelValues(limitBufferedBytes)); got != 1 {
+		t.Errorf("limited{buffered_bytes} = %v; want 1", got)
+	}
+	f.tab.Publish(routing.Route{Deployment: "m", Stats: f.rec, Endpoints: []*balance.Endpoint{grpcReplica(t, "r1")}})
+	if err := <-done; err != nil {
+		t.Fatalf("held call: %v", err)
+	}
+	if got := shared.Held(); got != 0 {
+		t.Errorf("budget holds %d bytes after the calls ended; want 0", got)
+	}
+	// REST bodies held in the same budget crowd gRPC out too.
+	if !shared.reserve(size, size+size/2) {
+		t.Fatal("cannot reserve a REST body's bytes")
+	}
+	if _, err := f.infer(t, "m"); status.Code(err) != codes.Unavailable {
+		t.Errorf("call while REST holds the budget: %v; want Unavailable", err)
+	}
+	shared.release(size)
+	if _, err := f.infer(t, "m"); err != nil {
+		t.Errorf("call once REST released the budget: %v", err)
 	}
 }

@@ -15,6 +15,7 @@ type Metrics struct {
 	latency  *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
 	retries  *prometheus.CounterVec
+	limited  *prometheus.CounterVec // ebb_gateway_limited_total (limits.go)
 
 	// byDeployment caches each deployment's series (*series), so the hot
 	// path does no label hashing.
@@ -23,9 +24,11 @@ type Metrics struct {
 
 // series are one deployment's most used metric children.
 type series struct {
-	inFlight prometheus.Gauge
-	latency  prometheus.Observer
-	ok       prometheus.Counter // code 200
+	m          *Metrics
+	deployment string
+	inFlight   prometheus.Gauge
+	latency    prometheus.Observer
+	ok         prometheus.Counter // code 200
 }
 
 func (m *Metrics) series(deployment string) *series {
@@ -33,9 +36,11 @@ func (m *Metrics) series(deployment string) *series {
 		return v.(*series)
 	}
 	s := &series{
-		inFlight: m.inFlight.WithLabelValues(deployment),
-		latency:  m.latency.WithLabelValues(deployment),
-		ok:       m.requests.WithLabelValues(deployment, "200"),
+		m:          m,
+		deployment: deployment,
+		inFlight:   m.inFlight.WithLabelValues(deployment),
+		latency:    m.latency.WithLabelValues(deployment),
+		ok:         m.requests.WithLabelValues(deployment, "200"),
 	}
 	v, _ := m.byDeployment.LoadOrStore(deployment, s)
 	return v.(*series)
@@ -63,7 +68,34 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"deployment"}),
 	}
 	reg.MustRegister(m.requests, m.latency, m.inFlight, m.retries)
+	m.limited = newLimited(reg)
 	return m
+}
+
+// start counts a request of deployment in flight and returns its series,
+// to end it with; nil without metrics. One lookup serves both ends of the
+// request.
+func (m *Metrics) start(deployment string) *series {
+	if m == nil {
+		return nil
+	}
+	s := m.series(deployment)
+	s.inFlight.Inc()
+	return s
+}
+
+// end records the end of a request counted by start.
+func (s *series) end(code int, d time.Duration) {
+	if s == nil {
+		return
+	}
+	s.inFlight.Dec()
+	s.latency.Observe(d.Seconds())
+	if code == 200 {
+		s.ok.Inc()
+	} else {
+		s.m.requests.WithLabelValues(s.deployment, strconv.Itoa(code)).Inc()
+	}
 }
 
 func (m *Metrics) begin(deployment string) {

@@ -1,6 +1,7 @@
 package kubetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +20,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/ebb-ml/ebb/internal/ebbtest"
 )
 
 // adminToken is the static bearer token of the cluster admin.
@@ -32,6 +36,9 @@ const nodeIP = "127.63.0.1"
 // proc is one control-plane process.
 type proc struct {
 	name string
+	// path and args start it again (RestartAPIServer).
+	path string
+	args []string
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
@@ -68,6 +75,9 @@ func start(opts Options) (*Cluster, error) {
 		}
 	}
 	began := time.Now()
+	if opts.EbbBinary == "" {
+		opts.EbbBinary = os.Getenv("EBB_KUBETEST_EBB")
+	}
 	bin := BinDir()
 	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} {
 		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
@@ -85,7 +95,7 @@ func start(opts Options) (*Cluster, error) {
 			c.Stop()
 		}
 	}()
-	for _, d := range []string{"logs", "pki", "etcd", "pods"} {
+	for _, d := range []string{"logs", "pki", "etcd", "pods", "containers"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err
 		}
@@ -97,7 +107,7 @@ func start(opts Options) (*Cluster, error) {
 	c.PodCIDR = cidr
 	c.stopFns = append(c.stopFns, unlock)
 
-	// Build ebb while the control plane starts.
+	// Build ebb, ebb-cluster and ebb-replica while the control plane starts.
 	built := make(chan error, 1)
 	if opts.NoFakeKubelet {
 		built <- nil
@@ -107,9 +117,10 @@ func start(opts Options) (*Cluster, error) {
 	} else {
 		c.ebbBin = filepath.Join(dir, "ebb")
 		go func() {
-			out, err := exec.Command("go", "build", "-o", c.ebbBin, "github.com/ebb-ml/ebb/cmd/ebb").CombinedOutput()
+			var out bytes.Buffer
+			err := ebbtest.BuildAll(context.Background(), "", dir, &out)
 			if err != nil {
-				err = fmt.Errorf("build ebb for the fake kubelet: %v\n%s", err, out)
+				err = fmt.Errorf("build ebb for the fake kubelet: %v\n%s", err, out.Bytes())
 			}
 			built <- err
 		}()
@@ -152,6 +163,7 @@ func start(opts Options) (*Cluster, error) {
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--profiling=false",
+		"--kubelet-preferred-address-types=InternalIP", // kwok's kubelet server, for pods/log
 	); err != nil {
 		return nil, err
 	}
@@ -208,6 +220,13 @@ func start(opts Options) (*Cluster, error) {
 	if kwokConfig != "" {
 		kwokArgs = append(kwokArgs, kwokConfig)
 	}
+	if !opts.NoFakeKubelet {
+		logArgs, err := c.servePodLogs()
+		if err != nil {
+			return nil, err
+		}
+		kwokArgs = append(kwokArgs, logArgs...)
+	}
 	if err := c.run("kwok", filepath.Join(bin, "kwok"), kwokArgs...); err != nil {
 		return nil, err
 	}
@@ -221,6 +240,7 @@ func start(opts Options) (*Cluster, error) {
 		go func() { defer close(done); k.run(ctx) }()
 		c.kubelet = k
 		c.stopFns = append(c.stopFns, func() { cancel(); <-done; k.killAll() })
+		c.shipPodLogs(logf)
 	}
 	c.StartupTime = time.Since(began)
 	logf("cluster up in %v (dir %s, pod CIDR %s)", c.StartupTime, dir, cidr)
@@ -230,23 +250,42 @@ func start(opts Options) (*Cluster, error) {
 
 // run starts a control-plane process with its output in logs/NAME.log.
 func (c *Cluster) run(name, path string, args ...string) error {
-	logPath := filepath.Join(c.Dir, "logs", name+".log")
-	f, err := os.Create(logPath)
+	p, err := spawn(c.Dir, name, path, args, os.O_TRUNC)
 	if err != nil {
 		return err
+	}
+	c.procMu.Lock()
+	c.procs = append(c.procs, p)
+	c.procMu.Unlock()
+	return nil
+}
+
+// spawn starts path with args in dir, its output in dir/logs/NAME.log
+// (truncated or appended to, as logFlag says: os.O_TRUNC or os.O_APPEND).
+func spawn(dir, name, path string, args []string, logFlag int) (*proc, error) {
+	logPath := filepath.Join(dir, "logs", name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|logFlag, 0o644)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Dir = c.Dir
+	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &proc{name: name, path: path, args: args, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
-	c.procs = append(c.procs, p)
-	return nil
+	return p, nil
+}
+
+// snapshot returns the control-plane processes.
+func (c *Cluster) snapshot() []*proc {
+	c.procMu.Lock()
+	defer c.procMu.Unlock()
+	return slices.Clone(c.procs)
 }
 
 // waitReady polls the apiserver's /readyz until it answers ok, failing early
@@ -276,7 +315,8 @@ func (c *Cluster) waitReady(caPEM []byte, timeout time.Duration) error {
 			err = fmt.Errorf("/readyz: %s", resp.Status)
 		}
 		last = err
-		for _, p := range c.procs {
+		procs := c.snapshot()
+		for _, p := range procs {
 			select {
 			case <-p.done:
 				return fmt.Errorf("%s exited during startup; its log ends with:\n%s", p.name, p.logTail())
@@ -286,7 +326,13 @@ func (c *Cluster) waitReady(caPEM []byte, timeout time.Duration) error {
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			return fmt.Errorf("apiserver not ready after %v: %v; its log ends with:\n%s", timeout, last, c.procs[len(c.procs)-1].logTail())
+			tail := ""
+			for _, p := range procs {
+				if p.name == "kube-apiserver" {
+					tail = p.logTail()
+				}
+			}
+			return fmt.Errorf("apiserver not ready after %v: %v; its log ends with:\n%s", timeout, last, tail)
 		}
 	}
 }
@@ -299,10 +345,13 @@ func (c *Cluster) Stop() {
 		c.stopFns[i]()
 	}
 	c.stopFns = nil
-	for i := len(c.procs) - 1; i >= 0; i-- {
-		c.procs[i].stop(5 * time.Second)
-	}
+	c.procMu.Lock()
+	procs := c.procs
 	c.procs = nil
+	c.procMu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		procs[i].stop(5 * time.Second)
+	}
 	if os.Getenv("EBB_KUBETEST_KEEP") != "" {
 		fmt.Fprintf(os.Stderr, "kubetest: kept %s\n", c.Dir)
 		return

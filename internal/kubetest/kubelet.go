@@ -1,15 +1,13 @@
 package kubetest
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,48 +17,96 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/retry"
 )
 
-// ContainerName is the container the fake kubelet runs.
+// ContainerName is the container the fake kubelet runs, unless the pod's
+// ContainerAnnotation names another.
 const ContainerName = "ebb"
+
+// ContainerAnnotation on a pod names the container the fake kubelet runs,
+// for pods whose container is not named "ebb" (the Helm chart's "operator"
+// and "gateway"; InstallChart sets it through the chart's podAnnotations).
+const ContainerAnnotation = "kubetest.ebb.dev/container"
 
 // PullDurationAnnotation on a pod makes the fake kubelet wait that long
 // (a Go duration, e.g. "1.5s") before starting the container, and report it
 // as the image pull time in the Pulled event.
 const PullDurationAnnotation = "kubetest.ebb.dev/pull-duration"
 
-// kubelet runs the ebb container of pods on kwok nodes as local processes.
-type kubelet struct {
-	cs     kubernetes.Interface
-	bin    string
-	podLog func(ns, name string) string
-	logf   func(string, ...any)
+// Restart back-off of containers whose restart policy restarts them: a
+// real kubelet's starts at 10s and caps at 5m; tests cannot wait that long.
+const (
+	restartBackoff    = time.Second
+	restartBackoffMax = 30 * time.Second
+	// A run longer than this resets the back-off.
+	restartBackoffReset = time.Minute
+	// configRetry is how often a container whose configuration cannot be
+	// built yet (a missing Secret) is retried.
+	configRetry = 100 * time.Millisecond
+)
 
-	// mu guards pods.
+// kubelet runs one container of the pods on kwok nodes as local processes
+// of the ebb binary: the one named "ebb", or the one ContainerAnnotation
+// names.
+type kubelet struct {
+	cs       kubernetes.Interface
+	bin      string
+	dir      string // the cluster's Dir
+	host     string // the apiserver URL, for pods' kubeconfigs
+	caPEM    []byte
+	podLog   func(ns, name string) string
+	logf     func(string, ...any)
+	services *serviceProxy
+
+	// mu guards pods, the mutable fields of each podProc, and locals.
 	mu   sync.Mutex
 	pods map[types.UID]*podProc
+	// locals maps the local directory of each mount the kubelet made to
+	// the container path it stands for (see hostPathKey).
+	locals map[string]string
 }
 
-// podProc is one pod's container process.
+// podProc is one pod's container, over all its runs.
 type podProc struct {
 	ns, name, node string
 	uid            types.UID
-	cmd            *exec.Cmd // nil until started, or if it never started
-	exited         chan struct{}
-	statusDone     chan struct{} // closed once the terminated status is written
-	terminating    bool
+	container      string
+	// stop is closed when the pod is being deleted or the kubelet stops:
+	// no process starts after it.
+	stop chan struct{}
+	// done is closed once no process runs or will run and the final
+	// status is written; nil when the kubelet never started the pod.
+	done chan struct{}
+
+	// Guarded by kubelet.mu.
+	cmd         *exec.Cmd // the running process; nil between runs
+	terminating bool
+	last        *Process
+}
+
+// Process is what the fake kubelet ran for a pod's container: the command
+// line and environment after every rewrite, and its working directory.
+type Process struct {
+	Argv []string
+	Env  []string
+	Dir  string
+	PID  int
 }
 
 func newKubelet(c *Cluster, logf func(string, ...any)) *kubelet {
-	return &kubelet{cs: c.clientset, bin: c.ebbBin, podLog: c.PodLog, logf: logf, pods: map[types.UID]*podProc{}}
+	k := &kubelet{
+		cs: c.clientset, bin: c.ebbBin, dir: c.Dir, host: c.Host, caPEM: c.config.TLSClientConfig.CAData,
+		podLog: c.PodLog, logf: logf, pods: map[types.UID]*podProc{}, locals: map[string]string{},
+	}
+	k.services = newServiceProxy(c.clientset, serviceCIDR4(c.PodCIDR), logf)
+	return k
 }
 
-// run watches pods until ctx ends.
+// run watches pods (and, for the service proxy, Services) until ctx ends;
+// it returns once the service proxy has stopped.
 func (k *kubelet) run(ctx context.Context) {
 	f := informers.NewSharedInformerFactory(k.cs, 0)
 	inf := f.Core().V1().Pods().Informer()
@@ -76,23 +122,45 @@ func (k *kubelet) run(ctx context.Context) {
 			}
 		},
 	})
+	k.services.register(f)
 	f.Start(ctx.Done())
 	<-ctx.Done()
 	f.Shutdown()
+	k.services.shutdown()
 }
 
-func ebbContainer(pod *corev1.Pod) *corev1.Container {
+// ours reports whether the fake kubelet runs pod: it has a container named
+// "ebb" or a ContainerAnnotation. kwok's stages (kwok.go) make the same
+// choice.
+func ours(pod *corev1.Pod) bool {
+	return pod.Annotations[ContainerAnnotation] != "" ||
+		slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == ContainerName })
+}
+
+// podContainer returns the container the fake kubelet runs, or nil.
+func podContainer(pod *corev1.Pod) *corev1.Container {
+	name := ContainerName
+	if n := pod.Annotations[ContainerAnnotation]; n != "" {
+		name = n
+	}
 	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == ContainerName {
+		if pod.Spec.Containers[i].Name == name {
 			return &pod.Spec.Containers[i]
 		}
 	}
 	return nil
 }
 
+func containerName(pod *corev1.Pod) string {
+	if n := pod.Annotations[ContainerAnnotation]; n != "" {
+		return n
+	}
+	return ContainerName
+}
+
 func (k *kubelet) sync(ctx context.Context, obj any) {
 	pod, ok := obj.(*corev1.Pod)
-	if !ok || pod.Spec.NodeName == "" || ebbContainer(pod) == nil {
+	if !ok || pod.Spec.NodeName == "" || !ours(pod) {
 		return
 	}
 	k.mu.Lock()
@@ -100,11 +168,11 @@ func (k *kubelet) sync(ctx context.Context, obj any) {
 	pp := k.pods[pod.UID]
 	if pod.DeletionTimestamp != nil {
 		if pp == nil {
-			pp = &podProc{ns: pod.Namespace, name: pod.Name, uid: pod.UID}
+			pp = &podProc{ns: pod.Namespace, name: pod.Name, uid: pod.UID, stop: make(chan struct{})}
 			k.pods[pod.UID] = pp
 		}
 		if !pp.terminating {
-			pp.terminating = true
+			pp.stopLocked()
 			grace := time.Duration(0)
 			if g := pod.DeletionGracePeriodSeconds; g != nil {
 				grace = time.Duration(*g) * time.Second
@@ -116,15 +184,31 @@ func (k *kubelet) sync(ctx context.Context, obj any) {
 	if pp != nil || pod.Status.PodIP == "" || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return
 	}
+	name := containerName(pod)
 	for _, cs := range pod.Status.ContainerStatuses {
-		if cs.Name == ContainerName && cs.State.Terminated != nil {
+		if cs.Name == name && cs.State.Terminated != nil && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
 			return // ran and ended before this kubelet saw it
 		}
 	}
-	pp = &podProc{ns: pod.Namespace, name: pod.Name, node: pod.Spec.NodeName, uid: pod.UID,
-		exited: make(chan struct{}), statusDone: make(chan struct{})}
+	pp = &podProc{ns: pod.Namespace, name: pod.Name, node: pod.Spec.NodeName, uid: pod.UID, container: name,
+		stop: make(chan struct{}), done: make(chan struct{})}
 	k.pods[pod.UID] = pp
 	go k.start(ctx, pp, pod.DeepCopy())
+}
+
+// stopLocked marks the pod terminating: no process starts after it.
+func (pp *podProc) stopLocked() {
+	if !pp.terminating {
+		pp.terminating = true
+		close(pp.stop)
+	}
+}
+
+// killLocked kills the running process, if any, and its children.
+func (pp *podProc) killLocked() {
+	if pp.cmd != nil && pp.cmd.Process != nil {
+		_ = syscall.Kill(-pp.cmd.Process.Pid, syscall.SIGKILL)
+	}
 }
 
 // deleted handles a pod gone from the API (forced deletion, or the end of a
@@ -134,17 +218,15 @@ func (k *kubelet) deleted(pod *corev1.Pod) {
 	pp := k.pods[pod.UID]
 	delete(k.pods, pod.UID)
 	if pp != nil {
-		pp.terminating = true // a start in progress gives up
+		pp.stopLocked()
+		pp.killLocked()
 	}
 	k.mu.Unlock()
-	if pp != nil {
-		pp.kill()
-	}
-}
-
-func (pp *podProc) kill() {
-	if pp.cmd != nil && pp.cmd.Process != nil {
-		_ = syscall.Kill(-pp.cmd.Process.Pid, syscall.SIGKILL)
+	if pp != nil && pp.done != nil {
+		go func() {
+			<-pp.done
+			k.removePodDir(pp.uid)
+		}()
 	}
 }
 
@@ -153,131 +235,246 @@ func (k *kubelet) killAll() {
 	k.mu.Lock()
 	pods := k.pods
 	k.pods = map[types.UID]*podProc{}
+	for _, pp := range pods {
+		pp.stopLocked()
+		pp.killLocked()
+	}
 	k.mu.Unlock()
 	for _, pp := range pods {
-		pp.kill()
-	}
-	for _, pp := range pods {
-		if pp.cmd != nil && pp.exited != nil {
-			<-pp.exited
+		if pp.done != nil {
+			<-pp.done
 		}
 	}
+}
+
+// PodProcess returns what the fake kubelet last ran for the named pod's
+// container (argv and environment after every rewrite), while the pod
+// exists; false when it has run nothing for it.
+func (c *Cluster) PodProcess(namespace, name string) (Process, bool) {
+	if c.kubelet == nil {
+		return Process{}, false
+	}
+	return c.kubelet.process(namespace, name)
+}
+
+// process returns what the kubelet last ran for the named pod.
+func (k *kubelet) process(ns, name string) (Process, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, pp := range k.pods {
+		if pp.ns == ns && pp.name == name && pp.last != nil {
+			p := *pp.last
+			p.Argv, p.Env = slices.Clone(p.Argv), slices.Clone(p.Env)
+			return p, true
+		}
+	}
+	return Process{}, false
 }
 
 // terminate does what a kubelet does for a pod being deleted: SIGTERM,
 // SIGKILL after the grace period, then the final deletion.
 func (k *kubelet) terminate(ctx context.Context, pp *podProc, grace time.Duration) {
-	k.mu.Lock()
-	cmd := pp.cmd
-	k.mu.Unlock()
-	if cmd != nil {
-		k.event(ctx, pp, corev1.EventTypeNormal, "Killing", "Stopping container "+ContainerName)
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	if pp.done != nil {
+		k.mu.Lock()
+		cmd := pp.cmd
+		if cmd != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		}
+		k.mu.Unlock()
+		if cmd != nil {
+			k.event(ctx, pp, corev1.EventTypeNormal, "Killing", "Stopping container "+pp.container)
+		}
 		t := time.NewTimer(grace)
 		select {
-		case <-pp.exited:
+		case <-pp.done:
 		case <-t.C:
-			pp.kill()
-			<-pp.exited
+			k.mu.Lock()
+			pp.killLocked()
+			k.mu.Unlock()
+			select {
+			case <-pp.done:
+			case <-ctx.Done():
+			}
 		case <-ctx.Done():
 		}
 		t.Stop()
-		select {
-		case <-pp.statusDone:
-		case <-ctx.Done():
-		}
-	} else if pp.exited != nil {
-		// Starting (pulling): wait for start to see terminating and give up.
-		select {
-		case <-pp.exited:
-		case <-ctx.Done():
-		}
 	}
 	zero := int64(0)
 	err := k.cs.CoreV1().Pods(pp.ns).Delete(ctx, pp.name, metav1.DeleteOptions{
 		GracePeriodSeconds: &zero,
 		Preconditions:      &metav1.Preconditions{UID: &pp.uid},
 	})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && ctx.Err() == nil {
 		k.logf("fake kubelet: delete pod %s/%s: %v", pp.ns, pp.name, err)
 	}
 }
 
-// start pulls (waits PullDurationAnnotation), runs the container, and
-// reports its status until it exits.
+// wait waits d, or until the pod stops or ctx ends; it reports whether
+// the full time passed.
+func (pp *podProc) wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-pp.stop:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// start pulls (waits PullDurationAnnotation), runs the container, reports
+// its status, and restarts it as its pod's restart policy says, until the
+// pod stops or the container ends for good.
 func (k *kubelet) start(ctx context.Context, pp *podProc, pod *corev1.Pod) {
-	ctr := ebbContainer(pod)
+	defer close(pp.done)
+	ctr := podContainer(pod)
+	if ctr == nil {
+		msg := fmt.Sprintf("pod has no container %q (annotation %s)", pp.container, ContainerAnnotation)
+		k.event(ctx, pp, corev1.EventTypeWarning, "Failed", "Error: "+msg)
+		k.setTerminated(ctx, pp, runState{}, &corev1.ContainerStateTerminated{
+			ExitCode: 128, Reason: "StartError", Message: msg, StartedAt: metav1.Now(), FinishedAt: metav1.Now(),
+		})
+		return
+	}
 	pull, _ := time.ParseDuration(pod.Annotations[PullDurationAnnotation])
 	if pull > 0 {
 		k.event(ctx, pp, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", ctr.Image))
-		t := time.NewTimer(pull)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
+		pp.wait(ctx, pull)
 	}
 	k.event(ctx, pp, corev1.EventTypeNormal, "Pulled",
 		fmt.Sprintf("Successfully pulled image %q in %v (%v including waiting). Image size: 0 bytes.", ctr.Image, pull, pull))
 
-	k.mu.Lock()
-	terminating := pp.terminating
-	k.mu.Unlock()
-	argv, err := k.argv(ctr, pod.Status.PodIP)
-	if terminating {
-		err = fmt.Errorf("pod deleted before its container started")
-	}
-	var logFile *os.File
-	if err == nil {
-		logFile, err = os.OpenFile(k.podLog(pp.ns, pp.name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	}
-	var cmd *exec.Cmd
-	if err == nil {
-		cmd = exec.Command(argv[0], argv[1:]...)
-		cmd.Dir = filepath.Dir(logFile.Name())
-		cmd.Env = os.Environ()
-		for _, e := range ctr.Env {
-			if e.ValueFrom == nil {
-				cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
+	var rs runState
+	backoff := restartBackoff
+	lastConfigErr := ""
+	for {
+		l, err := k.prepare(ctx, pod, ctr)
+		var cerr *configError
+		if errors.As(err, &cerr) {
+			// A real kubelet keeps the container waiting and retries.
+			if msg := cerr.Error(); msg != lastConfigErr {
+				lastConfigErr = msg
+				k.event(ctx, pp, corev1.EventTypeWarning, cerr.event, "Error: "+msg)
+				k.setWaiting(ctx, pp, rs, cerr.reason, msg)
 			}
+			if pp.wait(ctx, configRetry) {
+				// Start from the pod as it is now: kwok may have changed
+				// its status (its IP among it) while it waited.
+				if fresh, err := k.cs.CoreV1().Pods(pp.ns).Get(ctx, pp.name, metav1.GetOptions{}); err == nil && fresh.UID == pp.uid && fresh.Status.PodIP != "" {
+					pod = fresh
+					ctr = podContainer(pod)
+				}
+				continue
+			}
+			err = errors.New("pod deleted before its container started")
 		}
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		k.mu.Lock()
-		if pp.terminating {
-			err = fmt.Errorf("pod deleted before its container started")
-		} else if err = cmd.Start(); err == nil {
-			pp.cmd = cmd
+		lastConfigErr = ""
+		var term *corev1.ContainerStateTerminated
+		if err == nil {
+			term, err = k.runOnce(ctx, pp, pod, ctr, l, &rs)
 		}
-		k.mu.Unlock()
-		logFile.Close()
+		if err != nil {
+			k.event(ctx, pp, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+			k.setTerminated(ctx, pp, rs, &corev1.ContainerStateTerminated{
+				ExitCode: 128, Reason: "StartError", Message: err.Error(),
+				StartedAt: metav1.Now(), FinishedAt: metav1.Now(),
+			})
+			return
+		}
+		if !restarts(pod.Spec.RestartPolicy, term.ExitCode) || pp.stopped(ctx) {
+			k.setTerminated(ctx, pp, rs, term)
+			return
+		}
+		if time.Since(term.StartedAt.Time) > restartBackoffReset {
+			backoff = restartBackoff
+		}
+		rs.lastTerm = term
+		rs.restarts++
+		k.event(ctx, pp, corev1.EventTypeWarning, "BackOff", fmt.Sprintf("Back-off restarting failed container %s in pod %s_%s(%s)", pp.container, pp.name, pp.ns, pp.uid))
+		k.setWaiting(ctx, pp, rs, "CrashLoopBackOff",
+			fmt.Sprintf("back-off %v restarting failed container=%s pod=%s_%s(%s)", backoff, pp.container, pp.name, pp.ns, pp.uid))
+		if !pp.wait(ctx, backoff) {
+			k.setTerminated(ctx, pp, rs, term)
+			return
+		}
+		backoff = min(2*backoff, restartBackoffMax)
+	}
+}
+
+// restarts says whether a container that exited with code restarts.
+func restarts(policy corev1.RestartPolicy, code int32) bool {
+	switch policy {
+	case corev1.RestartPolicyNever:
+		return false
+	case corev1.RestartPolicyOnFailure:
+		return code != 0
+	}
+	return true // Always, the default
+}
+
+// runState is what the container's status carries from run to run.
+type runState struct {
+	restarts int32
+	lastTerm *corev1.ContainerStateTerminated
+}
+
+// stopped reports whether the pod is stopping or the kubelet is.
+func (pp *podProc) stopped(ctx context.Context) bool {
+	select {
+	case <-pp.stop:
+		return true
+	case <-ctx.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// runOnce starts the prepared process, reports it running (and ready once
+// its probe passes), and waits for it to exit; it returns how it ended, or
+// an error when it could not start.
+func (k *kubelet) runOnce(ctx context.Context, pp *podProc, pod *corev1.Pod, ctr *corev1.Container, l *launch, rs *runState) (*corev1.ContainerStateTerminated, error) {
+	logFile, err := os.OpenFile(k.podLog(pp.ns, pp.name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(l.argv[0], l.argv[1:]...)
+	cmd.Dir = l.dir
+	cmd.Env = l.env
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	k.mu.Lock()
+	if pp.terminating {
+		err = errors.New("pod deleted before its container started")
+	} else if err = cmd.Start(); err == nil {
+		pp.cmd = cmd
+		pp.last = &Process{Argv: l.argv, Env: l.env, Dir: l.dir, PID: cmd.Process.Pid}
+	}
+	k.mu.Unlock()
+	logFile.Close()
+	if err != nil {
+		return nil, err
 	}
 	startedAt := metav1.Now()
-	if err != nil {
-		k.event(ctx, pp, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
-		k.setTerminated(ctx, pp, startedAt, 128, "StartError", err.Error(), "")
-		close(pp.exited)
-		close(pp.statusDone)
-		return
-	}
-	k.logf("fake kubelet: pod %s/%s runs pid %d: %s", pp.ns, pp.name, cmd.Process.Pid, strings.Join(argv, " "))
-	k.event(ctx, pp, corev1.EventTypeNormal, "Created", "Created container: "+ContainerName)
-	k.event(ctx, pp, corev1.EventTypeNormal, "Started", "Started container "+ContainerName)
-	k.updateStatus(ctx, pp, func(p *corev1.Pod) {
-		p.Status.Phase = corev1.PodRunning
-		setContainerStatus(p, corev1.ContainerStatus{
-			Name: ContainerName, Image: ctr.Image, ImageID: ctr.Image,
-			ContainerID: fmt.Sprintf("kubetest://%d", cmd.Process.Pid),
-			Started:     ptr(true),
-			State:       corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: startedAt}},
-		})
-	})
+	id := fmt.Sprintf("kubetest://%d", cmd.Process.Pid)
+	k.logf("fake kubelet: pod %s/%s runs pid %d: %s", pp.ns, pp.name, cmd.Process.Pid, strings.Join(l.argv, " "))
+	k.event(ctx, pp, corev1.EventTypeNormal, "Created", "Created container: "+pp.container)
+	k.event(ctx, pp, corev1.EventTypeNormal, "Started", "Started container "+pp.container)
+	k.setRunning(ctx, pp, ctr, *rs, startedAt, id)
 	probeCtx, stopProbe := context.WithCancel(ctx)
-	go k.probe(probeCtx, pp, ctr, pod.Status.PodIP)
+	probeDone := make(chan struct{})
+	go func() { defer close(probeDone); k.probe(probeCtx, pp, ctr, pod.Status.PodIP, id) }()
+	refreshDone := make(chan struct{})
+	go func() { defer close(refreshDone); k.refreshVolumes(probeCtx, pod, ctr) }()
 
 	waitErr := cmd.Wait()
 	stopProbe()
-	close(pp.exited)
+	<-probeDone
+	<-refreshDone
+	k.mu.Lock()
+	pp.cmd = nil
+	k.mu.Unlock()
 	code, reason, signal := 0, "Completed", ""
 	if ps := cmd.ProcessState; ps != nil && !ps.Success() {
 		code, reason = ps.ExitCode(), "Error"
@@ -292,192 +489,23 @@ func (k *kubelet) start(ctx context.Context, pp *podProc, pod *corev1.Pod) {
 		msg = logTail(k.podLog(pp.ns, pp.name), 80, 4096)
 	}
 	k.logf("fake kubelet: pod %s/%s pid %d exited %d %s", pp.ns, pp.name, cmd.Process.Pid, code, signal)
-	k.setTerminated(ctx, pp, startedAt, code, reason, msg, fmt.Sprintf("kubetest://%d", cmd.Process.Pid))
-	close(pp.statusDone)
+	return &corev1.ContainerStateTerminated{
+		ExitCode: int32(code), Reason: reason, Message: msg,
+		StartedAt: startedAt, FinishedAt: metav1.Now(), ContainerID: id,
+	}, nil
 }
 
-// argv builds the container's command line, with the ebb binary for "ebb"
-// and the pod IP for --addr 0.0.0.0.
-func (k *kubelet) argv(ctr *corev1.Container, podIP string) ([]string, error) {
-	argv := append(append([]string{}, ctr.Command...), ctr.Args...)
-	if len(ctr.Command) == 0 {
-		argv = append([]string{"ebb"}, ctr.Args...)
+// removePodDir removes the pod's directory (its emptyDirs and projected
+// files) once the pod is gone, unless EBB_KUBETEST_KEEP is set.
+func (k *kubelet) removePodDir(uid types.UID) {
+	if os.Getenv("EBB_KUBETEST_KEEP") != "" {
+		return
 	}
-	if filepath.Base(argv[0]) != "ebb" {
-		return nil, fmt.Errorf("the fake kubelet runs only the ebb binary; container %q runs %q", ctr.Name, argv[0])
-	}
-	argv[0] = k.bin
-	for i, a := range argv {
-		switch {
-		case strings.HasPrefix(a, "--addr=0.0.0.0:"):
-			argv[i] = "--addr=" + net.JoinHostPort(podIP, strings.TrimPrefix(a, "--addr=0.0.0.0:"))
-		case a == "--addr" && i+1 < len(argv) && strings.HasPrefix(argv[i+1], "0.0.0.0:"):
-			argv[i+1] = net.JoinHostPort(podIP, strings.TrimPrefix(argv[i+1], "0.0.0.0:"))
-		}
-	}
-	return argv, nil
+	_ = os.RemoveAll(k.podDir(uid))
 }
 
-// probe polls the container's HTTP readiness probe every 100ms until it
-// answers 2xx, then marks the pod Ready. Without an httpGet probe the pod
-// is Ready at once.
-func (k *kubelet) probe(ctx context.Context, pp *podProc, ctr *corev1.Container, podIP string) {
-	if p := ctr.ReadinessProbe; p != nil && p.HTTPGet != nil {
-		url := probeURL(ctr, p.HTTPGet, podIP)
-		client := &http.Client{Timeout: time.Second}
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			if resp, err := client.Do(req); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode >= 200 && resp.StatusCode < 400 {
-					break
-				}
-			}
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}
-	k.updateStatus(ctx, pp, func(p *corev1.Pod) {
-		now := metav1.Now()
-		setCondition(p, corev1.PodReady, corev1.ConditionTrue, "", now)
-		setCondition(p, corev1.ContainersReady, corev1.ConditionTrue, "", now)
-		for i := range p.Status.ContainerStatuses {
-			if p.Status.ContainerStatuses[i].Name == ContainerName && p.Status.ContainerStatuses[i].State.Running != nil {
-				p.Status.ContainerStatuses[i].Ready = true
-			}
-		}
-	})
+// podDir is the pod's own directory: its working directory, kubeconfig,
+// emptyDir and projected volumes.
+func (k *kubelet) podDir(uid types.UID) string {
+	return filepath.Join(k.dir, "kubelet", "pods", string(uid))
 }
-
-func probeURL(ctr *corev1.Container, g *corev1.HTTPGetAction, podIP string) string {
-	port := g.Port.IntValue()
-	if g.Port.Type == intstr.String {
-		for _, p := range ctr.Ports {
-			if p.Name == g.Port.StrVal {
-				port = int(p.ContainerPort)
-			}
-		}
-	}
-	host := podIP
-	if g.Host != "" {
-		host = g.Host
-	}
-	scheme := "http"
-	if g.Scheme == corev1.URISchemeHTTPS {
-		scheme = "https"
-	}
-	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port)) + g.Path
-}
-
-func (k *kubelet) setTerminated(ctx context.Context, pp *podProc, startedAt metav1.Time, code int, reason, msg, id string) {
-	k.updateStatus(ctx, pp, func(p *corev1.Pod) {
-		now := metav1.Now()
-		var image string
-		if c := ebbContainer(p); c != nil {
-			image = c.Image
-		}
-		setContainerStatus(p, corev1.ContainerStatus{
-			Name: ContainerName, Image: image, ImageID: image, ContainerID: id, Started: ptr(false),
-			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-				ExitCode: int32(code), Reason: reason, Message: msg,
-				StartedAt: startedAt, FinishedAt: now, ContainerID: id,
-			}},
-		})
-		setCondition(p, corev1.PodReady, corev1.ConditionFalse, "PodCompleted", now)
-		setCondition(p, corev1.ContainersReady, corev1.ConditionFalse, "PodCompleted", now)
-		p.Status.Phase = corev1.PodFailed
-		if code == 0 {
-			p.Status.Phase = corev1.PodSucceeded
-		}
-	})
-}
-
-// updateStatus applies mutate to the pod's current status, retrying on
-// conflicts; a pod that is gone or replaced is left alone.
-func (k *kubelet) updateStatus(ctx context.Context, pp *podProc, mutate func(*corev1.Pod)) {
-	pods := k.cs.CoreV1().Pods(pp.ns)
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		p, err := pods.Get(ctx, pp.name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if p.UID != pp.uid {
-			return nil
-		}
-		mutate(p)
-		_, err = pods.UpdateStatus(ctx, p, metav1.UpdateOptions{})
-		return err
-	})
-	if err != nil && !apierrors.IsNotFound(err) && ctx.Err() == nil {
-		k.logf("fake kubelet: update status of pod %s/%s: %v", pp.ns, pp.name, err)
-	}
-}
-
-// event posts an event about the pod's container, as a kubelet does.
-func (k *kubelet) event(ctx context.Context, pp *podProc, typ, reason, msg string) {
-	now := metav1.Now()
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      fmt.Sprintf("%s.%x", pp.name, time.Now().UnixNano()),
-			Namespace: pp.ns,
-		},
-		InvolvedObject: corev1.ObjectReference{
-			Kind: "Pod", APIVersion: "v1", Namespace: pp.ns, Name: pp.name, UID: pp.uid,
-			FieldPath: "spec.containers{" + ContainerName + "}",
-		},
-		Reason: reason, Message: msg, Type: typ,
-		Source:         corev1.EventSource{Component: "kubelet", Host: pp.node},
-		FirstTimestamp: now, LastTimestamp: now, Count: 1,
-		ReportingController: "kubelet", ReportingInstance: pp.node,
-	}
-	if _, err := k.cs.CoreV1().Events(pp.ns).Create(ctx, ev, metav1.CreateOptions{}); err != nil && ctx.Err() == nil {
-		k.logf("fake kubelet: event %s for pod %s/%s: %v", reason, pp.ns, pp.name, err)
-	}
-}
-
-func setContainerStatus(p *corev1.Pod, cs corev1.ContainerStatus) {
-	for i := range p.Status.ContainerStatuses {
-		if p.Status.ContainerStatuses[i].Name == cs.Name {
-			cs.RestartCount = p.Status.ContainerStatuses[i].RestartCount
-			p.Status.ContainerStatuses[i] = cs
-			return
-		}
-	}
-	p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, cs)
-}
-
-func setCondition(p *corev1.Pod, typ corev1.PodConditionType, status corev1.ConditionStatus, reason string, now metav1.Time) {
-	for i := range p.Status.Conditions {
-		c := &p.Status.Conditions[i]
-		if c.Type == typ {
-			if c.Status != status {
-				c.LastTransitionTime = now
-			}
-			c.Status, c.Reason = status, reason
-			return
-		}
-	}
-	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: typ, Status: status, Reason: reason, LastTransitionTime: now})
-}
-
-// logTail returns the last lines of a file, at most maxBytes.
-func logTail(path string, lines, maxBytes int) string {
-	b, _ := os.ReadFile(path)
-	b = bytes.TrimRight(b, "\n")
-	if n := bytes.Count(b, []byte("\n")); n >= lines {
-		for range n - lines + 1 {
-			b = b[bytes.IndexByte(b, '\n')+1:]
-		}
-	}
-	if len(b) > maxBytes {
-		b = b[len(b)-maxBytes:]
-	}
-	return string(b)
-}
-
-func ptr[T any](v T) *T { return &v }

@@ -30,12 +30,16 @@ func writeKwokConfig(dir string, withKubelet bool) (string, error) {
 	return "--config=" + path, nil
 }
 
-// notEbb selects pods without an "ebb" container.
+// kubeletPodQuery is true for the pods the fake kubelet runs: those with
+// an "ebb" container or a ContainerAnnotation (see ours in kubelet.go).
+const kubeletPodQuery = `((.metadata.annotations["` + ContainerAnnotation + `"] // "") != "") or any(.spec.containers[]?; .name == "ebb")`
+
+// notEbb selects pods the fake kubelet leaves to kwok.
 const notEbb = `
-    - key: '.spec.containers.[].name'
+    - key: '` + kubeletPodQuery + `'
       operator: 'NotIn'
       values:
-      - 'ebb'`
+      - 'true'`
 
 // podReadyStage is kwok's pod-ready stage (kustomize/stage/pod/fast)
 // restricted to pods without an "ebb" container.
@@ -100,8 +104,8 @@ spec:
       startTime: {{ $now | Quote }}
 `
 
-// podReadyEbbStage gives pods with an "ebb" container an IP and leaves
-// them Pending, containers waiting, for the fake kubelet.
+// podReadyEbbStage gives the fake kubelet's pods an IP and leaves them
+// Pending, containers waiting, for it.
 const podReadyEbbStage = `apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
@@ -116,10 +120,10 @@ spec:
       operator: 'DoesNotExist'
     - key: '.status.podIP'
       operator: 'DoesNotExist'
-    - key: '.spec.containers.[].name'
+    - key: '` + kubeletPodQuery + `'
       operator: 'In'
       values:
-      - 'ebb'
+      - 'true'
   next:
     statusTemplate: |
       {{ $now := Now }}

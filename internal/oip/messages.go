@@ -2,16 +2,6 @@ package oip
 
 import "encoding/json"
 
-// Datatypes of the protocol this package decodes.
-const (
-	BOOL  = "BOOL"
-	INT32 = "INT32"
-	INT64 = "INT64"
-	FP32  = "FP32"
-	FP64  = "FP64"
-	BYTES = "BYTES"
-)
-
 // InferRequest is the body of POST /v2/models/{m}/infer.
 type InferRequest struct {
 	ID         string          `json:"id,omitempty"`
@@ -46,12 +36,28 @@ type InferResponse struct {
 }
 
 // TensorMetadata describes one input or output; -1 in Shape is a dynamic
-// dimension.
+// dimension and an empty Shape a scalar. A nil Shape means the model
+// declares none: tensors of any shape are accepted, and the protocol, which
+// has no way to say "any rank", shows it as [-1].
 type TensorMetadata struct {
 	Name     string  `json:"name"`
 	Datatype string  `json:"datatype"`
 	Shape    []int64 `json:"shape"`
 }
+
+// MarshalJSON writes a nil Shape as [-1] and an empty one as [].
+func (t TensorMetadata) MarshalJSON() ([]byte, error) {
+	type plain TensorMetadata
+	p := plain(t)
+	if p.Shape == nil {
+		p.Shape = AnyShape()
+	}
+	return json.Marshal(p)
+}
+
+// AnyShape is the shape the protocol shows for a tensor declared without
+// one: [-1].
+func AnyShape() []int64 { return []int64{-1} }
 
 // ModelMetadata is the body of GET /v2/models/{m}.
 type ModelMetadata struct {

@@ -1,9 +1,7 @@
 package oipgrpc
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 
 	"github.com/ebb-ml/ebb/internal/oip"
 	"google.golang.org/grpc/codes"
@@ -14,11 +12,17 @@ import (
 // a flat Data slice of the Go type its datatype implies (see oip.Tensor),
 // read from the input's typed contents or from req.RawInputContents.
 //
+// Every datatype of the protocol is read (see oip.Datatypes). INT8 and
+// INT16 arrive in int_contents and UINT8 to UINT32 in uint_contents, and
+// must fit their datatype; FP16 and BF16 have no typed field and must come
+// as raw contents.
+//
 // It returns a gRPC status error with code InvalidArgument, naming the input,
-// when a datatype is missing or not one of BOOL, INT32, INT64, FP32, FP64 and
-// BYTES, a shape is invalid, the data is missing, sits in another datatype's
-// field, or holds a different number of elements than the shape, or when
-// raw and typed contents are mixed.
+// when a datatype is missing or unknown, a shape is invalid, the data is
+// missing, sits in another datatype's field, holds a value out of the
+// datatype's range or a different number of elements than the shape, or
+// when raw and typed contents are mixed. Raw contents are checked against
+// the shape before anything is allocated.
 func InputTensors(req *ModelInferRequest) ([]oip.Tensor, error) {
 	raw := req.GetRawInputContents()
 	inputs := req.GetInputs()
@@ -28,13 +32,14 @@ func InputTensors(req *ModelInferRequest) ([]oip.Tensor, error) {
 	out := make([]oip.Tensor, len(inputs))
 	for i, in := range inputs {
 		var err error
+		shape := scalarShape(in.GetShape())
 		if len(raw) > 0 {
 			if in.GetContents() != nil {
 				return nil, invalid("input %q sets contents although the request uses raw_input_contents: send every input's data one way", in.GetName())
 			}
-			out[i], err = decodeRaw("input", in.GetName(), in.GetDatatype(), in.GetShape(), raw[i], fmt.Sprintf("raw_input_contents[%d]", i))
+			out[i], err = decodeRaw("input", in.GetName(), in.GetDatatype(), shape, raw[i], fmt.Sprintf("raw_input_contents[%d]", i))
 		} else {
-			out[i], err = decodeContents("input", in.GetName(), in.GetDatatype(), in.GetShape(), in.GetContents(), "raw_input_contents")
+			out[i], err = decodeContents("input", in.GetName(), in.GetDatatype(), shape, in.GetContents(), "raw_input_contents")
 		}
 		if err != nil {
 			return nil, err
@@ -55,13 +60,14 @@ func OutputTensors(resp *ModelInferResponse) ([]oip.Tensor, error) {
 	out := make([]oip.Tensor, len(outputs))
 	for i, o := range outputs {
 		var err error
+		shape := scalarShape(o.GetShape())
 		if len(raw) > 0 {
 			if o.GetContents() != nil {
 				return nil, invalid("output %q sets contents although the response uses raw_output_contents", o.GetName())
 			}
-			out[i], err = decodeRaw("output", o.GetName(), o.GetDatatype(), o.GetShape(), raw[i], fmt.Sprintf("raw_output_contents[%d]", i))
+			out[i], err = decodeRaw("output", o.GetName(), o.GetDatatype(), shape, raw[i], fmt.Sprintf("raw_output_contents[%d]", i))
 		} else {
-			out[i], err = decodeContents("output", o.GetName(), o.GetDatatype(), o.GetShape(), o.GetContents(), "raw_output_contents")
+			out[i], err = decodeContents("output", o.GetName(), o.GetDatatype(), shape, o.GetContents(), "raw_output_contents")
 		}
 		if err != nil {
 			return nil, err
@@ -71,9 +77,11 @@ func OutputTensors(resp *ModelInferResponse) ([]oip.Tensor, error) {
 }
 
 // SetInputs sets req.Inputs from ts, with the data in typed contents, or in
-// req.RawInputContents when raw is true. It fails when a tensor's Data does
-// not have the Go type of its datatype or the element count of its shape.
+// req.RawInputContents when raw is true or when some tensor's datatype
+// (FP16, BF16) has no typed field. It fails when a tensor's Data does not
+// have the Go type of its datatype or the element count of its shape.
 func SetInputs(req *ModelInferRequest, ts []oip.Tensor, raw bool) error {
+	raw = raw || needsRaw(ts)
 	req.Inputs = make([]*ModelInferRequest_InferInputTensor, len(ts))
 	req.RawInputContents = nil
 	if raw {
@@ -96,9 +104,10 @@ func SetInputs(req *ModelInferRequest, ts []oip.Tensor, raw bool) error {
 }
 
 // SetOutputs sets resp.Outputs from ts as SetInputs does for a request.
-// Typed contents share the tensors' numeric slices rather than copy them, so
-// ts must not change until resp is sent.
+// Typed contents share the tensors' numeric slices of the field's own type
+// rather than copy them, so ts must not change until resp is sent.
 func SetOutputs(resp *ModelInferResponse, ts []oip.Tensor, raw bool) error {
+	raw = raw || needsRaw(ts)
 	resp.Outputs = make([]*ModelInferResponse_InferOutputTensor, len(ts))
 	resp.RawOutputContents = nil
 	if raw {
@@ -120,7 +129,8 @@ func SetOutputs(resp *ModelInferResponse, ts []oip.Tensor, raw bool) error {
 	return nil
 }
 
-// MetadataResponse converts model metadata to its gRPC message.
+// MetadataResponse converts model metadata to its gRPC message. A tensor
+// declared without a shape shows as [-1], a scalar as an empty shape.
 func MetadataResponse(m oip.ModelMetadata) *ModelMetadataResponse {
 	return &ModelMetadataResponse{
 		Name:     m.Name,
@@ -134,55 +144,48 @@ func MetadataResponse(m oip.ModelMetadata) *ModelMetadataResponse {
 func tensorMetadata(ts []oip.TensorMetadata) []*ModelMetadataResponse_TensorMetadata {
 	out := make([]*ModelMetadataResponse_TensorMetadata, len(ts))
 	for i, t := range ts {
-		out[i] = &ModelMetadataResponse_TensorMetadata{Name: t.Name, Datatype: t.Datatype, Shape: t.Shape}
+		shape := t.Shape
+		if shape == nil {
+			shape = oip.AnyShape() // declared without a shape, see oip.TensorMetadata
+		}
+		out[i] = &ModelMetadataResponse_TensorMetadata{Name: t.Name, Datatype: t.Datatype, Shape: shape}
 	}
 	return out
+}
+
+// scalarShape returns shape, or the empty shape of a scalar for nil:
+// protobuf cannot tell an empty repeated field from an absent one, and a
+// tensor always has a shape.
+func scalarShape(shape []int64) []int64 {
+	if shape == nil {
+		return []int64{}
+	}
+	return shape
+}
+
+// needsRaw reports whether some tensor's datatype has no typed contents
+// field, so that the message must carry all of them raw.
+func needsRaw(ts []oip.Tensor) bool {
+	for _, t := range ts {
+		if oip.Known(t.Datatype) && contentsField(t.Datatype) == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func invalid(format string, args ...any) error {
 	return status.Errorf(codes.InvalidArgument, format, args...)
 }
 
-// elementSize is the raw size of one element of a fixed-size datatype.
-func elementSize(dt string) int {
-	switch dt {
-	case oip.BOOL:
-		return 1
-	case oip.INT32, oip.FP32:
-		return 4
-	case oip.INT64, oip.FP64:
-		return 8
-	}
-	return 0
-}
-
-// contentsField is the InferTensorContents field that carries dt.
-func contentsField(dt string) string {
-	switch dt {
-	case oip.BOOL:
-		return "bool_contents"
-	case oip.INT32:
-		return "int_contents"
-	case oip.INT64:
-		return "int64_contents"
-	case oip.FP32:
-		return "fp32_contents"
-	case oip.FP64:
-		return "fp64_contents"
-	case oip.BYTES:
-		return "bytes_contents"
-	}
-	return ""
-}
-
 // checkHeader checks a tensor's datatype and shape and returns its element
 // count.
 func checkHeader(kind, name, dt string, shape []int64) (int, error) {
 	if dt == "" {
-		return 0, invalid("%s %q: datatype is missing: set one of BOOL, INT32, INT64, FP32, FP64, BYTES", kind, name)
+		return 0, invalid("%s %q: datatype is missing: set one of %s", kind, name, datatypeList)
 	}
-	if contentsField(dt) == "" {
-		return 0, invalid("%s %q: unsupported datatype %q: use one of BOOL, INT32, INT64, FP32, FP64, BYTES", kind, name, dt)
+	if !oip.Known(dt) {
+		return 0, invalid("%s %q: %s", kind, name, oip.DatatypeError(dt))
 	}
 	n, err := oip.Elements(shape)
 	if err != nil {
@@ -191,183 +194,22 @@ func checkHeader(kind, name, dt string, shape []int64) (int, error) {
 	return n, nil
 }
 
-// setFields lists the non-empty fields of c.
-func setFields(c *InferTensorContents) []string {
-	var set []string
-	for _, f := range []struct {
-		name string
-		n    int
-	}{
-		{"bool_contents", len(c.GetBoolContents())},
-		{"int_contents", len(c.GetIntContents())},
-		{"int64_contents", len(c.GetInt64Contents())},
-		{"uint_contents", len(c.GetUintContents())},
-		{"uint64_contents", len(c.GetUint64Contents())},
-		{"fp32_contents", len(c.GetFp32Contents())},
-		{"fp64_contents", len(c.GetFp64Contents())},
-		{"bytes_contents", len(c.GetBytesContents())},
-	} {
-		if f.n > 0 {
-			set = append(set, f.name)
-		}
-	}
-	return set
-}
-
-// decodeContents reads a tensor from its typed contents; rawField names the
-// raw alternative for error messages.
-func decodeContents(kind, name, dt string, shape []int64, c *InferTensorContents, rawField string) (oip.Tensor, error) {
-	t := oip.Tensor{Name: name, Datatype: dt, Shape: shape}
-	n, err := checkHeader(kind, name, dt, shape)
-	if err != nil {
-		return t, err
-	}
-	field := contentsField(dt)
-	for _, f := range setFields(c) {
-		if f != field {
-			return t, invalid("%s %q: datatype %s takes its data in contents.%s, but contents.%s is set", kind, name, dt, field, f)
-		}
-	}
-	var got int
-	switch dt {
-	case oip.BOOL:
-		got, t.Data = len(c.GetBoolContents()), nonNil(c.GetBoolContents())
-	case oip.INT32:
-		got, t.Data = len(c.GetIntContents()), nonNil(c.GetIntContents())
-	case oip.INT64:
-		got, t.Data = len(c.GetInt64Contents()), nonNil(c.GetInt64Contents())
-	case oip.FP32:
-		got, t.Data = len(c.GetFp32Contents()), nonNil(c.GetFp32Contents())
-	case oip.FP64:
-		got, t.Data = len(c.GetFp64Contents()), nonNil(c.GetFp64Contents())
-	case oip.BYTES:
-		b := c.GetBytesContents()
-		got = len(b)
-		s := make([]string, len(b))
-		for i, e := range b {
-			s[i] = string(e)
-		}
-		t.Data = s
-	}
-	if got != n {
-		if got == 0 && c == nil {
-			return t, invalid("%s %q has no data: shape %s holds %d elements; send them in contents.%s or %s", kind, name, oip.FormatShape(shape), n, field, rawField)
-		}
-		return t, invalid("%s %q: shape %s holds %d elements but contents.%s has %d", kind, name, oip.FormatShape(shape), n, field, got)
-	}
-	return t, nil
-}
-
-// nonNil returns s, or an empty slice for nil, so Data always has its type.
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
-}
-
 // decodeRaw reads a tensor from its raw bytes b; where names b in error
-// messages.
+// messages. The length of b is checked against the shape first.
 func decodeRaw(kind, name, dt string, shape []int64, b []byte, where string) (oip.Tensor, error) {
-	t := oip.Tensor{Name: name, Datatype: dt, Shape: shape}
 	n, err := checkHeader(kind, name, dt, shape)
 	if err != nil {
-		return t, err
+		return oip.Tensor{Name: name, Datatype: dt, Shape: shape}, err
 	}
-	if dt == oip.BYTES {
-		t.Data, err = decodeRawBytes(kind, name, n, b, where)
-		return t, err
+	if size := oip.ElementSize(dt); size > 0 && len(b) != n*size {
+		return oip.Tensor{Name: name, Datatype: dt, Shape: shape}, invalid("%s %q: %s holds %d bytes but shape %s of %s needs %d (%d elements of %d bytes)", kind, name, where, len(b), oip.FormatShape(shape), dt, n*size, n, size)
 	}
-	size := elementSize(dt)
-	if len(b) != n*size {
-		return t, invalid("%s %q: %s holds %d bytes but shape %s of %s needs %d (%d elements of %d bytes)", kind, name, where, len(b), oip.FormatShape(shape), dt, n*size, n, size)
-	}
-	le := binary.LittleEndian
-	switch dt {
-	case oip.BOOL:
-		d := make([]bool, n)
-		for i := range d {
-			d[i] = b[i] != 0
-		}
-		t.Data = d
-	case oip.INT32:
-		d := make([]int32, n)
-		for i := range d {
-			d[i] = int32(le.Uint32(b[4*i:]))
-		}
-		t.Data = d
-	case oip.INT64:
-		d := make([]int64, n)
-		for i := range d {
-			d[i] = int64(le.Uint64(b[8*i:]))
-		}
-		t.Data = d
-	case oip.FP32:
-		d := make([]float32, n)
-		for i := range d {
-			d[i] = math.Float32frombits(le.Uint32(b[4*i:]))
-		}
-		t.Data = d
-	case oip.FP64:
-		d := make([]float64, n)
-		for i := range d {
-			d[i] = math.Float64frombits(le.Uint64(b[8*i:]))
-		}
-		t.Data = d
+	t, err := oip.FromRaw(dt, shape, b)
+	t.Name = name
+	if err != nil {
+		return t, invalid("%s %q: %s: %v", kind, name, where, err)
 	}
 	return t, nil
-}
-
-// decodeRawBytes reads n length-prefixed BYTES elements that fill b exactly.
-func decodeRawBytes(kind, name string, n int, b []byte, where string) ([]string, error) {
-	out := make([]string, 0, min(n, len(b)/4))
-	rest := b
-	for len(rest) > 0 {
-		if len(rest) < 4 {
-			return nil, invalid("%s %q: %s ends in the middle of an element's 4-byte length prefix (element %d)", kind, name, where, len(out))
-		}
-		l := binary.LittleEndian.Uint32(rest)
-		rest = rest[4:]
-		if uint64(l) > uint64(len(rest)) {
-			return nil, invalid("%s %q: %s element %d claims %d bytes but only %d remain", kind, name, where, len(out), l, len(rest))
-		}
-		if len(out) == n {
-			return nil, invalid("%s %q: %s holds more than the %d BYTES elements its shape describes", kind, name, where, n)
-		}
-		out = append(out, string(rest[:l]))
-		rest = rest[l:]
-	}
-	if len(out) != n {
-		return nil, invalid("%s %q: %s holds %d BYTES elements but the shape describes %d", kind, name, where, len(out), n)
-	}
-	return out, nil
-}
-
-// encodeContents puts t's data in its typed contents field, sharing
-// numeric slices.
-func encodeContents(kind string, t oip.Tensor) (*InferTensorContents, error) {
-	if err := checkTensor(kind, t); err != nil {
-		return nil, err
-	}
-	c := &InferTensorContents{}
-	switch d := t.Data.(type) {
-	case []bool:
-		c.BoolContents = d
-	case []int32:
-		c.IntContents = d
-	case []int64:
-		c.Int64Contents = d
-	case []float32:
-		c.Fp32Contents = d
-	case []float64:
-		c.Fp64Contents = d
-	case []string:
-		c.BytesContents = make([][]byte, len(d))
-		for i, s := range d {
-			c.BytesContents[i] = []byte(s)
-		}
-	}
-	return c, nil
 }
 
 // encodeRaw lays t's data out in raw form.
@@ -375,53 +217,7 @@ func encodeRaw(kind string, t oip.Tensor) ([]byte, error) {
 	if err := checkTensor(kind, t); err != nil {
 		return nil, err
 	}
-	le := binary.LittleEndian
-	switch d := t.Data.(type) {
-	case []bool:
-		b := make([]byte, len(d))
-		for i, v := range d {
-			if v {
-				b[i] = 1
-			}
-		}
-		return b, nil
-	case []int32:
-		b := make([]byte, 0, 4*len(d))
-		for _, v := range d {
-			b = le.AppendUint32(b, uint32(v))
-		}
-		return b, nil
-	case []int64:
-		b := make([]byte, 0, 8*len(d))
-		for _, v := range d {
-			b = le.AppendUint64(b, uint64(v))
-		}
-		return b, nil
-	case []float32:
-		b := make([]byte, 0, 4*len(d))
-		for _, v := range d {
-			b = le.AppendUint32(b, math.Float32bits(v))
-		}
-		return b, nil
-	case []float64:
-		b := make([]byte, 0, 8*len(d))
-		for _, v := range d {
-			b = le.AppendUint64(b, math.Float64bits(v))
-		}
-		return b, nil
-	case []string:
-		size := 0
-		for _, s := range d {
-			size += 4 + len(s)
-		}
-		b := make([]byte, 0, size)
-		for _, s := range d {
-			b = le.AppendUint32(b, uint32(len(s)))
-			b = append(b, s...)
-		}
-		return b, nil
-	}
-	return nil, fmt.Errorf("%s %q: data of type %T is not a tensor type", kind, t.Name, t.Data)
+	return oip.RawBytes(t)
 }
 
 // checkTensor is oip.Tensor.Check with the tensor's kind ("input",

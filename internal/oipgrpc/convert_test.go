@@ -14,9 +14,16 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// tensors covers every datatype, an empty tensor and NaN.
+// tensors covers every datatype but FP16 and BF16 (which have no typed
+// field), an empty tensor, a scalar and NaN.
 var tensors = []oip.Tensor{
 	{Name: "b", Datatype: oip.BOOL, Shape: []int64{3}, Data: []bool{true, false, true}},
+	{Name: "i8", Datatype: oip.INT8, Shape: []int64{3}, Data: []int8{math.MinInt8, 0, math.MaxInt8}},
+	{Name: "i16", Datatype: oip.INT16, Shape: []int64{2}, Data: []int16{math.MinInt16, math.MaxInt16}},
+	{Name: "u8", Datatype: oip.UINT8, Shape: []int64{2, 2}, Data: []uint8{0, 1, 254, 255}},
+	{Name: "u16", Datatype: oip.UINT16, Shape: []int64{1}, Data: []uint16{math.MaxUint16}},
+	{Name: "u32", Datatype: oip.UINT32, Shape: []int64{2}, Data: []uint32{0, math.MaxUint32}},
+	{Name: "u64", Datatype: oip.UINT64, Shape: []int64{}, Data: []uint64{math.MaxUint64}},
 	{Name: "i32", Datatype: oip.INT32, Shape: []int64{2, 2}, Data: []int32{1, -2, math.MaxInt32, math.MinInt32}},
 	{Name: "i64", Datatype: oip.INT64, Shape: []int64{2}, Data: []int64{math.MaxInt64, -7}},
 	{Name: "f32", Datatype: oip.FP32, Shape: []int64{1, 3}, Data: []float32{1.5, float32(math.NaN()), -0.25}},
@@ -120,8 +127,38 @@ func TestInputTensorsErrors(t *testing.T) {
 		},
 		{
 			name:    "unsupported datatype",
-			req:     &ModelInferRequest{Inputs: []*ModelInferRequest_InferInputTensor{in("x", "FP16", []int64{1}, nil)}},
-			wantErr: `unsupported datatype "FP16"`,
+			req:     &ModelInferRequest{Inputs: []*ModelInferRequest_InferInputTensor{in("x", "FP8", []int64{1}, nil)}},
+			wantErr: `unsupported datatype "FP8"`,
+		},
+		{
+			name:    "fp16 typed",
+			req:     &ModelInferRequest{Inputs: []*ModelInferRequest_InferInputTensor{in("x", "FP16", []int64{1}, &InferTensorContents{Fp32Contents: []float32{1}})}},
+			wantErr: `input "x": datatype FP16 has no typed field in InferTensorContents: send its data in raw_input_contents (2 bytes per element`,
+		},
+		{
+			name:    "int8 out of range",
+			req:     &ModelInferRequest{Inputs: []*ModelInferRequest_InferInputTensor{in("x", "INT8", []int64{2}, &InferTensorContents{IntContents: []int32{1, 128}})}},
+			wantErr: `input "x": contents.int_contents element 1 is 128, out of range for INT8`,
+		},
+		{
+			name:    "uint16 out of range",
+			req:     &ModelInferRequest{Inputs: []*ModelInferRequest_InferInputTensor{in("x", "UINT16", []int64{1}, &InferTensorContents{UintContents: []uint32{70000}})}},
+			wantErr: `element 0 is 70000, out of range for UINT16`,
+		},
+		{
+			name:    "uint8 in int_contents",
+			req:     &ModelInferRequest{Inputs: []*ModelInferRequest_InferInputTensor{in("x", "UINT8", []int64{1}, &InferTensorContents{IntContents: []int32{1}})}},
+			wantErr: `datatype UINT8 takes its data in contents.uint_contents, but contents.int_contents is set`,
+		},
+		{
+			name:    "raw bool not 0 or 1",
+			req:     &ModelInferRequest{Inputs: []*ModelInferRequest_InferInputTensor{in("b", "BOOL", []int64{1}, nil)}, RawInputContents: [][]byte{{7}}},
+			wantErr: `input "b": raw_input_contents[0]: byte 0 is 7, and a BOOL element must be 0 (false) or 1 (true)`,
+		},
+		{
+			name:    "raw fp16 short",
+			req:     &ModelInferRequest{Inputs: []*ModelInferRequest_InferInputTensor{in("h", "FP16", []int64{2}, nil)}, RawInputContents: [][]byte{{0, 0, 0}}},
+			wantErr: `input "h": raw_input_contents[0] holds 3 bytes but shape [2] of FP16 needs 4 (2 elements of 2 bytes)`,
 		},
 		{
 			name:    "missing datatype",
@@ -158,7 +195,7 @@ func TestInputTensorsErrors(t *testing.T) {
 		{
 			name:    "raw bytes truncated prefix",
 			req:     &ModelInferRequest{Inputs: []*ModelInferRequest_InferInputTensor{in("s", "BYTES", []int64{2}, nil)}, RawInputContents: [][]byte{{1, 0, 0, 0, 'a', 1, 0}}},
-			wantErr: `ends in the middle of an element's 4-byte length prefix (element 1)`,
+			wantErr: `raw_input_contents[0]: the data ends in the middle of the 4-byte length of BYTES element 1`,
 		},
 		{
 			name:    "raw bytes element overruns",
@@ -213,7 +250,8 @@ func TestSetOutputsRejectsMalformedTensors(t *testing.T) {
 	}{
 		{"wrong go type", oip.Tensor{Name: "y", Datatype: oip.FP32, Shape: []int64{1}, Data: []float64{1}}, `output "y": data of type []float64 does not match datatype FP32`},
 		{"wrong count", oip.Tensor{Name: "y", Datatype: oip.INT32, Shape: []int64{3}, Data: []int32{1}}, `shape [3] holds 3 elements but data has 1`},
-		{"unknown datatype", oip.Tensor{Name: "y", Datatype: "UINT8", Shape: []int64{1}, Data: []uint8{1}}, `unsupported datatype "UINT8"`},
+		{"unknown datatype", oip.Tensor{Name: "y", Datatype: "FP8", Shape: []int64{1}, Data: []uint8{1}}, `unsupported datatype "FP8"`},
+		{"go type of another datatype", oip.Tensor{Name: "y", Datatype: oip.INT8, Shape: []int64{1}, Data: []uint8{1}}, `data of type []uint8 does not match datatype INT8 ([]int8)`},
 	}
 	for _, tt := range tests {
 		for _, raw := range []bool{false, true} {
@@ -282,4 +320,49 @@ func remarshal[M proto.Message](t *testing.T, m M) M {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestHalfPrecisionGoesRaw: FP16 and BF16 have no typed field, so a message
+// carrying one is sent raw whatever was asked, and reads back the same.
+func TestHalfPrecisionGoesRaw(t *testing.T) {
+	ts := []oip.Tensor{
+		{Name: "h", Datatype: oip.FP16, Shape: []int64{2}, Data: []oip.Float16{oip.Float16From(1.5), 0x7c00}},
+		{Name: "bf", Datatype: oip.BF16, Shape: []int64{1}, Data: []oip.BFloat16{oip.BFloat16From(-2)}},
+		{Name: "i", Datatype: oip.INT32, Shape: []int64{1}, Data: []int32{3}},
+	}
+	req := &ModelInferRequest{}
+	if err := SetInputs(req, ts, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(req.RawInputContents) != 3 {
+		t.Fatalf("raw_input_contents has %d entries; want all 3 inputs raw", len(req.RawInputContents))
+	}
+	got, err := InputTensors(remarshal(t, req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(ts, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	resp := &ModelInferResponse{}
+	if err := SetOutputs(resp, ts, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := OutputTensors(remarshal(t, resp)); err != nil || !cmp.Equal(ts, got) {
+		t.Errorf("OutputTensors = %v, %v", got, err)
+	}
+}
+
+func TestMetadataShapes(t *testing.T) {
+	got := MetadataResponse(oip.ModelMetadata{Inputs: []oip.TensorMetadata{
+		{Name: "any", Datatype: oip.FP32},
+		{Name: "scalar", Datatype: oip.BYTES, Shape: []int64{}},
+		{Name: "batch", Datatype: oip.UINT8, Shape: []int64{-1, 3}},
+	}})
+	want := [][]int64{{-1}, {}, {-1, 3}}
+	for i, in := range got.Inputs {
+		if !cmp.Equal(want[i], in.Shape, cmpopts.EquateEmpty()) {
+			t.Errorf("input %s: shape %v, want %v", in.Name, in.Shape, want[i])
+		}
+	}
 }

@@ -2,6 +2,9 @@ package operator
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"sync/atomic"
 
 	"github.com/ebb-ml/ebb/internal/replica"
@@ -28,3 +31,15 @@ func (d *detachable) Stop(ctx context.Context, h replica.Handle) error {
 	}
 	return d.Backend.Stop(ctx, h)
 }
+
+// Logs reads a replica pod's logs (ebb logs) through the wrapped backend;
+// the embedded interface would hide its optional replica.Logger.
+func (d *detachable) Logs(ctx context.Context, h replica.Handle, o replica.LogOptions) (io.ReadCloser, error) {
+	lg, ok := d.Backend.(replica.Logger)
+	if !ok {
+		return nil, fmt.Errorf("the %T backend cannot read replica logs: %w", d.Backend, errors.ErrUnsupported)
+	}
+	return lg.Logs(ctx, h, o)
+}
+
+var _ replica.Logger = (*detachable)(nil)

@@ -13,20 +13,22 @@ import (
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
 	"github.com/ebb-ml/ebb/examples/diabetes"
+	"github.com/ebb-ml/ebb/internal/ebbtest"
 	"github.com/ebb-ml/ebb/internal/kubetest"
+	"github.com/ebb-ml/ebb/internal/sibling"
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// ebbProc is an `ebb` subcommand started by a test.
+// ebbProc is a command of an ebb binary started by a test.
 type ebbProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  string
 }
 
-// startEbb runs the harness's ebb binary with args, its output in a file
-// under dir; it is killed when the test ends.
+// startEbb runs bin (the harness's ebb or ebb-cluster) with args, its
+// output in a file under dir; it is killed when the test ends.
 func startEbb(t *testing.T, bin, dir, name string, args ...string) *ebbProc {
 	t.Helper()
 	log := filepath.Join(dir, name+".log")
@@ -87,16 +89,21 @@ func waitOK(t *testing.T, url string, timeout time.Duration) {
 	})
 }
 
-// TestBinaries runs `ebb operator` and `ebb gateway` as processes, as their
-// Deployments would: a prediction through the gateway wakes a deployment at
-// zero; the operator is killed (SIGKILL) in the middle of a scale-up and a
-// new one finishes it without a duplicate pod; a stopped operator
-// (SIGTERM) leaves the replica pods running.
+// TestBinaries runs `ebb-cluster operator` and `ebb gateway` (which execs
+// ebb-cluster in its place) as processes, as their Deployments would: a
+// prediction through the gateway wakes a deployment at zero; the operator
+// is killed (SIGKILL) in the middle of a scale-up and a new one finishes it
+// without a duplicate pod; a stopped operator (SIGTERM) leaves the replica
+// pods running.
 func TestBinaries(t *testing.T) {
 	e := newEnv(t)
-	bin := e.c.EbbBinary()
-	if bin == "" {
+	ebb := e.c.EbbBinary()
+	if ebb == "" {
 		t.Skip("no ebb binary (the cluster runs without the fake kubelet)")
+	}
+	cluster := ebbtest.Cluster(ebb)
+	if !sibling.IsExecutable(cluster) {
+		t.Fatalf("no ebb-cluster beside %s: build both with make build (or ebbtest.BuildAll)", ebb)
 	}
 	e.c.CreateNodes(t, 2, kubetest.NodeSpec{Prefix: "b-" + e.ns})
 	dir := t.TempDir()
@@ -114,13 +121,13 @@ func TestBinaries(t *testing.T) {
 	census := e.watchPods(t, "diabetes")
 
 	opAddr := freeAddr(t)
-	operatorArgs := []string{"operator", "--kubeconfig", e.c.Kubeconfig, "--namespace", e.ns, "--addr", opAddr,
+	operatorArgs := []string{"operator", "--kubeconfig", e.c.Kubeconfig, "--namespace", e.ns, "--addr", opAddr, "--auth=off",
 		"--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "250ms", "--drain-timeout", "5s", "--log-level", "debug"}
-	op := startEbb(t, bin, dir, "operator-1", operatorArgs...)
+	op := startEbb(t, cluster, dir, "operator-1", operatorArgs...)
 	waitOK(t, "http://"+opAddr+"/readyz", 60*time.Second)
 	gwAddr := freeAddr(t)
-	startEbb(t, bin, dir, "gateway", "gateway", "--kubeconfig", e.c.Kubeconfig, "--namespace", e.ns,
-		"--addr", gwAddr, "--grpc-addr", "", "--operator-url", "http://"+opAddr, "--endpoints-from", "pods", "--name", "gw-1")
+	startEbb(t, ebb, dir, "gateway", "gateway", "--kubeconfig", e.c.Kubeconfig, "--namespace", e.ns,
+		"--addr", gwAddr, "--grpc-addr", "", "--operator-url", "http://"+opAddr, "--endpoints-from", "pods", "--name", "gw-1", "--auth=off")
 	waitOK(t, "http://"+gwAddr+"/readyz", 60*time.Second)
 
 	out := infer(t, "http://"+gwAddr, "diabetes")
@@ -135,7 +142,7 @@ func TestBinaries(t *testing.T) {
 		return live >= 2, fmt.Sprintf("%d live", live)
 	})
 	op.signal(t, syscall.SIGKILL)
-	op = startEbb(t, bin, dir, "operator-2", operatorArgs...)
+	op = startEbb(t, cluster, dir, "operator-2", operatorArgs...)
 	e.waitStatus(t, "diabetes", 90*time.Second, "4 ready after the crash", func(st v1alpha1.ModelDeploymentStatus) bool {
 		return st.ReadyReplicas == 4 && st.Replicas == 4
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/ebb-ml/ebb/api/v1alpha1"
 	"github.com/ebb-ml/ebb/internal/kubetest"
 	"github.com/ebb-ml/ebb/internal/operator"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -41,14 +42,14 @@ func TestLifecycle(t *testing.T) {
 	e.c.CreateNodes(t, 1, kubetest.NodeSpec{Prefix: "cpu-" + e.ns})
 
 	md := e.echoMD("echo")
-	md.Spec.Template = v1alpha1.PodOverrides{
+	md.Spec.Template = serving.Template{
 		Image: "ebb:gpu",
-		Resources: corev1.ResourceRequirements{
-			Limits: corev1.ResourceList{gpu: resource.MustParse("1")},
+		Resources: serving.ResourceRequirements{
+			Limits: serving.ResourceList{serving.ResourceName(gpu): resource.MustParse("1")},
 		},
 		NodeSelector: map[string]string{"accelerator": "h100"},
-		Tolerations: []corev1.Toleration{{
-			Key: string(gpu), Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule,
+		Tolerations: []serving.Toleration{{
+			Key: string(gpu), Operator: serving.TolerationOpExists, Effect: serving.TaintEffectNoSchedule,
 		}},
 	}
 	e.create(t, md)

@@ -10,6 +10,7 @@ import (
 	"github.com/ebb-ml/ebb/api/v1alpha1"
 	"github.com/ebb-ml/ebb/internal/kubetest"
 	"github.com/ebb-ml/ebb/internal/operator"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,16 +23,19 @@ import (
 
 // gpuTemplate is a replica template asking for one GPU on tainted H100
 // nodes.
-func gpuTemplate() v1alpha1.PodOverrides {
-	return v1alpha1.PodOverrides{
+func gpuTemplate() serving.Template {
+	return serving.Template{
 		Image:             "ebb:gpu",
-		Resources:         corev1.ResourceRequirements{Limits: corev1.ResourceList{gpu: resource.MustParse("1")}},
+		Resources:         serving.ResourceRequirements{Limits: serving.ResourceList{serving.ResourceName(gpu): resource.MustParse("1")}},
 		NodeSelector:      map[string]string{"accelerator": "h100"},
-		Tolerations:       []corev1.Toleration{{Key: string(gpu), Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+		Tolerations:       []serving.Toleration{{Key: string(gpu), Operator: serving.TolerationOpExists, Effect: serving.TaintEffectNoSchedule}},
 		PriorityClassName: "replica-class",
 		Labels:            map[string]string{"team": "a"},
 	}
 }
+
+// gpuTolerations are gpuTemplate's tolerations as pods carry them.
+var gpuTolerations = []corev1.Toleration{{Key: string(gpu), Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
 
 func TestBalloonPod(t *testing.T) {
 	md := &v1alpha1.ModelDeployment{ObjectMeta: metav1.ObjectMeta{Name: "m", Namespace: "ns"}}
@@ -66,7 +70,7 @@ func TestBalloonPod(t *testing.T) {
 			if diff := cmp.Diff(md.Spec.Template.NodeSelector, s.NodeSelector); diff != "" {
 				t.Errorf("node selector (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(md.Spec.Template.Tolerations, s.Tolerations); diff != "" {
+			if diff := cmp.Diff(gpuTolerations, s.Tolerations); diff != "" {
 				t.Errorf("tolerations (-want +got):\n%s", diff)
 			}
 			if len(s.Containers) != 1 {
@@ -89,7 +93,7 @@ func TestBalloonPod(t *testing.T) {
 		a := operator.BalloonPod(md, 0, cold).Annotations[operator.AnnotationSpecHash]
 		b := operator.BalloonPod(md, 1, cold).Annotations[operator.AnnotationSpecHash]
 		changed := md.DeepCopy()
-		changed.Spec.Template.Resources.Limits[gpu] = resource.MustParse("2")
+		changed.Spec.Template.Resources.Limits[serving.ResourceName(gpu)] = resource.MustParse("2")
 		c := operator.BalloonPod(changed, 0, cold).Annotations[operator.AnnotationSpecHash]
 		if a != b || a == c {
 			t.Errorf("hashes: slot 0 %s, slot 1 %s, 2 GPUs %s; want the slots equal and 2 GPUs different", a, b, c)
@@ -100,7 +104,7 @@ func TestBalloonPod(t *testing.T) {
 func TestPrePullDaemonSet(t *testing.T) {
 	md := &v1alpha1.ModelDeployment{ObjectMeta: metav1.ObjectMeta{Name: "m", Namespace: "ns"}}
 	md.Spec.Template = gpuTemplate()
-	md.Spec.Template.ImagePullPolicy = corev1.PullAlways
+	md.Spec.Template.ImagePullPolicy = serving.PullAlways
 	ds := operator.PrePullDaemonSet(md, operator.ColdStartOptions{Image: "ebb:op", WarmPoolPriorityClass: "warm"})
 	if ds.Name != "m-prepull" || ds.Namespace != "ns" {
 		t.Errorf("name %s/%s", ds.Namespace, ds.Name)
@@ -116,7 +120,7 @@ func TestPrePullDaemonSet(t *testing.T) {
 	if diff := cmp.Diff(md.Spec.Template.NodeSelector, s.NodeSelector); diff != "" {
 		t.Errorf("node selector (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(md.Spec.Template.Tolerations, s.Tolerations); diff != "" {
+	if diff := cmp.Diff(gpuTolerations, s.Tolerations); diff != "" {
 		t.Errorf("tolerations (-want +got):\n%s", diff)
 	}
 	if s.PriorityClassName != "warm" {
@@ -160,7 +164,7 @@ func TestColdStart(t *testing.T) {
 	md := e.echoMD("warm")
 	md.Spec.Template = gpuTemplate()
 	md.Spec.Template.PriorityClassName = ""
-	md.Spec.ColdStart = v1alpha1.ColdStart{WarmPool: 2, PrePull: true}
+	md.Spec.ColdStart = serving.ColdStart{WarmPool: 2, PrePull: true}
 	e.create(t, md)
 	e.startOperatorCold(t, operator.ColdStartOptions{WarmPoolPriorityClass: class.Name})
 	md = e.getMD(t, "warm")
@@ -278,7 +282,7 @@ func TestColdStart(t *testing.T) {
 
 	t.Run("Off", func(t *testing.T) {
 		md := e.getMD(t, "warm")
-		md.Spec.ColdStart = v1alpha1.ColdStart{}
+		md.Spec.ColdStart = serving.ColdStart{}
 		if err := e.cl.Update(ctx, md); err != nil {
 			t.Fatal(err)
 		}

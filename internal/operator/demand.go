@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/stats"
+	"github.com/ebb-ml/ebb/internal/traffic"
 )
 
 // DemandPath and WakePath are where gateways send demand reports and
@@ -24,6 +25,12 @@ type DemandReport struct {
 	Gateway string `json:"gateway"`
 	// Deployments maps a deployment name to its demand at that gateway.
 	Deployments map[string]GatewayDemand `json:"deployments"`
+	// Meters maps the route key of a traffic split's primary (the
+	// deployment's name) or track (name.tag) to the buckets of its
+	// traffic.Meter that completed since the gateway's last report the
+	// operator answered, oldest first (traffic.Meter.Export). Optional: a
+	// gateway without meters leaves it out.
+	Meters map[string][]traffic.Bucket `json:"meters,omitempty"`
 }
 
 // GatewayDemand is one deployment's demand at one gateway.
@@ -52,6 +59,7 @@ type WakeRequest struct {
 type Demand struct {
 	expiry time.Duration
 	now    func() time.Time
+	meters *Meters
 
 	// mu guards deps.
 	mu   sync.Mutex
@@ -78,12 +86,20 @@ func NewDemand(expiry time.Duration, now func() time.Time) *Demand {
 	if now == nil {
 		now = time.Now
 	}
-	return &Demand{expiry: expiry, now: now, deps: map[string]map[string]*gatewayDemand{}}
+	return &Demand{expiry: expiry, now: now, meters: NewMeters(now), deps: map[string]map[string]*gatewayDemand{}}
 }
 
-// Report records a gateway's report. A deployment the gateway reported
-// before and leaves out now counts as idle at that gateway.
+// Meters returns the request meters the gateways report, merged: what a
+// rollout measures of its versions.
+func (d *Demand) Meters() *Meters { return d.meters }
+
+// Report records a gateway's report, and merges its meters into Meters
+// (those that fail CheckMeters are left out). A deployment the gateway
+// reported before and leaves out now counts as idle at that gateway.
 func (d *Demand) Report(r DemandReport) {
+	if len(r.Meters) > 0 {
+		_ = d.meters.Merge(r.Gateway, r.Meters)
+	}
 	now := d.now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -194,6 +210,10 @@ func (d *Demand) Handler(w Waker) http.Handler {
 		}
 		if rep.Gateway == "" {
 			httpError(rw, http.StatusBadRequest, fmt.Errorf("demand report has no gateway: set \"gateway\" to the gateway's pod name"))
+			return
+		}
+		if err := CheckMeters(rep.Meters); err != nil {
+			httpError(rw, http.StatusBadRequest, fmt.Errorf("demand report from gateway %q: %w: the gateway and the operator must run the same ebb version", rep.Gateway, err))
 			return
 		}
 		d.Report(rep)

@@ -141,6 +141,8 @@ func TestDemandHandler(t *testing.T) {
 		{"report", DemandPath, `{"gateway":"g1","deployments":{"m":{"inFlight":2,"concurrency":1.5,"requests":3}}}`, http.StatusNoContent},
 		{"report without gateway", DemandPath, `{"deployments":{}}`, http.StatusBadRequest},
 		{"report not JSON", DemandPath, `{`, http.StatusBadRequest},
+		{"report with meters", DemandPath, `{"gateway":"g2","deployments":{},"meters":{"m.canary":[{"t":1772366400,"n":2,"e":1,"h":[4,2]}]}}`, http.StatusNoContent},
+		{"report with an invalid meter", DemandPath, `{"gateway":"g2","deployments":{},"meters":{"m":[{"t":1772366400,"n":2,"h":[4,1]}]}}`, http.StatusBadRequest},
 		{"wake", WakePath + "cold", `{"gateway":"g1","inFlight":4}`, http.StatusNoContent},
 		{"wake without body", WakePath + "bare", ``, http.StatusNoContent},
 	}
@@ -162,5 +164,12 @@ func TestDemandHandler(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"cold", "bare"}, w.names); diff != "" {
 		t.Errorf("wakes (-want +got):\n%s", diff)
+	}
+	sec := time.Unix(1772366400, 0)
+	if got := d.Meters().Measure("m.canary", sec, sec); got.Requests != 2 || got.Errors != 1 {
+		t.Errorf("meters of m.canary measure %+v; want the report's 2 requests, 1 error", got)
+	}
+	if got := d.Meters().Measure("m", sec, sec); got.Requests != 0 {
+		t.Errorf("the refused report's meter of m was merged: %+v", got)
 	}
 }

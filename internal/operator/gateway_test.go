@@ -20,6 +20,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/activator"
 	"github.com/ebb-ml/ebb/internal/discovery"
 	"github.com/ebb-ml/ebb/internal/gateway"
+	"github.com/ebb-ml/ebb/internal/gateway/gatewaytest"
 	"github.com/ebb-ml/ebb/internal/kubetest"
 	"github.com/ebb-ml/ebb/internal/operator"
 	"github.com/ebb-ml/ebb/internal/routing"
@@ -53,7 +54,7 @@ func (e *env) startGateway(t *testing.T, source discovery.Source, operatorURL st
 	client := discovery.NewClient(operatorURL, nil)
 	waker := discovery.NewWaker("gw-test", client, routes, e.log)
 	act := activator.New(table, waker, activator.Options{Timeout: 90 * time.Second})
-	srv := httptest.NewServer(gateway.New(table, act, gateway.Options{HoldTimeout: 90 * time.Second, Logger: e.log}))
+	url := gatewaytest.Serve(t, gateway.New(table, act, gateway.Options{HoldTimeout: 90 * time.Second, Logger: e.log}))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -65,7 +66,6 @@ func (e *env) startGateway(t *testing.T, source discovery.Source, operatorURL st
 		_ = (&discovery.Reporter{Gateway: "gw-test", Source: routes, Client: client, Logger: e.log}).Run(ctx)
 	})
 	t.Cleanup(func() {
-		srv.Close()
 		cancel()
 		wg.Wait()
 	})
@@ -74,7 +74,7 @@ func (e *env) startGateway(t *testing.T, source discovery.Source, operatorURL st
 	case <-time.After(30 * time.Second):
 		t.Fatal("gateway routes did not sync")
 	}
-	return &clusterGateway{url: srv.URL, table: table, routes: routes}
+	return &clusterGateway{url: url, table: table, routes: routes}
 }
 
 // TestGatewayEndToEnd sends a prediction through the in-cluster gateway to a

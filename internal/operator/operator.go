@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
+	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/ebb-ml/ebb/internal/control"
 	"github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/routing"
@@ -45,6 +46,10 @@ type Options struct {
 	// ColdStart configures warm pools (balloon pods) and pre-pull
 	// DaemonSets (spec.coldStart); give it the pod backend's image.
 	ColdStart ColdStartOptions
+	// Auth, when set, guards what gateways call (demand reports, wake-ups,
+	// token verification at TokenVerifyPath): each needs a token with
+	// scope gateway, or admin. Nil: those endpoints are open (auth off).
+	Auth GatewayAuth
 }
 
 // Operator serves the ModelDeployments of one namespace: a reconciler keeps
@@ -96,7 +101,7 @@ func New(mgr manager.Manager, backend replica.Backend, handle PodHandle, opts Op
 	o.store = NewStore(mgr.GetCache(), mgr.GetAPIReader(), mgr.GetClient(), opts.Namespace, handle, opts.Logger)
 	copts := opts.Control
 	copts.Demand = o.demand
-	copts.OnScale = o.onScale
+	copts.Cluster = true // pods apply spec.template; nothing is ignored
 	if copts.Logger == nil {
 		copts.Logger = opts.Logger
 	}
@@ -104,6 +109,7 @@ func New(mgr manager.Manager, backend replica.Backend, handle PodHandle, opts Op
 		copts.Clock = opts.Clock
 	}
 	o.ctl = control.New(o.store, o.backend, &routing.Table{}, copts)
+	o.ctl.OnEvent(o.recordEvent)
 
 	// Balloon pods have no LabelDeployment, so the manager's cache (see
 	// CacheOptions) does not hold them: a second cache does.
@@ -155,6 +161,11 @@ func (o *Operator) Controller() *control.Controller { return o.ctl }
 // Demand returns the demand the gateways report.
 func (o *Operator) Demand() *Demand { return o.demand }
 
+// Meters returns the request meters the gateways report with their
+// demand, merged per route key: the cluster's measurer of rollouts. Only
+// the leader receives reports (see Handler).
+func (o *Operator) Meters() *Meters { return o.demand.Meters() }
+
 // runControl runs the control loop until ctx ends, then leaves the replica
 // pods running for the next leader (see detachable).
 func (o *Operator) runControl(ctx context.Context) error {
@@ -176,21 +187,6 @@ func (o *Operator) observe(name string) observation {
 	return observation{control: o.ctl.Status(name), seen: seen, generation: gen, invalid: invalid}
 }
 
-// onScale records the autoscaler's decision as an event on the
-// ModelDeployment. It runs on the control loop and does not block: the
-// ModelDeployment comes from the cache and the recorder queues the event.
-func (o *Operator) onScale(name string, from, to int32, reason string) {
-	var md v1alpha1.ModelDeployment
-	if err := o.mgr.GetCache().Get(context.Background(), client.ObjectKey{Namespace: o.opts.Namespace, Name: name}, &md); err != nil {
-		return
-	}
-	why := "ScaledUp"
-	if to < from {
-		why = "ScaledDown"
-	}
-	o.events.Eventf(&md, corev1.EventTypeNormal, why, "desired replicas %d → %d: %s", from, to, reason)
-}
-
 // Handler serves the operator's HTTP API on every operator replica:
 // DemandPath and WakePath for gateways, /healthz (alive), and /readyz,
 // which answers 200 only on the leader, so that the operator's Service
@@ -198,6 +194,10 @@ func (o *Operator) onScale(name string, from, to int32, reason string) {
 func (o *Operator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	api := o.demand.Handler(o.ctl)
+	if a := o.opts.Auth; a.Authenticator != nil {
+		api = auth.Require(a.Authenticator, auth.Gateway, api)
+		mux.Handle(TokenVerifyPath, auth.Require(a.Authenticator, auth.Gateway, auth.VerifyHandler(a.Authenticator, a.Expiry)))
+	}
 	mux.Handle(DemandPath, api)
 	mux.Handle(WakePath, api)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })

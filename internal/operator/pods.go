@@ -6,6 +6,8 @@ import (
 	"maps"
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
+	"github.com/ebb-ml/ebb/internal/replica/kube"
+	"github.com/ebb-ml/ebb/internal/serving"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -65,8 +67,9 @@ func (p *PodCustomizer) Customize(ctx context.Context, pod *corev1.Pod) error {
 // the replica container (the one named ReplicaContainer, else the first),
 // node selector, tolerations, affinity, priority class and service account
 // on the pod; labels and annotations are added without replacing the
-// backend's own.
-func ApplyOverrides(pod *corev1.Pod, o *v1alpha1.PodOverrides) {
+// backend's own. What it sets shares no memory with t.
+func ApplyOverrides(pod *corev1.Pod, t *serving.Template) {
+	o := kube.CoreTemplate(t)
 	if len(pod.Spec.Containers) > 0 {
 		c := &pod.Spec.Containers[0]
 		for i := range pod.Spec.Containers {
@@ -80,8 +83,8 @@ func ApplyOverrides(pod *corev1.Pod, o *v1alpha1.PodOverrides) {
 		if o.ImagePullPolicy != "" {
 			c.ImagePullPolicy = o.ImagePullPolicy
 		}
-		if len(o.Resources.Limits) > 0 || len(o.Resources.Requests) > 0 || len(o.Resources.Claims) > 0 {
-			c.Resources = *o.Resources.DeepCopy()
+		if !t.Resources.IsZero() {
+			c.Resources = o.Resources
 		}
 	}
 	if len(o.NodeSelector) > 0 {
@@ -90,11 +93,9 @@ func ApplyOverrides(pod *corev1.Pod, o *v1alpha1.PodOverrides) {
 		}
 		maps.Copy(pod.Spec.NodeSelector, o.NodeSelector)
 	}
-	for _, t := range o.Tolerations {
-		pod.Spec.Tolerations = append(pod.Spec.Tolerations, *t.DeepCopy())
-	}
+	pod.Spec.Tolerations = append(pod.Spec.Tolerations, o.Tolerations...)
 	if o.Affinity != nil {
-		pod.Spec.Affinity = o.Affinity.DeepCopy()
+		pod.Spec.Affinity = o.Affinity
 	}
 	if o.PriorityClassName != "" {
 		pod.Spec.PriorityClassName = o.PriorityClassName

@@ -6,6 +6,7 @@ import (
 	"maps"
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
+	"github.com/ebb-ml/ebb/internal/replica/kube"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -51,7 +52,7 @@ func PrePullDaemonSet(md *v1alpha1.ModelDeployment, o ColdStartOptions) *appsv1.
 	}
 	image, policy := o.image(md), o.pullPolicy(md)
 	sel := map[string]string{LabelPrePull: md.Name}
-	t := &md.Spec.Template
+	t := kube.CoreTemplate(&md.Spec.Template)
 	spec := corev1.PodSpec{
 		InitContainers: []corev1.Container{{
 			Name: PrePullContainer, Image: image, ImagePullPolicy: policy,
@@ -63,14 +64,12 @@ func PrePullDaemonSet(md *v1alpha1.ModelDeployment, o ColdStartOptions) *appsv1.
 			Command: []string{"ebb"}, Args: PauseArgs,
 			Resources: *small.DeepCopy(),
 		}},
-		NodeSelector:                  maps.Clone(t.NodeSelector),
-		Affinity:                      t.Affinity.DeepCopy(),
+		NodeSelector:                  t.NodeSelector,
+		Affinity:                      t.Affinity,
+		Tolerations:                   t.Tolerations,
 		PriorityClassName:             o.WarmPoolPriorityClass,
 		AutomountServiceAccountToken:  ptr(false),
 		TerminationGracePeriodSeconds: ptr(int64(1)),
-	}
-	for _, tol := range t.Tolerations {
-		spec.Tolerations = append(spec.Tolerations, *tol.DeepCopy())
 	}
 	ds := &appsv1.DaemonSet{
 		ObjectMeta: metav1.ObjectMeta{

@@ -13,7 +13,9 @@ import (
 // Condition types of a ModelDeployment.
 const (
 	// ConditionReady is True when the deployment can serve: a replica is
-	// ready, or it is scaled to zero and the next request starts one.
+	// ready, or it is scaled to zero and the next request starts one. A
+	// deployment its owner pinned at zero (spec.replicas: 0) is not ready:
+	// requests are refused.
 	ConditionReady = "Ready"
 	// ConditionScaling is True while replicas start or stop to reach the
 	// desired count.
@@ -81,6 +83,8 @@ func desiredStatus(md *v1alpha1.ModelDeployment, o observation, now time.Time) v
 		set(ConditionReady, true, "ReplicasReady", fmt.Sprintf("%d of %d replicas ready", c.ReadyReplicas, c.DesiredReplicas))
 	case failing:
 		set(ConditionReady, false, "ReplicasFailing", c.Reason)
+	case md.Spec.ScaledToZero():
+		set(ConditionReady, false, "ScaledToZeroByOwner", "scaled to zero by its owner (spec.replicas is 0): requests are refused and start nothing; remove spec.replicas to autoscale, or set it above 0")
 	case c.DesiredReplicas == 0:
 		set(ConditionReady, true, "ScaledToZero", "scaled to zero: the next request starts a replica")
 	default:

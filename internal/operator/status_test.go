@@ -14,8 +14,10 @@ import (
 
 func TestDesiredStatusConditions(t *testing.T) {
 	type cond struct{ Status, Reason string }
+	zero := int32(0)
 	tests := []struct {
 		name string
+		pin  *int32 // spec.replicas
 		obs  observation
 		want map[string]cond
 	}{
@@ -24,6 +26,16 @@ func TestDesiredStatusConditions(t *testing.T) {
 			obs:  observation{seen: true, generation: 2},
 			want: map[string]cond{
 				ConditionReady:   {"True", "ScaledToZero"},
+				ConditionScaling: {"False", "Steady"},
+				ConditionFailed:  {"False", "NoFailure"},
+			},
+		},
+		{
+			name: "scaled to zero by its owner",
+			pin:  &zero,
+			obs:  observation{seen: true, generation: 2},
+			want: map[string]cond{
+				ConditionReady:   {"False", "ScaledToZeroByOwner"},
 				ConditionScaling: {"False", "Steady"},
 				ConditionFailed:  {"False", "NoFailure"},
 			},
@@ -77,6 +89,7 @@ func TestDesiredStatusConditions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			md := &v1alpha1.ModelDeployment{ObjectMeta: metav1.ObjectMeta{Name: "m", Generation: 2}}
+			md.Spec.Replicas = tt.pin
 			st := desiredStatus(md, tt.obs, t0)
 			got := map[string]cond{}
 			for _, c := range st.Conditions {
@@ -131,13 +144,16 @@ func TestApplyOverrides(t *testing.T) {
 			Tolerations: []corev1.Toleration{{Key: "backend"}},
 		},
 	}
-	o := &v1alpha1.PodOverrides{
+	o := &serving.Template{
 		Image:     "ebb:gpu",
-		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}},
+		Resources: serving.ResourceRequirements{Limits: serving.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}},
 		NodeSelector: map[string]string{
 			"accelerator": "h100",
 		},
-		Tolerations:       []corev1.Toleration{{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+		Tolerations: []serving.Toleration{{Key: "nvidia.com/gpu", Operator: serving.TolerationOpExists, Effect: serving.TaintEffectNoSchedule}},
+		Affinity: &serving.Affinity{NodeAffinity: &serving.NodeAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []serving.PreferredSchedulingTerm{{
+			Weight: 10, Preference: serving.NodeSelectorTerm{MatchExpressions: []serving.NodeSelectorRequirement{{Key: "zone", Operator: serving.NodeSelectorOpIn, Values: []string{"a"}}}},
+		}}}},
 		PriorityClassName: "inference",
 		Labels:            map[string]string{LabelDeployment: "hijack", "team": "ml"},
 	}
@@ -149,8 +165,11 @@ func TestApplyOverrides(t *testing.T) {
 				{Name: "sidecar", Image: "side"},
 				{Name: ReplicaContainer, Image: "ebb:gpu", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}}},
 			},
-			NodeSelector:      map[string]string{"accelerator": "h100"},
-			Tolerations:       []corev1.Toleration{{Key: "backend"}, {Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+			NodeSelector: map[string]string{"accelerator": "h100"},
+			Tolerations:  []corev1.Toleration{{Key: "backend"}, {Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{
+				Weight: 10, Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"a"}}}},
+			}}}},
 			PriorityClassName: "inference",
 		},
 	}

@@ -69,7 +69,7 @@ func (o ColdStartOptions) image(md *v1alpha1.ModelDeployment) string {
 
 func (o ColdStartOptions) pullPolicy(md *v1alpha1.ModelDeployment) corev1.PullPolicy {
 	if md.Spec.Template.ImagePullPolicy != "" {
-		return md.Spec.Template.ImagePullPolicy
+		return corev1.PullPolicy(md.Spec.Template.ImagePullPolicy)
 	}
 	return o.ImagePullPolicy
 }

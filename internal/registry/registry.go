@@ -234,6 +234,10 @@ type Store interface {
 	// ServingHistory returns a deployment's serving records, oldest first;
 	// empty when none.
 	ServingHistory(ctx context.Context, deployment string) ([]ServingRecord, error)
+	// LastServed returns the last n distinct versions that served
+	// deployment, newest first, each by its latest record; fewer when it
+	// served fewer, empty when none.
+	LastServed(ctx context.Context, deployment string, n int) ([]ServingRecord, error)
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)

@@ -22,6 +22,10 @@ type RetirePolicy struct {
 	RetireAfter time.Duration
 	// GCGrace is how long a retired version keeps its artifact.
 	GCGrace time.Duration
+	// KeepVersions is how many of the versions each existing deployment
+	// served last are kept: never warned or retired, so that `ebb rollout
+	// undo` can go back to them. 0 keeps only the versions in use.
+	KeepVersions int
 }
 
 // Validate reports a policy whose steps are out of order.
@@ -29,10 +33,47 @@ func (p RetirePolicy) Validate() error {
 	if p.WarnAfter < 0 || p.RetireAfter < 0 || p.GCGrace < 0 {
 		return fmt.Errorf("retirement durations must not be negative: %+v", p)
 	}
+	if p.KeepVersions < 0 {
+		return fmt.Errorf("keep-versions (%d) must not be negative: give 0 to keep only the versions in use", p.KeepVersions)
+	}
 	if p.RetireAfter > 0 && p.RetireAfter < p.WarnAfter {
 		return fmt.Errorf("retire-after (%s) must be at least warn-after (%s)", p.RetireAfter, p.WarnAfter)
 	}
 	return nil
+}
+
+// Usage is what retirement asks a home about its deployments; both fields
+// may be nil.
+type Usage struct {
+	// InUse reports whether a deployment runs or names model's version
+	// (the control loop's InUse).
+	InUse func(model string, version int) bool
+	// Deployments lists the names of the deployments that exist; the last
+	// RetirePolicy.KeepVersions versions each of them served are kept.
+	Deployments func(ctx context.Context) ([]string, error)
+}
+
+// kept returns the versions among the last n that each of use's
+// deployments served: one bounded store query per deployment.
+func (s *Service) kept(ctx context.Context, use Usage, n int) (map[Ref]bool, error) {
+	keep := map[Ref]bool{}
+	if n <= 0 || use.Deployments == nil {
+		return keep, nil
+	}
+	names, err := use.Deployments(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list deployments, whose last versions are kept: %w", err)
+	}
+	for _, name := range names {
+		recs, err := s.st.LastServed(ctx, name, n)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			keep[Ref{Model: r.Model, Version: r.Version}] = true
+		}
+	}
+	return keep, nil
 }
 
 // Event is one state change that a retirement step made.
@@ -88,8 +129,9 @@ const pageSize = 500
 
 // Retire runs one retirement step at now over every version and returns
 // the state changes it made. A version is referenced when an alias points
-// at it or inUse(model, version) says a deployment names it (inUse may be
-// nil); referenced versions never leave or are put back to active. For an
+// at it, use.InUse(model, version) says a deployment names it, or it is
+// among the last p.KeepVersions versions that one of use.Deployments
+// served; referenced versions never leave or are put back to active. For an
 // unreferenced version, idle is now minus LastUsedAt (CreatedAt if never
 // used), and each step moves it at most one state on:
 //
@@ -103,13 +145,17 @@ const pageSize = 500
 //
 // A state changed concurrently by someone else is left alone. Run it
 // periodically (the control loop does); it sets ebb_registry_versions.
-func (s *Service) Retire(ctx context.Context, now time.Time, inUse func(model string, version int) bool, p RetirePolicy) ([]Event, error) {
+func (s *Service) Retire(ctx context.Context, now time.Time, use Usage, p RetirePolicy) ([]Event, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	deleter, canDelete := s.art.(ArtifactDeleter)
 	var all []Version
-	referenced := map[Ref]bool{}
+	// Without knowing what deployments served last, nothing may retire.
+	referenced, err := s.kept(ctx, use, p.KeepVersions)
+	if err != nil {
+		return nil, fmt.Errorf("retire: %w", err)
+	}
 	for after := ""; ; {
 		models, err := s.st.ListModels(ctx, ListOptions{After: after, Limit: pageSize})
 		if err != nil {
@@ -151,7 +197,7 @@ func (s *Service) Retire(ctx context.Context, now time.Time, inUse func(model st
 	for _, v := range all {
 		ref := v.Ref()
 		final[ref] = v.State
-		inuse := referenced[ref] || (inUse != nil && inUse(v.Model, v.Version))
+		inuse := referenced[ref] || (use.InUse != nil && use.InUse(v.Model, v.Version))
 		last := v.LastUsedAt
 		if last.Before(v.CreatedAt) {
 			last = v.CreatedAt
@@ -161,7 +207,7 @@ func (s *Service) Retire(ctx context.Context, now time.Time, inUse func(model st
 		switch v.State {
 		case StateActive:
 			if !inuse && p.WarnAfter > 0 && idle >= p.WarnAfter {
-				c.to, c.reason = StateWarned, fmt.Sprintf("unused for %s and not referenced by any alias or deployment", idle.Round(time.Second))
+				c.to, c.reason = StateWarned, fmt.Sprintf("unused for %s and not referenced by any alias or deployment, nor among the last versions one served", idle.Round(time.Second))
 				if p.RetireAfter > 0 {
 					c.reason += fmt.Sprintf("; it retires after %s unused", p.RetireAfter)
 				}
@@ -245,8 +291,8 @@ func (s *Service) Retire(ctx context.Context, now time.Time, inUse func(model st
 }
 
 // RunRetirement runs Retire every period until ctx ends, logging any error
-// (Retire logs its events); it blocks. inUse is as in Retire.
-func (s *Service) RunRetirement(ctx context.Context, every time.Duration, inUse func(model string, version int) bool, p RetirePolicy) {
+// (Retire logs its events); it blocks. use is as in Retire.
+func (s *Service) RunRetirement(ctx context.Context, every time.Duration, use Usage, p RetirePolicy) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -255,7 +301,7 @@ func (s *Service) RunRetirement(ctx context.Context, every time.Duration, inUse 
 			return
 		case <-t.C:
 		}
-		if _, err := s.Retire(ctx, s.now(), inUse, p); err != nil && ctx.Err() == nil {
+		if _, err := s.Retire(ctx, s.now(), use, p); err != nil && ctx.Err() == nil {
 			s.log.Warn("retirement step failed", "err", err)
 		}
 	}

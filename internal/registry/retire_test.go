@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -39,7 +41,7 @@ func TestRetire(t *testing.T) {
 	if _, err := e.svc.MoveAlias(ctx, "m", "champion", 1, 0, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	inUse := func(model string, version int) bool { return model == "m" && version == 2 }
+	use := registry.Usage{InUse: func(model string, version int) bool { return model == "m" && version == 2 }}
 	policy := registry.RetirePolicy{WarnAfter: 10 * day, RetireAfter: 30 * day, GCGrace: 7 * day}
 	v3, _ := e.st.GetVersion(ctx, "m", 3)
 	v5, _ := e.st.GetVersion(ctx, "m", 5)
@@ -86,7 +88,7 @@ func TestRetire(t *testing.T) {
 			if st.before != nil {
 				st.before(t)
 			}
-			events, err := e.svc.Retire(ctx, clock.t, inUse, policy)
+			events, err := e.svc.Retire(ctx, clock.t, use, policy)
 			if err != nil {
 				t.Fatalf("Retire: %v", err)
 			}
@@ -136,6 +138,100 @@ ebb_registry_versions{state="warned"} 0
 	}
 }
 
+// TestRetireKeepsLastVersions: deployment web served versions 1 to 4 of m
+// and 1 of other, and still exists; deployment gone served version 5 and
+// was deleted. The last KeepVersions versions web served stay active, the
+// rest retire; gone's keep nothing.
+func TestRetireKeepsLastVersions(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	const (
+		A = registry.StateActive
+		R = registry.StateRetired
+	)
+	tests := []struct {
+		keep  int
+		m     [5]registry.State
+		other registry.State
+	}{
+		{keep: 0, m: [5]registry.State{R, R, R, R, R}, other: R},
+		{keep: 1, m: [5]registry.State{R, R, R, A, R}, other: R},
+		{keep: 3, m: [5]registry.State{R, R, A, A, R}, other: A},
+		{keep: 10, m: [5]registry.State{A, A, A, A, R}, other: A},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("keep %d", tt.keep), func(t *testing.T) {
+			clock := &fakeClock{t: t0}
+			e := newEnv(t, registry.Options{Now: clock.Now})
+			e.st.Now = clock.Now
+			dir := t.TempDir()
+			push := func(model string, n int) {
+				for i := range n {
+					file := writeFile(t, dir, fmt.Sprintf("%s-%d.json", model, i), fmt.Sprintf(`{"ok":true,"v":%d}`, i))
+					if _, err := e.svc.Push(ctx, registry.PushRequest{Model: model, Path: file}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			push("m", 5)
+			push("other", 1)
+			for i, s := range []struct {
+				deployment, model string
+				version           int
+			}{{"web", "m", 1}, {"web", "m", 2}, {"web", "m", 3}, {"web", "other", 1}, {"web", "m", 4}, {"gone", "m", 5}} {
+				clock.t = t0.Add(time.Duration(i) * time.Minute)
+				if err := e.svc.RecordServing(ctx, s.deployment, s.model, s.version); err != nil {
+					t.Fatal(err)
+				}
+			}
+			asked := 0
+			use := registry.Usage{Deployments: func(context.Context) ([]string, error) { asked++; return []string{"web", "idle"}, nil }}
+			policy := registry.RetirePolicy{WarnAfter: 10 * day, RetireAfter: 30 * day, KeepVersions: tt.keep}
+			for _, d := range []int{11, 31} {
+				if _, err := e.svc.Retire(ctx, t0.Add(time.Duration(d)*day), use, policy); err != nil {
+					t.Fatalf("Retire on day %d: %v", d, err)
+				}
+			}
+			if tt.keep > 0 && asked != 2 {
+				t.Errorf("deployments were listed %d times in two steps; want 2", asked)
+			}
+			var m [5]registry.State
+			for i := range m {
+				v, err := e.st.GetVersion(ctx, "m", i+1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m[i] = v.State
+			}
+			if diff := cmp.Diff(tt.m, m); diff != "" {
+				t.Errorf("states of m:1-5 (-want +got):\n%s", diff)
+			}
+			if v, _ := e.st.GetVersion(ctx, "other", 1); v.State != tt.other {
+				t.Errorf("other:1 is %s; want %s", v.State, tt.other)
+			}
+		})
+	}
+}
+
+// TestRetireWithoutDeployments: when the deployments cannot be listed,
+// nothing retires, since what they served last is unknown.
+func TestRetireWithoutDeployments(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: t0}
+	e := newEnv(t, registry.Options{Now: clock.Now})
+	e.st.Now = clock.Now
+	if _, err := e.svc.Push(ctx, registry.PushRequest{Model: "m", Path: writeFile(t, t.TempDir(), "m.json", `{"ok":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	use := registry.Usage{Deployments: func(context.Context) ([]string, error) { return nil, errors.New("API server unreachable") }}
+	events, err := e.svc.Retire(ctx, t0.Add(100*day), use, registry.RetirePolicy{WarnAfter: day, KeepVersions: 3})
+	if err == nil || !strings.Contains(err.Error(), "API server unreachable") || len(events) != 0 {
+		t.Errorf("Retire = %v, %v; want the listing's error and no events", events, err)
+	}
+	if v, _ := e.st.GetVersion(ctx, "m", 1); v.State != registry.StateActive {
+		t.Errorf("m:1 is %s; want active", v.State)
+	}
+}
+
 func TestRetireWithoutDeleter(t *testing.T) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := &fakeClock{t: t0}
@@ -147,7 +243,7 @@ func TestRetireWithoutDeleter(t *testing.T) {
 	}
 	policy := registry.RetirePolicy{WarnAfter: day, RetireAfter: 2 * day, GCGrace: day}
 	for _, d := range []int{1, 2, 3, 10} {
-		if _, err := svc.Retire(ctx, t0.Add(time.Duration(d)*day), nil, policy); err != nil {
+		if _, err := svc.Retire(ctx, t0.Add(time.Duration(d)*day), registry.Usage{}, policy); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -166,6 +262,8 @@ func TestRetirePolicyValidate(t *testing.T) {
 		{registry.RetirePolicy{WarnAfter: day, RetireAfter: 2 * day, GCGrace: day}, true},
 		{registry.RetirePolicy{WarnAfter: 2 * day, RetireAfter: day}, false},
 		{registry.RetirePolicy{WarnAfter: -day}, false},
+		{registry.RetirePolicy{KeepVersions: 3}, true},
+		{registry.RetirePolicy{KeepVersions: -1}, false},
 	}
 	for _, tt := range tests {
 		if err := tt.p.Validate(); (err == nil) != tt.ok {

@@ -194,17 +194,24 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (Version, error) {
 			v.Signature = sig
 		}
 	}
+	// Ask the store first: when it is down (store.ErrUnavailable) the push
+	// fails before it uploads anything.
+	_, err = s.st.GetModel(ctx, req.Model)
+	newModel := errors.Is(err, store.ErrNotFound)
+	if err != nil && !newModel {
+		return Version{}, err
+	}
 	if req.ArtifactURI == "" {
 		if v.ArtifactURI, v.SHA256, v.Size, err = s.put(ctx, local, info.IsDir()); err != nil {
 			return Version{}, fmt.Errorf("store the artifact of model %q: %w", req.Model, err)
 		}
 	}
-	if _, err := s.st.GetModel(ctx, req.Model); errors.Is(err, store.ErrNotFound) {
+	if newModel {
+		// A store that fails between this and CreateVersion leaves the
+		// model without versions; pushing again fills it.
 		if _, err := s.st.CreateModel(ctx, Model{Name: req.Model, Description: req.Description}); err != nil && !errors.Is(err, store.ErrExists) {
 			return Version{}, err
 		}
-	} else if err != nil {
-		return Version{}, err
 	}
 	out, err := s.st.CreateVersion(ctx, v)
 	if err != nil {
@@ -482,4 +489,10 @@ func (s *Service) RecordServing(ctx context.Context, deployment, model string, v
 		return err
 	}
 	return s.reactivate(ctx, v)
+}
+
+// ServingHistory returns which versions served deployment when, oldest
+// first (Store.ServingHistory).
+func (s *Service) ServingHistory(ctx context.Context, deployment string) ([]ServingRecord, error) {
+	return s.st.ServingHistory(ctx, deployment)
 }

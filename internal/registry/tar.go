@@ -2,15 +2,14 @@ package registry
 
 import (
 	"archive/tar"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
 	"time"
+
+	"github.com/ebb-ml/ebb/internal/artifact"
 )
 
 // WriteTar writes the directory dir to w as an uncompressed tar archive
@@ -71,49 +70,8 @@ func WriteTar(w io.Writer, dir string) error {
 }
 
 // ExtractTar extracts a tar archive (as WriteTar writes) into dir, which
-// must exist. Entries that would land outside dir, links and special files
-// are refused.
-func ExtractTar(r io.Reader, dir string) error {
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read tar archive: %w", err)
-		}
-		clean := path.Clean(hdr.Name)
-		if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || strings.Contains(hdr.Name, `\`) {
-			return fmt.Errorf("tar archive entry %q points outside the directory", hdr.Name)
-		}
-		target := filepath.Join(dir, filepath.FromSlash(clean))
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-				return err
-			}
-			mode := os.FileMode(0o644)
-			if hdr.Mode&0o111 != 0 {
-				mode = 0o755
-			}
-			f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("extract %q: %w", hdr.Name, err)
-			}
-		default:
-			return fmt.Errorf("tar archive entry %q is not a regular file or directory", hdr.Name)
-		}
-	}
-}
+// must exist: artifact.ExtractTar, the one extraction the registry and the
+// artifact cache share. Entries that would land outside dir, links,
+// special files and sparse files are refused, so the files written hold no
+// more bytes than the archive.
+func ExtractTar(r io.Reader, dir string) error { return artifact.ExtractTar(r, dir) }

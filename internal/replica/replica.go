@@ -10,11 +10,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/serving/core"
 )
 
 // ErrNotFound is returned by Recover when the replica a handle names no
@@ -25,8 +27,12 @@ var ErrNotFound = errors.New("replica not found")
 type Spec struct {
 	// ID identifies the replica; unique across all deployments.
 	ID string `json:"id"`
-	// Deployment is the deployment the replica belongs to.
+	// Deployment is the deployment the replica belongs to, and the model
+	// name it serves.
 	Deployment string `json:"deployment"`
+	// Track, when set, is the tag of the deployment's traffic target the
+	// replica serves (serving.TrafficTarget); empty for the primary.
+	Track string `json:"track,omitempty"`
 	// Model is the artifact path or URI the engine loads.
 	Model string `json:"model"`
 	// Engine names the runtime ("trees").
@@ -37,6 +43,40 @@ type Spec struct {
 	Command  []string          `json:"command,omitempty"`
 	URL      string            `json:"url,omitempty"`
 	Env      map[string]string `json:"env,omitempty"`
+
+	// UpstreamModel and Protocol: see serving.Spec (engine http).
+	UpstreamModel string `json:"upstreamModel,omitempty"`
+	Protocol      string `json:"protocol,omitempty"`
+	// Artifact, when set, is a registry artifact the replica fetches
+	// itself through its host's (or node's) artifact cache, verified
+	// against its SHA-256; Model is then the artifact's URI.
+	Artifact *Artifact `json:"artifact,omitempty"`
+	// Version is the registry version the replica serves ("diabetes:3");
+	// empty for a model given by path. The replica reports it in its model
+	// metadata and serves /v2/models/{m}/versions/{v} for it only.
+	Version string `json:"version,omitempty"`
+}
+
+// Key is the name the control loop knows the replica's track by: the
+// deployment's name, or name.track (serving.Track.Key).
+func (s Spec) Key() string {
+	if s.Track == "" {
+		return s.Deployment
+	}
+	return s.Deployment + serving.TrackSep + s.Track
+}
+
+// Artifact is a content-addressed model artifact (see package artifact).
+type Artifact struct {
+	// URI is where it is stored: s3://bucket/key or file:///path.
+	URI string `json:"uri"`
+	// SHA256 is the digest its bytes must match.
+	SHA256 string `json:"sha256"`
+	// Dir reports a tar archive that is unpacked into a directory.
+	Dir bool `json:"dir,omitempty"`
+	// Entry is, for Dir, the path inside the directory the engine loads;
+	// empty: the directory itself.
+	Entry string `json:"entry,omitempty"`
 }
 
 // SpecFor returns the replica spec that serves deployment d's spec; ID is
@@ -51,6 +91,9 @@ func SpecFor(deployment string, s serving.Spec) Spec {
 		Command:    s.Command,
 		URL:        s.URL,
 		Env:        s.Env,
+
+		UpstreamModel: s.UpstreamModel,
+		Protocol:      s.Protocol,
 	}
 }
 
@@ -68,7 +111,22 @@ type Handle struct {
 	// State is backend-specific data needed to recover the replica (a PID,
 	// a pod name).
 	State json.RawMessage `json:"state,omitempty"`
+	// Secret, when set, is the credential the replica demands of every
+	// request but its health checks and /ebb/v1/replica, in the header
+	// SecretHeader (REST) or the metadata key of that name (gRPC). The
+	// process backend sets it, since any local user can reach a loopback
+	// port; it is stored with the handle (ebb up's store, mode 0600) so
+	// that a replica recovered after a restart can still be reached.
+	Secret string `json:"secret,omitempty"`
 }
+
+// SecretHeader carries a Handle's Secret to the replica, and SecretEnv
+// hands it to a replica process at start, out of sight of other users
+// (unlike its command line).
+const (
+	SecretHeader = core.SecretHeader
+	SecretEnv    = core.SecretEnv
+)
 
 // Startup reports when a replica reached each step of its start.
 type Startup struct {
@@ -76,6 +134,9 @@ type Startup struct {
 	ModelLoadedAt time.Time
 	// ReadyAt is when the replica began answering ready.
 	ReadyAt time.Time
+	// Artifact, when the replica fetched a registry artifact, says when,
+	// how many bytes, and whether its cache already held it.
+	Artifact *serving.ArtifactFetch
 	// Phases, when a backend sees more of the start than the two times
 	// above (the kube backend: scheduled, image pulled, container started),
 	// lists every phase in order, ending with serving.PhaseModelLoaded and
@@ -112,6 +173,26 @@ type Backend interface {
 	Recover(ctx context.Context, h Handle) error
 }
 
+// Logger is implemented by backends that can read a replica's output
+// (process: its log file; kube: the pod's container log). The stream holds
+// the output as the replica wrote it; the caller closes it.
+type Logger interface {
+	// Logs returns the replica's output from opts.TailLines lines before
+	// the end. With opts.Follow it stays open for new output and ends
+	// (io.EOF) once the replica has exited and all its output was read,
+	// or when ctx ends. A replica this backend cannot find is ErrNotFound.
+	Logs(ctx context.Context, h Handle, opts LogOptions) (io.ReadCloser, error)
+}
+
+// LogOptions select what Logger.Logs returns.
+type LogOptions struct {
+	// Follow keeps the stream open for new output until the replica ends.
+	Follow bool
+	// TailLines, when above 0, starts that many lines before the end;
+	// 0 or less returns the whole log.
+	TailLines int64
+}
+
 // Args are the `ebb replica` flags that serve spec, before the socket
 // flags each backend adds (--listen-fd/--notify-fd for a local process,
 // --addr for a pod). A command for engine http comes last, after "--".
@@ -121,6 +202,18 @@ func Args(spec Spec, socket ...string) []string {
 		"--id", spec.ID,
 		"--model", spec.Model,
 		"--engine", spec.Engine,
+	}
+	if spec.Version != "" {
+		args = append(args, "--model-version", spec.Version)
+	}
+	if a := spec.Artifact; a != nil {
+		args = append(args, "--model-sha256", a.SHA256)
+		if a.Dir {
+			args = append(args, "--model-unpack")
+		}
+		if a.Entry != "" {
+			args = append(args, "--model-entry", a.Entry)
+		}
 	}
 	args = append(args, socket...)
 	if b := spec.Batching; b != nil {
@@ -139,9 +232,18 @@ func Args(spec Spec, socket ...string) []string {
 		if p.Interpreter != "" {
 			args = append(args, "--python-interpreter", p.Interpreter)
 		}
+		if p.Workers > 0 {
+			args = append(args, "--python-workers", strconv.Itoa(int(p.Workers)))
+		}
 	}
 	if spec.URL != "" {
 		args = append(args, "--upstream", spec.URL)
+	}
+	if spec.UpstreamModel != "" {
+		args = append(args, "--upstream-model", spec.UpstreamModel)
+	}
+	if spec.Protocol != "" {
+		args = append(args, "--protocol", spec.Protocol)
 	}
 	if len(spec.Command) > 0 {
 		args = append(args, "--")

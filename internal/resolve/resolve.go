@@ -1,32 +1,38 @@
 // Package resolve turns a deployment spec that names a registry version
-// ("diabetes@champion", "diabetes:3") into the spec its replicas run: the
-// version is looked up in the registry, its artifact is fetched into the
-// host's cache (verified against its sha256) and the spec's model becomes
-// the local path. A spec that already names a path passes through.
-//
-// The cache lease of a resolved artifact is held until the caller releases
-// the Resolution, so the artifact a running replica uses is never evicted.
+// ("diabetes@champion", "diabetes:3") into what its replicas run: the
+// version is looked up in the registry, and the spec's model becomes the
+// version's content-addressed artifact (its URI, SHA-256 and packaging).
+// The resolver fetches nothing: each replica fetches the artifact itself
+// through the artifact cache of its host or node (package artifact), which
+// verifies it and shares it with every other replica there. That is the
+// same in both homes: a process replica of `ebb up` and a replica pod do
+// the same fetch, and both report it as the artifact_fetched cold-start
+// phase. A spec that already names a path or URI passes through.
 package resolve
 
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 
-	"github.com/ebb-ml/ebb/internal/artifact"
 	"github.com/ebb-ml/ebb/internal/registry"
+	"github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/serving"
 )
 
 // Resolution is what a deployment's replicas run.
 type Resolution struct {
-	// Spec is the deployment's spec with Model a local path and Engine set.
+	// Spec is the deployment's spec with Engine set and, for a registry
+	// version, Model the artifact's URI.
 	Spec serving.Spec
+	// Artifact is the registry artifact replicas fetch; nil when the spec
+	// names a path or URI itself.
+	Artifact *replica.Artifact
 	// Version is "model:N" when the spec named a registry version, else "".
 	Version string
-	// Release frees the artifact's cache lease; it is never nil and may be
-	// called more than once.
-	Release func()
+	// Signature is the registry version's signature, when the spec named
+	// one; the gateway answers model metadata from it while no replica is
+	// ready.
+	Signature *registry.Signature
 }
 
 // Registry is the part of the registry the resolver reads and reports to.
@@ -35,28 +41,19 @@ type Registry interface {
 	RecordServing(ctx context.Context, deployment, model string, version int) error
 }
 
-// Cache holds artifacts on this host.
-type Cache interface {
-	Fetch(ctx context.Context, uri, sha256 string) (*artifact.Lease, error)
-	FetchDir(ctx context.Context, uri, sha256 string) (*artifact.Lease, error)
-}
-
-// Resolver resolves specs through a registry and an artifact cache.
+// Resolver resolves specs through a registry.
 type Resolver struct {
-	reg   Registry
-	cache Cache
+	reg Registry
 }
 
 // New returns a Resolver.
-func New(reg Registry, cache Cache) *Resolver { return &Resolver{reg: reg, cache: cache} }
-
-func noop() {}
+func New(reg Registry) *Resolver { return &Resolver{reg: reg} }
 
 // Resolve returns what spec's replicas run.
 func (r *Resolver) Resolve(ctx context.Context, spec serving.Spec) (Resolution, error) {
 	ref, ok := serving.ParseModelRef(spec.Model)
 	if !ok {
-		return Resolution{Spec: spec, Release: noop}, nil
+		return Resolution{Spec: spec}, nil
 	}
 	v, err := r.reg.Resolve(ctx, ref)
 	if err != nil {
@@ -68,25 +65,19 @@ func (r *Resolver) Resolve(ctx context.Context, spec serving.Spec) (Resolution, 
 	if v.State == registry.StatePurged {
 		return Resolution{}, fmt.Errorf("model %s (version %d) was retired and its artifact deleted: push it again or point the deployment at another version", ref, v.Version)
 	}
-	var lease *artifact.Lease
-	if v.Packaging == registry.PackagingTar {
-		lease, err = r.cache.FetchDir(ctx, v.ArtifactURI, v.SHA256)
-	} else {
-		lease, err = r.cache.Fetch(ctx, v.ArtifactURI, v.SHA256)
-	}
-	if err != nil {
-		return Resolution{}, fmt.Errorf("model %s (version %d): fetch artifact: %w", ref, v.Version, err)
-	}
 	out := spec
 	out.Engine = v.Engine
-	out.Model = lease.Path
-	if v.Entry != "" {
-		out.Model = filepath.Join(lease.Path, v.Entry)
-	}
+	out.Model = v.ArtifactURI
 	return Resolution{
-		Spec:    out,
-		Version: fmt.Sprintf("%s:%d", v.Model, v.Version),
-		Release: lease.Release,
+		Spec: out,
+		Artifact: &replica.Artifact{
+			URI:    v.ArtifactURI,
+			SHA256: v.SHA256,
+			Dir:    v.Packaging == registry.PackagingTar,
+			Entry:  v.Entry,
+		},
+		Version:   fmt.Sprintf("%s:%d", v.Model, v.Version),
+		Signature: &v.Signature,
 	}, nil
 }
 

@@ -8,10 +8,16 @@
 package routing
 
 import (
+	"cmp"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/stats"
+	"github.com/ebb-ml/ebb/internal/traffic"
 )
 
 // Route is a snapshot of how to reach one deployment.
@@ -26,6 +32,36 @@ type Route struct {
 	// Stats records the deployment's demand; it is shared by every route
 	// published for the deployment.
 	Stats *stats.Recorder
+	// ScaledToZero is set when the deployment's owner pinned it at zero
+	// replicas (spec.replicas: 0): requests fail at once with a message
+	// that says so, and nothing wakes it.
+	ScaledToZero bool
+	// Version is the registry version that new replicas of the deployment
+	// serve, in its OIP v2 form ("3" for diabetes:3); empty for a model
+	// given by path. A request for /versions/{Version} while no replica
+	// serves it is held and wakes the deployment like any other; a request
+	// for a version that neither a replica nor the deployment serves is
+	// refused.
+	Version string
+	// Model names what new replicas serve: the registry version
+	// ("diabetes:3") or the model's path. Metadata a gateway saw from a
+	// replica stays valid while it is unchanged.
+	Model string
+	// Metadata, when set, is the OIP v2 model metadata of Version from the
+	// registry (its signature), answered while no replica is ready.
+	Metadata *oip.ModelMetadata
+	// Protocol is the API the deployment's replicas speak:
+	// serving.ProtocolOpenAI, or "" for OIP v2.
+	Protocol string
+	// Split, when set, shares the deployment's requests between the
+	// tracks of its traffic targets; the route's own endpoints are the
+	// primary's.
+	Split *Split
+	// Meter, when set, measures the requests the route serves for a
+	// rollout's analysis: every track of a split and its primary have one,
+	// shared by every route published for them; nil for a deployment
+	// without a split, whose requests the gateway does not meter.
+	Meter *traffic.Meter
 
 	changed chan struct{}
 }
@@ -67,9 +103,118 @@ func (t *Table) Remove(deployment string) {
 	}
 }
 
+// All returns the current routes, in no particular order.
+func (t *Table) All() []*Route {
+	var out []*Route
+	t.routes.Range(func(_, v any) bool {
+		out = append(out, v.(*Route))
+		return true
+	})
+	return out
+}
+
+// Measure returns what the Meter of the route keyed key (a deployment, or
+// a track's name.tag) measured over [since, now]; a zero Measurement (no
+// data) when there is no such route or it has no Meter. It is ebb up's
+// measurer of rollouts.
+func (t *Table) Measure(key string, since, now time.Time) traffic.Measurement {
+	rt := t.Lookup(key)
+	if rt == nil || rt.Meter == nil {
+		return traffic.Measurement{}
+	}
+	return rt.Meter.Snapshot(since, now)
+}
+
 // Len returns the number of routes.
 func (t *Table) Len() int {
 	n := 0
 	t.routes.Range(func(any, any) bool { n++; return true })
 	return n
+}
+
+// Serves reports whether a routed endpoint serves version (OIP v2 form).
+func (r *Route) Serves(version string) bool {
+	for _, ep := range r.Endpoints {
+		if ep.Version == version {
+			return true
+		}
+	}
+	return false
+}
+
+// Versions lists the versions the routed endpoints serve and, when the
+// deployment has one, the version new replicas serve; in numeric order
+// (they are registry version numbers), without duplicates or empty ones.
+func (r *Route) Versions() []string {
+	var out []string
+	add := func(v string) {
+		if v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	add(r.Version)
+	for _, ep := range r.Endpoints {
+		add(ep.Version)
+	}
+	slices.SortFunc(out, func(a, b string) int { return cmp.Or(cmp.Compare(len(a), len(b)), strings.Compare(a, b)) })
+	return out
+}
+
+// Split shares a deployment's requests between the tracks of its traffic
+// targets (serving.Track): each track has a route of its own, under its key.
+type Split struct {
+	// Tracks are the targets, the primary first.
+	Tracks []Track
+	// pick lays the weights out every non-primary first and the primary
+	// last, so that a key on a canary stays there while its weight grows
+	// (see traffic.Split); its indexes are order's.
+	pick  *traffic.Split
+	order []int
+}
+
+// Track is one target of a Split.
+type Track struct {
+	// Key is the track's route: the deployment's name for the primary,
+	// name.tag for the others.
+	Key string
+	// Tag names the target in the Ebb-Version header.
+	Tag string
+	// Weight is its percent of requests.
+	Weight int32
+}
+
+// NewSplit returns the split of tracks (the primary first), or an error
+// when their weights do not make a split (they must sum to 100).
+func NewSplit(tracks []Track) (*Split, error) {
+	s := &Split{Tracks: tracks}
+	var targets []traffic.Target
+	for i := 1; i <= len(tracks); i++ {
+		j := i % len(tracks) // the primary, 0, last
+		s.order = append(s.order, j)
+		targets = append(targets, traffic.Target{Name: tracks[j].Key, Weight: int(tracks[j].Weight)})
+	}
+	p, err := traffic.NewSplit(targets)
+	if err != nil {
+		return nil, err
+	}
+	s.pick = p
+	return s, nil
+}
+
+// Pick returns the track for a request that drew r, a uniformly random
+// number.
+func (s *Split) Pick(r uint64) *Track { return &s.Tracks[s.order[s.pick.Pick(r)]] }
+
+// PickKey returns the track of a sticky key: the same key gets the same
+// track for as long as the weights leave it there.
+func (s *Split) PickKey(key string) *Track { return &s.Tracks[s.order[s.pick.PickKey(key)]] }
+
+// Find returns the track tagged tag, or nil.
+func (s *Split) Find(tag string) *Track {
+	for i := range s.Tracks {
+		if s.Tracks[i].Tag == tag {
+			return &s.Tracks[i]
+		}
+	}
+	return nil
 }

@@ -2,8 +2,11 @@ package routing
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/traffic"
+	"github.com/google/go-cmp/cmp"
 )
 
 func closed(ch <-chan struct{}) bool {
@@ -40,4 +43,92 @@ func TestPublishWakesOnlyTheReplacedRoute(t *testing.T) {
 		t.Errorf("Len = %d; want 1", n)
 	}
 	tab.Remove("missing") // no panic, no effect
+}
+
+func TestVersions(t *testing.T) {
+	ep := func(id, version string) *balance.Endpoint {
+		e := balance.NewEndpoint(id, "http://"+id)
+		e.Version = version
+		return e
+	}
+	tests := []struct {
+		name   string
+		route  Route
+		serves map[string]bool
+		want   []string
+	}{
+		{name: "path model", route: Route{Endpoints: []*balance.Endpoint{ep("a", "")}}, serves: map[string]bool{"1": false, "": true}},
+		{name: "cold registry version", route: Route{Version: "3"}, serves: map[string]bool{"3": false}, want: []string{"3"}},
+		{name: "rollout from 3 to 10", route: Route{Version: "10", Endpoints: []*balance.Endpoint{ep("a", "3"), ep("b", "10"), ep("c", "3")}},
+			serves: map[string]bool{"3": true, "10": true, "4": false}, want: []string{"3", "10"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for v, want := range tt.serves {
+				if got := tt.route.Serves(v); got != want {
+					t.Errorf("Serves(%q) = %v; want %v", v, got, want)
+				}
+			}
+			got := tt.route.Versions()
+			if len(got) != len(tt.want) {
+				t.Fatalf("Versions() = %q; want %q", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Errorf("Versions() = %q; want %q", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestAll(t *testing.T) {
+	var tab Table
+	if got := tab.All(); len(got) != 0 {
+		t.Errorf("All of an empty table = %v", got)
+	}
+	tab.Publish(Route{Deployment: "a"})
+	b := tab.Publish(Route{Deployment: "b", Protocol: "openai"})
+	tab.Publish(Route{Deployment: "c"})
+	tab.Remove("c")
+	got := map[string]*Route{}
+	for _, r := range tab.All() {
+		got[r.Deployment] = r
+	}
+	if len(got) != 2 || got["a"] == nil || got["b"] != b {
+		t.Errorf("All = %v; want the current routes of a and b", got)
+	}
+}
+
+func TestMeasure(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var tab Table
+	m := traffic.NewMeter(0, 0)
+	m.Observe(t0.Add(100*time.Millisecond), 2*time.Millisecond, false)
+	m.Observe(t0.Add(200*time.Millisecond), 2*time.Millisecond, true)
+	tab.Publish(Route{Deployment: "m", Meter: traffic.NewMeter(0, 0)})
+	tab.Publish(Route{Deployment: "m.canary", Meter: m})
+	tab.Publish(Route{Deployment: "plain"})
+	tests := []struct {
+		key  string
+		want traffic.Measurement
+	}{
+		{key: "m.canary", want: m.Snapshot(t0, t0.Add(time.Second))},
+		{key: "m"},       // metered, no request
+		{key: "plain"},   // no meter
+		{key: "missing"}, // no route
+	}
+	if tests[0].want.Requests != 2 {
+		t.Fatalf("the canary's meter has %+v; want 2 requests", tests[0].want)
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, tab.Measure(tt.key, t0, t0.Add(time.Second))); diff != "" {
+			t.Errorf("Measure(%q) (-want +got):\n%s", tt.key, diff)
+		}
+	}
+	// A republished route keeps measuring with the Meter it carries.
+	tab.Publish(Route{Deployment: "m.canary", Meter: m})
+	if got := tab.Measure("m.canary", t0, t0.Add(time.Second)); got.Errors != 1 {
+		t.Errorf("after republishing, Measure = %+v; want 1 error", got)
+	}
 }

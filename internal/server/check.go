@@ -26,7 +26,8 @@ func badRequest(format string, args ...any) *RequestError {
 // CheckInputs checks decoded tensors against the model's metadata: every
 // input named once, no unknown name, a datatype the input accepts (the same,
 // or any numeric type for a numeric input), the declared rank and fixed
-// dimensions (-1 is any size), and Data of the Go type the datatype implies
+// dimensions (-1 is any size; an input declared without a shape takes any
+// shape, and one declared [] a scalar), and Data of the Go type the datatype implies
 // (see oip.Tensor) holding exactly as many elements as Shape describes. It
 // returns the tensors in the metadata's order, ready for Infer, or a
 // *RequestError (status 400) that names the input and the expected vs given
@@ -50,8 +51,10 @@ func (s *Server) CheckInputs(inputs []oip.Tensor) ([]oip.Tensor, error) {
 }
 
 // decodeInputs checks the request's inputs against the model metadata and
-// decodes them, returned in the metadata's order.
-func (s *Server) decodeInputs(in []oip.RequestInput) ([]oip.Tensor, *RequestError) {
+// decodes them, returned in the metadata's order. binary holds each input's
+// binary tensor data (nil for JSON data; binary itself is nil when no input
+// has any).
+func (s *Server) decodeInputs(in []oip.RequestInput, binary [][]byte) ([]oip.Tensor, *RequestError) {
 	order, rerr := s.orderInputs(len(in), func(j int) (string, string, []int64) {
 		return in[j].Name, in[j].Datatype, in[j].Shape
 	})
@@ -60,7 +63,13 @@ func (s *Server) decodeInputs(in []oip.RequestInput) ([]oip.Tensor, *RequestErro
 	}
 	tensors := make([]oip.Tensor, len(order))
 	for i, j := range order {
-		t, err := oip.Decode(in[j])
+		var t oip.Tensor
+		var err error
+		if binary != nil && binary[j] != nil {
+			t, err = oip.DecodeBinary(in[j], binary[j])
+		} else {
+			t, err = oip.Decode(in[j])
+		}
 		if err != nil {
 			return nil, badRequest("%v", err)
 		}
@@ -73,13 +82,20 @@ func (s *Server) decodeInputs(in []oip.RequestInput) ([]oip.Tensor, *RequestErro
 // by header, against the metadata and returns, for each metadata input in
 // order, the index of the request input that feeds it.
 func (s *Server) orderInputs(n int, header func(j int) (name, datatype string, shape []int64)) ([]int, *RequestError) {
+	if s.anyInputs {
+		return s.requestOrder(n, header)
+	}
 	want := s.meta.Inputs
 	order := make([]int, len(want))
 	for i := range order {
 		order[i] = -1
 	}
+	var elements int64
 	for j := range n {
 		name, datatype, shape := header(j)
+		if rerr := s.checkElements(&elements, name, shape); rerr != nil {
+			return nil, rerr
+		}
 		i, ok := s.inputIndex[name]
 		if !ok {
 			return nil, badRequest("unknown input %q: model %q takes %s", name, s.name, describeTensors(want))
@@ -98,6 +114,9 @@ func (s *Server) orderInputs(n int, header func(j int) (name, datatype string, s
 		if shape == nil && len(m.Shape) > 0 {
 			return nil, badRequest("input %q: shape is missing: model expects %s", name, oip.FormatShape(m.Shape))
 		}
+		if m.Shape == nil {
+			continue // declared without a shape: any shape
+		}
 		if !shapeMatches(m.Shape, shape) {
 			return nil, badRequest("input %q: shape %s given, model expects %s (-1 is any size)", name, oip.FormatShape(shape), oip.FormatShape(m.Shape))
 		}
@@ -110,8 +129,36 @@ func (s *Server) orderInputs(n int, header func(j int) (name, datatype string, s
 	return order, nil
 }
 
-// checkOutputs rejects requested outputs the model does not have.
+// requestOrder is orderInputs for a model that takes whatever inputs a
+// request carries: each named once, within the element limit, in the
+// request's order.
+func (s *Server) requestOrder(n int, header func(j int) (name, datatype string, shape []int64)) ([]int, *RequestError) {
+	order := make([]int, n)
+	seen := make(map[string]bool, n)
+	var elements int64
+	for j := range n {
+		name, datatype, shape := header(j)
+		if rerr := s.checkElements(&elements, name, shape); rerr != nil {
+			return nil, rerr
+		}
+		if seen[name] {
+			return nil, badRequest("input %q appears more than once", name)
+		}
+		seen[name] = true
+		if datatype == "" {
+			return nil, badRequest("input %q: datatype is missing: set one of %s", name, strings.Join(oip.Datatypes, ", "))
+		}
+		order[j] = j
+	}
+	return order, nil
+}
+
+// checkOutputs rejects requested outputs the model does not have (a model
+// that takes any inputs and declares no outputs may have any).
 func (s *Server) checkOutputs(names []string) *RequestError {
+	if s.anyInputs && len(s.meta.Outputs) == 0 {
+		return nil
+	}
 	for _, name := range names {
 		if _, ok := s.outputIndex[name]; !ok {
 			return badRequest("unknown output %q: model %q has outputs %s", name, s.name, describeTensors(s.meta.Outputs))
@@ -134,19 +181,11 @@ func filterOutputs(out []oip.Tensor, names []string) []oip.Tensor {
 	return kept
 }
 
-func isNumeric(dt string) bool {
-	switch dt {
-	case oip.INT32, oip.INT64, oip.FP32, oip.FP64:
-		return true
-	}
-	return false
-}
-
 // convertible reports whether an input sent as datatype given can feed a
 // model input declared as want: the same datatype, or any numeric one for a
 // numeric input (engines convert numbers, see oip.Tensor.Float32s).
 func convertible(want, given string) bool {
-	return want == given || (isNumeric(want) && isNumeric(given))
+	return want == given || (oip.IsNumeric(want) && oip.IsNumeric(given))
 }
 
 // shapeMatches reports whether given has want's rank and agrees on every
@@ -170,7 +209,11 @@ func describeTensors(ts []oip.TensorMetadata) string {
 	}
 	parts := make([]string, len(ts))
 	for i, t := range ts {
-		parts[i] = fmt.Sprintf("%q (%s %s)", t.Name, t.Datatype, oip.FormatShape(t.Shape))
+		shape := "any shape"
+		if t.Shape != nil {
+			shape = oip.FormatShape(t.Shape)
+		}
+		parts[i] = fmt.Sprintf("%q (%s %s)", t.Name, t.Datatype, shape)
 	}
 	return strings.Join(parts, ", ")
 }

@@ -30,7 +30,10 @@ import (
 // added to those. ServeWithGRPC uses it; call Serve on it only to serve gRPC
 // on a listener of its own.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(int(s.opts.MaxRequestBytes))}, opts...)
+	opts = append(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(int(s.opts.MaxRequestBytes))}, s.opts.Limits.GRPCOptions()...), opts...)
+	if s.opts.Secret != "" {
+		opts = append(opts, grpc.ChainUnaryInterceptor(s.secretUnary), grpc.ChainStreamInterceptor(s.secretStream))
+	}
 	gs := grpc.NewServer(opts...)
 	oipgrpc.RegisterGRPCInferenceServiceServer(gs, &grpcService{s: s, meta: oipgrpc.MetadataResponse(s.meta)})
 	return gs
@@ -43,7 +46,7 @@ func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 // fails or the drain times out. It closes ln. Call it (or Serve) once.
 func (s *Server) ServeWithGRPC(ctx context.Context, ln net.Listener) error {
 	gs := s.NewGRPCServer()
-	sp := newSplitter(ln)
+	sp := newSplitter(s.opts.Limits.Listener(ln))
 	go sp.run()
 	grpcServed := make(chan error, 1)
 	go func() { grpcServed <- gs.Serve(sp.grpc) }()
@@ -60,7 +63,7 @@ func (s *Server) ServeWithGRPC(ctx context.Context, ln net.Listener) error {
 			grpcDrained <- nil
 		}
 	}()
-	err := s.Serve(ctx, sp.http)
+	err := s.serve(ctx, sp.http)
 	close(restDone)
 	gerr := <-grpcDrained
 	if serr := <-grpcServed; serr != nil && !errors.Is(serr, grpc.ErrServerStopped) {
@@ -107,7 +110,7 @@ func (g *grpcService) ServerReady(context.Context, *oipgrpc.ServerReadyRequest) 
 }
 
 func (g *grpcService) ServerMetadata(context.Context, *oipgrpc.ServerMetadataRequest) (*oipgrpc.ServerMetadataResponse, error) {
-	return &oipgrpc.ServerMetadataResponse{Name: "ebb", Version: g.s.opts.Version, Extensions: []string{}}, nil
+	return &oipgrpc.ServerMetadataResponse{Name: "ebb", Version: g.s.opts.Version, Extensions: Extensions()}, nil
 }
 
 func (g *grpcService) ModelReady(_ context.Context, req *oipgrpc.ModelReadyRequest) (*oipgrpc.ModelReadyResponse, error) {
@@ -152,7 +155,7 @@ func (g *grpcService) ModelInfer(ctx context.Context, req *oipgrpc.ModelInferReq
 	if err != nil {
 		return nil, g.inferError(ctx, req.GetId(), err)
 	}
-	resp := &oipgrpc.ModelInferResponse{ModelName: s.name, ModelVersion: req.GetModelVersion(), Id: req.GetId()}
+	resp := &oipgrpc.ModelInferResponse{ModelName: s.name, ModelVersion: s.version(req.GetModelVersion()), Id: req.GetId()}
 	if err := oipgrpc.SetOutputs(resp, outputs, len(req.GetRawInputContents()) > 0); err != nil {
 		s.log.Error("encoding gRPC infer response", "id", req.GetId(), "error", err)
 		return nil, status.Errorf(codes.Internal, "model %s: encoding the response: %v", s.name, err)
@@ -187,7 +190,7 @@ func (g *grpcService) checkModel(name, version string) error {
 		return status.Errorf(codes.NotFound, "model %q not found: this replica serves %q", name, s.name)
 	}
 	if !s.hasVersion(version) {
-		return status.Errorf(codes.NotFound, "model %q has no version %q: it has versions %v", s.name, version, s.meta.Versions)
+		return status.Error(codes.NotFound, s.noVersion(version))
 	}
 	return nil
 }

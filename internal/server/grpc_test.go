@@ -17,6 +17,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/engine/trees"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/oipgrpc"
+	"github.com/ebb-ml/ebb/internal/server/servertest"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,22 +30,8 @@ import (
 // and returns a gRPC client and the REST base URL of the same port.
 func serveGRPC(t *testing.T, s *Server) (oipgrpc.GRPCInferenceServiceClient, string) {
 	t.Helper()
-	ln := listen(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.ServeWithGRPC(ctx, ln) }()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("ServeWithGRPC: %v", err)
-		}
-	})
-	return oipgrpc.NewGRPCInferenceServiceClient(cc), "http://" + ln.Addr().String()
+	c := servertest.Start(t, s)
+	return c.GRPC, c.Base
 }
 
 func TestGRPCHealthAndMetadata(t *testing.T) {
@@ -130,7 +117,7 @@ func TestGRPCInferEcho(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := serveGRPC(t, New("echo", m, Options{}))
+	c, _ := serveGRPC(t, New("echo", m, Options{ModelVersion: "echo:7"}))
 	in := []oip.Tensor{{Name: "input", Datatype: oip.FP32, Shape: []int64{2, 2}, Data: []float32{1, 2.5, -3, float32(math.Inf(1))}}}
 	for _, raw := range []bool{false, true} {
 		t.Run(map[bool]string{false: "typed", true: "raw"}[raw], func(t *testing.T) {

@@ -1,21 +1,33 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 
+	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/oip"
 )
 
-// infer answers POST /v2/models/{name}[/versions/{version}]/infer.
+// infer answers POST /v2/models/{name}[/versions/{version}]/infer, in JSON
+// or with binary tensor data (see readRequest and writeResponse).
 func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
-	req, rerr := s.readRequest(w, r)
+	buf := getBuffer()
+	release := func() {
+		if buf != nil {
+			putBuffer(buf)
+			buf = nil
+		}
+	}
+	defer release()
+	req, binary, rerr := s.readRequest(w, r, buf)
 	if rerr != nil {
 		s.log.Debug("bad infer request", "status", rerr.Status, "error", rerr.Msg)
 		writeError(w, rerr.Status, rerr.Msg)
@@ -29,10 +41,19 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
 		}
 	}
 	rerr = s.checkOutputs(names)
+	if rerr == nil {
+		// Parameters are checked before the model runs.
+		if _, err := oip.BinaryOutputs(&req, names); err != nil {
+			rerr = badRequest("%v", err)
+		}
+	}
 	var inputs []oip.Tensor
 	if rerr == nil {
-		inputs, rerr = s.decodeInputs(req.Inputs)
+		inputs, rerr = s.decodeInputs(req.Inputs, binary)
 	}
+	// The decoded tensors own their data: the body can go while the model
+	// runs.
+	release()
 	if rerr != nil {
 		s.log.Debug("bad infer request", "id", req.ID, "status", rerr.Status, "error", rerr.Msg)
 		writeError(w, rerr.Status, rerr.Msg)
@@ -58,16 +79,44 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
 	}
 	resp := oip.InferResponse{
 		ModelName:    s.name,
-		ModelVersion: version,
+		ModelVersion: s.version(version),
 		ID:           req.ID,
 		Outputs:      outputs,
 	}
-	if resp.Outputs == nil {
-		resp.Outputs = []oip.Tensor{}
+	s.writeResponse(w, &req, &resp)
+}
+
+// writeResponse writes resp, with the outputs req asks for as binary
+// tensor data after its JSON (application/octet-stream, the JSON's length
+// in Inference-Header-Content-Length), or as JSON alone.
+func (s *Server) writeResponse(w http.ResponseWriter, req *oip.InferRequest, resp *oip.InferResponse) {
+	var binary []bool
+	if req.Parameters != nil || len(req.Outputs) > 0 {
+		names := make([]string, len(resp.Outputs))
+		for i, t := range resp.Outputs {
+			names[i] = t.Name
+		}
+		binary, _ = oip.BinaryOutputs(req, names) // checked before the model ran
 	}
-	if err := writeJSON(w, http.StatusOK, resp); err != nil {
+	bp := getBody()
+	defer putBody(bp)
+	body, jsonLen, err := oip.AppendResponse((*bp)[:0], resp, binary)
+	*bp = body
+	if err != nil {
 		s.log.Error("encoding infer response", "id", req.ID, "error", err)
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("model %s: encoding the response: %v", s.name, err))
+		return
 	}
+	h := w.Header()
+	if jsonLen < len(body) {
+		h["Content-Type"] = []string{"application/octet-stream"}
+		h[oip.HeaderInferenceHeaderLength] = []string{strconv.Itoa(jsonLen)}
+	} else {
+		h["Content-Type"] = []string{"application/json"}
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
 }
 
 // Infer runs the model on inputs, which must be in the metadata's order and
@@ -107,7 +156,7 @@ func (s *Server) run(ctx context.Context, inputs []oip.Tensor, outputs []string)
 	if s.batcher != nil && !emptyBatch(inputs) {
 		return s.batcher.Predict(ctx, inputs, outputs)
 	}
-	out, err := s.predict(ctx, inputs)
+	out, err := s.predict(ctx, inputs, outputs)
 	if err != nil {
 		return nil, err
 	}
@@ -117,28 +166,63 @@ func (s *Server) run(ctx context.Context, inputs []oip.Tensor, outputs []string)
 	return out, nil
 }
 
-// readRequest reads and decodes the body, bounded by MaxRequestBytes.
-func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (oip.InferRequest, *RequestError) {
+// readRequest reads the body into buf, bounded by MaxRequestBytes, and
+// decodes its JSON. With an Inference-Header-Content-Length header the JSON
+// is that many bytes and the rest is binary tensor data, returned cut per
+// input (see oip.BinaryInputs; nil when no input has binary data).
+func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (oip.InferRequest, [][]byte, *RequestError) {
 	var req oip.InferRequest
-	buf := getBuffer()
-	defer putBuffer(buf)
-	if r.ContentLength > 0 && r.ContentLength <= s.opts.MaxRequestBytes {
+	if r.ContentLength > s.opts.MaxRequestBytes {
+		// Decided from the header, before a byte of the body is read.
+		return req, nil, s.tooLarge(r.ContentLength)
+	}
+	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength) + 1)
 	}
+	connlimit.StartBody(w, s.opts.Limits.BodyTimeout)
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.opts.MaxRequestBytes)); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return req, &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes: send fewer rows per request", tooLarge.Limit)}
+		// The deadline stays: net/http reads what is left of a failed
+		// body before it answers, and must not wait on a stalled client.
+		return req, nil, s.bodyError(err)
+	}
+	connlimit.EndBody(w)
+	body := buf.Bytes()
+	jsonLen, rerr := headerLength(r.Header, len(body))
+	if rerr != nil {
+		return req, nil, rerr
+	}
+	if jsonLen == 0 {
+		return req, nil, badRequest(`request body is empty: send an OIP v2 infer request such as {"inputs":[{"name":"...","shape":[1,N],"datatype":"FP32","data":[...]}]}`)
+	}
+	if err := oip.ParseRequest(body[:jsonLen], &req); err != nil {
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) && strings.Contains(syntax.Error(), "after top-level value") && r.Header.Get(oip.HeaderInferenceHeaderLength) == "" {
+			return req, nil, badRequest("%s; if the bytes after the JSON object are binary tensor data, give the length of the JSON part in the %s header", describeJSONError(err), oip.HeaderInferenceHeaderLength)
 		}
-		return req, badRequest("reading the request body: %v", err)
+		return req, nil, badRequest("%s", describeJSONError(err))
 	}
-	if buf.Len() == 0 {
-		return req, badRequest(`request body is empty: send an OIP v2 infer request such as {"inputs":[{"name":"...","shape":[1,N],"datatype":"FP32","data":[...]}]}`)
+	binary, err := oip.BinaryInputs(&req, body[jsonLen:])
+	if err != nil {
+		if jsonLen == len(body) && r.Header.Get(oip.HeaderInferenceHeaderLength) == "" {
+			return req, nil, badRequest("%v; a request with binary tensor data must give the length of its JSON part in the %s header", err, oip.HeaderInferenceHeaderLength)
+		}
+		return req, nil, badRequest("%v", err)
 	}
-	if err := json.Unmarshal(buf.Bytes(), &req); err != nil {
-		return req, badRequest("%s", describeJSONError(err))
+	return req, binary, nil
+}
+
+// headerLength returns the length of the JSON part of a body of n bytes:
+// the Inference-Header-Content-Length header's value, or n without it.
+func headerLength(h http.Header, n int) (int, *RequestError) {
+	v := h.Get(oip.HeaderInferenceHeaderLength)
+	if v == "" {
+		return n, nil
 	}
-	return req, nil
+	l, err := strconv.Atoi(v)
+	if err != nil || l < 0 || l > n {
+		return 0, badRequest("header %s is %q: it must be the length in bytes of the JSON at the start of the body, from 1 to the body's %d bytes", oip.HeaderInferenceHeaderLength, v, n)
+	}
+	return l, nil
 }
 
 func describeJSONError(err error) string {
@@ -186,14 +270,18 @@ func emptyBatch(inputs []oip.Tensor) bool {
 	return false
 }
 
-// predict calls the model, turning a panic into an error so one bad request
-// cannot take down the replica.
-func (s *Server) predict(ctx context.Context, inputs []oip.Tensor) (out []oip.Tensor, err error) {
+// predict calls the model, asking for only the outputs named when it can
+// compute some alone (engine.OutputSelector), and turning a panic into an
+// error so one bad request cannot take down the replica.
+func (s *Server) predict(ctx context.Context, inputs []oip.Tensor, outputs []string) (out []oip.Tensor, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("model panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			err = fmt.Errorf("internal error in the model engine: %v", p)
 		}
 	}()
+	if sel, ok := s.model.(engine.OutputSelector); ok && len(outputs) > 0 {
+		return sel.PredictOutputs(ctx, inputs, outputs)
+	}
 	return s.model.Predict(ctx, inputs)
 }

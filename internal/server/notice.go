@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/ebb-ml/ebb/internal/serving/core"
 )
 
 // maxNoticeBytes bounds what ReadNotice reads, so a misbehaving child cannot
@@ -20,6 +22,8 @@ type Notice struct {
 	ModelLoadedAt time.Time `json:"modelLoadedAt,omitzero"`
 	// ReadyAt is when the server began accepting requests.
 	ReadyAt time.Time `json:"readyAt,omitzero"`
+	// Artifact, when the replica fetched its model artifact, says how.
+	Artifact *core.ArtifactFetch `json:"artifact,omitempty"`
 	// Error says why the replica failed to start, naming the model file and
 	// the problem.
 	Error string `json:"error,omitempty"`

@@ -1,6 +1,10 @@
 // Package server is the replica-side Open Inference Protocol v2 server: it
 // serves one loaded engine.Model under its deployment's name, answers the
 // health, metadata and infer endpoints, and drains gracefully on shutdown.
+// Infer requests and responses carry tensors of every OIP v2 datatype, as
+// JSON (NaN and infinities as Triton writes them) or as binary tensor data
+// after the JSON (Triton's extension, infer.go); docs/protocol.md has the
+// details.
 //
 // It also defines the Notice a replica process writes to tell the backend that
 // started it that it is ready (or why it failed), and the ReplicaInfo document
@@ -17,15 +21,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/batch"
+	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/oip"
-	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/serving/core"
 )
 
 // Defaults for Options fields left zero.
@@ -47,12 +53,34 @@ type Options struct {
 	// ModelLoadedAt is when the model finished loading; defaults to Now()
 	// at New.
 	ModelLoadedAt time.Time
+	// Artifact, when the replica fetched its model artifact, says how; it
+	// is reported in /ebb/v1/replica.
+	Artifact *core.ArtifactFetch
+	// ModelVersion is the registry version the replica serves
+	// ("diabetes:3"); empty for a model given by path. Its number is the
+	// model's only OIP v2 version: metadata lists it, responses carry it,
+	// and /v2/models/{m}/versions/{v} answers 404 for any other v. Without
+	// it the versions are those of the engine's metadata, usually none, and
+	// every /versions/{v} is 404.
+	ModelVersion string
 	// DrainTimeout bounds how long Serve waits for in-flight requests after
 	// its context ends; defaults to DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	// MaxRequestBytes bounds an infer request body; larger ones get 413.
 	// Defaults to DefaultMaxRequestBytes.
 	MaxRequestBytes int64
+	// MaxRequestElements bounds the tensor elements one infer request may
+	// declare (all inputs together); more get 413 (gRPC
+	// ResourceExhausted) before anything is decoded. Defaults to
+	// DefaultMaxRequestElements.
+	MaxRequestElements int64
+	// Limits bound the connections Serve accepts: timeouts, keepalive and
+	// a cap on open connections (see package connlimit). Its BodyTimeout
+	// bounds reading an infer request body (408 when it passes).
+	Limits connlimit.Limits
+	// Metrics, when set, counts requests refused by a limit and is served
+	// at GET /metrics.
+	Metrics *Metrics
 	// Version is the server version reported by GET /v2; defaults to "dev".
 	Version string
 	// OnReady, when set, is called once by Serve, with the time readiness
@@ -63,10 +91,14 @@ type Options struct {
 	// call (see package batch). It applies only to a model that can batch:
 	// dimension 0 of every input and output is -1 in its metadata;
 	// otherwise requests go to the model one by one and New logs why.
-	Batching *serving.Batching
+	Batching *core.Batching
 	// BatchInstances is how many batches may run in the model at once;
 	// defaults to 1 (Triton's one instance per model).
 	BatchInstances int
+	// Secret, when set, must be sent in core.SecretHeader (REST) or
+	// that metadata key (gRPC) by every request but health checks and
+	// /ebb/v1/replica; others get 401 (Unauthenticated). See secret.go.
+	Secret string
 }
 
 // ReplicaInfo is the body of GET /ebb/v1/replica: who this replica is, so the
@@ -78,6 +110,10 @@ type ReplicaInfo struct {
 	ModelLoadedAt time.Time `json:"modelLoadedAt"`
 	// ReadyAt is zero (and omitted) until Serve starts.
 	ReadyAt time.Time `json:"readyAt,omitzero"`
+	// Artifact says how the model artifact was fetched, if it was.
+	Artifact *core.ArtifactFetch `json:"artifact,omitempty"`
+	// ModelVersion is the registry version served ("diabetes:3"), if any.
+	ModelVersion string `json:"modelVersion,omitempty"`
 }
 
 // Server serves one model over OIP v2 REST. It is an http.Handler; Serve runs
@@ -92,7 +128,10 @@ type Server struct {
 	// batcher is nil when batching is off.
 	batcher *batch.Batcher
 
-	meta        oip.ModelMetadata
+	meta oip.ModelMetadata
+	// anyInputs is true for a model that takes whatever inputs a request
+	// carries (see anyInputsModel).
+	anyInputs   bool
 	inputIndex  map[string]int
 	outputIndex map[string]int
 	// Pre-encoded bodies of the read-only endpoints.
@@ -130,11 +169,18 @@ func New(name string, m engine.Model, opts Options) *Server {
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = DefaultMaxRequestBytes
 	}
+	if opts.MaxRequestElements <= 0 {
+		opts.MaxRequestElements = DefaultMaxRequestElements
+	}
+	opts.Limits = opts.Limits.WithDefaults()
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
 	meta := m.Metadata()
 	meta.Name = name
+	if v := core.OIPVersion(opts.ModelVersion); v != "" {
+		meta.Versions = []string{v}
+	}
 	if meta.Inputs == nil {
 		meta.Inputs = []oip.TensorMetadata{}
 	}
@@ -151,6 +197,9 @@ func New(name string, m engine.Model, opts Options) *Server {
 		inputIndex:  make(map[string]int, len(meta.Inputs)),
 		outputIndex: make(map[string]int, len(meta.Outputs)),
 	}
+	if a, ok := m.(anyInputsModel); ok && a.AnyInputs() {
+		s.anyInputs = true
+	}
 	for i, in := range meta.Inputs {
 		s.inputIndex[in.Name] = i
 	}
@@ -159,15 +208,27 @@ func New(name string, m engine.Model, opts Options) *Server {
 	}
 	s.batcher = s.newBatcher(opts.Batching, opts.BatchInstances)
 	s.modelMetaJSON = mustJSON(meta)
-	s.serverMetaJSON = mustJSON(oip.ServerMetadata{Name: "ebb", Version: opts.Version, Extensions: []string{}})
+	s.serverMetaJSON = mustJSON(oip.ServerMetadata{Name: "ebb", Version: opts.Version, Extensions: Extensions()})
 	s.modelReadyJSON = mustJSON(oip.ModelReady{Name: name, Ready: true})
 	s.modelNotReadyJSON = mustJSON(oip.ModelReady{Name: name, Ready: false})
 	return s
 }
 
+// anyInputsModel is a Model that may take whatever inputs a request
+// carries (a Python class that declares none): when AnyInputs is true, the
+// server checks only that each input is well formed, named once and within
+// the element limit, and passes them in the request's order.
+type anyInputsModel interface {
+	AnyInputs() bool
+}
+
+// Extensions lists the protocol extensions a replica server supports, as
+// GET /v2 and the gRPC ServerMetadata report them.
+func Extensions() []string { return []string{oip.ExtensionBinaryData} }
+
 // newBatcher returns the batcher for policy, or nil, logged once with the
 // reason, when batching is off.
-func (s *Server) newBatcher(policy *serving.Batching, instances int) *batch.Batcher {
+func (s *Server) newBatcher(policy *core.Batching, instances int) *batch.Batcher {
 	if policy == nil {
 		return nil
 	}
@@ -194,6 +255,9 @@ func cannotBatch(meta oip.ModelMetadata) string {
 	}
 	for _, group := range [][]oip.TensorMetadata{meta.Inputs, meta.Outputs} {
 		for _, t := range group {
+			if t.Shape == nil {
+				return fmt.Sprintf("tensor %q is declared without a shape; batching needs dimension 0 of every input and output to be the dynamic batch dimension (-1)", t.Name)
+			}
 			if len(t.Shape) == 0 || t.Shape[0] != -1 {
 				return fmt.Sprintf("tensor %q has shape %s; batching needs dimension 0 of every input and output to be the dynamic batch dimension (-1)", t.Name, oip.FormatShape(t.Shape))
 			}
@@ -205,14 +269,14 @@ func cannotBatch(meta oip.ModelMetadata) string {
 // BatchingPolicy returns the batching policy for Options.Batching from its
 // parts (as command-line flags give them), or nil, batching off, when
 // maxBatchSize is 0 or less.
-func BatchingPolicy(maxBatchSize int, preferredBatchSizes []int, maxQueueDelay time.Duration) *serving.Batching {
+func BatchingPolicy(maxBatchSize int, preferredBatchSizes []int, maxQueueDelay time.Duration) *core.Batching {
 	if maxBatchSize <= 0 {
 		return nil
 	}
-	return &serving.Batching{
+	return &core.Batching{
 		MaxBatchSize:        maxBatchSize,
 		PreferredBatchSizes: preferredBatchSizes,
-		MaxQueueDelay:       serving.D(maxQueueDelay),
+		MaxQueueDelay:       core.D(maxQueueDelay),
 	}
 }
 
@@ -234,6 +298,8 @@ func (s *Server) Info() ReplicaInfo {
 		PID:           s.pid,
 		ModelLoadedAt: s.opts.ModelLoadedAt,
 		ReadyAt:       readyAt,
+		Artifact:      s.opts.Artifact,
+		ModelVersion:  s.opts.ModelVersion,
 	}
 }
 
@@ -243,12 +309,13 @@ func (s *Server) Info() ReplicaInfo {
 // a clean drain, and an error when ln fails or the drain times out (the
 // remaining connections are then closed). Serve closes ln. Call it once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	return s.serve(ctx, s.opts.Limits.Listener(ln))
+}
+
+// serve is Serve on a listener already capped by Options.Limits.
+func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+	srv := s.opts.Limits.Server(s)
+	srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	// ln already listens, so connections made from here on queue in its
 	// backlog until accepted: the replica is ready now.
 	readyAt := s.opts.Now()
@@ -287,6 +354,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // ServeHTTP routes OIP v2 and /ebb/v1 requests.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.refuseREST(w, r) {
+		return
+	}
 	path := r.URL.Path
 	switch path {
 	case "/v2/health/live":
@@ -304,6 +374,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeRaw(w, http.StatusOK, s.serverMetaJSON)
 		}
 		return
+	case "/metrics":
+		if s.opts.Metrics != nil && s.allow(w, r, http.MethodGet) {
+			s.opts.Metrics.handler.ServeHTTP(w, r)
+			return
+		}
 	case "/ebb/v1/replica":
 		if s.allow(w, r, http.MethodGet) {
 			writeJSON(w, http.StatusOK, s.Info())
@@ -337,7 +412,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.hasVersion(version) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q has no version %q: it has versions %s", s.name, version, strings.Join(s.meta.Versions, ", ")))
+		writeError(w, http.StatusNotFound, s.noVersion(version))
 		return
 	}
 	switch action {
@@ -356,18 +431,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// hasVersion reports whether v may be served: empty means the default, and a
-// model whose metadata lists no versions accepts any.
+// hasVersion reports whether v may be served: empty means the one served,
+// otherwise it must be listed in the metadata (see Options.ModelVersion).
 func (s *Server) hasVersion(v string) bool {
-	if v == "" || len(s.meta.Versions) == 0 {
-		return true
+	return v == "" || slices.Contains(s.meta.Versions, v)
+}
+
+// version returns the OIP v2 version that responses report: the one the
+// replica serves when it has exactly one, else the requested one.
+func (s *Server) version(requested string) string {
+	if len(s.meta.Versions) == 1 {
+		return s.meta.Versions[0]
 	}
-	for _, have := range s.meta.Versions {
-		if have == v {
-			return true
-		}
+	return requested
+}
+
+// noVersion says why version v is not served here.
+func (s *Server) noVersion(v string) string {
+	if len(s.meta.Versions) == 0 {
+		return fmt.Sprintf("model %q has no version %q: it serves a model given by path, which has no registry version; use /v2/models/%s/infer without /versions/", s.name, v, s.name)
 	}
-	return false
+	return fmt.Sprintf("model %q has no version %q: this replica serves version %s", s.name, v, strings.Join(s.meta.Versions, ", "))
 }
 
 func (s *Server) writeReady(w http.ResponseWriter, yes, no []byte) {
@@ -390,6 +474,18 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, method string) bo
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// bodyPool holds the buffers infer responses are encoded into.
+var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
+
+func getBody() *[]byte { return bodyPool.Get().(*[]byte) }
+
+func putBody(b *[]byte) {
+	if cap(*b) > maxPooledBuffer {
+		return
+	}
+	bodyPool.Put(b)
+}
 
 // maxPooledBuffer keeps one huge request from pinning its buffer forever.
 const maxPooledBuffer = 1 << 20

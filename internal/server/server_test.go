@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,7 +37,7 @@ func TestServeHTTP(t *testing.T) {
 		{name: "live", method: "GET", path: "/v2/health/live", wantStatus: 200, wantBody: `{"live":true}`},
 		{name: "ready", method: "GET", path: "/v2/health/ready", wantStatus: 200, wantBody: `{"ready":true}`},
 		{name: "server metadata", method: "GET", path: "/v2", wantStatus: 200, opts: Options{Version: "1.2.3"},
-			wantBody: `{"name":"ebb","version":"1.2.3","extensions":[]}`},
+			wantBody: `{"name":"ebb","version":"1.2.3","extensions":["binary_tensor_data"]}`},
 		{name: "model metadata carries the deployment name", method: "GET", path: "/v2/models/iris", wantStatus: 200,
 			wantBody: `{"name":"iris","versions":["1"],"platform":"fake",
 				"inputs":[{"name":"x","datatype":"FP32","shape":[-1,4]}],
@@ -59,19 +60,19 @@ func TestServeHTTP(t *testing.T) {
 		{name: "infer flat", method: "POST", path: "/v2/models/iris/infer",
 			body:       `{"id":"req-1","inputs":[` + row4 + `]}`,
 			wantStatus: 200,
-			wantBody: `{"model_name":"iris","id":"req-1","outputs":[
+			wantBody: `{"model_name":"iris","model_version":"1","id":"req-1","outputs":[
 				{"name":"score","datatype":"FP32","shape":[1],"data":[10]},
 				{"name":"label","datatype":"INT64","shape":[1],"data":[1]}]}`},
 		{name: "infer nested two rows", method: "POST", path: "/v2/models/iris/infer",
 			body:       `{"inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[1,1,1,1],[-1,-1,-1,0.5]]}]}`,
 			wantStatus: 200,
-			wantBody: `{"model_name":"iris","outputs":[
+			wantBody: `{"model_name":"iris","model_version":"1","outputs":[
 				{"name":"score","datatype":"FP32","shape":[2],"data":[4,-2.5]},
 				{"name":"label","datatype":"INT64","shape":[2],"data":[1,0]}]}`},
 		{name: "infer INT64 into an FP32 input", method: "POST", path: "/v2/models/iris/infer",
 			body:       `{"inputs":[{"name":"x","shape":[1,4],"datatype":"INT64","data":[1,2,3,4]}]}`,
 			wantStatus: 200,
-			wantBody: `{"model_name":"iris","outputs":[
+			wantBody: `{"model_name":"iris","model_version":"1","outputs":[
 				{"name":"score","datatype":"FP32","shape":[1],"data":[10]},
 				{"name":"label","datatype":"INT64","shape":[1],"data":[1]}]}`},
 		{name: "infer versioned", method: "POST", path: "/v2/models/iris/versions/1/infer",
@@ -81,7 +82,7 @@ func TestServeHTTP(t *testing.T) {
 		{name: "infer requested outputs", method: "POST", path: "/v2/models/iris/infer",
 			body:       `{"inputs":[` + row4 + `],"outputs":[{"name":"score"}]}`,
 			wantStatus: 200,
-			wantBody:   `{"model_name":"iris","outputs":[{"name":"score","datatype":"FP32","shape":[1],"data":[10]}]}`},
+			wantBody:   `{"model_name":"iris","model_version":"1","outputs":[{"name":"score","datatype":"FP32","shape":[1],"data":[10]}]}`},
 
 		// Bad infer requests.
 		{name: "unknown model infer", method: "POST", path: "/v2/models/wine/infer", body: `{"inputs":[` + row4 + `]}`,
@@ -163,11 +164,11 @@ func TestServeHTTP(t *testing.T) {
 				panic("index out of range")
 			},
 			wantStatus: 500, wantError: []string{"index out of range"}},
-		{name: "engine output JSON cannot carry", method: "POST", path: "/v2/models/iris/infer", body: `{"inputs":[` + row4 + `]}`,
+		{name: "engine output not a tensor", method: "POST", path: "/v2/models/iris/infer", body: `{"inputs":[` + row4 + `]}`,
 			predict: func(context.Context, []oip.Tensor) ([]oip.Tensor, error) {
-				return []oip.Tensor{{Name: "score", Datatype: oip.FP64, Shape: []int64{1}, Data: []float64{nan()}}}, nil
+				return []oip.Tensor{{Name: "score", Datatype: oip.FP64, Shape: []int64{1}, Data: map[string]int{}}}, nil
 			},
-			wantStatus: 500, wantError: []string{"encoding the response"}},
+			wantStatus: 500, wantError: []string{"encoding the response", `output "score": data of type map[string]int`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -279,22 +280,62 @@ func (m *twoInputModel) Predict(ctx context.Context, in []oip.Tensor) ([]oip.Ten
 	return m.predict(ctx, in)
 }
 
-func TestAnyVersionWhenMetadataListsNone(t *testing.T) {
-	s := New("m", &fakeModel{width: 4}, Options{})
-	for _, path := range []string{"/v2/models/m/versions/3", "/v2/models/m/versions/3/ready"} {
-		rec := httptest.NewRecorder()
-		s.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
-		if rec.Code != 200 {
-			t.Errorf("GET %s = %d, want 200: %s", path, rec.Code, rec.Body)
-		}
+// TestVersions checks which /versions/{v} a replica serves: the registry
+// version it was given (Options.ModelVersion), which responses then report
+// even when the request names none; or, for a model given by path with no
+// version in its metadata, none at all.
+func TestVersions(t *testing.T) {
+	tests := []struct {
+		name        string
+		opts        Options
+		path        string
+		method      string
+		wantStatus  int
+		wantVersion string // model_version of an infer response
+		wantError   string
+	}{
+		{name: "registry version metadata", opts: Options{ModelVersion: "m:3"}, method: "GET", path: "/v2/models/m/versions/3", wantStatus: 200},
+		{name: "registry version ready", opts: Options{ModelVersion: "m:3"}, method: "GET", path: "/v2/models/m/versions/3/ready", wantStatus: 200},
+		{name: "registry version infer", opts: Options{ModelVersion: "m:3"}, method: "POST", path: "/v2/models/m/versions/3/infer", wantStatus: 200, wantVersion: "3"},
+		{name: "unversioned infer reports the version", opts: Options{ModelVersion: "m:3"}, method: "POST", path: "/v2/models/m/infer", wantStatus: 200, wantVersion: "3"},
+		{name: "other version infer", opts: Options{ModelVersion: "m:3"}, method: "POST", path: "/v2/models/m/versions/999/infer", wantStatus: 404,
+			wantError: `model "m" has no version "999": this replica serves version 3`},
+		{name: "other version metadata", opts: Options{ModelVersion: "m:3"}, method: "GET", path: "/v2/models/m/versions/2", wantStatus: 404, wantError: `no version "2"`},
+		{name: "path model has no versions", method: "POST", path: "/v2/models/m/versions/999/infer", wantStatus: 404,
+			wantError: "model given by path, which has no registry version"},
+		{name: "path model versioned ready", method: "GET", path: "/v2/models/m/versions/1/ready", wantStatus: 404, wantError: "no registry version"},
+		{name: "path model unversioned infer", method: "POST", path: "/v2/models/m/infer", wantStatus: 200},
 	}
-	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/models/m/versions/3/infer", strings.NewReader(`{"inputs":[`+row4+`]}`)))
-	var resp oip.InferResponse
-	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
-		t.Fatalf("status %d, body %s: %v", rec.Code, rec.Body, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New("m", &fakeModel{width: 4}, tt.opts)
+			rec := httptest.NewRecorder()
+			s.ServeHTTP(rec, httptest.NewRequest(tt.method, tt.path, strings.NewReader(`{"inputs":[`+row4+`]}`)))
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("%s %s = %d %s; want %d", tt.method, tt.path, rec.Code, rec.Body, tt.wantStatus)
+			}
+			if tt.wantError != "" {
+				var e oip.ErrorResponse
+				if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || !strings.Contains(e.Error, tt.wantError) {
+					t.Errorf("error = %s; want it to contain %q", rec.Body, tt.wantError)
+				}
+			}
+			if tt.method == "POST" && rec.Code == 200 {
+				var resp oip.InferResponse
+				if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+					t.Fatal(err)
+				}
+				if resp.ModelVersion != tt.wantVersion {
+					t.Errorf("model_version = %q; want %q", resp.ModelVersion, tt.wantVersion)
+				}
+			}
+		})
 	}
-	if resp.ModelVersion != "3" {
-		t.Errorf("model_version = %q, want the requested 3", resp.ModelVersion)
+	meta := New("m", &fakeModel{width: 4}, Options{ModelVersion: "diabetes:3"}).meta
+	if !slices.Equal(meta.Versions, []string{"3"}) {
+		t.Errorf("metadata versions = %v; want [3]", meta.Versions)
+	}
+	if got := New("m", &fakeModel{width: 4}, Options{ModelVersion: "diabetes:3"}).Info().ModelVersion; got != "diabetes:3" {
+		t.Errorf("replica info model version = %q; want diabetes:3", got)
 	}
 }

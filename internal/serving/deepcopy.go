@@ -1,5 +1,7 @@
 package serving
 
+import "github.com/ebb-ml/ebb/internal/oip"
+
 // Deep copies of the types that hold time.Time, which controller-gen cannot
 // copy; the rest are in zz_generated.deepcopy.go.
 
@@ -10,11 +12,24 @@ func (s *Status) DeepCopyInto(out *Status) {
 		t := *s.LastScaleTime
 		out.LastScaleTime = &t
 	}
+	if m := s.Metadata; m != nil {
+		c := *m
+		c.Versions = append([]string(nil), m.Versions...)
+		c.Inputs = copyTensors(m.Inputs)
+		c.Outputs = copyTensors(m.Outputs)
+		out.Metadata = &c
+	}
 	if s.ReplicaStatuses != nil {
 		out.ReplicaStatuses = make([]ReplicaStatus, len(s.ReplicaStatuses))
 		for i := range s.ReplicaStatuses {
 			s.ReplicaStatuses[i].DeepCopyInto(&out.ReplicaStatuses[i])
 		}
+	}
+	if s.Ignored != nil {
+		out.Ignored = append([]string(nil), s.Ignored...)
+	}
+	if s.Traffic != nil {
+		out.Traffic = append([]TrafficStatus(nil), s.Traffic...)
 	}
 }
 
@@ -33,6 +48,12 @@ func (r *ReplicaStatus) DeepCopyInto(out *ReplicaStatus) {
 	*out = *r
 	if r.ColdStart != nil {
 		out.ColdStart = append([]Phase(nil), r.ColdStart...)
+		for i, ph := range r.ColdStart {
+			if ph.CacheHit != nil {
+				hit := *ph.CacheHit
+				out.ColdStart[i].CacheHit = &hit
+			}
+		}
 	}
 }
 
@@ -41,4 +62,16 @@ func (d *Deployment) DeepCopyInto(out *Deployment) {
 	*out = *d
 	d.Spec.DeepCopyInto(&out.Spec)
 	d.Status.DeepCopyInto(&out.Status)
+}
+
+func copyTensors(ts []oip.TensorMetadata) []oip.TensorMetadata {
+	if ts == nil {
+		return nil
+	}
+	out := make([]oip.TensorMetadata, len(ts))
+	for i, t := range ts {
+		out[i] = t
+		out[i].Shape = append([]int64(nil), t.Shape...)
+	}
+	return out
 }

@@ -2,6 +2,8 @@ package serving
 
 import (
 	"time"
+
+	"github.com/ebb-ml/ebb/internal/oip"
 )
 
 // Deployment is one served model: what the user asked for (Spec) and what
@@ -42,36 +44,70 @@ type Spec struct {
 	// ebb does not start; each replica fronts it.
 	// +optional
 	URL string `json:"url,omitempty"`
+	// UpstreamModel is, for engine http, the name the server behind
+	// (Command or URL) knows the model by: requests for this deployment
+	// reach it under that name (/v2/models/{upstreamModel}/..., or the
+	// "model" field of an OpenAI request). Default: the deployment's name.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	UpstreamModel string `json:"upstreamModel,omitempty"`
+	// Protocol is, for engine http, the API the server behind speaks: oip
+	// (the Open Inference Protocol v2, the default) or openai (the OpenAI
+	// API of vLLM, TGI, llama.cpp and the like: the gateway serves it at
+	// /openai/v1/... and routes by the request's "model" field).
+	// +optional
+	// +kubebuilder:validation:Enum=oip;openai
+	Protocol string `json:"protocol,omitempty"`
 	// Env is added to every replica's environment.
 	// +optional
 	Env map[string]string `json:"env,omitempty"`
 	// Scaling is the autoscaling policy.
 	// +optional
 	Scaling Scaling `json:"scaling"`
+	// Replicas, when set, pins the deployment at exactly this many
+	// replicas whatever the demand: the autoscaler and its min..max range
+	// step aside. 0 scales the deployment to zero for good: requests get
+	// 503 and do not start a replica. `ebb scale NAME --replicas N` and
+	// `kubectl scale` set it; removing it (`ebb scale NAME --auto`, or null
+	// in a merge patch) returns the deployment to autoscaling.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Replicas *int32 `json:"replicas,omitempty"`
+	// Template holds the settings of each replica pod in a cluster; `ebb
+	// up` applies its resource limits to replica processes and reports
+	// the rest in status.ignored.
+	// +optional
+	Template Template `json:"template,omitzero"`
+	// ColdStart holds the options that trade idle cost for cold-start time
+	// in a cluster; `ebb up` reports them in status.ignored.
+	// +optional
+	ColdStart ColdStart `json:"coldStart,omitzero"`
+	// Traffic, when set, splits requests between several model versions
+	// by weight (a canary, an A/B test): each target runs replicas of its
+	// own and scales 0:N on its share. It lists every version served,
+	// spec.model (the primary) included; the weights sum to 100.
+	// +optional
+	// +listType=atomic
+	Traffic []TrafficTarget `json:"traffic,omitempty"`
 }
 
-// Batching is a dynamic batching policy with Triton's semantics: a batch is
-// sent as soon as it holds MaxBatchSize rows or one of PreferredBatchSizes,
-// otherwise when its oldest request has waited MaxQueueDelay.
-type Batching struct {
-	// +optional
-	MaxBatchSize int `json:"maxBatchSize"`
-	// +optional
-	PreferredBatchSizes []int `json:"preferredBatchSizes,omitempty"`
-	// +optional
-	MaxQueueDelay Duration `json:"maxQueueDelay"`
+// OpenAI reports whether the deployment's server speaks the OpenAI API
+// rather than OIP v2.
+func (s *Spec) OpenAI() bool { return s.Protocol == ProtocolOpenAI }
+
+// Pinned reports whether the spec pins the replica count, and at what.
+func (s *Spec) Pinned() (int32, bool) {
+	if s.Replicas == nil {
+		return 0, false
+	}
+	return max(*s.Replicas, 0), true
 }
 
-// Python says which user class serves the model: it has load(path) and
-// predict(inputs).
-type Python struct {
-	// Class is "FILE.py:ClassName" (FILE relative to the model's
-	// directory, or absolute) or "module:ClassName".
-	// +optional
-	Class string `json:"class"`
-	// Interpreter is the Python to run; default /usr/bin/python3.
-	// +optional
-	Interpreter string `json:"interpreter,omitempty"`
+// ScaledToZero reports whether the owner pinned the deployment at zero
+// replicas: requests fail at once and start nothing.
+func (s *Spec) ScaledToZero() bool {
+	n, ok := s.Pinned()
+	return ok && n == 0
 }
 
 // Scaling is a deployment's autoscaling policy. The autoscaler keeps the
@@ -116,6 +152,11 @@ type Status struct {
 	// empty when the spec names an artifact path.
 	// +optional
 	ModelVersion string `json:"modelVersion,omitempty"`
+	// Metadata is the OIP v2 model metadata of ModelVersion, from its
+	// registry signature: gateways answer GET /v2/models/{name} from it
+	// while the deployment is at zero, without waking it.
+	// +optional
+	Metadata *oip.ModelMetadata `json:"metadata,omitempty"`
 	// Failure, when set, says why replicas cannot start (the model does not
 	// load or resolve) while none is ready; requests fail fast with it.
 	// +optional
@@ -132,6 +173,16 @@ type Status struct {
 	// ReplicaStatuses lists every replica with its cold-start phases.
 	// +optional
 	ReplicaStatuses []ReplicaStatus `json:"replicaStatuses,omitempty"`
+	// Traffic lists, for a deployment that splits its traffic
+	// (spec.traffic), each target with its own replica counts; Replicas,
+	// ReadyReplicas and DesiredReplicas above count all targets together.
+	// +optional
+	Traffic []TrafficStatus `json:"traffic,omitempty"`
+	// Ignored lists the spec fields this home accepts but cannot honour,
+	// each with the reason ("template.nodeSelector: no nodes to select on
+	// one machine"). Only `ebb up` ignores any; a cluster honours them all.
+	// +optional
+	Ignored []string `json:"ignored,omitempty"`
 }
 
 // Replica states.
@@ -159,23 +210,7 @@ type ReplicaStatus struct {
 	// ModelVersion is the registry version this replica serves, if any.
 	ModelVersion string `json:"modelVersion,omitempty"`
 	Message      string `json:"message,omitempty"`
-}
-
-// Cold-start phase names, in the order they happen.
-const (
-	PhaseProcessStarted = "process_started" // scheduled until the process runs
-	PhaseModelLoaded    = "model_loaded"    // process running until the model is in memory
-	PhaseReady          = "ready"           // model loaded until the replica receives traffic
-)
-
-// Phase is one step of a cold start: it ended at At and took Duration.
-//
-// +kubebuilder:object:generate=false
-type Phase struct {
-	Name string `json:"name"`
-	// +kubebuilder:validation:Schemaless
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Format=date-time
-	At       time.Time `json:"at"`
-	Duration Duration  `json:"duration"`
+	// Track is the tag of the traffic target the replica serves, for a
+	// deployment that splits its traffic; empty for the primary's.
+	Track string `json:"track,omitempty"`
 }

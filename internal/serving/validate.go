@@ -3,9 +3,11 @@ package serving
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
+	"unicode"
+
+	"github.com/ebb-ml/ebb/internal/serving/core"
 )
 
 // Defaults applied by Default to fields left zero.
@@ -19,10 +21,17 @@ const (
 	DefaultPanicThreshold     = 200
 )
 
+// MaxReplicasLimit bounds spec.scaling.maxReplicas, spec.replicas and
+// spec.coldStart.warmPool: a larger count is a typo or abuse, never a
+// deployment one control loop can run (ebb up also caps the replicas of the
+// whole host with --max-replicas-total).
+const MaxReplicasLimit = 1000
+
+// MaxPythonWorkers bounds spec.python.workers (engine/python.MaxWorkers).
+const MaxPythonWorkers = 64
+
 // Engines lists the engine names a Spec may use.
 var Engines = []string{"trees", "onnx", "python", "http", "echo"}
-
-var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // FieldError is a validation failure on one field of a deployment.
 type FieldError struct {
@@ -52,7 +61,7 @@ func ValidateName(name string) error {
 	if name == "" {
 		return &FieldError{"name", "is required"}
 	}
-	if len(name) > 63 || !nameRE.MatchString(name) {
+	if !core.ValidName(name) {
 		return &FieldError{"name", fmt.Sprintf("%q must be at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit", name)}
 	}
 	return nil
@@ -117,6 +126,9 @@ func (s *Spec) validate() []*FieldError {
 		} else if !strings.Contains(s.Python.Class, ":") {
 			add("spec.python.class", `%q must be "FILE.py:ClassName" or "module:ClassName"`, s.Python.Class)
 		}
+		if s.Python != nil && (s.Python.Workers < 0 || s.Python.Workers > MaxPythonWorkers) {
+			add("spec.python.workers", "%d is out of range: give 1 to %d worker processes per replica (0 or none means 1)", s.Python.Workers, MaxPythonWorkers)
+		}
 	case "http":
 		if (len(s.Command) == 0) == (s.URL == "") {
 			add("spec", "engine http needs exactly one of command (an OIP v2 server started with $PORT) or url (a running one)")
@@ -131,6 +143,8 @@ func (s *Spec) validate() []*FieldError {
 	if s.Engine != "http" && (len(s.Command) > 0 || s.URL != "") {
 		add("spec", "command and url are only for engine http, not %q", s.Engine)
 	}
+	errs = append(errs, s.validateUpstream()...)
+	errs = append(errs, s.validateTraffic()...)
 	for k := range s.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			add("spec.env", "%q is not a valid environment variable name", k)
@@ -157,12 +171,24 @@ func (s *Spec) validate() []*FieldError {
 	if !known {
 		add("spec.engine", "unknown engine %q: use one of %s", s.Engine, strings.Join(Engines, ", "))
 	}
+	if s.Replicas != nil && *s.Replicas < 0 {
+		add("spec.replicas", "must be 0 or more, got %d: remove it to autoscale", *s.Replicas)
+	} else if s.Replicas != nil && *s.Replicas > MaxReplicasLimit {
+		add("spec.replicas", "must be at most %d, got %d", MaxReplicasLimit, *s.Replicas)
+	}
+	if s.ColdStart.WarmPool < 0 {
+		add("spec.coldStart.warmPool", "must be 0 or more, got %d", s.ColdStart.WarmPool)
+	} else if s.ColdStart.WarmPool > MaxReplicasLimit {
+		add("spec.coldStart.warmPool", "must be at most %d, got %d", MaxReplicasLimit, s.ColdStart.WarmPool)
+	}
 	sc := s.Scaling
 	if sc.MinReplicas < 0 {
 		add("spec.scaling.minReplicas", "must be 0 or more, got %d", sc.MinReplicas)
 	}
 	if sc.MaxReplicas < 1 {
 		add("spec.scaling.maxReplicas", "must be at least 1, got %d", sc.MaxReplicas)
+	} else if sc.MaxReplicas > MaxReplicasLimit {
+		add("spec.scaling.maxReplicas", "must be at most %d, got %d: ask for what one deployment can use", MaxReplicasLimit, sc.MaxReplicas)
 	}
 	if sc.MinReplicas > sc.MaxReplicas {
 		add("spec.scaling", "minReplicas (%d) must not exceed maxReplicas (%d)", sc.MinReplicas, sc.MaxReplicas)
@@ -181,6 +207,43 @@ func (s *Spec) validate() []*FieldError {
 	}
 	if sc.PanicThreshold <= 100 {
 		add("spec.scaling.panicThresholdPercent", "must be above 100, got %g", sc.PanicThreshold)
+	}
+	return errs
+}
+
+// maxUpstreamModel bounds spec.upstreamModel.
+const maxUpstreamModel = 256
+
+// validateUpstream checks the fields that say how engine http reaches the
+// server behind it: upstreamModel and protocol.
+func (s *Spec) validateUpstream() []*FieldError {
+	var errs []*FieldError
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{field, fmt.Sprintf(format, args...)})
+	}
+	switch s.Protocol {
+	case "", ProtocolOIP:
+	case ProtocolOpenAI:
+		if s.Engine != "http" {
+			add("spec.protocol", "openai is only for engine http (a server such as vLLM started with command, or at url), not %q", s.Engine)
+		}
+	default:
+		add("spec.protocol", "unknown protocol %q: use oip (the default) or openai", s.Protocol)
+	}
+	if s.Protocol == ProtocolOIP && s.Engine != "http" {
+		add("spec.protocol", "is only for engine http, not %q: remove it", s.Engine)
+	}
+	if m := s.UpstreamModel; m != "" {
+		switch {
+		case s.Engine != "http":
+			add("spec.upstreamModel", "is only for engine http, not %q: remove it", s.Engine)
+		case len(m) > maxUpstreamModel:
+			add("spec.upstreamModel", "is %d bytes long; at most %d are allowed", len(m), maxUpstreamModel)
+		case strings.TrimSpace(m) != m || strings.ContainsFunc(m, unicode.IsControl):
+			add("spec.upstreamModel", "%q has spaces around it or control characters: give the model name the server behind uses", m)
+		case s.Protocol != ProtocolOpenAI && (strings.Contains(m, "/") || m == "." || m == ".."):
+			add("spec.upstreamModel", "%q cannot name an OIP v2 model (it goes in the path /v2/models/{name}): drop the '/'", m)
+		}
 	}
 	return errs
 }

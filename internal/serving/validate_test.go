@@ -35,6 +35,9 @@ func TestValidate(t *testing.T) {
 		{name: "python needs a class", change: func(d *Deployment) { d.Spec.Engine = "python" }, want: []string{"spec.python.class: is required"}},
 		{name: "python class form", change: func(d *Deployment) { d.Spec.Engine, d.Spec.Python = "python", &Python{Class: "model.py"} }, want: []string{`"model.py" must be`}},
 		{name: "python ok", change: func(d *Deployment) { d.Spec.Engine, d.Spec.Python = "python", &Python{Class: "model.py:Model"} }},
+		{name: "python workers", change: func(d *Deployment) { d.Spec.Engine, d.Spec.Python = "python", &Python{Class: "m.py:M", Workers: 4} }},
+		{name: "python too many workers", change: func(d *Deployment) { d.Spec.Engine, d.Spec.Python = "python", &Python{Class: "m.py:M", Workers: 65} }, want: []string{"spec.python.workers: 65 is out of range"}},
+		{name: "python negative workers", change: func(d *Deployment) { d.Spec.Engine, d.Spec.Python = "python", &Python{Class: "m.py:M", Workers: -1} }, want: []string{"spec.python.workers: -1 is out of range"}},
 		{name: "http needs command or url", change: func(d *Deployment) { d.Spec.Engine = "http" }, want: []string{"exactly one of command"}},
 		{name: "http both", change: func(d *Deployment) {
 			d.Spec.Engine, d.Spec.Command, d.Spec.URL = "http", []string{"srv"}, "http://127.0.0.1:1"
@@ -45,6 +48,39 @@ func TestValidate(t *testing.T) {
 		{name: "batching bounds", change: func(d *Deployment) {
 			d.Spec.Batching = &Batching{MaxBatchSize: 8, PreferredBatchSizes: []int{4, 16}, MaxQueueDelay: D(-time.Millisecond)}
 		}, want: []string{"16 is outside 1..maxBatchSize (8)", "maxQueueDelay: must be between 0 and 10s"}},
+		// Hostile input (issue 10): replica counts no host can run.
+		{name: "maxReplicas abuse", change: func(d *Deployment) {
+			d.Spec.Scaling.MinReplicas, d.Spec.Scaling.MaxReplicas = 40, 1000000000
+		}, want: []string{"spec.scaling.maxReplicas: must be at most 1000, got 1000000000"}},
+		{name: "minReplicas above max", change: func(d *Deployment) { d.Spec.Scaling.MinReplicas = 40 }, want: []string{"minReplicas (40) must not exceed maxReplicas (4)"}},
+		{name: "maxReplicas at the bound", change: func(d *Deployment) { d.Spec.Scaling.MaxReplicas = MaxReplicasLimit }},
+		{name: "pinned replicas abuse", change: func(d *Deployment) { n := int32(5000); d.Spec.Replicas = &n }, want: []string{"spec.replicas: must be at most 1000"}},
+		{name: "warm pool abuse", change: func(d *Deployment) { d.Spec.ColdStart.WarmPool = 1 << 30 }, want: []string{"spec.coldStart.warmPool: must be at most 1000"}},
+		{name: "http upstream model", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Model, d.Spec.Command, d.Spec.UpstreamModel = "http", "", []string{"srv"}, "resnet50_onnx"
+		}},
+		{name: "openai", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Model, d.Spec.Command, d.Spec.Protocol = "http", "", []string{"vllm", "serve"}, ProtocolOpenAI
+			d.Spec.UpstreamModel = "meta-llama/Llama-3.1-8B-Instruct"
+		}},
+		{name: "oip named", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Model, d.Spec.URL, d.Spec.Protocol = "http", "", "http://127.0.0.1:1", ProtocolOIP
+		}},
+		{name: "openai on trees", change: func(d *Deployment) { d.Spec.Protocol = ProtocolOpenAI }, want: []string{"spec.protocol: openai is only for engine http"}},
+		{name: "oip named on trees", change: func(d *Deployment) { d.Spec.Protocol = ProtocolOIP }, want: []string{"spec.protocol: is only for engine http"}},
+		{name: "unknown protocol", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Command, d.Spec.Protocol = "http", []string{"srv"}, "grpc"
+		}, want: []string{`unknown protocol "grpc": use oip (the default) or openai`}},
+		{name: "upstream model on onnx", change: func(d *Deployment) { d.Spec.UpstreamModel = "x" }, want: []string{"spec.upstreamModel: is only for engine http"}},
+		{name: "upstream model with a slash for oip", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Command, d.Spec.UpstreamModel = "http", []string{"srv"}, "org/model"
+		}, want: []string{`"org/model" cannot name an OIP v2 model`}},
+		{name: "upstream model with a newline", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Command, d.Spec.UpstreamModel = "http", []string{"srv"}, "a\nb"
+		}, want: []string{"control characters"}},
+		{name: "upstream model too long", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Command, d.Spec.UpstreamModel = "http", []string{"srv"}, strings.Repeat("m", 300)
+		}, want: []string{"300 bytes long; at most 256"}},
 		{name: "bad env name", change: func(d *Deployment) { d.Spec.Env = map[string]string{"A=B": "x"} }, want: []string{`"A=B" is not a valid environment variable name`}},
 	}
 	for _, tt := range tests {

@@ -49,7 +49,9 @@ type Recorder struct {
 }
 
 // Begin records that a request arrived at now. Every Begin must be matched
-// by one End. Requests held while a deployment is cold count from arrival.
+// by one End. The gateway begins a request once its body is in (a body
+// trickling in is no load for the autoscaler); requests held while a
+// deployment is cold count from then.
 func (r *Recorder) Begin(now time.Time) {
 	r.mu.Lock()
 	r.advanceLocked(now)

@@ -1,6 +1,7 @@
 // Package store defines the errors every store implementation returns, so
 // callers can tell "not found" from "already exists" from a failure, whatever
-// database sits behind. Implementations live in sub-packages (store/sqlite).
+// database sits behind. The SQL implementation is store/sqlstore, which
+// store/sqlite and store/postgres open.
 package store
 
 import (
@@ -19,6 +20,10 @@ var (
 	ErrExists = errors.New("already exists")
 	// ErrConflict means the record changed since it was read.
 	ErrConflict = errors.New("conflict")
+	// ErrUnavailable means the store cannot be reached; the request
+	// changed nothing and may be retried. Errors wrapping it name the
+	// store (e.g. "PostgreSQL at db:5432", "the Kubernetes API server").
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // ApplyUpdate is the rule every store's UpdateDeployment follows, inside its
@@ -49,3 +54,37 @@ func ApplyUpdate(old serving.Deployment, fn func(*serving.Deployment) error, now
 	}
 	return out, spec, nil, nil
 }
+
+// A Rollout is the record of one progressive rollout (a canary) or one
+// shadow-traffic run of a deployment, kept so that it survives a restart of
+// whoever drives it. The store knows nothing of rollouts' logic: Spec and
+// State are opaque JSON to it, and a database may reformat them (sort keys,
+// change spacing) without changing what they mean.
+type Rollout struct {
+	// ID names the rollout uniquely. CreateRollout makes one when it is
+	// empty: "<deployment>-<kind>-<unix nanoseconds>".
+	ID         string
+	Deployment string
+	// Kind is what the rollout does: "canary" or "shadow". At most one
+	// rollout of each kind is active per deployment.
+	Kind string
+	// Active is true until the rollout finishes (succeeds, is rolled back,
+	// aborted or done).
+	Active bool
+	// Spec is what the user asked for, as JSON; State is where the rollout
+	// is (phase, weight, measurements...). Empty stands for JSON null.
+	Spec  json.RawMessage
+	State json.RawMessage
+	// Revision is 1 when created and increases by one with every update,
+	// for optimistic concurrency: an update's fn may refuse (with
+	// ErrConflict) a record whose Revision is not the one it read.
+	Revision  int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Rollout kinds.
+const (
+	RolloutCanary = "canary"
+	RolloutShadow = "shadow"
+)

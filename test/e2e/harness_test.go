@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/ebb-ml/ebb/internal/ebbtest"
+	"github.com/ebb-ml/ebb/internal/engine/httpproxy/openaitest"
+	"github.com/ebb-ml/ebb/internal/kubetest"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -22,7 +25,26 @@ import (
 // ebbBin is the ebb binary built once for the package.
 var ebbBin string
 
-func TestMain(m *testing.M) { ebbtest.Main(m, &ebbBin) }
+// TestMain builds ebb, and ebb-cluster and ebb-replica beside it, once (as
+// make build does, so ebb up runs its replicas with the lean binary); the
+// cluster tests run them as the chart's pods (ebb-cluster) and the replica
+// pods on the test cluster (internal/kubetest), which starts on first use.
+func TestMain(m *testing.M) {
+	openaitest.MainIfChild() // the OpenAI server of openai_test.go
+	dir, err := os.MkdirTemp("", "ebbtest")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if ebbBin, err = ebbtest.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(2)
+	}
+	code := kubetest.Run(m, kubetest.Options{EbbBinary: ebbBin})
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 // ebbProc is one running `ebb up`.
 type ebbProc struct {
@@ -30,8 +52,10 @@ type ebbProc struct {
 	cmd  *exec.Cmd
 	base string
 	log  string
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit error, set before done is closed
+	// token is the admin token ebb up wrote to its data dir; do sends it.
+	token string
+	done  chan struct{} // closed when the process has exited
+	err   error         // its exit error, set before done is closed
 }
 
 func freeAddr(t *testing.T) string {
@@ -56,7 +80,12 @@ func startEbb(t *testing.T, addr, dataDir string, extra ...string) *ebbProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(ebbBin, append([]string{"up", "--addr", addr, "--data-dir", dataDir, "--drain-timeout", "10s"}, extra...)...)
+	// The tests deploy the repository's examples: let ebb up read them.
+	examples, err := filepath.Abs("../../examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(ebbBin, append([]string{"up", "--addr", addr, "--data-dir", dataDir, "--drain-timeout", "10s", "--model-roots", examples}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -86,6 +115,7 @@ func startEbb(t *testing.T, addr, dataDir string, extra ...string) *ebbProc {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				p.token = adminToken(t, dataDir)
 				return p
 			}
 		}
@@ -100,6 +130,16 @@ func startEbb(t *testing.T, addr, dataDir string, extra ...string) *ebbProc {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// adminToken reads the admin token ebb up keeps in its data dir.
+func adminToken(t *testing.T, dataDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatalf("ebb up wrote no admin token: %v", err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func tail(b []byte, n int) []byte {
@@ -147,12 +187,16 @@ func (p *ebbProc) do(method, path string, body any, out any) int {
 		p.t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+p.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		p.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 400 {
+		p.t.Logf("%s %s = %d %s", method, path, resp.StatusCode, tail(b, 2000))
+	}
 	if out != nil && len(b) > 0 {
 		if err := json.Unmarshal(b, out); err != nil {
 			p.t.Fatalf("%s %s: decode %s: %v", method, path, b, err)

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,7 +16,7 @@ import (
 // ebbCLI runs the ebb CLI against p and returns its combined output.
 func (p *ebbProc) cli(args ...string) string {
 	p.t.Helper()
-	cmd := exec.Command(ebbBin, append(args, "--server", p.base)...)
+	cmd := exec.Command(ebbBin, append(args, "--server", p.base, "--token", p.token)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		p.t.Fatalf("ebb %v: %v\n%s", args, err, out)
@@ -57,39 +56,27 @@ func TestAliasMoveRollsDeployment(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var sent, failed, sawV1, sawV2, v1AfterSwitch atomic.Int32
+	var failed, sawV1, sawV2, v1AfterSwitch atomic.Int32
 	var switched atomic.Bool
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Go(func() {
-			for i := w; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				k := rows[i%len(rows)]
-				got, code, body, err := infer(ctx, p.base, v1.Rows[k])
-				sent.Add(1)
-				switch {
-				case err != nil || code != http.StatusOK:
-					failed.Add(1)
-					t.Errorf("request failed during the rollout: %d %v %s", code, err, body)
-				case near(got, v1.Predictions[k]):
-					sawV1.Add(1)
-					if switched.Load() {
-						v1AfterSwitch.Add(1)
-					}
-				case near(got, v2.Predictions[k]):
-					sawV2.Add(1)
-				default:
-					failed.Add(1)
-					t.Errorf("row %d: prediction %v is neither v1's %v nor v2's %v", k, got, v1.Predictions[k], v2.Predictions[k])
-				}
+	stop := load(4, func(i int) {
+		k := rows[i%len(rows)]
+		got, code, body, err := infer(ctx, p.base, v1.Rows[k])
+		switch {
+		case err != nil || code != http.StatusOK:
+			failed.Add(1)
+			t.Errorf("request failed during the rollout: %d %v %s", code, err, body)
+		case near(got, v1.Predictions[k]):
+			sawV1.Add(1)
+			if switched.Load() {
+				v1AfterSwitch.Add(1)
 			}
-		})
-	}
+		case near(got, v2.Predictions[k]):
+			sawV2.Add(1)
+		default:
+			failed.Add(1)
+			t.Errorf("row %d: prediction %v is neither v1's %v nor v2's %v", k, got, v1.Predictions[k], v2.Predictions[k])
+		}
+	})
 	time.Sleep(300 * time.Millisecond)
 	p.cli("models", "push", model2, "--name", "diabetes")
 	p.cli("models", "alias", "diabetes", "champion", "2")
@@ -106,10 +93,9 @@ func TestAliasMoveRollsDeployment(t *testing.T) {
 	})
 	switched.Store(true)
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	sent := stop()
 
-	t.Logf("%d requests: %d answered by v1, %d by v2, %d failed", sent.Load(), sawV1.Load(), sawV2.Load(), failed.Load())
+	t.Logf("%d requests: %d answered by v1, %d by v2, %d failed", sent, sawV1.Load(), sawV2.Load(), failed.Load())
 	if failed.Load() > 0 {
 		t.Fatalf("%d requests failed during the alias move", failed.Load())
 	}

@@ -54,6 +54,8 @@ func registry() (*harness.Registry, error) {
 		scenarios.Routing{},
 		scenarios.Batching{},
 		scenarios.RegistryScale{},
+		scenarios.PythonEngine{},
+		scenarios.Memory{},
 	} {
 		if err := r.Register(s); err != nil {
 			return nil, err
@@ -82,17 +84,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	wd, err := os.Getwd()
+	root, outDir, err := harness.Locate(*out)
 	if err != nil {
 		return err
 	}
-	root, err := harness.FindRoot(wd)
-	if err != nil {
-		return err
-	}
-	if *out == "" {
-		*out = filepath.Join(root, "bench")
-	}
+	*out = outDir
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -181,16 +177,11 @@ func run() error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted; nothing written: %w", ctx.Err())
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	md, js, err := harness.Write(report, *out, "RESULTS.md", "results.json")
+	if err != nil {
 		return err
 	}
-	if err := report.WriteMarkdown(filepath.Join(*out, "RESULTS.md")); err != nil {
-		return err
-	}
-	if err := report.WriteJSON(filepath.Join(*out, "results.json")); err != nil {
-		return err
-	}
-	env.Logf("wrote %s and %s in %.0f s", filepath.Join(*out, "RESULTS.md"), filepath.Join(*out, "results.json"), report.Seconds)
+	env.Logf("wrote %s and %s in %.0f s", md, js, report.Seconds)
 	if failed > 0 {
 		return fmt.Errorf("%d scenario(s) failed; see RESULTS.md", failed)
 	}

@@ -1,9 +1,10 @@
-// Command refproxy is a minimal Go reverse proxy (net/http/httputil with a
-// kept-alive transport) that the proxy-overhead benchmark runs as a
-// reference point: what Go's standard library costs before ebb adds
-// routing, holding, balancing, stats and metrics. It is not a peer.
+// Command refproxy is a minimal Go reverse proxy that the proxy-overhead
+// benchmark runs as a reference point: what a Go HTTP stack costs before
+// ebb adds routing, holding, balancing, stats and metrics. It is not a
+// peer. -impl picks the stack: net/http's httputil.ReverseProxy with a
+// kept-alive transport (default), or fasthttp's server and HostClient.
 //
-//	refproxy -listen 127.0.0.1:9000 -upstream http://127.0.0.1:9001
+//	refproxy -listen 127.0.0.1:9000 -upstream http://127.0.0.1:9001 [-impl fasthttp]
 package main
 
 import (
@@ -14,16 +15,30 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	upstream := flag.String("upstream", "", "base URL of the server to proxy to")
+	impl := flag.String("impl", "nethttp", "nethttp (httputil.ReverseProxy) or fasthttp")
 	flag.Parse()
 	u, err := url.Parse(*upstream)
 	if err != nil || u.Host == "" {
 		log.Fatalf("refproxy: -upstream must be a base URL such as http://127.0.0.1:9001, got %q", *upstream)
 	}
+	switch *impl {
+	case "nethttp":
+		log.Fatal(serveNetHTTP(*listen, u))
+	case "fasthttp":
+		log.Fatal(serveFastHTTP(*listen, u))
+	default:
+		log.Fatalf("refproxy: -impl must be nethttp or fasthttp, got %q", *impl)
+	}
+}
+
+func serveNetHTTP(listen string, u *url.URL) error {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -34,6 +49,22 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v2/health/ready", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.Handle("/", rp)
-	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	log.Fatal(srv.ListenAndServe())
+	srv := &http.Server{Addr: listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return srv.ListenAndServe()
+}
+
+func serveFastHTTP(listen string, u *url.URL) error {
+	hc := &fasthttp.HostClient{Addr: u.Host, MaxConns: 1024, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	srv := &fasthttp.Server{
+		ReadTimeout: 30 * time.Second,
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			if string(ctx.Path()) == "/v2/health/ready" {
+				return
+			}
+			if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
+				ctx.Error(err.Error(), fasthttp.StatusBadGateway)
+			}
+		},
+	}
+	return srv.ListenAndServe(listen)
 }

@@ -11,11 +11,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/oip"
 )
+
+// maxSignatureBytes bounds the signature file Load reads.
+const maxSignatureBytes = 1 << 20
 
 // Model echoes its inputs.
 type Model struct {
@@ -32,7 +34,7 @@ func Load(path string) (*Model, error) {
 		Inputs:   []oip.TensorMetadata{{Name: "input", Datatype: oip.FP32, Shape: []int64{-1, -1}}},
 	}}
 	if path != "" {
-		b, err := os.ReadFile(path)
+		b, err := engine.ReadModelFile(path, maxSignatureBytes)
 		if err != nil {
 			return nil, fmt.Errorf("echo model %s: %w", path, err)
 		}

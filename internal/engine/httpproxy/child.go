@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os/exec"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -57,46 +55,6 @@ func (c *child) exitError() *ExitError {
 		msg += ": " + c.err.Error() // e.g. its output could not be copied
 	}
 	return &ExitError{Code: code, Msg: msg}
-}
-
-// tailBuffer keeps the last lines written to it, for error messages.
-type tailBuffer struct {
-	maxLines, maxBytes int
-
-	// mu guards buf.
-	mu  sync.Mutex
-	buf []byte
-}
-
-func newTailBuffer(maxLines, maxBytes int) *tailBuffer {
-	return &tailBuffer{maxLines: maxLines, maxBytes: maxBytes}
-}
-
-// Write keeps the end of p; it never fails.
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - 2*t.maxBytes; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-// String returns at most maxLines of the last maxBytes written.
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	b := t.buf
-	if len(b) > t.maxBytes {
-		b = b[len(b)-t.maxBytes:]
-	}
-	s := string(bytes.TrimRight(b, "\n"))
-	t.mu.Unlock()
-	lines := strings.Split(s, "\n")
-	if len(lines) > t.maxLines {
-		lines = lines[len(lines)-t.maxLines:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func jsonMarshal(v any) ([]byte, error) {

@@ -1,9 +1,24 @@
-// Package httpproxy makes any server that speaks OIP v2 over HTTP an ebb
-// replica: Triton, MLServer, vLLM, a user's own server. A Replica either
-// starts the server's command with $PORT set to a free loopback port, or
-// fronts a server already running at a URL; it waits until the server
-// answers GET /v2/health/ready with 200, then reverse-proxies every request
-// from its own listener to the server, answering /ebb/v1/replica itself.
+// Package httpproxy makes any model server an ebb replica: Triton,
+// MLServer, a user's own OIP v2 server, or an LLM server that speaks the
+// OpenAI API (vLLM, TGI, llama.cpp). A Replica either starts the server's
+// command with $PORT set to a free loopback port, or fronts a server already
+// running at a URL; it waits until the server answers ready (GET
+// /v2/health/ready, or GET /v1/models for the OpenAI API), then serves on
+// its own listener, answering /ebb/v1/replica itself.
+//
+// For an OIP v2 server (Options.Protocol "oip", the default) the replica
+// reverse-proxies REST, and answers the OIP v2 gRPC API on the same port by
+// translating each call to the server's REST API (grpc.go): clients and the
+// gateway reach every engine over gRPC, whatever the server behind speaks.
+// The deployment's name maps to the server's model name
+// (Options.UpstreamModel) in paths, and back in the names of answers.
+//
+// For an OpenAI server (Options.Protocol "openai") the replica passes
+// /v1/... through unchanged and unbuffered: server-sent events reach the
+// gateway as the server writes them. Only the request's "model" field is
+// rewritten when the server knows the model by another name. The replica
+// answers its own health checks; OIP v2 requests are refused with a 404
+// that says where the API lives.
 //
 // When its context ends (the replica got SIGTERM) it reports not ready,
 // drains the proxy, then stops the command: SIGTERM to its process group,
@@ -19,7 +34,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -30,8 +44,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/server"
+	"github.com/ebb-ml/ebb/internal/serving/core"
+	"github.com/ebb-ml/ebb/internal/tailbuf"
 )
 
 // Defaults for Options fields left zero.
@@ -40,6 +55,8 @@ const (
 	DefaultPollInterval = 100 * time.Millisecond
 	DefaultDrainTimeout = server.DefaultDrainTimeout
 	DefaultStopTimeout  = 10 * time.Second
+	// DefaultMaxRequestBytes is the gateway's default body limit.
+	DefaultMaxRequestBytes = 64 << 20
 )
 
 // Options configure a Replica. Exactly one of Command and Upstream is set.
@@ -54,6 +71,16 @@ type Options struct {
 	Dir string
 	// Upstream is the base URL of a running OIP v2 server to front.
 	Upstream string
+	// UpstreamModel is the name the server knows the model by; default
+	// Deployment.
+	UpstreamModel string
+	// Protocol is the API the server speaks: core.ProtocolOIP (also
+	// "") or core.ProtocolOpenAI.
+	Protocol string
+	// MaxRequestBytes bounds a gRPC request message, and an OpenAI
+	// request body whose model the replica renames; default
+	// DefaultMaxRequestBytes.
+	MaxRequestBytes int64
 
 	// ReplicaID and Deployment identify the replica at /ebb/v1/replica.
 	ReplicaID  string
@@ -78,6 +105,10 @@ type Options struct {
 	// OnReady, when set, is called once with the time the server answered
 	// ready (the model is loaded) and the time the proxy began accepting.
 	OnReady func(modelLoadedAt, readyAt time.Time)
+	// Secret, when set, must be sent in core.SecretHeader by every
+	// request but health checks and /ebb/v1/replica (401 otherwise); it
+	// is not passed on to the server behind.
+	Secret string
 }
 
 // ExitError reports that the command exited: before it was ready, or while
@@ -97,7 +128,7 @@ type Replica struct {
 	opts  Options
 	log   *slog.Logger
 	pid   int
-	tail  *tailBuffer
+	tail  *tailbuf.Buffer
 	ready atomic.Bool // false until the server is ready, and while draining
 
 	// mu guards the times reported at /ebb/v1/replica.
@@ -120,6 +151,19 @@ func New(opts Options) (*Replica, error) {
 			return nil, fmt.Errorf("engine http: upstream %q is not an http:// or https:// URL such as http://127.0.0.1:8000", opts.Upstream)
 		}
 	}
+	switch opts.Protocol {
+	case "", core.ProtocolOIP:
+		opts.Protocol = core.ProtocolOIP
+	case core.ProtocolOpenAI:
+	default:
+		return nil, fmt.Errorf("engine http: unknown protocol %q: use oip (an OIP v2 server) or openai (an OpenAI API server such as vLLM)", opts.Protocol)
+	}
+	if opts.UpstreamModel == "" {
+		opts.UpstreamModel = opts.Deployment
+	}
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = DefaultMaxRequestBytes
+	}
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = DefaultReadyTimeout
 	}
@@ -141,7 +185,7 @@ func New(opts Options) (*Replica, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Replica{opts: opts, log: opts.Logger, pid: os.Getpid(), tail: newTailBuffer(20, 4096)}, nil
+	return &Replica{opts: opts, log: opts.Logger, pid: os.Getpid(), tail: tailbuf.New(20, 4096)}, nil
 }
 
 // Run starts the command (or reaches the upstream), waits until it is ready,
@@ -185,7 +229,10 @@ func (r *Replica) startCommand() (*child, error) {
 	out := io.MultiWriter(r.opts.Output, r.tail)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own group, so stopping it reaches the processes it starts too;
-	// Pdeathsig, so it does not outlive a replica that is killed.
+	// Pdeathsig, so it does not outlive a replica that is killed. What it
+	// starts inherits the replica's marker, so when the replica is killed
+	// the process backend kills that as well
+	// (internal/replica/process/tree.go).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	// Output copying must not hang on a grandchild that keeps the pipe.
 	cmd.WaitDelay = time.Second
@@ -201,12 +248,24 @@ func (r *Replica) startCommand() (*child, error) {
 	return c, nil
 }
 
-// waitReady probes base's /v2/health/ready until it answers 200, the
-// command exits, ReadyTimeout passes, or ctx ends.
+// readyPath is where the server behind answers 200 once it serves: the OIP
+// v2 readiness check, or, for the OpenAI API, its model list (vLLM and TGI
+// serve it only once the model is loaded; llama.cpp answers 503 until then).
+func (r *Replica) readyPath() string {
+	if r.openAI() {
+		return "/v1/models"
+	}
+	return "/v2/health/ready"
+}
+
+func (r *Replica) openAI() bool { return r.opts.Protocol == core.ProtocolOpenAI }
+
+// waitReady probes base's readyPath until it answers 200, the command
+// exits, ReadyTimeout passes, or ctx ends.
 func (r *Replica) waitReady(ctx context.Context, base *url.URL, c *child) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.ReadyTimeout)
 	defer cancel()
-	probe := base.JoinPath("/v2/health/ready").String()
+	probe := base.JoinPath(r.readyPath()).String()
 	client := &http.Client{Timeout: 5 * time.Second}
 	var exited <-chan struct{}
 	if c != nil {
@@ -278,8 +337,17 @@ func (r *Replica) outputEnd() string {
 }
 
 func (r *Replica) serve(ctx context.Context, ln net.Listener, base *url.URL, c *child) error {
+	// HTTP/1 for REST, cleartext HTTP/2 (prior knowledge) for gRPC: the
+	// gateway dials replicas that way. Without it a gRPC call met an
+	// HTTP/1 answer to its preface, failed as Unavailable, and the
+	// gateway, taking the replica for dead, held the call until its
+	// deadline.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Handler:           r.handler(base),
+		Protocols:         &protocols,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
@@ -331,52 +399,6 @@ func (r *Replica) serve(ctx context.Context, ln net.Listener, base *url.URL, c *
 	return nil // Run's deferred stop ends the command
 }
 
-// handler answers /ebb/v1/replica, and readiness while draining, itself and
-// proxies everything else to base.
-func (r *Replica) handler(base *url.URL) http.Handler {
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = 256
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(base) // also sets Host to the upstream's
-			pr.SetXForwarded()
-		},
-		Transport:     transport,
-		FlushInterval: -1, // stream (server-sent events from LLM servers)
-		ErrorLog:      slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
-		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			if req.Context().Err() != nil {
-				return // the client is gone
-			}
-			r.log.Warn("upstream request failed", "path", req.URL.Path, "error", err)
-			writeError(w, http.StatusBadGateway, fmt.Sprintf("the model server behind this replica did not answer %s %s: %v", req.Method, req.URL.Path, err))
-		},
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		switch req.URL.Path {
-		case "/ebb/v1/replica":
-			if req.Method != http.MethodGet && req.Method != http.MethodHead {
-				w.Header().Set("Allow", http.MethodGet)
-				writeError(w, http.StatusMethodNotAllowed, "method "+req.Method+" not allowed on /ebb/v1/replica: use GET")
-				return
-			}
-			writeJSON(w, http.StatusOK, r.Info())
-			return
-		case "/v2/health/ready":
-			if !r.ready.Load() {
-				writeJSON(w, http.StatusServiceUnavailable, map[string]bool{"ready": false})
-				return
-			}
-		}
-		if !r.ready.Load() && strings.HasPrefix(req.URL.Path, "/v2/models/") && strings.HasSuffix(req.URL.Path, "/ready") {
-			// Draining: the server behind may still say ready.
-			writeError(w, http.StatusServiceUnavailable, "this replica is shutting down")
-			return
-		}
-		proxy.ServeHTTP(w, req)
-	})
-}
-
 // Info returns the replica's identity and startup times.
 func (r *Replica) Info() server.ReplicaInfo {
 	r.mu.Lock()
@@ -388,20 +410,6 @@ func (r *Replica) Info() server.ReplicaInfo {
 		ModelLoadedAt: r.modelLoadedAt,
 		ReadyAt:       r.readyAt,
 	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := jsonMarshal(v)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":"encoding the response failed"}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(b)
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, oip.ErrorResponse{Error: msg})
 }
 
 // freePort returns a loopback port that was free a moment ago. The command

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/engine/echo"
 	"github.com/ebb-ml/ebb/internal/engine/httpproxy"
+	"github.com/ebb-ml/ebb/internal/engine/httpproxy/openaitest"
 	"github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/replica/process"
 	"github.com/ebb-ml/ebb/internal/server"
@@ -29,7 +30,12 @@ import (
 // ebbBin is the ebb binary built once for the package's tests.
 var ebbBin string
 
-func TestMain(m *testing.M) { ebbtest.Main(m, &ebbBin) }
+// TestMain builds ebb once; started with openaitest.Env in its
+// environment, the test binary is the OpenAI test server instead.
+func TestMain(m *testing.M) {
+	openaitest.MainIfChild()
+	ebbtest.Main(m, &ebbBin)
+}
 
 // echoCommand is an OIP v2 server started with $PORT: ebb's own echo
 // replica, serving deployment. It writes its PID (the shell's, which exec
@@ -62,6 +68,18 @@ func testCtx(t *testing.T) context.Context {
 
 func call(t *testing.T, method, url, body string) (int, map[string]any) {
 	t.Helper()
+	return callWith(t, "", method, url, body)
+}
+
+// callReplica sends a request to a replica with its secret, as the
+// gateway does.
+func callReplica(t *testing.T, h replica.Handle, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	return callWith(t, h.Secret, method, h.Endpoint+path, body)
+}
+
+func callWith(t *testing.T, secret, method, url, body string) (int, map[string]any) {
+	t.Helper()
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
@@ -69,6 +87,9 @@ func call(t *testing.T, method, url, body string) (int, map[string]any) {
 	req, err := http.NewRequestWithContext(testCtx(t), method, url, r)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if secret != "" {
+		req.Header.Set(replica.SecretHeader, secret)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -131,7 +152,12 @@ func TestCommandThroughProcessBackend(t *testing.T) {
 	}
 	child := readPID(t, pidFile)
 
-	status, got := call(t, "POST", h.Endpoint+"/v2/models/echo-http/infer", echoRequest)
+	// Without the replica's secret, another user of the machine gets
+	// nothing from the model.
+	if status, _ := call(t, "POST", h.Endpoint+"/v2/models/echo-http/infer", echoRequest); status != http.StatusUnauthorized {
+		t.Errorf("infer without the replica's secret: %d; want 401", status)
+	}
+	status, got := callReplica(t, h, "POST", "/v2/models/echo-http/infer", echoRequest)
 	if status != 200 {
 		t.Fatalf("infer: %d %v", status, got)
 	}
@@ -143,7 +169,7 @@ func TestCommandThroughProcessBackend(t *testing.T) {
 	if status != 200 || info["id"] != "http-1" || info["pid"] != float64(handlePID(t, h)) {
 		t.Errorf("GET /ebb/v1/replica = %d %v, want id http-1 and pid %d", status, info, handlePID(t, h))
 	}
-	status, meta := call(t, "GET", h.Endpoint+"/v2/models/echo-http", "")
+	status, meta := callReplica(t, h, "GET", "/v2/models/echo-http", "")
 	if status != 200 || meta["platform"] != "ebb_echo" {
 		t.Errorf("metadata through the proxy = %d %v", status, meta)
 	}
@@ -181,7 +207,7 @@ func TestUpstreamThroughProcessBackend(t *testing.T) {
 	if _, err := b.Ready(ctx, h); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
-	status, got := call(t, "POST", h.Endpoint+"/v2/models/echo-http/infer", echoRequest)
+	status, got := callReplica(t, h, "POST", "/v2/models/echo-http/infer", echoRequest)
 	if status != 200 {
 		t.Fatalf("infer: %d %v", status, got)
 	}
@@ -189,7 +215,7 @@ func TestUpstreamThroughProcessBackend(t *testing.T) {
 		t.Errorf("infer through the proxy (-want +got):\n%s", diff)
 	}
 	// Errors of the server behind pass through unchanged.
-	status, got = call(t, "POST", h.Endpoint+"/v2/models/other/infer", echoRequest)
+	status, got = callReplica(t, h, "POST", "/v2/models/other/infer", echoRequest)
 	if status != 404 || !strings.Contains(got["error"].(string), `model "other" not found`) {
 		t.Errorf("infer on another model = %d %v, want the upstream's 404", status, got)
 	}

@@ -1,6 +1,9 @@
 package httpproxy
 
 import (
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -15,6 +18,8 @@ func TestNewChecksOptions(t *testing.T) {
 		{name: "upstream", opts: Options{Upstream: "http://127.0.0.1:8000/prefix"}},
 		{name: "both", opts: Options{Command: []string{"server"}, Upstream: "http://127.0.0.1:8000"}, want: "not both"},
 		{name: "neither", opts: Options{}, want: "set spec.command"},
+		{name: "openai", opts: Options{Command: []string{"vllm", "serve"}, Protocol: "openai"}},
+		{name: "unknown protocol", opts: Options{Command: []string{"server"}, Protocol: "grpc"}, want: `unknown protocol "grpc": use oip`},
 		{name: "not a URL", opts: Options{Upstream: "127.0.0.1:8000"}, want: `upstream "127.0.0.1:8000" is not an http:// or https:// URL`},
 	}
 	for _, tt := range tests {
@@ -30,31 +35,51 @@ func TestNewChecksOptions(t *testing.T) {
 	}
 }
 
-func TestTailBuffer(t *testing.T) {
+func TestReplaceString(t *testing.T) {
 	tests := []struct {
-		name     string
-		lines    int
-		bytes    int
-		writes   []string
-		wantTail string
+		name, doc, key, value string
+		want                  string // "" for not replaced
 	}{
-		{name: "short", lines: 3, bytes: 100, writes: []string{"a\nb\n"}, wantTail: "a\nb"},
-		{name: "last lines", lines: 2, bytes: 100, writes: []string{"a\nb\n", "c\nd", "e\n"}, wantTail: "c\nde"},
-		{name: "last bytes", lines: 10, bytes: 4, writes: []string{"0123456789"}, wantTail: "6789"},
-		{name: "many writes", lines: 1, bytes: 3, writes: strings.Split(strings.Repeat("x\n", 100)+"end", ""), wantTail: "end"},
+		{name: "first", doc: `{"model_name":"up","outputs":[]}`, key: "model_name", value: "d", want: `{"model_name":"d","outputs":[]}`},
+		{name: "later, spaced", doc: "{ \"id\" : \"1\",\n \"model\" :  \"org/M\" , \"x\":{\"model\":\"in\"} }", key: "model", value: "m",
+			want: "{ \"id\" : \"1\",\n \"model\" :  \"m\" , \"x\":{\"model\":\"in\"} }"},
+		{name: "after a nested object with the key", doc: `{"x":{"model":"in"},"model":"out"}`, key: "model", value: "m", want: `{"x":{"model":"in"},"model":"m"}`},
+		{name: "escaped", doc: `{"name":"a\"b\u00e9"}`, key: "name", value: `q"é`, want: `{"name":"q\"é"}`},
+		{name: "missing", doc: `{"other":"x"}`, key: "model", value: "m"},
+		{name: "not a string", doc: `{"model":3}`, key: "model", value: "m"},
+		{name: "not an object", doc: `["model","x"]`, key: "model", value: "m"},
+		{name: "broken", doc: `{"model":`, key: "model", value: "m"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newTailBuffer(tt.lines, tt.bytes)
-			for _, w := range tt.writes {
-				b.Write([]byte(w))
-			}
-			if got := b.String(); got != tt.wantTail {
-				t.Errorf("String() = %q, want %q", got, tt.wantTail)
-			}
-			if len(b.buf) > 2*tt.bytes {
-				t.Errorf("buffer holds %d bytes, bound is %d", len(b.buf), 2*tt.bytes)
+			got, ok := replaceString([]byte(tt.doc), tt.key, tt.value)
+			if ok != (tt.want != "") || string(got) != tt.want {
+				t.Errorf("replaceString(%s) = %s, %v; want %s", tt.doc, got, ok, tt.want)
 			}
 		})
+	}
+}
+
+func TestRenameInBinaryAnswer(t *testing.T) {
+	head := `{"model_name":"upstream_name","outputs":[{"name":"y","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":4}}]}`
+	tensor := "\x00\x00\x80\x3f"
+	resp := &http.Response{
+		StatusCode: 200,
+		Header:     http.Header{binaryHeader: {strconv.Itoa(len(head))}, "Content-Type": {"application/octet-stream"}},
+		Body:       io.NopCloser(strings.NewReader(head + tensor)),
+	}
+	if err := renameIn(resp, "model_name", "d"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	wantHead := strings.Replace(head, "upstream_name", "d", 1)
+	if string(b) != wantHead+tensor {
+		t.Errorf("body %q; want %q", b, wantHead+tensor)
+	}
+	if got := resp.Header.Get(binaryHeader); got != strconv.Itoa(len(wantHead)) {
+		t.Errorf("%s = %s; want %d", binaryHeader, got, len(wantHead))
+	}
+	if resp.ContentLength != int64(len(b)) || resp.Header.Get("Content-Length") != strconv.Itoa(len(b)) {
+		t.Errorf("Content-Length %d / %q; want %d", resp.ContentLength, resp.Header.Get("Content-Length"), len(b))
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -18,7 +20,10 @@ import (
 	"github.com/ebb-ml/ebb/internal/oip"
 )
 
-var _ engine.Model = (*Model)(nil)
+var (
+	_ engine.Model          = (*Model)(nil)
+	_ engine.OutputSelector = (*Model)(nil)
+)
 
 // cgoEnabled is true: this build can call ONNX Runtime.
 const cgoEnabled = true
@@ -46,6 +51,9 @@ func initEnvironment(lib string) error {
 	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
 		return fmt.Errorf("loading ONNX Runtime from %s: %v; ebb needs ONNX Runtime %s or later: %s", lib, err, LibraryVersion, InstallHint)
 	}
+	if err := initC(); err != nil {
+		return fmt.Errorf("ONNX Runtime from %s: %w", lib, err)
+	}
 	env.lib = lib
 	return nil
 }
@@ -57,19 +65,25 @@ type Model struct {
 	meta    oip.ModelMetadata
 	inputs  []tensorSpec
 	outputs []tensorSpec
-	// intraOp is the intra-op thread count the session was created with.
-	intraOp int
+	// intraOp and interOp are the thread counts of its sessions.
+	intraOp, interOp int
 
-	// mu guards session against Close while Predict runs.
-	mu      sync.RWMutex
-	session *ort.DynamicAdvancedSession
+	// mu guards sess and subsets against Close while Predict runs.
+	mu   sync.RWMutex
+	sess *session
+	// subsets are the sessions of pruned copies of the graph that compute
+	// some outputs only (subsets.go).
+	subsets subsets
 }
 
 // tensorSpec is one graph input or output as the model declares it.
 type tensorSpec struct {
 	name     string
 	datatype string // oip datatype
-	shape    []int64
+	elem     int    // ONNX element type
+	// shape has -1 for a symbolic or unknown dimension; it is empty for a
+	// scalar and nil for a tensor declared without a shape.
+	shape []int64
 }
 
 // Load opens the ONNX model at path in a new ONNX Runtime session, loading
@@ -92,6 +106,12 @@ func load(path string, opts Options) (*Model, error) {
 	if info.IsDir() {
 		return nil, errors.New("is a directory: give the path of the .onnx file")
 	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("is not a regular file (mode %s): give the path of the .onnx file", info.Mode().Type())
+	}
+	if info.Size() > engine.MaxModelFileBytes {
+		return nil, fmt.Errorf("the file has %d bytes, more than the limit of %d", info.Size(), int64(engine.MaxModelFileBytes))
+	}
 	lib, err := FindLibrary(opts.Library)
 	if err != nil {
 		return nil, err
@@ -99,51 +119,19 @@ func load(path string, opts Options) (*Model, error) {
 	if err := initEnvironment(lib); err != nil {
 		return nil, err
 	}
-
-	// Reading the signature needs a session of its own; skip its graph
-	// optimizations, they only matter for the session that runs.
-	infoOpts, err := ort.NewSessionOptions()
-	if err != nil {
-		return nil, fmt.Errorf("creating session options: %w", err)
+	m := &Model{
+		path:    path,
+		intraOp: intraOpThreads(opts.IntraOpThreads, runtime.GOMAXPROCS(0)),
+		interOp: opts.InterOpThreads,
+		subsets: subsets{budget: subsetBudget(info.Size()), now: time.Now},
 	}
-	defer infoOpts.Destroy()
-	if err := infoOpts.SetGraphOptimizationLevel(ort.GraphOptimizationLevelDisableAll); err != nil {
-		return nil, fmt.Errorf("creating session options: %w", err)
-	}
-	ins, outs, err := ort.GetInputOutputInfoWithOptions(path, infoOpts)
-	if err != nil {
-		return nil, fmt.Errorf("not a model ONNX Runtime can load: %w", err)
-	}
-	m := &Model{path: path}
-	if m.inputs, err = specs("input", ins); err != nil {
+	if m.sess, err = newSession(path, m.intraOp, opts.InterOpThreads); err != nil {
 		return nil, err
 	}
-	if m.outputs, err = specs("output", outs); err != nil {
+	if err := m.describe(path); err != nil {
+		m.sess.release()
 		return nil, err
 	}
-	if len(m.outputs) == 0 {
-		return nil, errors.New("the graph has no outputs")
-	}
-
-	runOpts, err := ort.NewSessionOptions()
-	if err != nil {
-		return nil, fmt.Errorf("creating session options: %w", err)
-	}
-	defer runOpts.Destroy()
-	m.intraOp = intraOpThreads(opts.IntraOpThreads, runtime.GOMAXPROCS(0))
-	if err := runOpts.SetIntraOpNumThreads(m.intraOp); err != nil {
-		return nil, fmt.Errorf("setting %d intra-op threads: %w", m.intraOp, err)
-	}
-	if opts.InterOpThreads > 0 {
-		if err := runOpts.SetInterOpNumThreads(opts.InterOpThreads); err != nil {
-			return nil, fmt.Errorf("setting %d inter-op threads: %w", opts.InterOpThreads, err)
-		}
-	}
-	m.session, err = ort.NewDynamicAdvancedSession(path, names(m.inputs), names(m.outputs), runOpts)
-	if err != nil {
-		return nil, fmt.Errorf("creating the ONNX Runtime session: %w", err)
-	}
-
 	m.meta = oip.ModelMetadata{
 		Name:     strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)),
 		Platform: Platform,
@@ -153,73 +141,72 @@ func load(path string, opts Options) (*Model, error) {
 	return m, nil
 }
 
-// specs converts ONNX Runtime's view of the graph's inputs or outputs,
-// refusing kinds an OIP v2 tensor cannot carry.
-func specs(kind string, infos []ort.InputOutputInfo) ([]tensorSpec, error) {
+// describe reads the session's inputs and outputs, refusing kinds an OIP
+// v2 tensor cannot carry.
+func (m *Model) describe(path string) error {
+	ins, err := m.sess.io(false)
+	if err != nil {
+		return fmt.Errorf("reading the graph's inputs: %w", err)
+	}
+	outs, err := m.sess.io(true)
+	if err != nil {
+		return fmt.Errorf("reading the graph's outputs: %w", err)
+	}
+	// A file this reader does not understand (ONNX Runtime's own format)
+	// leaves every tensor without dimensions a scalar.
+	declared, _ := declaredShapes(path)
+	if m.inputs, err = specs("input", ins, declared.inputs); err != nil {
+		return err
+	}
+	if m.outputs, err = specs("output", outs, declared.outputs); err != nil {
+		return err
+	}
+	if len(m.outputs) == 0 {
+		return errors.New("the graph has no outputs")
+	}
+	return nil
+}
+
+// served lists the element types ebb serves, for messages.
+const served = "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float16, bfloat16, float, double and string"
+
+// specs converts ONNX Runtime's view of the graph's inputs or outputs.
+// shaped says which tensors the file declares a shape for (nil: all).
+func specs(kind string, infos []ioInfo, shaped map[string]bool) ([]tensorSpec, error) {
 	out := make([]tensorSpec, len(infos))
 	for i, info := range infos {
-		if info.OrtValueType != ort.ONNXTypeTensor {
+		if info.onnxType != onnxTensor {
 			return nil, fmt.Errorf("%s %q is a %s, not a tensor: ebb serves tensor inputs and outputs only (for a scikit-learn classifier converted with skl2onnx, pass options={'zipmap': False})",
-				kind, info.Name, info.OrtValueType)
+				kind, info.name, onnxTypeNames[info.onnxType])
 		}
-		dt, ok := oipDatatype(info.DataType)
+		dt, ok := oipDatatypes[info.elem]
 		if !ok {
-			return nil, fmt.Errorf("%s %q has element type %s: ebb serves FP32, FP64, INT32, INT64, BOOL and string (BYTES) tensors; cast it in the graph before exporting",
-				kind, info.Name, elementName(info.DataType))
+			return nil, fmt.Errorf("%s %q has element type %s: ebb serves tensors of %s; cast it in the graph before exporting",
+				kind, info.name, elementName(info.elem), served)
 		}
-		shape := make([]int64, len(info.Dimensions))
-		for j, d := range info.Dimensions {
-			if d < 0 {
-				d = -1 // symbolic ("batch") or unknown
+		spec := tensorSpec{name: info.name, datatype: dt, elem: info.elem}
+		if has, known := shaped[info.name]; len(info.dims) > 0 || !known || has {
+			spec.shape = make([]int64, len(info.dims))
+			for j, d := range info.dims {
+				spec.shape[j] = max(d, -1) // symbolic ("batch") or unknown: -1
 			}
-			shape[j] = d
 		}
-		out[i] = tensorSpec{name: info.Name, datatype: dt, shape: shape}
+		out[i] = spec
 	}
 	return out, nil
-}
-
-func oipDatatype(t ort.TensorElementDataType) (string, bool) {
-	switch t {
-	case ort.TensorElementDataTypeFloat:
-		return oip.FP32, true
-	case ort.TensorElementDataTypeDouble:
-		return oip.FP64, true
-	case ort.TensorElementDataTypeInt32:
-		return oip.INT32, true
-	case ort.TensorElementDataTypeInt64:
-		return oip.INT64, true
-	case ort.TensorElementDataTypeBool:
-		return oip.BOOL, true
-	case ort.TensorElementDataTypeString:
-		return oip.BYTES, true
-	}
-	return "", false
-}
-
-// elementName is t as ONNX spells it, e.g. "float16".
-func elementName(t ort.TensorElementDataType) string {
-	return strings.ToLower(strings.TrimPrefix(t.String(), "ONNX_TENSOR_ELEMENT_DATA_TYPE_"))
-}
-
-func names(specs []tensorSpec) []string {
-	out := make([]string, len(specs))
-	for i, s := range specs {
-		out[i] = s.name
-	}
-	return out
 }
 
 func metadata(specs []tensorSpec) []oip.TensorMetadata {
 	out := make([]oip.TensorMetadata, len(specs))
 	for i, s := range specs {
-		out[i] = oip.TensorMetadata{Name: s.name, Datatype: s.datatype, Shape: append([]int64(nil), s.shape...)}
+		out[i] = oip.TensorMetadata{Name: s.name, Datatype: s.datatype, Shape: slices.Clone(s.shape)}
 	}
 	return out
 }
 
-// Metadata describes the graph's inputs and outputs; -1 marks a dynamic
-// dimension.
+// Metadata describes the graph's inputs and outputs: -1 marks a dynamic
+// dimension, an empty shape a scalar, a nil shape a tensor the graph
+// declares without one (any shape).
 func (m *Model) Metadata() oip.ModelMetadata {
 	meta := m.meta
 	meta.Inputs = metadata(m.inputs)
@@ -227,39 +214,90 @@ func (m *Model) Metadata() oip.ModelMetadata {
 	return meta
 }
 
-// Predict runs the graph on inputs, matched to the graph's inputs by name,
-// and returns every output in the graph's order. Numeric inputs are
-// converted to the input's declared type (a float for an integer input must
-// be a whole number in range). Problems with the inputs are returned as
-// *engine.InputError. When ctx ends during the run, ONNX Runtime is told to
-// stop and Predict returns ctx's error.
+// Predict runs the graph on inputs and returns every output in the graph's
+// order; see PredictOutputs.
 func (m *Model) Predict(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor, error) {
+	return m.PredictOutputs(ctx, inputs, nil)
+}
+
+// PredictOutputs runs the graph on inputs, matched to the graph's inputs by
+// name, and returns the outputs named in outputs (all of them when it is
+// empty) in the graph's order. Only the nodes those outputs need run, in a
+// session of a pruned copy of the graph (subsets.go), unless that session
+// does not fit: the whole graph then runs. Every input is still required
+// and checked. Numeric inputs are converted to the input's declared type
+// (an integer input takes whole numbers in its range only). Problems with
+// the inputs are returned as *engine.InputError; a failure of ONNX Runtime
+// during the run carries its message and the inputs' names and shapes. When ctx ends during the run,
+// ONNX Runtime is told to stop and PredictOutputs returns ctx's error.
+func (m *Model) PredictOutputs(ctx context.Context, inputs []oip.Tensor, outputs []string) (out []oip.Tensor, err error) {
+	defer func() {
+		// A bug here must not take the replica down nor answer with a
+		// Go runtime message alone.
+		if p := recover(); p != nil {
+			out, err = nil, fmt.Errorf("onnx model %s: ebb's onnx engine failed unexpectedly (%v) on inputs %s; please report this with the model", m.path, p, describeTensors(inputs))
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	values, err := m.inputValues(inputs)
-	defer destroyAll(values)
+	sel, err := m.selectOutputs(outputs)
+	if err != nil {
+		return nil, err
+	}
+	ordered, err := m.orderInputs(inputs)
 	if err != nil {
 		return nil, err
 	}
 
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if m.session == nil {
+	if m.sess == nil {
 		return nil, fmt.Errorf("onnx model %s is closed", m.path)
 	}
-	outs := make([]ort.Value, len(m.outputs))
-	err = m.run(ctx, values, outs)
-	defer destroyAll(outs)
+	var sub *subset
+	if len(sel) < len(m.outputs) {
+		if sub, err = m.subsets.acquire(ctx, m, sel); err != nil {
+			return nil, err
+		}
+		if sub != nil {
+			defer m.subsets.release(sub)
+		}
+	}
+	var vs values
+	defer vs.release()
+	for i, spec := range m.inputs {
+		if err := vs.add(spec.elem, ordered[i]); err != nil {
+			var ie *engine.InputError
+			if errors.As(err, &ie) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("onnx model %s: input %q: %w", m.path, spec.name, err)
+		}
+	}
+	sess, in, outs := m.sess, vs.v, sel
+	if sub != nil {
+		// The pruned session has the outputs of sel alone, and maybe
+		// fewer inputs.
+		sess, in, outs = sub.sess, make([]*cValue, len(sub.inputs)), make([]int, len(sel))
+		for i, j := range sub.inputs {
+			in[i] = vs.v[j]
+		}
+		for i := range outs {
+			outs[i] = i
+		}
+	}
+	values, err := m.run(ctx, sess, in, outs)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("onnx model %s: %w", m.path, err)
+		return nil, m.runError(err, ordered)
 	}
-	result := make([]oip.Tensor, len(outs))
-	for i, v := range outs {
-		t, err := toTensor(m.outputs[i], v)
+	defer releaseOutputs(values)
+	result := make([]oip.Tensor, len(sel))
+	for i, j := range sel {
+		t, err := readValue(m.outputs[j].name, values[i])
 		if err != nil {
 			return nil, fmt.Errorf("onnx model %s: %w", m.path, err)
 		}
@@ -268,88 +306,122 @@ func (m *Model) Predict(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor,
 	return result, nil
 }
 
-// run runs the session, terminating it if ctx ends meanwhile.
-func (m *Model) run(ctx context.Context, in, out []ort.Value) error {
-	if ctx.Done() == nil {
-		return m.session.Run(in, out)
+// selectOutputs returns the indexes, in the graph's order, of the outputs
+// named (all when names is empty).
+func (m *Model) selectOutputs(names []string) ([]int, error) {
+	sel := make([]int, 0, len(m.outputs))
+	for i, o := range m.outputs {
+		if len(names) == 0 || slices.Contains(names, o.name) {
+			sel = append(sel, i)
+		}
 	}
-	ro, err := ort.NewRunOptions()
+	for _, name := range names {
+		if !slices.ContainsFunc(m.outputs, func(o tensorSpec) bool { return o.name == name }) {
+			return nil, inputError("unknown output %q: the model has outputs %s", name, describe(m.outputs))
+		}
+	}
+	return sel, nil
+}
+
+// runError explains a failed run: ONNX Runtime's message (which names the
+// node that failed) with the inputs it ran on.
+func (m *Model) runError(err error, inputs []oip.Tensor) error {
+	return fmt.Errorf("onnx model %s: ONNX Runtime failed on inputs %s: %v", m.path, describeTensors(inputs), err)
+}
+
+// run runs sess, terminating it if ctx ends meanwhile.
+func (m *Model) run(ctx context.Context, sess *session, in []*cValue, outs []int) ([]*cValue, error) {
+	if ctx.Done() == nil {
+		return sess.run(in, outs, nil)
+	}
+	ro, err := newRunOptions()
 	if err != nil {
-		return fmt.Errorf("creating run options: %w", err)
+		return nil, fmt.Errorf("creating run options: %w", err)
 	}
 	terminated := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(terminated)
-		ro.Terminate()
+		ro.terminate()
 	})
 	defer func() {
 		if !stop() {
-			<-terminated // Terminate is using ro.
+			<-terminated // terminate is using ro.
 		}
-		ro.Destroy()
+		ro.release()
 	}()
-	return m.session.RunWithOptions(in, out, ro)
+	return sess.run(in, outs, ro.ptr)
 }
 
-// inputValues checks inputs against the graph and builds ONNX Runtime
-// values for them, in the graph's order. On error the values built so far
-// are returned too, for the caller to destroy.
-func (m *Model) inputValues(inputs []oip.Tensor) ([]ort.Value, error) {
-	values := make([]ort.Value, len(m.inputs))
+// orderInputs checks inputs against the graph and returns them in the
+// graph's order, each converted to its input's datatype.
+func (m *Model) orderInputs(inputs []oip.Tensor) ([]oip.Tensor, error) {
 	byName := make(map[string]int, len(inputs))
 	for i, t := range inputs {
 		if _, dup := byName[t.Name]; dup {
-			return values, &engine.InputError{Message: fmt.Sprintf("input %q appears more than once", t.Name)}
+			return nil, inputError("input %q appears more than once", t.Name)
 		}
 		byName[t.Name] = i
 	}
+	out := make([]oip.Tensor, len(m.inputs))
 	for i, spec := range m.inputs {
 		j, ok := byName[spec.name]
 		if !ok {
-			return values, &engine.InputError{Message: fmt.Sprintf("missing input %q: the model takes %s", spec.name, describe(m.inputs))}
+			return nil, inputError("missing input %q: the model takes %s", spec.name, describe(m.inputs))
 		}
 		delete(byName, spec.name)
-		v, err := newValue(spec, inputs[j])
+		t, err := prepare(spec, inputs[j])
 		if err != nil {
-			return values, err
+			return nil, err
 		}
-		values[i] = v
+		out[i] = t
 	}
 	for name := range byName {
-		return values, &engine.InputError{Message: fmt.Sprintf("unknown input %q: the model takes %s", name, describe(m.inputs))}
+		return nil, inputError("unknown input %q: the model takes %s", name, describe(m.inputs))
 	}
-	return values, nil
+	return out, nil
 }
 
 func describe(specs []tensorSpec) string {
+	if len(specs) == 0 {
+		return "none"
+	}
 	parts := make([]string, len(specs))
 	for i, s := range specs {
-		parts[i] = fmt.Sprintf("%q (%s %v)", s.name, s.datatype, s.shape)
+		shape := "any shape"
+		if s.shape != nil {
+			shape = fmt.Sprint(s.shape)
+		}
+		parts[i] = fmt.Sprintf("%q (%s %s)", s.name, s.datatype, shape)
 	}
 	return strings.Join(parts, ", ")
 }
 
-func destroyAll(values []ort.Value) {
-	for _, v := range values {
-		if v != nil {
-			v.Destroy()
-		}
+// describeTensors lists tensors as `"x" (FP32 [2 3])`, for messages.
+func describeTensors(ts []oip.Tensor) string {
+	if len(ts) == 0 {
+		return "(none)"
 	}
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = fmt.Sprintf("%q (%s %v)", t.Name, t.Datatype, t.Shape)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // IntraOpThreads returns how many threads ONNX Runtime may use inside one
 // operator of this model (see Options.IntraOpThreads).
 func (m *Model) IntraOpThreads() int { return m.intraOp }
 
-// Close releases the session. Predict calls after Close fail; Close waits
+// Close releases the sessions. Predict calls after Close fail; Close waits
 // for those in flight.
 func (m *Model) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.session == nil {
+	if m.sess == nil {
 		return nil
 	}
-	err := m.session.Destroy()
-	m.session = nil
-	return err
+	m.subsets.close()
+	m.sess.release()
+	m.sess = nil
+	return nil
 }

@@ -31,6 +31,11 @@ func (m *Model) Predict(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor,
 	return nil, errNoCgo
 }
 
+// PredictOutputs always fails in a build without cgo.
+func (m *Model) PredictOutputs(ctx context.Context, inputs []oip.Tensor, outputs []string) ([]oip.Tensor, error) {
+	return nil, errNoCgo
+}
+
 // IntraOpThreads returns 0: no Model exists without cgo.
 func (m *Model) IntraOpThreads() int { return 0 }
 

@@ -12,10 +12,24 @@
 //
 // A Model reports the names, datatypes and shapes the model file declares,
 // symbolic or unknown dimensions as -1, so the batch dimension of a model
-// exported with a dynamic axis can vary per call. Tensors of FP32, FP64,
-// INT32, INT64, BOOL and BYTES (ONNX string) are served; a model with an
-// input or output of another kind (float16, uint8, sequences, maps, ...) is
-// refused when it is loaded, with the name of the offending tensor.
+// exported with a dynamic axis can vary per call; a scalar has shape [],
+// and a tensor the file declares without any shape (which ONNX Runtime
+// cannot tell from a scalar; graph.go reads it from the file) takes any
+// shape. Tensors of every OIP v2 datatype are served: bool, int8 to int64,
+// uint8 to uint64, float16, bfloat16, float, double and string (BYTES). A
+// model with an input or output of another kind (complex, float8,
+// sequences, maps, ...) is refused when it is loaded, with the name of the
+// offending tensor. Models without inputs, and rank-0 inputs and outputs,
+// work. A request asking for some outputs runs only the nodes they need:
+// ONNX Runtime runs every node of a session's graph whatever a run fetches,
+// so those requests run on sessions of pruned copies of the model, a few
+// per model, created on first use within a bounded memory budget
+// (subsets.go); a set of outputs beyond those runs the whole graph.
+//
+// The engine calls ONNX Runtime through the C functions of
+// github.com/yalue/onnxruntime_go (capi.go), which loads the library; its
+// Go API cannot run a graph without inputs, read a scalar output, or read a
+// float16 output of a size not known before the run.
 //
 // Built without cgo, the package compiles but Load reports that the engine
 // is unavailable; Available tells ahead whether Load can work.

@@ -318,7 +318,7 @@ func TestLoadErrors(t *testing.T) {
 		{"directory", dir, []string{dir, "is a directory"}},
 		{"garbage", garbage, []string{garbage, "not a model ONNX Runtime can load"}},
 		{"truncated", truncated, []string{truncated, "not a model ONNX Runtime can load"}},
-		{"float16", "testdata/float16.onnx", []string{"testdata/float16.onnx", `input "half" has element type float16`}},
+		{"sequence", "testdata/golden/sequence.onnx", []string{"testdata/golden/sequence.onnx", `input "seq" is a sequence, not a tensor`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,19 +6,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/ebb-ml/ebb/internal/ebbtest"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ebb-ml/ebb/internal/ebbtest"
 	"github.com/ebb-ml/ebb/internal/engine/python"
 	"github.com/ebb-ml/ebb/internal/server"
 )
@@ -67,9 +68,10 @@ func examplePath(t *testing.T, name string) string {
 	return p
 }
 
-// shimProc is an `ebb replica --engine python` process started the way the
-// process backend starts it: fd 3 a listening socket, fd 4 the notify pipe.
-type shimProc struct {
+// replicaProc is an `ebb replica --engine python` process started the way
+// the process backend starts it: fd 3 a listening socket, fd 4 the notify
+// pipe.
+type replicaProc struct {
 	cmd      *exec.Cmd
 	endpoint string
 	notice   server.Notice
@@ -80,7 +82,7 @@ type shimProc struct {
 	log []string
 }
 
-func (p *shimProc) logText() string {
+func (p *replicaProc) logText() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return strings.Join(p.log, "\n")
@@ -88,7 +90,7 @@ func (p *shimProc) logText() string {
 
 // waitLog blocks until a log line contains s, or the process's stderr
 // closes.
-func (p *shimProc) waitLog(t *testing.T, s string) {
+func (p *replicaProc) waitLog(t *testing.T, s string) {
 	t.Helper()
 	for line := range p.lines {
 		if strings.Contains(line, s) {
@@ -98,9 +100,9 @@ func (p *shimProc) waitLog(t *testing.T, s string) {
 	t.Fatalf("the replica's log ended without %q:\n%s", s, p.logText())
 }
 
-// startShim starts an ebb python replica with the flags given after the
+// startReplica starts an ebb python replica with the flags given after the
 // ones that wire the descriptors, and waits for its notice.
-func startShim(t *testing.T, env []string, args ...string) *shimProc {
+func startReplica(t *testing.T, env []string, args ...string) *replicaProc {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -130,7 +132,7 @@ func startShim(t *testing.T, env []string, args ...string) *shimProc {
 		t.Fatal(err)
 	}
 	notifyW.Close()
-	p := &shimProc{cmd: cmd, endpoint: "http://" + ln.Addr().String(), lines: make(chan string, 1000)}
+	p := &replicaProc{cmd: cmd, endpoint: "http://" + ln.Addr().String(), lines: make(chan string, 1000)}
 	go func() {
 		defer close(p.lines)
 		sc := bufio.NewScanner(stderr)
@@ -163,7 +165,7 @@ func startShim(t *testing.T, env []string, args ...string) *shimProc {
 }
 
 // stop sends SIGTERM and returns the exit code.
-func (p *shimProc) stop(t *testing.T) int {
+func (p *replicaProc) stop(t *testing.T) int {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -181,6 +183,12 @@ func (p *shimProc) stop(t *testing.T) int {
 
 // call sends a request and returns the status and decoded JSON body.
 func call(t *testing.T, method, url string, body any) (int, map[string]any) {
+	t.Helper()
+	return callWith(t, nil, method, url, body)
+}
+
+// callWith is call with headers.
+func callWith(t *testing.T, header http.Header, method, url string, body any) (int, map[string]any) {
 	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
@@ -200,6 +208,9 @@ func call(t *testing.T, method, url string, body any) (int, map[string]any) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
@@ -216,4 +227,41 @@ func call(t *testing.T, method, url string, body any) (int, map[string]any) {
 		}
 	}
 	return resp.StatusCode, out
+}
+
+// workerPIDs returns the PIDs of the processes whose parent is pid: a
+// replica's Python workers.
+func workerPIDs(t *testing.T, pid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after it.
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			pids = append(pids, child)
+		}
+	}
+	return pids
+}
+
+// alive reports whether a process with pid exists (and is not a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -80,7 +81,7 @@ func checkPredictions(t *testing.T, g golden, body map[string]any) {
 func TestSklearnExampleReplica(t *testing.T) {
 	requirePython(t, "sklearn", "numpy", "joblib")
 	g := readGolden(t)
-	p := startShim(t, nil, "--deployment", "sklearn-python", "--id", "r-1",
+	p := startReplica(t, nil, "--deployment", "sklearn-python", "--id", "r-1", "--model-version", "sklearn-python:1",
 		"--model", examplePath(t, "model.joblib"), "--python-class", "model.py:Model")
 	if err := p.notice.Err(); err != nil {
 		t.Fatalf("replica failed to start: %v", err)
@@ -93,7 +94,8 @@ func TestSklearnExampleReplica(t *testing.T) {
 		status, info := call(t, "GET", p.endpoint+"/ebb/v1/replica", nil)
 		want := map[string]any{"id": "r-1", "deployment": "sklearn-python", "pid": float64(p.cmd.Process.Pid)}
 		got := map[string]any{"id": info["id"], "deployment": info["deployment"], "pid": info["pid"]}
-		// The same PID: ebb replica exec'd the interpreter in place.
+		// The replica is the process the backend started; its workers
+		// are its children.
 		if status != 200 || !cmp.Equal(got, want) {
 			t.Errorf("GET /ebb/v1/replica = %d %v, want %v", status, info, want)
 		}
@@ -101,7 +103,7 @@ func TestSklearnExampleReplica(t *testing.T) {
 	t.Run("metadata", func(t *testing.T) {
 		status, meta := call(t, "GET", p.endpoint+"/v2/models/sklearn-python", nil)
 		want := map[string]any{
-			"name": "sklearn-python", "platform": "sklearn",
+			"name": "sklearn-python", "platform": "sklearn", "versions": []any{"1"},
 			"inputs": []any{
 				map[string]any{"name": "features", "datatype": "FP64", "shape": []any{-1.0, 10.0}},
 				map[string]any{"name": "clinic", "datatype": "BYTES", "shape": []any{-1.0}},
@@ -136,6 +138,16 @@ func TestSklearnExampleReplica(t *testing.T) {
 			t.Errorf("want 2 predictions, got %v", body)
 		}
 	})
+	t.Run("rows disagree", func(t *testing.T) {
+		// model.py raises a ValueError with http_status 400.
+		req := g.request()
+		req["inputs"].([]map[string]any)[1]["shape"] = []int{1}
+		req["inputs"].([]map[string]any)[1]["data"] = g.Inputs.Clinic[:1]
+		status, body := call(t, "POST", p.endpoint+"/v2/models/sklearn-python/infer", req)
+		if msg, _ := body["error"].(string); status != 400 || !strings.Contains(msg, "send one clinic per row") {
+			t.Errorf("status %d %v, want 400 with the model's message", status, body)
+		}
+	})
 	if code := p.stop(t); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d, want 0", code)
 	}
@@ -163,7 +175,11 @@ func TestSklearnExampleProcessBackend(t *testing.T) {
 	if st.ReadyAt.IsZero() {
 		t.Errorf("Ready returned no ReadyAt: %+v", st)
 	}
-	status, body := call(t, "POST", h.Endpoint+"/v2/models/sklearn-python/infer", g.request())
+	// The backend gave the replica a secret: only its holder is served.
+	if status, _ := call(t, "POST", h.Endpoint+"/v2/models/sklearn-python/infer", g.request()); h.Secret == "" || status != http.StatusUnauthorized {
+		t.Errorf("a request without the replica's secret (%q) got %d, want 401", h.Secret, status)
+	}
+	status, body := callWith(t, http.Header{replica.SecretHeader: {h.Secret}}, "POST", h.Endpoint+"/v2/models/sklearn-python/infer", g.request())
 	if status != 200 {
 		t.Fatalf("status %d: %v", status, body)
 	}

@@ -155,7 +155,9 @@ func decodeJSON(data []byte) (*jsonModel, error) {
 		var syn *json.SyntaxError
 		var jm any
 		if err := json.Unmarshal(trimmed, &jm); err != nil && errors.As(err, &syn) {
-			return nil, fmt.Errorf("not valid JSON at byte %d: %v%s", syn.Offset, syn, hint)
+			// Not syn's text: it quotes the offending byte, and the
+			// message reaches clients (a 503 naming why replicas fail).
+			return nil, fmt.Errorf("not valid JSON at byte %d%s", syn.Offset, hint)
 		}
 		return nil, fmt.Errorf("not valid JSON%s", hint)
 	}
@@ -166,9 +168,16 @@ func decodeJSON(data []byte) (*jsonModel, error) {
 	if err := json.Unmarshal(trimmed, &m); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return nil, fmt.Errorf("malformed XGBoost model: field %s holds a JSON %s where a %s was expected", te.Field, te.Value, te.Type)
+			return nil, fmt.Errorf("malformed XGBoost model: field %s holds a JSON %s where a %s was expected", te.Field, jsonKind(te.Value), te.Type)
 		}
 		return nil, fmt.Errorf("malformed XGBoost model: %v", err)
 	}
 	return &m, nil
+}
+
+// jsonKind is the kind of a json.UnmarshalTypeError's Value ("number",
+// "string"), without the literal it may carry ("number 123...").
+func jsonKind(value string) string {
+	kind, _, _ := strings.Cut(value, " ")
+	return kind
 }

@@ -17,7 +17,6 @@ package trees
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -55,7 +54,7 @@ type Model struct {
 // Load reads the XGBoost JSON model at path. The model's name is the file's
 // base name without its extension; errors name the file.
 func Load(path string) (*Model, error) {
-	data, err := os.ReadFile(path)
+	data, err := engine.ReadModelFile(path, engine.MaxModelFileBytes)
 	if err != nil {
 		return nil, fmt.Errorf("load xgboost model: %w", err)
 	}
@@ -290,7 +289,7 @@ func (m *Model) Objective() string { return m.objective }
 func (m *Model) NumFeature() int { return m.numFeature }
 
 // Predict evaluates the model on inputs, which must be one tensor named
-// "input" of datatype FP32, FP64, INT32 or INT64 (converted to float32) and
+// "input" of a numeric datatype (anything but FP32 converted to float32) and
 // shape [n, num_feature], or [num_feature] for a single row. NaN marks a
 // missing value. It returns one FP32 tensor "predict" of shape [n] or
 // [n, classes], or an *engine.InputError when the input is wrong. It checks
@@ -334,10 +333,8 @@ func (m *Model) checkInput(inputs []oip.Tensor) ([]float32, int, error) {
 	if in.Name != InputName {
 		return nil, 0, inputErr("model %s has no input %q: its input is %q (FP32, shape %s)", m.meta.Name, in.Name, InputName, want)
 	}
-	switch in.Datatype {
-	case oip.FP32, oip.FP64, oip.INT32, oip.INT64:
-	default:
-		return nil, 0, inputErr("input %q: datatype %s given, expected FP32 (FP64, INT32 and INT64 are converted)", InputName, in.Datatype)
+	if !oip.IsNumeric(in.Datatype) {
+		return nil, 0, inputErr("input %q: datatype %s given, expected FP32 (any other numeric datatype, INT8 to UINT64, FP16, BF16 or FP64, is converted)", InputName, in.Datatype)
 	}
 	var rows int
 	switch {

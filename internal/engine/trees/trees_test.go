@@ -180,19 +180,32 @@ func loadTest(t testing.TB, file string) *Model {
 // the FP32 answer.
 func TestDatatypes(t *testing.T) {
 	m := loadTest(t, "reg_squarederror.json")
-	row := []float32{1, -2, 0, 3, 2}
+	row := []float32{1, 2, 0, 3, 2}
 	want, err := m.Predict(context.Background(), []oip.Tensor{{Name: "input", Datatype: "FP32", Shape: []int64{1, 5}, Data: row}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	half := make([]oip.Float16, 5)
+	brain := make([]oip.BFloat16, 5)
+	for i, v := range row {
+		half[i], brain[i] = oip.Float16From(v), oip.BFloat16From(v)
 	}
 	tests := []struct {
 		name string
 		in   oip.Tensor
 	}{
-		{"FP32 one row", oip.Tensor{Name: "input", Datatype: "FP32", Shape: []int64{5}, Data: row}},
-		{"FP64", oip.Tensor{Name: "input", Datatype: "FP64", Shape: []int64{1, 5}, Data: []float64{1, -2, 0, 3, 2}}},
-		{"INT32", oip.Tensor{Name: "input", Datatype: "INT32", Shape: []int64{1, 5}, Data: []int32{1, -2, 0, 3, 2}}},
-		{"INT64", oip.Tensor{Name: "input", Datatype: "INT64", Shape: []int64{5}, Data: []int64{1, -2, 0, 3, 2}}},
+		{"FP32 one row", oip.Tensor{Name: "input", Datatype: oip.FP32, Shape: []int64{5}, Data: row}},
+		{"FP64", oip.Tensor{Name: "input", Datatype: oip.FP64, Shape: []int64{1, 5}, Data: []float64{1, 2, 0, 3, 2}}},
+		{"FP16", oip.Tensor{Name: "input", Datatype: oip.FP16, Shape: []int64{1, 5}, Data: half}},
+		{"BF16", oip.Tensor{Name: "input", Datatype: oip.BF16, Shape: []int64{1, 5}, Data: brain}},
+		{"INT8", oip.Tensor{Name: "input", Datatype: oip.INT8, Shape: []int64{1, 5}, Data: []int8{1, 2, 0, 3, 2}}},
+		{"INT16", oip.Tensor{Name: "input", Datatype: oip.INT16, Shape: []int64{1, 5}, Data: []int16{1, 2, 0, 3, 2}}},
+		{"INT32", oip.Tensor{Name: "input", Datatype: oip.INT32, Shape: []int64{1, 5}, Data: []int32{1, 2, 0, 3, 2}}},
+		{"INT64", oip.Tensor{Name: "input", Datatype: oip.INT64, Shape: []int64{5}, Data: []int64{1, 2, 0, 3, 2}}},
+		{"UINT8", oip.Tensor{Name: "input", Datatype: oip.UINT8, Shape: []int64{1, 5}, Data: []uint8{1, 2, 0, 3, 2}}},
+		{"UINT16", oip.Tensor{Name: "input", Datatype: oip.UINT16, Shape: []int64{1, 5}, Data: []uint16{1, 2, 0, 3, 2}}},
+		{"UINT32", oip.Tensor{Name: "input", Datatype: oip.UINT32, Shape: []int64{1, 5}, Data: []uint32{1, 2, 0, 3, 2}}},
+		{"UINT64", oip.Tensor{Name: "input", Datatype: oip.UINT64, Shape: []int64{1, 5}, Data: []uint64{1, 2, 0, 3, 2}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,6 +217,10 @@ func TestDatatypes(t *testing.T) {
 				t.Errorf("Predict (-want +got):\n%s", diff)
 			}
 		})
+	}
+	_, err = m.Predict(context.Background(), []oip.Tensor{{Name: "input", Datatype: oip.BOOL, Shape: []int64{5}, Data: make([]bool, 5)}})
+	if err == nil || !strings.Contains(err.Error(), `input "input": datatype BOOL given, expected FP32`) {
+		t.Errorf("BOOL input: error = %v", err)
 	}
 }
 

@@ -230,3 +230,44 @@ func testServingHistory(t *testing.T, s registry.Store) {
 		t.Errorf("ServingHistory(none) = %v, %v; want empty, nil", got, err)
 	}
 }
+
+func testLastServed(t *testing.T, s registry.Store) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	served := []struct {
+		deployment, model string
+		version           int
+	}{
+		{"web", "diabetes", 1}, {"web", "diabetes", 2}, {"batch", "diabetes", 5},
+		{"web", "diabetes", 1}, {"web", "other", 1}, {"web", "diabetes", 3}, {"web", "diabetes", 1},
+	}
+	for i, r := range served {
+		if err := s.RecordServing(ctx, r.deployment, r.model, r.version, t0.Add(time.Duration(i)*time.Minute)); err != nil {
+			t.Fatalf("RecordServing(%+v): %v", r, err)
+		}
+	}
+	tests := []struct {
+		deployment string
+		n          int
+		want       []registry.ServingRecord
+	}{
+		// diabetes:1 served three times; only its latest record counts.
+		{"web", 3, []registry.ServingRecord{rec("web", "diabetes", 1, t0.Add(6*time.Minute)),
+			rec("web", "diabetes", 3, t0.Add(5*time.Minute)), rec("web", "other", 1, t0.Add(4*time.Minute))}},
+		{"web", 1, []registry.ServingRecord{rec("web", "diabetes", 1, t0.Add(6*time.Minute))}},
+		{"web", 10, []registry.ServingRecord{rec("web", "diabetes", 1, t0.Add(6*time.Minute)),
+			rec("web", "diabetes", 3, t0.Add(5*time.Minute)), rec("web", "other", 1, t0.Add(4*time.Minute)),
+			rec("web", "diabetes", 2, t0.Add(time.Minute))}},
+		{"batch", 3, []registry.ServingRecord{rec("batch", "diabetes", 5, t0.Add(2*time.Minute))}},
+		{"none", 3, []registry.ServingRecord{}},
+		{"web", 0, []registry.ServingRecord{}},
+	}
+	for _, tt := range tests {
+		got, err := s.LastServed(ctx, tt.deployment, tt.n)
+		if err != nil {
+			t.Fatalf("LastServed(%s, %d): %v", tt.deployment, tt.n, err)
+		}
+		if diff := cmp.Diff(tt.want, got, sameTime); diff != "" {
+			t.Errorf("LastServed(%s, %d) (-want +got):\n%s", tt.deployment, tt.n, diff)
+		}
+	}
+}

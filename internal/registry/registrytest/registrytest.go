@@ -42,6 +42,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"AliasConcurrent", testAliasConcurrent},
 		{"AliasDelete", testAliasDelete},
 		{"ServingHistory", testServingHistory},
+		{"LastServed", testLastServed},
+		{"ModelDelete", testModelDelete},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

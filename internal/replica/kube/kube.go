@@ -1,6 +1,7 @@
 // Package kube runs replicas as Kubernetes pods: one pod per replica, whose
-// container "ebb" runs `ebb replica ... --addr 0.0.0.0:8080` and serves OIP v2
-// on the pod IP.
+// container "ebb" runs `ebb-replica ... --addr 0.0.0.0:8080` (the lean replica
+// binary, cmd/ebb-replica, on the image's PATH) and serves OIP v2 on the pod
+// IP.
 //
 // The backend keeps no state of its own: a Handle names the pod (namespace,
 // name, UID), and every method reads the pod from the apiserver, so any
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/replica"
+	"github.com/ebb-ml/ebb/internal/serving"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +42,13 @@ const Name = "kube"
 const (
 	LabelDeployment = "serving.ebb.dev/deployment"
 	LabelReplica    = "serving.ebb.dev/replica"
+	// LabelModelVersion is the registry version the replica serves, in
+	// its OIP v2 form ("3" for diabetes:3); absent for a model given by
+	// path. Gateways route /v2/models/{m}/versions/{v} by it.
+	LabelModelVersion = "serving.ebb.dev/model-version"
+	// LabelTrack is the tag of the traffic target the replica serves
+	// (replica.Spec.Track); absent for the primary's replicas.
+	LabelTrack = "serving.ebb.dev/track"
 	// AnnotationSpec holds the replica.Spec as JSON.
 	AnnotationSpec = "serving.ebb.dev/replica-spec"
 	ContainerName  = "ebb"
@@ -47,6 +56,18 @@ const (
 	Port     = 8080
 	PortName = "http"
 )
+
+// Binary is the command replica pods run, found on the image's PATH: the
+// lean replica binary, cmd/ebb-replica, which the ebb image installs next to
+// ebb. An image built FROM the ebb image has it too.
+const Binary = "ebb-replica"
+
+// ArtifactCachePath is where Options.ArtifactCache is mounted in replica
+// pods; $EBB_ARTIFACT_CACHE names it.
+const ArtifactCachePath = "/var/cache/ebb/artifacts"
+
+// artifactCacheVolume is the name of that volume in the pod.
+const artifactCacheVolume = "artifact-cache"
 
 // DefaultImage runs replicas when Options.Image is empty.
 const DefaultImage = "ghcr.io/ebb-ml/ebb:latest"
@@ -69,6 +90,23 @@ type Options struct {
 	// labels, annotations) and owner references here. It must keep the
 	// container named ContainerName and its port.
 	Template func(spec replica.Spec, pod *corev1.Pod)
+	// ArtifactCache, when set, is the volume replicas fetch registry
+	// artifacts into, mounted at ArtifactCachePath: a hostPath shares one
+	// cache among the replicas of a node (the second replica on a node
+	// downloads nothing), an emptyDir gives each pod its own.
+	ArtifactCache *corev1.VolumeSource
+	// Env and EnvFrom are added to every replica container: the artifact
+	// store's settings, e.g. $EBB_S3_ENDPOINT and credentials from a
+	// Secret.
+	Env     []corev1.EnvVar
+	EnvFrom []corev1.EnvFromSource
+	// Volumes are added to every replica pod and mounted in its
+	// container: e.g. a shared artifact store volume, read-only.
+	Volumes      []corev1.Volume
+	VolumeMounts []corev1.VolumeMount
+	// ReplicaArgs are more replica flags (of Binary) given to every replica,
+	// such as the operator's --max-request-elements.
+	ReplicaArgs []string
 	// Clock stamps handles; default the real clock.
 	Clock clock.PassiveClock
 	// HTTPClient asks replicas about themselves; default a client with a
@@ -132,8 +170,8 @@ func (b *Backend) Pod(spec replica.Spec) *corev1.Pod {
 				Name:            ContainerName,
 				Image:           b.opts.Image,
 				ImagePullPolicy: b.opts.ImagePullPolicy,
-				Command:         []string{"ebb"},
-				Args:            append([]string{"replica"}, Args(spec)...),
+				Command:         []string{Binary},
+				Args:            Args(spec, b.opts.ReplicaArgs...),
 				Env:             env,
 				Ports:           []corev1.ContainerPort{{Name: PortName, ContainerPort: Port, Protocol: corev1.ProtocolTCP}},
 				ReadinessProbe: &corev1.Probe{
@@ -146,16 +184,34 @@ func (b *Backend) Pod(spec replica.Spec) *corev1.Pod {
 			}},
 		},
 	}
+	ctr := &pod.Spec.Containers[0]
+	ctr.Env = append(ctr.Env, b.opts.Env...)
+	ctr.EnvFrom = append(ctr.EnvFrom, b.opts.EnvFrom...)
+	for _, v := range b.opts.Volumes {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, *v.DeepCopy())
+	}
+	ctr.VolumeMounts = append(ctr.VolumeMounts, b.opts.VolumeMounts...)
+	if v := b.opts.ArtifactCache; v != nil {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: artifactCacheVolume, VolumeSource: *v.DeepCopy()})
+		ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{Name: artifactCacheVolume, MountPath: ArtifactCachePath})
+		ctr.Env = append(ctr.Env, corev1.EnvVar{Name: "EBB_ARTIFACT_CACHE", Value: ArtifactCachePath})
+	}
+	if v := serving.OIPVersion(spec.Version); v != "" {
+		pod.Labels[LabelModelVersion] = v
+	}
+	if spec.Track != "" {
+		pod.Labels[LabelTrack] = spec.Track
+	}
 	if b.opts.Template != nil {
 		b.opts.Template(spec, pod)
 	}
 	return pod
 }
 
-// Args are the `ebb replica` flags (after "replica") that serve spec on
-// 0.0.0.0:Port.
-func Args(spec replica.Spec) []string {
-	return replica.Args(spec, "--addr", "0.0.0.0:"+strconv.Itoa(Port))
+// Args are the replica flags (the arguments of Binary) that serve spec on
+// 0.0.0.0:Port, with extra flags.
+func Args(spec replica.Spec, extra ...string) []string {
+	return replica.Args(spec, append([]string{"--addr", "0.0.0.0:" + strconv.Itoa(Port)}, extra...)...)
 }
 
 // Start creates the replica's pod and returns once it is scheduled and has

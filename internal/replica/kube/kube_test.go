@@ -120,7 +120,7 @@ func TestPhases(t *testing.T) {
 	}
 	// The replica's own times are finer than the apiserver's; a model
 	// "loaded" before the container's second-resolution start moves up.
-	got := kube.Phases(t0.Add(300*time.Millisecond), pod, events, at(13500*time.Millisecond), at(16*time.Second))
+	got := kube.Phases(t0.Add(300*time.Millisecond), pod, events, nil, at(13500*time.Millisecond), at(16*time.Second))
 	want := []serving.Phase{
 		{Name: kube.PhaseScheduled, At: at(time.Second), Duration: serving.D(700 * time.Millisecond)},
 		{Name: kube.PhaseImagePulled, At: at(13 * time.Second), Duration: serving.D(11500 * time.Millisecond)},
@@ -130,6 +130,24 @@ func TestPhases(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Phases (-want +got):\n%s", diff)
+	}
+
+	// A replica that fetched its artifact reports it between the
+	// container's start and the model's load, with its size and whether
+	// the node's cache held it.
+	art := &serving.ArtifactFetch{FetchedAt: at(14200 * time.Millisecond), Took: serving.D(150 * time.Millisecond), Bytes: 1234, CacheHit: true}
+	got = kube.Phases(t0.Add(300*time.Millisecond), pod, events, art, at(14500*time.Millisecond), at(16*time.Second))
+	hit := true
+	want = []serving.Phase{
+		{Name: kube.PhaseScheduled, At: at(time.Second), Duration: serving.D(700 * time.Millisecond)},
+		{Name: kube.PhaseImagePulled, At: at(13 * time.Second), Duration: serving.D(11500 * time.Millisecond)},
+		{Name: kube.PhaseContainerStarted, At: at(14 * time.Second), Duration: serving.D(time.Second)},
+		{Name: serving.PhaseArtifactFetched, At: at(14200 * time.Millisecond), Duration: serving.D(150 * time.Millisecond), Bytes: 1234, CacheHit: &hit},
+		{Name: serving.PhaseModelLoaded, At: at(14500 * time.Millisecond), Duration: serving.D(300 * time.Millisecond)},
+		{Name: serving.PhaseReady, At: at(16 * time.Second), Duration: serving.D(1500 * time.Millisecond)},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Phases with an artifact (-want +got):\n%s", diff)
 	}
 }
 
@@ -182,6 +200,18 @@ func TestTemplateAndUnschedulable(t *testing.T) {
 	pod := b.Pod(replica.Spec{ID: "gpu", Deployment: "d", Model: "/m.json", Engine: "trees"})
 	if pod.Labels[kube.LabelDeployment] != "d" || pod.Labels[kube.LabelReplica] != "gpu" || pod.Labels["team"] != "ml" {
 		t.Errorf("pod labels = %v", pod.Labels)
+	}
+	if _, ok := pod.Labels[kube.LabelModelVersion]; ok {
+		t.Errorf("pod of a model given by path has label %s", kube.LabelModelVersion)
+	}
+	// A replica of a registry version carries it: in a label, which
+	// gateways route /versions/{v} by, and in its arguments.
+	pod = b.Pod(replica.Spec{ID: "v3", Deployment: "d", Model: "s3://models/d/3", Engine: "trees", Version: "diabetes:3"})
+	if got := pod.Labels[kube.LabelModelVersion]; got != "3" {
+		t.Errorf("label %s = %q; want 3", kube.LabelModelVersion, got)
+	}
+	if args := strings.Join(pod.Spec.Containers[0].Args, " "); !strings.Contains(args, "--model-version diabetes:3") {
+		t.Errorf("replica args %q lack --model-version diabetes:3", args)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

@@ -65,7 +65,8 @@ func (b *Backend) Ready(ctx context.Context, h replica.Handle) (replica.Startup,
 	return replica.Startup{
 		ModelLoadedAt: in.ModelLoadedAt,
 		ReadyAt:       in.ReadyAt,
-		Phases:        Phases(h.ScheduledAt, pod, events.Items, in.ModelLoadedAt, in.ReadyAt),
+		Artifact:      in.Artifact,
+		Phases:        Phases(h.ScheduledAt, pod, events.Items, in.Artifact, in.ModelLoadedAt, in.ReadyAt),
 	}, nil
 }
 
@@ -80,9 +81,10 @@ func podReady(p *corev1.Pod) bool {
 
 // info is what a replica says about itself at /ebb/v1/replica.
 type info struct {
-	ID            string    `json:"id"`
-	ModelLoadedAt time.Time `json:"modelLoadedAt"`
-	ReadyAt       time.Time `json:"readyAt"`
+	ID            string                 `json:"id"`
+	ModelLoadedAt time.Time              `json:"modelLoadedAt"`
+	ReadyAt       time.Time              `json:"readyAt"`
+	Artifact      *serving.ArtifactFetch `json:"artifact"`
 }
 
 // readyInfo asks the replica until it reports readyAt; a Ready pod's
@@ -148,12 +150,13 @@ func PullDuration(message string) (d time.Duration, ok bool) {
 // Phases returns a pod's cold-start phases, in order: scheduled (from
 // start, the time Start was called, to the PodScheduled transition), image
 // pulled (when the kubelet's Pulled event says, lasting the pull time it
-// reports; absent without such an event), container started, model loaded
-// and ready. Each phase ends at At and lasts until then from the previous
+// reports; absent without such an event), container started, artifact
+// fetched (when the replica fetched one: art), model loaded and ready. Each
+// phase ends at At and lasts until then from the previous
 // phase's end, except image pulled whose Duration is the reported pull. The
 // apiserver's times have a resolution of one second, so an At earlier than
 // the previous phase's end is moved up to it.
-func Phases(start time.Time, pod *corev1.Pod, events []corev1.Event, modelLoadedAt, readyAt time.Time) []serving.Phase {
+func Phases(start time.Time, pod *corev1.Pod, events []corev1.Event, art *serving.ArtifactFetch, modelLoadedAt, readyAt time.Time) []serving.Phase {
 	var ps []serving.Phase
 	prev := start
 	add := func(name string, at time.Time, dur *time.Duration) {
@@ -197,6 +200,15 @@ func Phases(start time.Time, pod *corev1.Pod, events []corev1.Event, modelLoaded
 		case cs.State.Terminated != nil:
 			add(PhaseContainerStarted, cs.State.Terminated.StartedAt.Time, nil)
 		}
+	}
+	if art != nil && !art.FetchedAt.IsZero() {
+		at := art.FetchedAt
+		if at.Before(prev) {
+			at = prev
+		}
+		ps = append(ps, art.Phase())
+		ps[len(ps)-1].At = at
+		prev = at
 	}
 	add(serving.PhaseModelLoaded, modelLoadedAt, nil)
 	add(serving.PhaseReady, readyAt, nil)

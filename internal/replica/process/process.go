@@ -1,17 +1,28 @@
-// Package process runs replicas as local OS processes: one `ebb replica`
-// process per replica, serving OIP v2 on a loopback port.
+// Package process runs replicas as local OS processes: one replica process
+// per replica (the lean ebb-replica binary, or `ebb replica`; see
+// ReplicaCommand), serving OIP v2 on a loopback port.
 //
 // The backend opens each replica's listening socket itself and hands it to
 // the child, so the endpoint is known before the child runs and no port can
 // be taken in between. The child reports "model loaded, serving" on an
 // inherited pipe, which makes readiness immediate instead of polled.
-// Replicas run in their own process group, so they outlive a crash of ebb and
-// a restarted ebb can Recover them from their stored handles.
+// Replicas run in their own session and process group, so they outlive a
+// crash of ebb and a restarted ebb can Recover them from their stored
+// handles. A replica's whole process tree ends with it: when the replica
+// exits, or is killed because it did not stop in time, every process left in
+// its session is killed (tree.go), and a restarted ebb kills the trees of
+// the stored replicas it cannot reattach.
+//
+// Every replica gets a random secret in its environment (never on its
+// command line, which every user can read) and refuses requests without it
+// but health checks (see replica.Handle.Secret): a loopback port is open to
+// every user of the machine.
 package process
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,12 +30,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/ebb-ml/ebb/internal/replica"
+	"golang.org/x/sys/unix"
 	"k8s.io/utils/clock"
 )
 
@@ -36,21 +47,37 @@ var _ replica.Backend = (*Backend)(nil)
 // Options configure a Backend.
 type Options struct {
 	// Command is the argv that starts a replica; the replica flags are
-	// appended. Default: this executable followed by "replica".
+	// appended. Default: ReplicaCommand of this executable (the
+	// ebb-replica beside it, else this executable followed by "replica").
 	Command []string
 	// LogDir receives one log file per replica (<id>.log). Default: the
-	// system temp dir.
+	// system temp dir, which MaintainLogs leaves alone.
 	LogDir string
+	// LogMaxBytes caps a replica's current log file: MaintainLogs rotates
+	// it to <id>.log.1 … <id>.log.<LogKeep> once it is this big (0: no
+	// cap). LogRetention is how long the logs of a replica that no longer
+	// runs are kept (0: forever). See rotate.go.
+	LogMaxBytes  int64
+	LogKeep      int
+	LogRetention time.Duration
 	// Env is added to the replica's environment.
 	Env []string
 	// Clock stamps handles; default the real clock.
 	Clock clock.PassiveClock
+	// NoSecrets starts replicas without a secret: any local user may call
+	// them. Only for benchmarks that reach replicas directly.
+	NoSecrets bool
+	// ReplicaArgs are more `ebb replica` flags given to every replica:
+	// ebb up's limits (timeouts, --max-request-elements), so a replica
+	// bounds requests as its gateway does.
+	ReplicaArgs []string
 }
 
 // Backend starts replicas as child processes. Its zero value is not usable;
 // call New.
 type Backend struct {
-	opts Options
+	opts      Options
+	ownLogDir bool // LogDir was given: MaintainLogs may rotate and prune in it
 
 	// mu guards procs.
 	mu    sync.Mutex
@@ -60,9 +87,15 @@ type Backend struct {
 // proc is a replica this Backend started or recovered.
 type proc struct {
 	pid    int
+	tree   tree
 	notify *os.File // read end of the readiness pipe; nil when recovered
 	done   chan struct{}
 	exit   replica.Exit // set before done is closed
+
+	// mu guards reaped: once the leader is reaped its PID may name
+	// another process, so its group is no longer signalled.
+	mu     sync.Mutex
+	reaped bool
 }
 
 // state is the backend-specific part of a Handle.
@@ -81,18 +114,22 @@ func New(opts Options) (*Backend, error) {
 		if err != nil {
 			return nil, fmt.Errorf("process backend: find own executable: %w", err)
 		}
-		opts.Command = []string{exe, "replica"}
+		opts.Command, _ = ReplicaCommand(exe)
 	}
-	if opts.LogDir == "" {
+	ownLogDir := opts.LogDir != ""
+	if !ownLogDir {
 		opts.LogDir = os.TempDir()
+	}
+	if opts.LogKeep <= 0 {
+		opts.LogKeep = DefaultLogKeep
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	return &Backend{opts: opts, procs: map[string]*proc{}}, nil
+	return &Backend{opts: opts, ownLogDir: ownLogDir, procs: map[string]*proc{}}, nil
 }
 
-// Start launches `ebb replica` for spec on a fresh loopback port.
+// Start launches a replica process for spec on a fresh loopback port.
 func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle, error) {
 	h := replica.Handle{Spec: spec, Backend: Name, ScheduledAt: b.opts.Clock.Now()}
 	if err := ctx.Err(); err != nil {
@@ -127,7 +164,7 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 	}
 	defer logFile.Close()
 
-	args := append(append([]string{}, b.opts.Command[1:]...), replicaArgs(spec)...)
+	args := append(append([]string{}, b.opts.Command[1:]...), b.replicaArgs(spec)...)
 	// Not exec.CommandContext: the replica must outlive the request that
 	// started it.
 	cmd := exec.Command(b.opts.Command[0], args...)
@@ -135,8 +172,23 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 	for k, v := range spec.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	// The replica's secret goes in its environment, which only its user
+	// can read (/proc/PID/environ), never on its command line.
+	secret := ""
+	if !b.opts.NoSecrets {
+		if secret, err = newSecret(); err != nil {
+			notifyR.Close()
+			return h, fmt.Errorf("start replica %s: %w", spec.ID, err)
+		}
+	}
+	h.Secret = secret
+	// Last, so they win: the secret (empty: none), and the ID that marks
+	// the replica's tree (tree.go).
+	cmd.Env = append(cmd.Env, replica.SecretEnv+"="+secret, ReplicaIDEnv+"="+spec.ID)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.ExtraFiles = []*os.File{lnFile, notifyW}
+	// Its own process group, led by the replica, in ebb's session (see
+	// tree.go for why not a session of its own).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		notifyR.Close()
@@ -148,22 +200,82 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 	st.StartTime, _ = procStartTime(st.PID)
 	h.State, _ = json.Marshal(st)
 
-	p := &proc{pid: st.PID, notify: notifyR, done: make(chan struct{})}
+	p := &proc{pid: st.PID, notify: notifyR, done: make(chan struct{}),
+		tree: tree{id: spec.ID, leader: st.PID, startTime: st.StartTime, held: true}}
 	b.mu.Lock()
 	b.procs[spec.ID] = p
 	b.mu.Unlock()
 	go func() {
+		// Wait for the exit without reaping, so the leader's PID still
+		// names its tree while what it left behind is killed.
+		waitExited(st.PID)
+		p.mu.Lock()
+		p.tree.kill()
 		err := cmd.Wait()
+		p.reaped = true
+		p.mu.Unlock()
 		p.exit = exitOf(cmd.ProcessState, err)
 		close(p.done)
 	}()
 	return h, nil
 }
 
+// newSecret returns 256 random bits, hex.
+func newSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("replica secret: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// waitExited blocks until our child pid has exited, leaving it unreaped.
+func waitExited(pid int) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// killTree kills p's whole tree at once, unless it is gone already.
+func (p *proc) killTree() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.reaped {
+		p.tree.kill()
+	}
+}
+
+// signal sends sig to the replica's leader, never to a process that reused
+// its PID.
+func (p *proc) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return syscall.ESRCH
+	}
+	if p.tree.held {
+		return syscall.Kill(p.pid, sig)
+	}
+	// Recovered: not our child, so check the process behind a pidfd.
+	fd, err := unix.PidfdOpen(p.pid, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if st, err := readProcStat(p.pid); err != nil || (p.tree.startTime != 0 && st.startTime != p.tree.startTime) {
+		return syscall.ESRCH
+	}
+	return unix.PidfdSendSignal(fd, sig, nil, 0)
+}
+
 // replicaArgs are the `ebb replica` flags that serve spec on the inherited
-// listener (fd 3), reporting readiness on fd 4.
-func replicaArgs(spec replica.Spec) []string {
-	return replica.Args(spec, "--listen-fd", "3", "--notify-fd", "4")
+// listener (fd 3), reporting readiness on fd 4, with Options.ReplicaArgs.
+func (b *Backend) replicaArgs(spec replica.Spec) []string {
+	return replica.Args(spec, append([]string{"--listen-fd", "3", "--notify-fd", "4"}, b.opts.ReplicaArgs...)...)
 }
 
 func exitOf(ps *os.ProcessState, err error) replica.Exit {
@@ -212,19 +324,21 @@ func (b *Backend) forget(id string, p *proc) {
 	}
 }
 
-// Stop sends SIGTERM so the replica drains, and SIGKILL if ctx ends first.
+// Stop sends SIGTERM so the replica drains, and kills its whole process tree
+// if ctx ends first. Whatever the replica leaves running when it exits is
+// killed too.
 func (b *Backend) Stop(ctx context.Context, h replica.Handle) error {
 	p, err := b.lookup(h)
 	if errors.Is(err, replica.ErrNotFound) {
 		return nil // never ran here or already reaped
 	}
-	if err := syscall.Kill(p.pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := p.signal(syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("stop replica %s (pid %d): %w", h.Spec.ID, p.pid, err)
 	}
 	select {
 	case <-p.done:
 	case <-ctx.Done():
-		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		p.killTree()
 		<-p.done
 	}
 	b.forget(h.Spec.ID, p)
@@ -246,24 +360,4 @@ func logTail(h replica.Handle) string {
 		b = b[len(b)-max:]
 	}
 	return string(b)
-}
-
-// procStartTime reads field 22 of /proc/PID/stat.
-func procStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may contain spaces; fields after it
-	// start after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	fields := strings.Fields(string(b[i+1:]))
-	// fields[0] is field 3 (state); field 22 is fields[19].
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
 }

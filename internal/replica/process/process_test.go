@@ -28,9 +28,14 @@ func TestConformance(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("this is not a model"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The lean replica binary ebbtest built beside ebb, as ebb up runs it.
+	cmd, lean := process.ReplicaCommand(ebbBin)
+	if !lean {
+		t.Fatalf("no %s beside %s: ebbtest builds both", process.LeanBinary, ebbBin)
+	}
 	replicatest.Run(t, replicatest.Harness{
 		New: func(t *testing.T) replica.Backend {
-			b, err := process.New(process.Options{Command: []string{ebbBin, "replica"}, LogDir: logs})
+			b, err := process.New(process.Options{Command: cmd, LogDir: logs})
 			if err != nil {
 				t.Fatal(err)
 			}

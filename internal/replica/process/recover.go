@@ -11,6 +11,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/server"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,7 +44,7 @@ func (b *Backend) Ready(ctx context.Context, h replica.Handle) (replica.Startup,
 		case r.n.Error != "":
 			return replica.Startup{}, fmt.Errorf("replica %s failed to start: %s", h.Spec.ID, r.n.Error)
 		}
-		return replica.Startup{ModelLoadedAt: r.n.ModelLoadedAt, ReadyAt: r.n.ReadyAt}, nil
+		return replica.Startup{ModelLoadedAt: r.n.ModelLoadedAt, ReadyAt: r.n.ReadyAt, Artifact: r.n.Artifact}, nil
 	case <-ctx.Done():
 		p.notify.SetReadDeadline(time.Now()) // unblocks the reader
 		return replica.Startup{}, ctx.Err()
@@ -60,10 +61,11 @@ func (b *Backend) exitedEarly(h replica.Handle, p *proc) error {
 
 // info is what a replica says about itself at /ebb/v1/replica.
 type info struct {
-	ID            string    `json:"id"`
-	PID           int       `json:"pid"`
-	ModelLoadedAt time.Time `json:"modelLoadedAt"`
-	ReadyAt       time.Time `json:"readyAt"`
+	ID            string                 `json:"id"`
+	PID           int                    `json:"pid"`
+	ModelLoadedAt time.Time              `json:"modelLoadedAt"`
+	ReadyAt       time.Time              `json:"readyAt"`
+	Artifact      *serving.ArtifactFetch `json:"artifact"`
 }
 
 func fetchInfo(ctx context.Context, endpoint string) (info, error) {
@@ -90,7 +92,7 @@ func probeReady(ctx context.Context, h replica.Handle, p *proc) (replica.Startup
 	defer t.Stop()
 	for {
 		if in, err := fetchInfo(ctx, h.Endpoint); err == nil && !in.ReadyAt.IsZero() {
-			return replica.Startup{ModelLoadedAt: in.ModelLoadedAt, ReadyAt: in.ReadyAt}, nil
+			return replica.Startup{ModelLoadedAt: in.ModelLoadedAt, ReadyAt: in.ReadyAt, Artifact: in.Artifact}, nil
 		}
 		select {
 		case <-t.C:
@@ -108,6 +110,12 @@ const probeInterval = 50 * time.Millisecond
 // Recover reattaches to a replica process started earlier, perhaps by another
 // ebb process. It checks that the PID still names the same process (start
 // time) and that the endpoint answers with the replica's ID.
+//
+// A replica it cannot reattach is reaped: whatever is left of its process
+// tree (the replica itself when it runs but does not answer, the processes
+// an engine started when the replica died while ebb was down) is killed,
+// each process verified to belong to the tree (tree.go), so a reused PID is
+// never killed.
 func (b *Backend) Recover(ctx context.Context, h replica.Handle) error {
 	var st state
 	if err := json.Unmarshal(h.State, &st); err != nil || st.PID <= 0 {
@@ -116,19 +124,23 @@ func (b *Backend) Recover(ctx context.Context, h replica.Handle) error {
 	if b.has(h.Spec.ID) {
 		return nil
 	}
+	t := tree{id: h.Spec.ID, leader: st.PID, startTime: st.StartTime}
 	start, err := procStartTime(st.PID)
 	if err != nil || (st.StartTime != 0 && start != st.StartTime) {
+		t.kill()
 		return fmt.Errorf("replica %s (pid %d): %w", h.Spec.ID, st.PID, replica.ErrNotFound)
 	}
 	in, err := fetchInfo(ctx, h.Endpoint)
 	if err != nil || in.ID != h.Spec.ID {
-		return fmt.Errorf("replica %s (pid %d) does not answer at %s: %w", h.Spec.ID, st.PID, h.Endpoint, replica.ErrNotFound)
+		t.kill()
+		return fmt.Errorf("replica %s (pid %d) does not answer at %s, so it was killed: %w", h.Spec.ID, st.PID, h.Endpoint, replica.ErrNotFound)
 	}
 	pidfd, err := unix.PidfdOpen(st.PID, 0)
 	if err != nil {
+		t.kill()
 		return fmt.Errorf("replica %s (pid %d): %w", h.Spec.ID, st.PID, replica.ErrNotFound)
 	}
-	p := &proc{pid: st.PID, done: make(chan struct{})}
+	p := &proc{pid: st.PID, tree: t, done: make(chan struct{})}
 	b.mu.Lock()
 	b.procs[h.Spec.ID] = p
 	b.mu.Unlock()
@@ -143,6 +155,11 @@ func (b *Backend) Recover(ctx context.Context, h replica.Handle) error {
 				break
 			}
 		}
+		// Its PID may be reused from here on; t checks what it kills.
+		p.mu.Lock()
+		p.tree.kill()
+		p.reaped = true
+		p.mu.Unlock()
 		p.exit = replica.Exit{Code: -1}
 		close(p.done)
 	}()

@@ -178,18 +178,43 @@ func BinDir() (string, error) {
 }
 
 // Cluster is one running, throwaway PostgreSQL cluster on a loopback port.
-// Its superuser is "postgres", trusted without a password.
+// Its superuser is "postgres", trusted without a password (any password a
+// DSN gives is accepted).
 type Cluster struct {
 	// Port is the TCP port on 127.0.0.1 it listens on.
 	Port int
 
 	dir  string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when postgres has exited
+	bin  string
+	cred *syscall.Credential
 	log  *lockedBuffer
+
+	// mu guards the server process, which StopServer and StartServer
+	// replace.
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when this cmd has exited
 
 	stopOnce sync.Once
 	stopErr  error
+}
+
+// NewCluster starts a cluster of the test's own, stopped and removed at
+// its cleanup, for tests that stop and restart the server
+// (Cluster.StopServer) and so must not share one. It skips the test when
+// PostgreSQL is not installed, or fails it when CI=true.
+func NewCluster(t testing.TB) *Cluster {
+	t.Helper()
+	c, err := StartCluster(findBinDir(t))
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("pgtest: stop cluster: %v", err)
+		}
+	})
+	return c
 }
 
 // StartCluster initialises a cluster in a new temporary directory with the
@@ -237,11 +262,14 @@ func StartCluster(binDir string) (*Cluster, error) {
 	// try a few.
 	var lastErr error
 	for range 3 {
-		c, err := startServer(ctx, binDir, dir, cred)
-		if err == nil {
+		port, err := freePort()
+		if err != nil {
+			return fail(err)
+		}
+		c := &Cluster{Port: port, dir: dir, bin: binDir, cred: cred, log: &lockedBuffer{}}
+		if lastErr = c.startServer(ctx); lastErr == nil {
 			return c, nil
 		}
-		lastErr = err
 	}
 	return fail(lastErr)
 }
@@ -319,16 +347,14 @@ func credential() (cred *syscall.Credential, uid, gid int, err error) {
 // readyLine is what postgres logs once it accepts connections.
 const readyLine = "database system is ready to accept connections"
 
-func startServer(ctx context.Context, binDir, dir string, cred *syscall.Credential) (*Cluster, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(filepath.Join(binDir, "postgres"),
-		"-D", filepath.Join(dir, "data"),
+// startServer starts postgres on c's data directory and port and returns
+// once it accepts connections. c.mu must be held or c not yet shared.
+func (c *Cluster) startServer(ctx context.Context) error {
+	cmd := exec.Command(filepath.Join(c.bin, "postgres"),
+		"-D", filepath.Join(c.dir, "data"),
 		"-h", "127.0.0.1",
-		"-p", strconv.Itoa(port),
-		"-k", dir,
+		"-p", strconv.Itoa(c.Port),
+		"-k", c.dir,
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off",
@@ -336,16 +362,17 @@ func startServer(ctx context.Context, binDir, dir string, cred *syscall.Credenti
 		"-c", "lc_messages=C",
 		"-c", "logging_collector=off",
 	)
-	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.Dir = c.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return fmt.Errorf("start postgres: %w", err)
 	}
-	c := &Cluster{Port: port, dir: dir, cmd: cmd, done: make(chan struct{}), log: &lockedBuffer{}}
+	done := make(chan struct{})
+	c.cmd, c.done = cmd, done
 	ready := make(chan struct{})
 	scanned := make(chan struct{})
 	go func() {
@@ -364,16 +391,16 @@ func startServer(ctx context.Context, binDir, dir string, cred *syscall.Credenti
 	go func() {
 		<-scanned // Wait closes the pipe: read it all first
 		cmd.Wait()
-		close(c.done)
+		close(done)
 	}()
 	select {
 	case <-ready:
-		return c, nil
-	case <-c.done:
-		return nil, fmt.Errorf("postgres exited before it was ready:\n%s", c.log.String())
+		return nil
+	case <-done:
+		return fmt.Errorf("postgres exited before it was ready:\n%s", c.log.String())
 	case <-ctx.Done():
 		c.kill()
-		return nil, fmt.Errorf("postgres not ready within %s:\n%s", startTimeout, c.log.String())
+		return fmt.Errorf("postgres not ready within %s:\n%s", startTimeout, c.log.String())
 	}
 }
 
@@ -405,11 +432,52 @@ func (c *Cluster) exec(ctx context.Context, sql string) error {
 // Log returns what the server has logged so far.
 func (c *Cluster) Log() string { return c.log.String() }
 
+// StopServer shuts the server down as an administrator would (a fast
+// shutdown, SIGINT to the postmaster's PID: sessions are ended with
+// SQLSTATE 57P01 and the data is checkpointed) and waits for it to exit,
+// keeping the data directory; StartServer starts it again. Stopping a
+// stopped server does nothing.
+func (c *Cluster) StopServer() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+		return nil
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-c.done:
+		return nil
+	case <-time.After(30 * time.Second):
+		c.kill()
+		return fmt.Errorf("postgres %d did not shut down within 30s; killed it:\n%s", c.cmd.Process.Pid, c.log.String())
+	}
+}
+
+// StartServer starts the server that StopServer stopped, on the same data
+// directory and port, and returns once it accepts connections. Starting a
+// running server is an error.
+func (c *Cluster) StartServer() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+	default:
+		return fmt.Errorf("postgres %d is running already", c.cmd.Process.Pid)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	return c.startServer(ctx)
+}
+
 // Stop shuts the server down at once (no checkpoint: the data is thrown
 // away) and removes its directory. Calls after the first return the first
 // call's result.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		// SIGQUIT is PostgreSQL's immediate shutdown, as pg_ctl -m immediate.
 		_ = c.cmd.Process.Signal(syscall.SIGQUIT)
 		select {
@@ -422,7 +490,8 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
-// kill ends postgres and its children with SIGKILL and waits for it.
+// kill ends postgres and its children with SIGKILL and waits for it. c.mu
+// must be held or c not yet shared.
 func (c *Cluster) kill() {
 	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 	<-c.done

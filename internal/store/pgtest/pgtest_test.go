@@ -3,6 +3,7 @@ package pgtest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -97,6 +98,49 @@ func TestStopRemovesCluster(t *testing.T) {
 	}
 	if c.cmd.ProcessState == nil {
 		t.Errorf("postgres process not reaped after Stop")
+	}
+}
+
+// TestStopServerKeepsData checks that StopServer stops the server, which
+// then refuses connections, and that StartServer starts it again on the
+// same port with the data it had.
+func TestStopServerKeepsData(t *testing.T) {
+	c := NewCluster(t)
+	ctx := context.Background()
+	if err := c.exec(ctx, `CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)`); err != nil {
+		t.Fatal(err)
+	}
+	first := c.cmd.Process.Pid
+	if err := c.StopServer(); err != nil {
+		t.Fatalf("StopServer: %v", err)
+	}
+	if err := syscall.Kill(first, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("postgres %d after StopServer: kill -0 = %v, want it gone", first, err)
+	}
+	if err := c.exec(ctx, `SELECT 1`); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("query with the server stopped = %v, want connection refused", err)
+	}
+	if err := c.StopServer(); err != nil {
+		t.Errorf("second StopServer = %v, want nil", err)
+	}
+	port := c.Port
+	if err := c.StartServer(); err != nil {
+		t.Fatalf("StartServer: %v", err)
+	}
+	if c.Port != port {
+		t.Errorf("port after StartServer = %d, want %d", c.Port, port)
+	}
+	if err := c.StartServer(); err == nil {
+		t.Errorf("StartServer on a running server succeeded, want an error")
+	}
+	conn, err := pgx.Connect(ctx, c.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var x int
+	if err := conn.QueryRow(ctx, `SELECT x FROM kept`).Scan(&x); err != nil || x != 42 {
+		t.Errorf("kept row after restart = %d, %v; want 42", x, err)
 	}
 }
 

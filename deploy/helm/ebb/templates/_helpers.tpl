@@ -88,5 +88,43 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* The operator's in-cluster URL, which the gateways report to. */}}
 {{- define "ebb.operator.url" -}}
-{{- printf "http://%s.%s.svc:%d" (include "ebb.operator.fullname" .) .Release.Namespace (int .Values.operator.port) }}
+{{- printf "%s://%s.%s.svc:%d" (ternary "https" "http" (ne .Values.tls.operator.secretName "")) (include "ebb.operator.fullname" .) .Release.Namespace (int .Values.operator.port) }}
+{{- end }}
+
+{{/*
+The OIDC flags of the operator and the gateways (auth.oidc), as a list of
+args; nothing without an issuer.
+*/}}
+{{- define "ebb.oidcArgs" -}}
+{{- with .Values.auth.oidc }}
+{{- if .issuer }}
+{{- if not $.Values.auth.enabled }}
+{{- fail "auth.oidc.issuer needs auth.enabled: OIDC tokens are checked only with auth on" }}
+{{- end }}
+- {{ printf "--oidc-issuer=%s" .issuer | quote }}
+- {{ printf "--oidc-audience=%s" (required "auth.oidc.audience is required with auth.oidc.issuer: the client ID the issuer names ebb by" .audience) | quote }}
+- {{ printf "--oidc-scopes-claim=%s" (.scopesClaim | default "groups") | quote }}
+{{- if not .scopeMap }}
+{{- fail "auth.oidc.scopeMap is required with auth.oidc.issuer: map claim values to ebb scopes, e.g. [\"ml-admins=admin\"]" }}
+{{- end }}
+{{- range .scopeMap }}
+- {{ printf "--oidc-scope-map=%s" . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where the pods mount the TLS Secrets. */}}
+{{- define "ebb.tlsPath" -}}/etc/ebb/tls{{- end }}
+{{- define "ebb.operatorCAPath" -}}/etc/ebb/operator-ca{{- end }}
+{{- define "ebb.replicaClientPath" -}}/etc/ebb/replica-client{{- end }}
+{{- define "ebb.gatewayTokenPath" -}}/var/run/secrets/ebb/gateway-token{{- end }}
+
+{{/* The Secrets where the operator keeps the admin and the gateways' tokens. */}}
+{{- define "ebb.auth.adminTokenSecret" -}}
+{{- default (printf "%s-admin-token" (include "ebb.fullname" .)) .Values.auth.adminTokenSecret }}
+{{- end }}
+
+{{- define "ebb.auth.gatewayTokenSecret" -}}
+{{- default (printf "%s-gateway-token" (include "ebb.fullname" .)) .Values.auth.gatewayTokenSecret }}
 {{- end }}

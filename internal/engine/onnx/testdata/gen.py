@@ -9,7 +9,8 @@
                   b    BOOL [-1]     -> b_not     = not b
                   s    BYTES [-1]    -> s_upper   = upper(s)  (StringNormalizer:
                                         needs the en_US.UTF-8 locale)
-  float16.onnx  a float16 input, which ebb refuses to load.
+  float16.onnx  a float16 input and output (once refused at load; served
+                since issue 11, whose models hack/gen-onnx-golden.py writes).
 
 Run with Debian's interpreter (apt-get install -y python3-onnx):
   /usr/bin/python3 internal/engine/onnx/testdata/gen.py

@@ -12,5 +12,11 @@ class Model:
             self.net.bias.copy_(torch.tensor([0.5, -0.5]))
         self.net.eval()
 
+    def metadata(self):
+        return {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
+            "outputs": [{"name": "predict", "datatype": "FP32", "shape": [-1, 2]}],
+        }
+
     def predict(self, inputs):
         return self.net(torch.from_numpy(inputs["x"]))

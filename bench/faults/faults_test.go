@@ -1,0 +1,147 @@
+package faults
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ebb-ml/ebb/bench/harness"
+	"github.com/ebb-ml/ebb/internal/artifact/artifacttest"
+)
+
+// TestFaultsQuick runs the quick mode of the first cases of the fault suite
+// against ebb built from this tree and checks every goal: 0 failed requests
+// when one replica of two dies, when all die (held), after ebb itself
+// restarts and while S3 is down during a cold start (held); RSS under the
+// caps for oversized bodies and shapes; nothing left behind. It takes about
+// 45 s plus the build. The cluster case has its own test,
+// TestAPIServerRestart.
+func TestFaultsQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts ebb up and its replicas; skipped with -short")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := harness.FindRoot(wd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+	var log strings.Builder
+	env := &harness.Env{Root: root, Work: work, Ebb: filepath.Join(work, "ebb"), Quick: true, Out: &logWriter{t: t}}
+	// EBB_FAULTS_BIN names a prebuilt ebb to test instead of this tree's.
+	if bin := os.Getenv("EBB_FAULTS_BIN"); bin != "" {
+		env.Ebb = bin
+	} else if err := harness.BuildGo(ctx, root, "./cmd/ebb", env.Ebb, &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	defer env.StopAll()
+	reg, err := Registry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := "kill-one,kill-all,kill-ebb,bodies,shapes"
+	// The S3 outage needs versitygw: skipped without it, as the artifact
+	// store's tests are, or failed when CI=true.
+	if _, ok := artifacttest.VersityGWPath(); ok {
+		names += ",s3-outage"
+	} else if os.Getenv("CI") == "true" {
+		t.Error("versitygw is not installed (hack/install-versitygw.sh): the s3-outage case cannot run")
+	} else {
+		t.Log("versitygw is not installed (hack/install-versitygw.sh): s3-outage skipped")
+	}
+	cases, err := reg.Select(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, o := range RunCases(ctx, env, cases, 60*time.Second) {
+		t.Run(o.Name, func(t *testing.T) {
+			if o.Error != "" {
+				t.Fatalf("case failed: %s", o.Error)
+			}
+			if len(o.Goals) == 0 {
+				t.Fatal("no goals reported")
+			}
+			for _, g := range o.Goals {
+				if !g.Met {
+					t.Errorf("goal %q (%s) not met: %s", g.Name, g.Target, g.Detail)
+				}
+			}
+			if len(o.Leftovers) > 0 {
+				t.Errorf("processes left behind: %v", o.Leftovers)
+			}
+		})
+	}
+	t.Logf("cases took %s", time.Since(start).Round(time.Second))
+}
+
+// logWriter sends the harness's progress lines to the test log.
+type logWriter struct{ t *testing.T }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestLoadStats(t *testing.T) {
+	t0 := time.Now()
+	l := &Load{events: []event{
+		{sent: t0, at: t0.Add(10 * time.Millisecond), code: 200},
+		{sent: t0.Add(time.Second), at: t0.Add(1100 * time.Millisecond), code: 503, err: "HTTP 503"},
+		{sent: t0.Add(2 * time.Second), at: t0.Add(2100 * time.Millisecond), code: 0, err: "reset"},
+		{sent: t0.Add(3 * time.Second), at: t0.Add(3500 * time.Millisecond), code: 200},
+	}}
+	all := l.Stats(time.Time{}, time.Time{})
+	if all.OK != 2 || all.Failed != 2 || all.Codes[503] != 1 || all.Codes[0] != 1 || all.FirstError != "HTTP 503" || all.MaxLatency != 500*time.Millisecond {
+		t.Errorf("Stats(all) = %+v", all)
+	}
+	if got := all.codes(); got != "transport error ×1, 503 ×1" {
+		t.Errorf("codes() = %q", got)
+	}
+	w := l.Stats(t0.Add(time.Second), t0.Add(3*time.Second))
+	if w.OK != 0 || w.Failed != 2 {
+		t.Errorf("Stats(window) = %+v", w)
+	}
+	if got := l.FirstOKAfter(t0.Add(time.Millisecond)); !got.Equal(t0.Add(3500 * time.Millisecond)) {
+		t.Errorf("FirstOKAfter = %v", got.Sub(t0))
+	}
+	if got := l.LastFailure(); !got.Equal(t0.Add(2100 * time.Millisecond)) {
+		t.Errorf("LastFailure = %v", got.Sub(t0))
+	}
+}
+
+func TestVmHWMOfSelf(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	n, err := vmHWM(os.Getpid())
+	if err != nil || n <= 0 {
+		t.Fatalf("vmHWM(self) = %d, %v", n, err)
+	}
+	if hostPort("http://127.0.0.1:1234/x") != "127.0.0.1:1234" {
+		t.Error("hostPort")
+	}
+}
+
+func TestRegistryOrder(t *testing.T) {
+	reg, err := Registry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "kill-one,kill-all,kill-ebb,connections,bodies,shapes,replicas,store-stall,s3-outage,apiserver-restart"
+	if got := strings.Join(reg.Names(), ","); got != want {
+		t.Errorf("cases = %s, want %s", got, want)
+	}
+}

@@ -1,0 +1,286 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Noticing a client that goes away.
+//
+// fasthttp reads a connection only between requests, so a request's
+// context (*fasthttp.RequestCtx) is cancelled only when the server shuts
+// down: a client that gives up on a held request would keep its place in
+// the activator's queue until the hold timed out. A server connection is
+// therefore a watchConn, which can read one byte in the background while a
+// request is handled, as net/http does: EOF or a reset means the client is
+// gone; a byte it reads (the next request, pipelined) is kept and handed to
+// the server's next Read. Watching starts only when a request waits (the
+// first call of its context's Done: a held request, a log stream), so the
+// common request costs nothing, and only once its body has been read.
+
+// aLongTimeAgo is a read deadline that makes a pending Read return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watchListener wraps each accepted connection in a watchConn.
+type watchListener struct{ net.Listener }
+
+func (l watchListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	w := &watchConn{Conn: c}
+	if tc, ok := c.(tlsConn); ok {
+		// fasthttp tells TLS connections by these methods (RequestCtx.IsTLS).
+		return &watchTLSConn{watchConn: w, tc: tc}, nil
+	}
+	return w, nil
+}
+
+// tlsConn is what fasthttp needs of a TLS connection.
+type tlsConn interface {
+	Handshake() error
+	ConnectionState() tls.ConnectionState
+}
+
+type watchTLSConn struct {
+	*watchConn
+	tc tlsConn
+}
+
+func (c *watchTLSConn) Handshake() error                     { return c.tc.Handshake() }
+func (c *watchTLSConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+
+// watchConn is a server connection that can watch for its client closing
+// while the server does not read it.
+type watchConn struct {
+	net.Conn
+	// active is set while a background read runs or left something for
+	// Read (a byte or an error); Read takes the fast path without it.
+	active atomic.Bool
+	// idle is set while the connection carries no request (Server.track).
+	idle atomic.Bool
+
+	// mu guards the fields below.
+	mu      sync.Mutex
+	rd      time.Time // the read deadline the server set last
+	body    time.Time // a body's read deadline, set before the next read (armBody)
+	bodySet bool
+	reading bool          // a background read runs
+	done    chan struct{} // closed when it returns
+	gone    chan struct{} // closed when it saw the client go away
+	stash   [1]byte
+	stashed bool  // stash holds a byte the server has not read
+	err     error // how the client went away; every later Read returns it
+}
+
+func (c *watchConn) Read(p []byte) (int, error) {
+	if !c.active.Load() {
+		return c.Conn.Read(p)
+	}
+	c.mu.Lock()
+	c.stopLocked()
+	if c.bodySet {
+		c.bodySet = false
+		c.rd = c.body
+		_ = c.Conn.SetReadDeadline(c.body)
+	}
+	switch {
+	case c.stashed && len(p) > 0:
+		p[0] = c.stash[0]
+		c.stashed = false
+		c.active.Store(c.err != nil)
+		c.mu.Unlock()
+		return 1, nil
+	case c.err != nil:
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	c.active.Store(false)
+	c.mu.Unlock()
+	return c.Conn.Read(p)
+}
+
+// SetReadDeadline sets the deadline of the server's reads; while a watch
+// runs (without one) it is kept for when the watch stops, which happens
+// before the server reads again (Read).
+func (c *watchConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rd = t
+	if c.reading {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *watchConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// armBody makes the next read that reaches the connection first set the
+// read deadline d (zero: none), until disarmBody: a request body's
+// deadline then costs nothing when the body came with its headers, as a
+// small one does.
+func (c *watchConn) armBody(d time.Time) {
+	c.mu.Lock()
+	c.body, c.bodySet = d, true
+	c.active.Store(true)
+	c.mu.Unlock()
+}
+
+func (c *watchConn) disarmBody() {
+	c.mu.Lock()
+	c.bodySet = false
+	c.active.Store(c.reading || c.stashed || c.err != nil)
+	c.mu.Unlock()
+}
+
+// watch starts watching the client, and returns a channel closed when it
+// goes away; a nil channel (never closed) when it sent more already.
+func (c *watchConn) watch() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.err != nil:
+		return closedChan
+	case c.stashed:
+		return nil
+	case c.reading:
+		return c.gone
+	}
+	c.reading = true
+	c.done, c.gone = make(chan struct{}), make(chan struct{})
+	c.active.Store(true)
+	_ = c.Conn.SetReadDeadline(time.Time{})
+	go c.background(c.done, c.gone)
+	return c.gone
+}
+
+// unwatch stops watching; what the background read got stays for Read.
+func (c *watchConn) unwatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopLocked()
+	c.active.Store(c.stashed || c.err != nil || c.bodySet)
+}
+
+func (c *watchConn) background(done, gone chan struct{}) {
+	n, err := c.Conn.Read(c.stash[:])
+	c.mu.Lock()
+	c.reading = false
+	c.stashed = n > 0
+	var ne net.Error
+	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		c.err = err
+		close(gone)
+	}
+	c.mu.Unlock()
+	close(done)
+}
+
+// stopLocked ends a background read and waits for it; c.mu is held, and
+// released while waiting.
+func (c *watchConn) stopLocked() {
+	for c.reading {
+		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+		done := c.done
+		c.mu.Unlock()
+		<-done
+		c.mu.Lock()
+		_ = c.Conn.SetReadDeadline(c.rd)
+	}
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// reqContext is the context of one request: Done is closed when its client
+// goes away (watched from the first call of Done on) or, on a connection
+// that is not a watchConn, when the server shuts down. Call stop before the
+// handler returns. The zero value is unusable; init it per request.
+type reqContext struct {
+	rc   *fasthttp.RequestCtx
+	conn *watchConn
+
+	// mu guards gone and watching: Done may be called from more than one
+	// goroutine (context.WithTimeout watches its parent).
+	mu       sync.Mutex
+	watching bool
+	gone     <-chan struct{}
+}
+
+var _ context.Context = (*reqContext)(nil)
+
+func (c *reqContext) init(rc *fasthttp.RequestCtx) {
+	c.rc, c.conn, c.watching, c.gone = rc, connOf(rc), false, nil
+}
+
+// connOf returns rc's watchConn, or nil.
+func connOf(rc *fasthttp.RequestCtx) *watchConn { return asWatchConn(rc.Conn()) }
+
+// asWatchConn returns c as a watchConn, or nil.
+func asWatchConn(c net.Conn) *watchConn {
+	switch c := c.(type) {
+	case *watchConn:
+		return c
+	case *watchTLSConn:
+		return c.watchConn
+	}
+	return nil
+}
+
+func (c *reqContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *reqContext) Value(key any) any           { return c.rc.Value(key) }
+
+func (c *reqContext) Done() <-chan struct{} {
+	if c.conn == nil {
+		return c.rc.Done()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.watching {
+		c.watching = true
+		c.gone = c.conn.watch()
+	}
+	return c.gone
+}
+
+func (c *reqContext) Err() error {
+	if c.conn == nil {
+		return c.rc.Err()
+	}
+	c.mu.Lock()
+	gone := c.gone
+	c.mu.Unlock()
+	select {
+	case <-gone:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// stop ends the watch, if one started.
+func (c *reqContext) stop() {
+	if c.conn == nil {
+		return
+	}
+	c.mu.Lock()
+	watching := c.watching
+	c.watching = false
+	c.mu.Unlock()
+	if watching {
+		c.conn.unwatch()
+	}
+}

@@ -1,0 +1,174 @@
+package gateway
+
+import (
+	"bytes"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/oip"
+	ebbreplica "github.com/ebb-ml/ebb/internal/replica"
+	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/traffic"
+	"github.com/valyala/fasthttp"
+)
+
+// exchange is the state of one forwarded request, pooled: its context, its
+// body, the request sent to replicas and the answer read from them, and
+// the replicas tried.
+type exchange struct {
+	ctx  reqContext
+	body []byte // the request body: buf, or another slice
+	buf  []byte // pooled storage for bodies of known length
+	req  fasthttp.Request
+	resp fasthttp.Response
+
+	tried   []*balance.Endpoint
+	version string // the version asked for, while forwarding
+	secret  bool   // req carries a replica's secret
+	// openAI is the accounting of an OpenAI request, which a stream
+	// ends (openai_stream.go).
+	openAI *openAIRequest
+	// meter, when set, is the Meter of the route (a split's track) that
+	// serves the request; picked is then when a replica was first picked
+	// for it, where the latency it meters starts (zero while none was).
+	meter  *traffic.Meter
+	picked time.Time
+
+	// excludeTried and excludeOther are x.tried1 and x.otherVersion, bound
+	// once per exchange rather than once per request.
+	excludeTried, excludeOther func(*balance.Endpoint) bool
+}
+
+var exchanges = sync.Pool{New: func() any {
+	x := &exchange{}
+	x.excludeTried, x.excludeOther = x.tried1, x.otherVersion
+	return x
+}}
+
+// maxPooledBody is the largest body buffer an exchange keeps for the next
+// request.
+const maxPooledBody = 1 << 20
+
+func (g *Gateway) acquire(ctx *fasthttp.RequestCtx) *exchange {
+	x := exchanges.Get().(*exchange)
+	x.ctx.init(ctx)
+	return x
+}
+
+// release stops x's watch, if any, and puts x back in the pool.
+func (x *exchange) release() {
+	x.ctx.stop()
+	x.ctx.rc, x.ctx.conn = nil, nil
+	x.req.Reset()
+	x.resp.Reset()
+	clear(x.tried)
+	x.tried, x.body, x.version, x.openAI, x.secret = x.tried[:0], nil, "", nil, false
+	x.meter, x.picked = nil, time.Time{}
+	if cap(x.buf) > maxPooledBody {
+		x.buf = nil
+	}
+	exchanges.Put(x)
+}
+
+func (x *exchange) tried1(e *balance.Endpoint) bool {
+	for _, t := range x.tried {
+		if t == e {
+			return true
+		}
+	}
+	return false
+}
+
+func (x *exchange) otherVersion(e *balance.Endpoint) bool {
+	return e.Version != x.version || x.tried1(e)
+}
+
+// send forwards ctx's request to ep, to path with ctx's query; x.resp holds
+// the answer. The endpoint's in-flight count covers the whole exchange:
+// until the answer is read, or, for a stream, until it ends (passStream).
+func (g *Gateway) send(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.Route, ep *balance.Endpoint, m mode, path []byte) error {
+	up, err := g.ups.get(rt, ep, m == modeOpenAI)
+	if err != nil {
+		return err
+	}
+	req := &x.req
+	if len(x.tried) == 1 { // the first try builds the request; the next ones reuse it
+		req.Header.SetNoDefaultContentType(true)
+		req.Header.SetMethodBytes(ctx.Method())
+		if ct := ctx.Request.Header.ContentType(); len(ct) > 0 {
+			req.Header.SetContentTypeBytes(ct)
+		}
+		// The headers passed on, in one pass over the request's (their
+		// names are normalized already): cheaper than a Peek each.
+		for k, v := range ctx.Request.Header.All() {
+			switch {
+			case bytes.Equal(k, headerRequestID):
+				req.Header.SetCanonical(headerRequestID, v)
+			case bytes.Equal(k, headerInferenceLength):
+				req.Header.SetCanonical(headerInferenceLength, v) // binary tensor data follows the JSON
+			}
+		}
+		u := req.URI()
+		u.SetPathBytes(path)
+		u.SetQueryStringBytes(ctx.URI().QueryString())
+		if x.body != nil {
+			req.SetBodyRaw(x.body)
+		}
+	}
+	u := req.URI()
+	u.SetScheme(up.scheme)
+	u.SetHost(up.host)
+	switch {
+	case ep.Secret != "":
+		req.Header.SetCanonical(headerSecret, s2b(ep.Secret))
+		x.secret = true
+	case x.secret: // a replica tried before had one
+		req.Header.Del(ebbreplica.SecretHeader)
+		x.secret = false
+	}
+	x.resp.Header.SetNoDefaultContentType(true)
+	ep.Acquire()
+	err = up.hc.Do(req, &x.resp)
+	if err != nil || m != modeOpenAI {
+		ep.Release()
+	}
+	return err
+}
+
+// copyResponse passes x's answer from ep on: its status, Content-Type and
+// body (moved, not copied), and the header Ebb-Replica naming ep.
+func copyResponse(ctx *fasthttp.RequestCtx, x *exchange, ep *balance.Endpoint) int {
+	status := x.resp.StatusCode()
+	ctx.SetStatusCode(status)
+	if ct := x.resp.Header.ContentType(); len(ct) > 0 {
+		ctx.Response.Header.SetContentTypeBytes(ct)
+	}
+	ctx.Response.Header.SetCanonical(headerReplica, s2b(ep.ID))
+	if n := x.resp.Header.Peek(oip.HeaderInferenceHeaderLength); len(n) > 0 {
+		ctx.Response.Header.SetBytesV(oip.HeaderInferenceHeaderLength, n)
+	}
+	moveBody(&ctx.Response, &x.resp)
+	return status
+}
+
+// moveBody gives to's body buffer the bytes of from's body, and from the
+// buffer to had, without copying either.
+func moveBody(to, from *fasthttp.Response) {
+	empty := to.SwapBody(nil)
+	to.SwapBody(from.SwapBody(empty))
+}
+
+// replicaHeader is the response header that names the replica that
+// answered.
+const replicaHeader = "Ebb-Replica"
+
+// Header names in canonical form, for the fasthttp calls that take them so
+// and skip normalizing.
+var (
+	headerReplica         = []byte(replicaHeader)
+	headerRequestID       = []byte("X-Request-Id")
+	headerInferenceLength = []byte(http.CanonicalHeaderKey(oip.HeaderInferenceHeaderLength))
+	headerSecret          = []byte(http.CanonicalHeaderKey(ebbreplica.SecretHeader))
+)

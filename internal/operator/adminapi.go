@@ -1,0 +1,95 @@
+package operator
+
+import (
+	"context"
+	"time"
+
+	"github.com/ebb-ml/ebb/api/v1alpha1"
+	"github.com/ebb-ml/ebb/internal/serving"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+)
+
+// APIStore returns the admin API's deployment store over this operator's
+// namespace (see APIStore).
+func (o *Operator) APIStore() *APIStore {
+	return NewAPIStore(o.mgr.GetAPIReader(), o.mgr.GetClient(), o.opts.Namespace)
+}
+
+// APIController returns the control loop as the admin API sees it
+// (api.Controller). Every operator replica serves the admin API; only the
+// leader runs the control loop, so a standby reports the status the leader
+// last wrote to the ModelDeployment, and a spec change reaches the leader
+// through its watch on ModelDeployments.
+func (o *Operator) APIController() *APIController { return &APIController{o: o} }
+
+// APIController implements api.Controller for an operator replica.
+type APIController struct{ o *Operator }
+
+// Status returns the control loop's status on the leader, else the status
+// the leader wrote to the ModelDeployment.
+func (c *APIController) Status(name string) serving.Status {
+	if c.o.leading() {
+		return c.o.ctl.Status(name)
+	}
+	var md v1alpha1.ModelDeployment
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.o.mgr.GetCache().Get(ctx, client.ObjectKey{Namespace: c.o.opts.Namespace, Name: name}, &md); err != nil {
+		return serving.Status{}
+	}
+	return *md.Status.Status.DeepCopy()
+}
+
+// Notify tells the control loop of a change at once when this replica
+// leads; the leader's watch sees it in any case.
+func (c *APIController) Notify(name string) {
+	if c.o.leading() {
+		c.o.ctl.Notify(name)
+	}
+}
+
+// leading reports whether this replica is the leader with its control loop
+// loaded.
+func (o *Operator) leading() bool {
+	select {
+	case <-o.mgr.Elected():
+	default:
+		return false
+	}
+	select {
+	case <-o.ctl.Loaded():
+		return true
+	default:
+		return false
+	}
+}
+
+// RunOnLeader runs fn on the leader only, until leadership or ctx ends:
+// registry retirement, which must not run twice at once.
+func (o *Operator) RunOnLeader(fn func(ctx context.Context)) error {
+	return o.mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		fn(ctx)
+		return nil
+	}))
+}
+
+// FollowAliases re-resolves, every period on the leader, the deployments
+// that name a registry version by alias, so an alias moved through any
+// operator replica (or by another tool on the shared registry store) rolls
+// its deployments; a move through the leader's own API is applied at once
+// (Controller().NotifyModel).
+func (o *Operator) FollowAliases(period time.Duration) error {
+	return o.RunOnLeader(func(ctx context.Context) {
+		t := o.opts.Clock.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C():
+				o.ctl.NotifyModel("")
+			}
+		}
+	})
+}

@@ -1,0 +1,90 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/ebb-ml/ebb/internal/oip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// DefaultMaxRequestElements bounds the tensor elements of one infer
+// request (64Mi: 256 MiB of FP32) when Options.MaxRequestElements is zero.
+const DefaultMaxRequestElements = 64 << 20
+
+// Limits a replica answers with 413, 408 or ResourceExhausted, as the
+// label of ebb_replica_limited_total.
+const (
+	limitBodyBytes   = "body_bytes"
+	limitBodyTimeout = "body_timeout"
+	limitElements    = "elements"
+)
+
+// Metrics are a replica server's Prometheus metrics, served at /metrics. A
+// nil *Metrics records nothing.
+type Metrics struct {
+	limited *prometheus.CounterVec
+	handler http.Handler
+}
+
+// NewMetrics creates a replica's metrics in reg, served from gatherer.
+func NewMetrics(reg prometheus.Registerer, gatherer prometheus.Gatherer) *Metrics {
+	m := &Metrics{
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ebb_replica_limited_total",
+			Help: "Infer requests refused by a hard limit: body_bytes (413), body_timeout (408), elements (413).",
+		}, []string{"limit"}),
+		handler: promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}),
+	}
+	for _, l := range []string{limitBodyBytes, limitBodyTimeout, limitElements} {
+		m.limited.WithLabelValues(l) // export zeros
+	}
+	reg.MustRegister(m.limited)
+	return m
+}
+
+func (m *Metrics) limit(name string) {
+	if m != nil {
+		m.limited.WithLabelValues(name).Inc()
+	}
+}
+
+// tooLarge answers a body declared larger than MaxRequestBytes, before a
+// byte of it is read.
+func (s *Server) tooLarge(n int64) *RequestError {
+	s.opts.Metrics.limit(limitBodyBytes)
+	return &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is larger than the limit of %d bytes: send fewer rows per request", n, s.opts.MaxRequestBytes)}
+}
+
+// bodyError turns a failure to read the body into a RequestError.
+func (s *Server) bodyError(err error) *RequestError {
+	var tooBig *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &tooBig):
+		s.opts.Metrics.limit(limitBodyBytes)
+		return &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes: send fewer rows per request", tooBig.Limit)}
+	case errors.As(err, &ne) && ne.Timeout():
+		s.opts.Metrics.limit(limitBodyTimeout)
+		return &RequestError{http.StatusRequestTimeout, fmt.Sprintf("request body did not arrive within %v: send it faster, or in smaller requests", s.opts.Limits.WithDefaults().BodyTimeout)}
+	}
+	return badRequest("reading the request body: %v", err)
+}
+
+// checkElements bounds the elements that shapes declare in one request by
+// Options.MaxRequestElements, before anything is decoded or allocated.
+func (s *Server) checkElements(total *int64, name string, shape []int64) *RequestError {
+	n, err := oip.Elements(shape)
+	if err != nil {
+		return badRequest("input %q: %v", name, err)
+	}
+	*total += int64(n)
+	if *total > s.opts.MaxRequestElements {
+		s.opts.Metrics.limit(limitElements)
+		return &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("input %q: shape %s brings the request to %d elements, more than the limit of %d: send fewer rows per request", name, oip.FormatShape(shape), *total, s.opts.MaxRequestElements)}
+	}
+	return nil
+}

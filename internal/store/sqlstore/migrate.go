@@ -1,0 +1,191 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/template"
+)
+
+// migrations are the schema changes in the order they apply; migration i
+// brings the schema to version i+1. Each is a text/template over the
+// dialect's Columns, so one migration serves every database. Append only:
+// never edit or reorder a migration that has shipped, since databases
+// already at its version never run it again.
+//
+// Versions 1 and 2 are those that the separate SQLite and PostgreSQL stores
+// shipped before this package; rendered for each dialect they are the DDL
+// that store ran, so a database either of them made is already at version
+// 2 and opens as it is (compat_test.go checks the schemas match).
+var migrations = []string{
+	// 1: deployments and replica handles. replicas.deployment has no foreign
+	// key on purpose: a replica started just before its deployment was
+	// deleted must still be recorded, so that it can be found and stopped.
+	`CREATE TABLE deployments (
+		name       {{.Key}} PRIMARY KEY,
+		spec       {{.JSON}} NOT NULL,
+		generation {{.Int64}} NOT NULL,
+		created_at {{.Time}} NOT NULL,
+		updated_at {{.Time}} NOT NULL
+	);
+	CREATE TABLE replicas (
+		id         {{.Key}} PRIMARY KEY,
+		deployment TEXT NOT NULL,
+		handle     {{.JSON}} NOT NULL
+	);
+	CREATE INDEX replicas_by_deployment ON replicas (deployment);`,
+
+	// 2: the model registry (registry.go): models, versions, aliases, alias
+	// moves and which version served each deployment when.
+	`CREATE TABLE models (
+		name           {{.Key}} PRIMARY KEY,
+		description    TEXT NOT NULL,
+		created_at     {{.Time}} NOT NULL,
+		updated_at     {{.Time}} NOT NULL,
+		latest_version INTEGER NOT NULL
+	);
+	CREATE TABLE model_versions (
+		model            {{.Key}} NOT NULL REFERENCES models (name),
+		version          INTEGER NOT NULL,
+		artifact_uri     TEXT NOT NULL,
+		sha256           TEXT NOT NULL,
+		size             {{.Int64}} NOT NULL,
+		packaging        TEXT NOT NULL,
+		entry            TEXT NOT NULL,
+		engine           TEXT NOT NULL,
+		signature        {{.JSON}} NOT NULL,
+		lineage          {{.JSON}} NOT NULL,
+		tags             {{.JSON}} NOT NULL,
+		created_at       {{.Time}} NOT NULL,
+		created_by       TEXT NOT NULL,
+		state            TEXT NOT NULL,
+		state_changed_at {{.Time}} NOT NULL,
+		last_used_at     {{.OptionalTime}},
+		PRIMARY KEY (model, version)
+	);
+	CREATE TABLE model_aliases (
+		model      {{.Key}} NOT NULL REFERENCES models (name),
+		name       {{.Key}} NOT NULL,
+		version    INTEGER NOT NULL,
+		updated_at {{.Time}} NOT NULL,
+		updated_by TEXT NOT NULL,
+		PRIMARY KEY (model, name),
+		FOREIGN KEY (model, version) REFERENCES model_versions (model, version)
+	);
+	CREATE TABLE model_alias_moves (
+		id           {{.Serial}},
+		model        TEXT NOT NULL,
+		alias        TEXT NOT NULL,
+		from_version INTEGER NOT NULL,
+		to_version   INTEGER NOT NULL,
+		moved_by     TEXT NOT NULL,
+		moved_at     {{.Time}} NOT NULL
+	);
+	CREATE INDEX model_alias_moves_by_alias ON model_alias_moves (model, alias, id);
+	CREATE TABLE serving_history (
+		id         {{.Serial}},
+		deployment TEXT NOT NULL,
+		model      TEXT NOT NULL,
+		version    INTEGER NOT NULL,
+		served_at  {{.Time}} NOT NULL
+	);
+	CREATE INDEX serving_history_by_deployment ON serving_history (deployment, id);`,
+
+	// 3: API tokens (tokens.go). hash is the SHA-256 of the token's secret;
+	// the secret itself is never stored.
+	`CREATE TABLE tokens (
+		id         {{.Key}} PRIMARY KEY,
+		name       TEXT NOT NULL,
+		hash       TEXT NOT NULL,
+		scopes     {{.JSON}} NOT NULL,
+		created_at {{.Time}} NOT NULL,
+		created_by TEXT NOT NULL,
+		expires_at {{.OptionalTime}}
+	);`,
+
+	// 4: canary and shadow rollouts (rollouts.go). seq orders them by
+	// creation; active is 1 or 0 (a boolean both databases index alike).
+	// The partial unique index lets one rollout of each kind be active per
+	// deployment, however many stores race to create one. deployment has
+	// no foreign key: in the cluster home deployments are not in this
+	// database.
+	`CREATE TABLE rollouts (
+		seq        {{.Serial}},
+		id         {{.Key}} NOT NULL UNIQUE,
+		deployment TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		active     INTEGER NOT NULL CHECK (active IN (0, 1)),
+		spec       {{.JSON}} NOT NULL,
+		state      {{.JSON}} NOT NULL,
+		revision   {{.Int64}} NOT NULL,
+		created_at {{.Time}} NOT NULL,
+		updated_at {{.Time}} NOT NULL
+	);
+	CREATE UNIQUE INDEX rollouts_active ON rollouts (deployment, kind) WHERE active = 1;
+	CREATE INDEX rollouts_by_deployment ON rollouts (deployment, seq);`,
+}
+
+// schemaMigrations records the applied migrations, one row a version.
+const schemaMigrations = `CREATE TABLE IF NOT EXISTS schema_migrations (
+	version    INTEGER PRIMARY KEY,
+	applied_at {{.Time}} NOT NULL
+)`
+
+// renderDDL renders a migration's template for the dialect's columns.
+func renderDDL(ddl string, cols Columns) (string, error) {
+	t, err := template.New("ddl").Option("missingkey=error").Parse(ddl)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, cols); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// migrate applies the migrations not yet recorded in schema_migrations, each
+// in its own write transaction together with its record. The dialect's
+// MigrationLock (or SQLite's write lock) makes processes that open the same
+// database at once apply each migration once.
+func (s *Store) migrate(ctx context.Context) error {
+	cols := s.d.Columns()
+	table, err := renderDDL(schemaMigrations, cols)
+	if err != nil {
+		return fmt.Errorf("render schema_migrations: %w", err)
+	}
+	for v := 1; v <= len(migrations); v++ {
+		ddl, err := renderDDL(migrations[v-1], cols)
+		if err != nil {
+			return fmt.Errorf("render schema migration %d: %w", v, err)
+		}
+		err = s.write(ctx, func(tx conn) error {
+			if err := tx.lock(ctx, MigrationLock, ""); err != nil {
+				return err
+			}
+			if _, err := tx.exec(ctx, table); err != nil {
+				return fmt.Errorf("create schema_migrations: %w", err)
+			}
+			var current int
+			if err := tx.row(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+				return err
+			}
+			if current > len(migrations) {
+				return fmt.Errorf("database schema version %d is newer than this ebb knows (%d): upgrade ebb", current, len(migrations))
+			}
+			if current >= v {
+				return nil // applied earlier, perhaps by another process just now
+			}
+			if _, err := tx.exec(ctx, ddl); err != nil {
+				return err
+			}
+			_, err := tx.exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+				v, s.time(s.now()))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("apply schema migration %d: %w", v, err)
+		}
+	}
+	return nil
+}

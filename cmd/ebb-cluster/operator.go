@@ -190,9 +190,10 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 	}
 
 	// Rollouts change ModelDeployments and are judged by what every
-	// gateway pod reported (op.Meters); only the leader runs them.
-	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: op.APIStore(), Meters: op.Meters(), Models: models.Service,
-		Event: op.Controller().RecordEvent}, log)
+	// gateway pod reported (op.Meters, and op.Shadows for shadows); only
+	// the leader runs them.
+	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: op.APIStore(), Meters: op.Meters(), Shadows: op.Shadows(),
+		Models: models.Service, Event: op.Controller().RecordEvent}, log)
 	if err := op.RunOnLeader(func(ctx context.Context) { _ = rollouts.Run(ctx) }); err != nil {
 		return err
 	}

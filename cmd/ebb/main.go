@@ -42,6 +42,7 @@ func newRootCmd() *cobra.Command {
 		newDescribeCmd(),
 		newLogsCmd(),
 		newRolloutCmd(),
+		newShadowCmd(),
 		newScaleCmd(),
 		newDeleteCmd(),
 		newPredictCmd(),

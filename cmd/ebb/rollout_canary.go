@@ -21,6 +21,7 @@ func addRolloutCommands(cmd *cobra.Command, output *string) {
 	var interval time.Duration
 	var maxErr, maxP99 float64
 	var minReq int
+	var gate rollout.ShadowCriteria
 	start := &cobra.Command{
 		Use:   "start DEPLOYMENT --to MODEL",
 		Short: "Move a deployment's traffic to a new model version step by step, rolling back on errors or latency",
@@ -31,9 +32,17 @@ engine errors) at most --max-error-rate and a p99 at most --max-p99-ratio
 times the primary's over the same interval. Too little traffic waits; a
 breach rolls back to the primary at once and records why. After the last
 step the canary becomes the primary (the alias moves, if the deployment
-follows one). Requests pin the canary with the header Ebb-Version: canary.`,
+follows one). Requests pin the canary with the header Ebb-Version: canary.
+
+With --require-shadow-agreement or --require-shadow-requests the rollout
+starts only if the deployment's shadow (` + "`ebb shadow start`" + `) serves the
+same version and its verdict by those criteria is a pass (the other one
+takes its default: 0.99, and the shadow's --requests, else 100); otherwise
+it is refused with the verdict's reason (412). The shadow ends as the
+rollout starts: the canary takes over.`,
 		Example: `  ebb rollout start diabetes --to diabetes:4
-  ebb rollout start diabetes --to diabetes:4 --steps 10,50,100 --interval 5m --max-error-rate 0.005`,
+  ebb rollout start diabetes --to diabetes:4 --steps 10,50,100 --interval 5m --max-error-rate 0.005
+  ebb rollout start diabetes --to diabetes:4 --require-shadow-agreement 0.99 --require-shadow-requests 200`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(*output); err != nil {
@@ -62,6 +71,9 @@ follows one). Requests pin the canary with the header Ebb-Version: canary.`,
 			if f.Changed("min-requests") {
 				req.MinRequests = &minReq
 			}
+			if f.Changed("require-shadow-agreement") || f.Changed("require-shadow-requests") {
+				req.RequireShadow = &gate
+			}
 			st, err := newAPIClient(cmd).StartRollout(cmd.Context(), args[0], req)
 			if err != nil {
 				return err
@@ -76,6 +88,8 @@ follows one). Requests pin the canary with the header Ebb-Version: canary.`,
 	f.Float64Var(&maxErr, "max-error-rate", 0.01, "the largest share of the canary's requests that may fail in a step (0.01 is 1%)")
 	f.Float64Var(&maxP99, "max-p99-ratio", 1.5, "the canary's p99 may be at most this multiple of the primary's")
 	f.IntVar(&minReq, "min-requests", 20, "the fewest requests a step must see before it is judged")
+	f.Float64Var(&gate.MinAgreement, "require-shadow-agreement", 0, "start only if the shadow of --to agreed with the primary on at least this share of requests, e.g. 0.99")
+	f.IntVar(&gate.MinRequests, "require-shadow-requests", 0, "start only if the shadow of --to judged at least this many requests")
 	cmd.AddCommand(start)
 
 	cmd.AddCommand(&cobra.Command{

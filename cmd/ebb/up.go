@@ -198,7 +198,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	// OpenAI API, /v1/chat/completions and the like included) and the rest
 	// here: the admin API and /metrics.
 	mux := http.NewServeMux()
-	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: st, Meters: routes, Models: models.Service,
+	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: st, Meters: routes, Shadows: routes, Models: models.Service,
 		Event: ctl.RecordEvent, Notify: ctl.Notify}, log)
 	admin := home.NewAdminAPI(home.AdminParts{Store: st, Ctl: ctl, Models: models.Service, Events: ctl, Logs: ctl, Home: api.HomeUp,
 		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts}, log)

@@ -204,10 +204,14 @@ type modelResolver interface {
 // ConfineModelPaths (modelpath.go). A URI is not checked here: the
 // replicas fetch it.
 //
-// Every target of a traffic split is checked as its own spec: a split may
-// not reach a model the deployment itself could not name.
+// Every target of a traffic split, and the shadow, is checked as its own
+// spec: neither may reach a model the deployment itself could not name.
 func (h *Handler) checkModel(ctx context.Context, spec serving.Spec) error {
-	for _, t := range spec.Tracks("") {
+	tracks := spec.Tracks("")
+	if t, ok := spec.ShadowTrack(""); ok {
+		tracks = append(tracks, t)
+	}
+	for _, t := range tracks {
 		if t.Primary {
 			continue
 		}
@@ -356,7 +360,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request) {
 		if err := checkSpecExec(r.Context(), cur.Spec, next.Spec); err != nil {
 			return err
 		}
-		if next.Spec.Model != cur.Spec.Model || next.Spec.Engine != cur.Spec.Engine {
+		if modelsChanged(cur.Spec, next.Spec) {
 			if err := h.checkModel(r.Context(), next.Spec); err != nil {
 				return err
 			}

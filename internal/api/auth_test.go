@@ -35,7 +35,7 @@ func newAuthEnv(t *testing.T, scopeSets ...string) *authEnv {
 	t.Cleanup(func() { st.Close() })
 	v := auth.NewVerifier(st, 0, nil)
 	h := api.New(st, &fakeController{statuses: map[string]serving.Status{}}, nil)
-	h.MountModels(registry.NewService(st, dirArtifacts{t.TempDir()}, registry.Options{Validator: treesValidator}))
+	h.MountModels(registry.NewService(st, dirArtifacts{t.TempDir()}, registry.Options{Validator: codeValidator}))
 	h.MountTokens(st, v.Forget)
 	h.MountVersion(api.VersionInfo{Version: "test", Home: api.HomeUp})
 	srv := httptest.NewServer(api.Authorize(h, v))

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -89,5 +92,75 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		h.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		ae = &apiError{http.StatusInternalServerError, codeInternal, "internal error: see the ebb server log for details"}
 	}
-	writeJSON(w, ae.status, ErrorBody{ErrorDetail{Code: ae.code, Message: ae.message}})
+	writeJSON(w, ae.status, ErrorBody{ErrorDetail{Code: ae.code, Message: clipMessage(ae.message)}})
+}
+
+// Bounds on what an error message echoes of a request: a quoted value
+// (a spec field, a file name) keeps its first maxQuoted bytes, and a whole
+// message its first maxMessage, so that a 100 KB python.class or env key
+// is never answered with 100 KB.
+const (
+	maxQuoted  = 256
+	maxMessage = 4096
+)
+
+// quoteClipped quotes s as %q does, keeping its first maxQuoted bytes and
+// saying how long it was.
+func quoteClipped(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(cutRunes(s, maxQuoted)), len(s))
+}
+
+// clipMessage clips each double-quoted Go string literal in msg (the %q
+// of a user's value) that is longer than maxQuoted, then msg itself to
+// maxMessage bytes.
+func clipMessage(msg string) string {
+	if len(msg) <= maxQuoted {
+		return msg
+	}
+	var b strings.Builder
+	for i := 0; i < len(msg); {
+		j := strings.IndexByte(msg[i:], '"')
+		if j < 0 {
+			b.WriteString(msg[i:])
+			break
+		}
+		b.WriteString(msg[i : i+j])
+		i += j
+		q, err := strconv.QuotedPrefix(msg[i:])
+		if err != nil {
+			b.WriteByte('"')
+			i++
+			continue
+		}
+		i += len(q)
+		if len(q) <= maxQuoted+2 {
+			b.WriteString(q)
+			continue
+		}
+		v, err := strconv.Unquote(q)
+		if err != nil { // cannot be: QuotedPrefix accepted it
+			v = q
+		}
+		b.WriteString(quoteClipped(v))
+	}
+	out := b.String()
+	if len(out) > maxMessage {
+		out = cutRunes(out, maxMessage) + fmt.Sprintf("... (message clipped: %d bytes in all)", len(out))
+	}
+	return out
+}
+
+// cutRunes returns s's first n bytes or fewer, not splitting a UTF-8
+// sequence.
+func cutRunes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -57,22 +58,60 @@ func (h *Handler) ConfineModelPaths(p ModelPaths) {
 	h.paths = &p
 }
 
-// checkModelPath checks spec.model against the confinement, if any.
+// checkModelPath checks spec.model, and the class file of a python spec,
+// against the confinement, if any.
 func (h *Handler) checkModelPath(spec serving.Spec) error {
 	p := h.paths
-	model := strings.TrimSpace(spec.Model)
-	if p == nil || model == "" {
+	if p == nil {
 		return nil
+	}
+	model, local := localModel(spec.Model)
+	if local {
+		if err := p.check(model); err != nil {
+			return err
+		}
+	}
+	if spec.Python != nil {
+		return p.checkClass(spec.Python.Class, model, local)
+	}
+	return nil
+}
+
+// modelsChanged reports whether next reads other models or class files
+// than cur: its model, engine, traffic split, shadow or python class. A
+// patch checks them again (checkModel) only then: what it leaves alone was
+// checked when it was written.
+func modelsChanged(cur, next serving.Spec) bool {
+	return cur.Model != next.Model || cur.Engine != next.Engine ||
+		!slices.Equal(trafficModels(cur), trafficModels(next)) || shadowModel(cur) != shadowModel(next) ||
+		pythonClass(cur) != pythonClass(next)
+}
+
+func pythonClass(s serving.Spec) string {
+	if s.Python == nil {
+		return ""
+	}
+	return s.Python.Class
+}
+
+// localModel returns the path of a model given by path (file:// URIs
+// included); local is false for a registry version, another URI (s3://,
+// fetched by the replicas) and an empty model.
+func localModel(model string) (path string, local bool) {
+	model = strings.TrimSpace(model)
+	if model == "" {
+		return "", false
 	}
 	if _, isRef := serving.ParseModelRef(model); isRef {
-		return nil
+		return "", false
 	}
 	if rest, ok := strings.CutPrefix(model, "file://"); ok {
-		model = rest
-	} else if strings.Contains(model, "://") {
-		return nil // s3:// and other URIs are fetched, not read from here
+		return rest, true
 	}
-	return p.check(model)
+	if strings.Contains(model, "://") {
+		return "", false // s3:// and other URIs are fetched, not read from here
+	}
+	return model, true
 }
 
 func invalidModel(format string, args ...any) error {
@@ -80,30 +119,27 @@ func invalidModel(format string, args ...any) error {
 }
 
 func (p *ModelPaths) check(model string) error {
-	shown := model
-	if len(shown) > 256 {
-		shown = shown[:256] + "..."
-	}
+	shown := quoteClipped(model)
 	abs, err := filepath.Abs(model)
 	if err != nil {
-		return invalidModel("%q is not a usable path: %v", shown, err)
+		return invalidModel("%s is not a usable path: %v", shown, err)
 	}
 	roots := strings.Join(p.Roots, ", ")
 	if !p.under(abs) {
-		return invalidModel("%q is outside the directories models may be read from (%s): move the model under one of them, start ebb up with --model-roots, or push it to the registry (ebb models push)", shown, roots)
+		return invalidModel("%s is outside the directories models may be read from (%s): move the model under one of them, start ebb up with --model-roots, or push it to the registry (ebb models push)", shown, roots)
 	}
 	real, err := filepath.EvalSymlinks(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return invalidModel("%q does not exist on the server: give the path of a model file or directory under %s, or push the model to the registry (ebb models push)", shown, roots)
+		return invalidModel("%s does not exist on the server: give the path of a model file or directory under %s, or push the model to the registry (ebb models push)", shown, roots)
 	case err != nil:
-		return invalidModel("%q cannot be read: %v", shown, pathErr(err))
+		return invalidModel("%s cannot be read: %v", shown, pathErr(err))
 	case !p.under(real):
-		return invalidModel("%q links to a file outside the directories models may be read from (%s)", shown, roots)
+		return invalidModel("%s links to a file outside the directories models may be read from (%s)", shown, roots)
 	}
 	info, err := os.Stat(real)
 	if err != nil {
-		return invalidModel("%q cannot be read: %v", shown, pathErr(err))
+		return invalidModel("%s cannot be read: %v", shown, pathErr(err))
 	}
 	var size int64
 	switch {
@@ -113,20 +149,97 @@ func (p *ModelPaths) check(model string) error {
 		// /etc/shadow under a root of "/") would only fail later.
 		f, err := os.Open(real)
 		if err != nil {
-			return invalidModel("%q cannot be read by ebb: %v", shown, pathErr(err))
+			return invalidModel("%s cannot be read by ebb: %v", shown, pathErr(err))
 		}
 		f.Close()
 	case info.IsDir():
 		if size, err = dirSize(real, p.MaxBytes); err != nil {
-			return invalidModel("%q: %v", shown, err)
+			return invalidModel("%s: %v", shown, err)
 		}
 	default:
-		return invalidModel("%q is not a regular file or a directory (it is a %s): give the path of a model file", shown, modeName(info.Mode()))
+		return invalidModel("%s is not a regular file or a directory (it is a %s): give the path of a model file", shown, modeName(info.Mode()))
 	}
 	if size > p.MaxBytes {
-		return invalidModel("%q holds more than %d bytes, the most a model may have (ebb up --max-model-bytes)", shown, p.MaxBytes)
+		return invalidModel("%s holds more than %d bytes, the most a model may have (ebb up --max-model-bytes)", shown, p.MaxBytes)
 	}
 	return nil
+}
+
+func invalidClass(format string, args ...any) error {
+	return &apiError{http.StatusBadRequest, codeInvalid, "invalid deployment: spec.python.class: " + fmt.Sprintf(format, args...)}
+}
+
+// classHint says how to name a class file that passes checkClass.
+const classHint = `name the file relative to the model's directory, without "..", as in "model.py:Model"`
+
+// checkClass confines the file of a python class ("FILE.py:ClassName"),
+// which the worker imports, as a model path is confined: a relative FILE
+// is relative to the model's directory (the model itself when it is a
+// directory) and may not leave it; an absolute one must be under the
+// roots. Where the model is on this server's disk (model, when local),
+// the file must also exist there, be a regular file and resolve, links
+// and all, under the roots. "module:ClassName" names no file: the worker
+// imports it from the model's directory or the interpreter's own
+// packages.
+//
+// The worker (internal/engine/python/worker.py) takes the target, the
+// part before the last ":", for a file when it ends in .py or holds a /.
+func (p *ModelPaths) checkClass(class, model string, local bool) error {
+	target, _, ok := cutLast(class, ":")
+	if !ok || !(strings.HasSuffix(target, ".py") || strings.Contains(target, "/")) {
+		return nil
+	}
+	shown := quoteClipped(class)
+	roots := strings.Join(p.Roots, ", ")
+	var file string
+	switch {
+	case filepath.IsAbs(target):
+		file = filepath.Clean(target)
+		if !p.under(file) {
+			return invalidClass("%s: the file is outside the directories models and their code may be read from (%s): %s", shown, roots, classHint)
+		}
+	case !filepath.IsLocal(target):
+		return invalidClass("%s leaves the model's directory: %s (an absolute path must be under %s)", shown, classHint, roots)
+	case !local:
+		return nil // inside a registry artifact, which holds no links
+	default:
+		dir, err := filepath.Abs(model)
+		if err != nil {
+			return invalidClass("%s: %v", shown, err)
+		}
+		if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+			dir = filepath.Dir(dir)
+		}
+		file = filepath.Join(dir, target)
+	}
+	real, err := filepath.EvalSymlinks(file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return invalidClass("%s: the file does not exist on the server: put it in the model's directory and %s", shown, classHint)
+	case err != nil:
+		return invalidClass("%s: the file cannot be read: %v", shown, pathErr(err))
+	case !p.under(real):
+		return invalidClass("%s: the file links to a file outside the directories models and their code may be read from (%s)", shown, roots)
+	}
+	info, err := os.Stat(real)
+	switch {
+	case err != nil:
+		return invalidClass("%s: the file cannot be read: %v", shown, pathErr(err))
+	case !info.Mode().IsRegular():
+		return invalidClass("%s: the file is not a regular file (it is a %s)", shown, modeName(info.Mode()))
+	case info.Size() > p.MaxBytes:
+		return invalidClass("%s: the file holds more than %d bytes (ebb up --max-model-bytes)", shown, p.MaxBytes)
+	}
+	return nil
+}
+
+// cutLast is strings.Cut at the last sep.
+func cutLast(s, sep string) (before, after string, found bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+len(sep):], true
 }
 
 // under reports whether path is one of the roots or inside one.
@@ -179,6 +292,8 @@ func pathErr(err error) error {
 
 func modeName(m fs.FileMode) string {
 	switch {
+	case m.IsDir():
+		return "directory"
 	case m&fs.ModeCharDevice != 0:
 		return "character device"
 	case m&fs.ModeDevice != 0:

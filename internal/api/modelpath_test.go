@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -146,4 +147,178 @@ func postDeployment(t *testing.T, srv *httptest.Server, path, body string) (int,
 		}
 	}
 	return resp.StatusCode, []byte(b.String())
+}
+
+// TestPythonClassPaths: the file of spec.python.class is confined as
+// spec.model is: relative to the model's directory and inside it, or
+// absolute under the roots, and on the server where the model is.
+func TestPythonClassPaths(t *testing.T) {
+	root := t.TempDir()
+	model := filepath.Join(root, "churn")
+	for name, content := range map[string]string{"model.py": "class Model: pass\n", "sub/m.py": "", "weights.joblib": "x"} {
+		p := filepath.Join(model, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outside := filepath.Join(t.TempDir(), "evil.py")
+	os.WriteFile(outside, []byte("import os\n"), 0o644)
+	if err := os.Symlink(outside, filepath.Join(model, "link.py")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ebb.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	h := api.New(st, &fakeController{statuses: map[string]serving.Status{}}, nil)
+	h.ConfineModelPaths(api.ModelPaths{Roots: []string{root}})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+
+	tests := []struct {
+		name, model, class string
+		want               int
+		wantMsg            string
+	}{
+		{name: "file in the model directory", model: model, class: "model.py:Model", want: 201},
+		{name: "file in a subdirectory", model: model, class: "sub/m.py:Model", want: 201},
+		{name: "beside a model file", model: filepath.Join(model, "weights.joblib"), class: "model.py:Model", want: 201},
+		{name: "absolute under a root", model: model, class: filepath.Join(model, "model.py") + ":Model", want: 201},
+		{name: "a module", model: model, class: "sklearn.linear_model:LinearRegression", want: 201},
+		{name: "registry version", model: "churn@champion", class: "model.py:Model", want: 201},
+		{name: "absolute outside", model: model, class: outside + ":Model", want: 400, wantMsg: "the file is outside the directories"},
+		{name: "etc", model: model, class: "/etc/passwd.py:Model", want: 400, wantMsg: "the file is outside the directories"},
+		{name: "dot-dot", model: model, class: "../../evil.py:Model", want: 400, wantMsg: "leaves the model's directory"},
+		{name: "dot-dot inside a path", model: model, class: "sub/../../x.py:Model", want: 400, wantMsg: "leaves the model's directory"},
+		{name: "dot-dot from a registry version", model: "churn@champion", class: "../../../etc/x.py:Model", want: 400, wantMsg: "leaves the model's directory"},
+		{name: "link out of the root", model: model, class: "link.py:Model", want: 400, wantMsg: "links to a file outside"},
+		{name: "missing", model: model, class: "absent.py:Model", want: 400, wantMsg: "does not exist on the server"},
+		{name: "a directory", model: model, class: "sub/:Model", want: 400, wantMsg: "not a regular file (it is a directory)"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body, _ := json.Marshal(map[string]any{"name": "py" + string(rune('a'+i)),
+				"spec": map[string]any{"engine": "python", "model": tt.model, "python": map[string]string{"class": tt.class}}})
+			code, b := postDeployment(t, srv, "/v1/deployments", string(body))
+			if code != tt.want || !strings.Contains(string(b), tt.wantMsg) {
+				t.Fatalf("POST class %s = %d %s; want %d with %q", tt.class, code, b, tt.want, tt.wantMsg)
+			}
+			if code == http.StatusBadRequest && !strings.Contains(string(b), "spec.python.class") {
+				t.Errorf("refusal does not name spec.python.class: %s", b)
+			}
+		})
+	}
+	t.Run("put", func(t *testing.T) {
+		body := `{"spec":{"engine":"python","model":"` + model + `","python":{"class":"/etc/x.py:M"}}}`
+		req, _ := http.NewRequest(http.MethodPut, srv.URL+"/v1/deployments/pya", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("PUT class /etc/x.py = %d; want 400", resp.StatusCode)
+		}
+	})
+}
+
+// TestAnswersBounded: a refusal quotes at most a few hundred bytes of a
+// user's value, never a 100 KB class, env key or model.
+func TestAnswersBounded(t *testing.T) {
+	root := t.TempDir()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ebb.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	h := api.New(st, &fakeController{statuses: map[string]serving.Status{}}, nil)
+	h.ConfineModelPaths(api.ModelPaths{Roots: []string{root}})
+	confined := httptest.NewServer(h)
+	t.Cleanup(confined.Close)
+	auth := newAuthEnv(t, "deploy")
+
+	long := strings.Repeat("A", 100<<10)
+	spec := func(s map[string]any) string {
+		b, _ := json.Marshal(map[string]any{"name": "big", "spec": s})
+		return string(b)
+	}
+	tests := []struct {
+		name string
+		body string
+		auth bool
+		want int
+	}{
+		{name: "class file", body: spec(map[string]any{"engine": "python", "model": root, "python": map[string]string{"class": long + ".py:M"}}), want: 400},
+		{name: "class without a colon", body: spec(map[string]any{"engine": "python", "model": root, "python": map[string]string{"class": long}}), want: 400},
+		{name: "class name", body: spec(map[string]any{"engine": "python", "model": root, "python": map[string]string{"class": "../" + long + ".py:" + long}}), want: 400},
+		{name: "env key", body: spec(map[string]any{"model": "m.json", "engine": "trees", "env": map[string]string{long + "=": "1"}}), want: 400},
+		{name: "model path", body: spec(map[string]any{"model": "/" + long, "engine": "trees"}), want: 400},
+		{name: "url", body: spec(map[string]any{"engine": "http", "url": "ftp://" + long}), want: 400},
+		{name: "code env key", body: spec(map[string]any{"model": "m.json", "engine": "trees", "env": map[string]string{"LD_" + long: "1"}}), auth: true, want: 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var code int
+			var b []byte
+			if tt.auth {
+				var s string
+				code, _, s = auth.do(t, auth.tokens["deploy"], "POST", "/v1/deployments", tt.body)
+				b = []byte(s)
+			} else {
+				code, b = postDeployment(t, confined, "/v1/deployments", tt.body)
+			}
+			if code != tt.want || len(b) >= 2<<10 {
+				t.Fatalf("= %d with %d bytes: %.600s; want %d with less than 2 KiB", code, len(b), b, tt.want)
+			}
+			if !strings.Contains(string(b), "AAAA") || !strings.Contains(string(b), "bytes)") {
+				t.Errorf("answer %s; want the value clipped, saying how long it was", b)
+			}
+		})
+	}
+}
+
+// TestPatchRechecksPaths: a merge patch that changes the python class or
+// the traffic split is checked as a create would be.
+func TestPatchRechecksPaths(t *testing.T) {
+	root := t.TempDir()
+	for _, f := range []string{"m.py", "a.json"} {
+		os.WriteFile(filepath.Join(root, f), nil, 0o644)
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ebb.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	h := api.New(st, &fakeController{statuses: map[string]serving.Status{}}, nil)
+	h.ConfineModelPaths(api.ModelPaths{Roots: []string{root}})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	if code, b := postDeployment(t, srv, "/v1/deployments", `{"name":"p","spec":{"engine":"python","model":"`+root+`","python":{"class":"m.py:M"}}}`); code != http.StatusCreated {
+		t.Fatalf("create = %d %s", code, b)
+	}
+	tests := []struct {
+		name, patch string
+		want        int
+	}{
+		{"scale", `{"spec":{"scaling":{"maxReplicas":2}}}`, 200},
+		{"absolute class outside", `{"spec":{"python":{"class":"/etc/x.py:M"}}}`, 400},
+		{"escaping class", `{"spec":{"python":{"class":"../x.py:M"}}}`, 400},
+		{"split to /etc/passwd", `{"spec":{"traffic":[{"model":"` + root + `","weight":50},{"model":"/etc/passwd","weight":50}]}}`, 400},
+		{"class inside", `{"spec":{"python":{"class":"` + filepath.Join(root, "m.py") + `:M"}}}`, 200},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(http.MethodPatch, srv.URL+"/v1/deployments/p", strings.NewReader(tt.patch))
+		req.Header.Set("Content-Type", "application/merge-patch+json")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("PATCH %s = %d; want %d", tt.name, resp.StatusCode, tt.want)
+		}
+	}
 }

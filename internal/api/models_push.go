@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
+	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/ebb-ml/ebb/internal/registry"
 )
 
@@ -49,6 +52,10 @@ func (m *modelRoutes) push(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		req.ArtifactURI, req.SHA256, req.Packaging = md.ArtifactURI, md.SHA256, md.Packaging
+	}
+	if err := checkPushExec(r.Context(), md, req.Path); err != nil {
+		m.h.writeError(w, r, err)
+		return
 	}
 	req.Engine, req.Entry, req.Signature, req.Lineage = md.Engine, md.Entry, md.Signature, md.Lineage
 	req.Tags, req.Alias, req.Description, req.CreatedBy = md.Tags, md.Alias, md.Description, md.CreatedBy
@@ -166,6 +173,55 @@ func receiveUpload(w http.ResponseWriter, r *http.Request, dir string, md *PushM
 	}
 	return "", &apiError{http.StatusBadRequest, codeModelInvalid,
 		fmt.Sprintf("unknown packaging %q: use \"\" for a model file or \"tar\" for a directory", md.Packaging)}
+}
+
+// checkPushExec refuses, with 403 auth/forbidden, a push of code without
+// the exec scope: a version of engine python is a class that replicas
+// import, and a deployment that follows an alias runs the version the
+// alias is moved to, with no deployment write that checkExec could see.
+// So pushing one needs exec beside models:write; moving an alias to a
+// version already pushed does not (whoever pushed it had exec).
+//
+// The engine is md.Engine, else the one the registry detects: python for
+// a directory with .py files at its top (registry.detectEngine), which
+// this checks in an upload (path, the uploaded model) before the
+// registry does. A JSON push names a stored artifact this cannot look
+// into: a directory there (packaging tar) without an engine is refused
+// unless the token has exec.
+func checkPushExec(ctx context.Context, md PushMetadata, path string) error {
+	p, ok := auth.FromContext(ctx)
+	if !ok || p.Can(auth.Exec, "").Allow {
+		return nil
+	}
+	var why string
+	switch {
+	case strings.EqualFold(strings.TrimSpace(md.Engine), "python"):
+		why = "pushing a python model (code that replicas import) needs scope exec"
+	case md.Engine != "":
+		return nil
+	case path != "" && hasPython(path):
+		why = "pushing a directory with Python files (detected as engine python: code that replicas import) needs scope exec"
+	case path == "" && md.Packaging == registry.PackagingTar:
+		why = "a stored directory artifact pushed without an engine may be detected as python, which needs scope exec: name the engine (--engine trees, onnx, ...)"
+	default:
+		return nil
+	}
+	return needExec(ctx, why)
+}
+
+// hasPython reports whether path is a directory with a regular .py file
+// at its top, where the registry looks for one to detect engine python.
+func hasPython(path string) bool {
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return false // a file, not a directory
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.EqualFold(filepath.Ext(e.Name()), ".py") {
+			return true
+		}
+	}
+	return false
 }
 
 func uploadError(err error) error {

@@ -35,7 +35,9 @@ const (
 
 // MountRollouts serves a deployment's canary rollout:
 //
-//	POST /v1/deployments/{name}/rollout            start one (rollout.Request)
+//	POST /v1/deployments/{name}/rollout            start one (rollout.Request); with
+//	                                               requireShadow, 412 rollout/shadow_unmet
+//	                                               unless the shadow of its version passes
 //	GET  /v1/deployments/{name}/rollout            the active one, else the latest
 //	POST /v1/deployments/{name}/rollout/{action}   pause, resume, abort or promote
 //	POST /v1/deployments/{name}/rollout/undo       back to an earlier version at once
@@ -97,7 +99,7 @@ func (h *Handler) undo(w http.ResponseWriter, r *http.Request, ro Rollouts, name
 		}
 	}
 	req.Check = func(ctx context.Context, version string) error {
-		return h.checkTarget(ctx, name, version, "cannot undo to "+version)
+		return h.checkTarget(ctx, name, version, codeRolloutInvalid, "cannot undo to "+version)
 	}
 	res, err := ro.Undo(r.Context(), name, req, principalName(r.Context()))
 	if err != nil {
@@ -113,24 +115,29 @@ func (h *Handler) checkRolloutTarget(ctx context.Context, name, to string) error
 	if to == "" {
 		return nil // the manager says what is missing
 	}
-	return h.checkTarget(ctx, name, to, "invalid rollout: --to "+to)
+	return h.checkTarget(ctx, name, to, codeRolloutInvalid, "invalid rollout: --to "+to)
 }
 
 // checkTarget applies the checks of a deployment write to the spec that
-// runs model to: it must resolve and be allowed, and a model that runs
-// code needs the exec scope. what begins the message of a refusal.
-func (h *Handler) checkTarget(ctx context.Context, name, to, what string) error {
+// runs model to (a canary, a shadow, an undo's version): it must resolve
+// and be allowed, and a model that runs code needs the exec scope. A
+// refusal is code, with what beginning its message.
+func (h *Handler) checkTarget(ctx context.Context, name, to, code, what string) error {
 	d, err := h.st.GetDeployment(ctx, name)
 	if err != nil {
 		return storeError(err, name)
 	}
-	next := d.Spec
-	next.Traffic, next.Model = nil, to
-	if err := checkSpecExec(ctx, d.Spec, next); err != nil {
+	// Whether to runs other code than the primary is the question: the
+	// split and shadow the deployment has are no part of it.
+	cur := d.Spec
+	cur.Traffic, cur.Shadow = nil, nil
+	next := cur
+	next.Model = to
+	if err := checkSpecExec(ctx, cur, next); err != nil {
 		return err
 	}
 	if err := h.checkOneModel(ctx, next); err != nil {
-		return &apiError{http.StatusBadRequest, codeRolloutInvalid, what + ": " + err.Error()}
+		return &apiError{http.StatusBadRequest, code, what + ": " + err.Error()}
 	}
 	return nil
 }
@@ -171,6 +178,10 @@ func rolloutError(name string, err error) error {
 		return &apiError{http.StatusConflict, codeRolloutConflict, err.Error()}
 	case errors.Is(err, rollout.ErrNone):
 		return &apiError{http.StatusNotFound, codeRolloutNotFound, err.Error()}
+	case errors.Is(err, rollout.ErrNoShadow):
+		return &apiError{http.StatusNotFound, codeShadowNotFound, err.Error()}
+	case errors.Is(err, rollout.ErrShadowUnmet):
+		return &apiError{http.StatusPreconditionFailed, codeShadowUnmet, err.Error()}
 	case errors.Is(err, store.ErrNotFound):
 		return notFound(name)
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/autoscale"
@@ -53,6 +54,9 @@ type deployment struct {
 	// primary or a track) for a rollout's analysis, from the first publish
 	// that needs it until the split ends; nil otherwise (splitMeter).
 	meter *traffic.Meter
+	// shadow is the data plane's view of spec.shadow, kept across
+	// publishes while the shadow is unchanged (shadowRoute).
+	shadow *routing.Shadow
 
 	desired   int32
 	reason    string
@@ -135,6 +139,7 @@ func sameRuntime(a, b serving.Spec) bool {
 	a.Replicas, b.Replicas = nil, nil
 	a.ColdStart, b.ColdStart = serving.ColdStart{}, serving.ColdStart{}
 	a.Traffic, b.Traffic = nil, nil
+	a.Shadow, b.Shadow = nil, nil
 	return sameJSON(a, b)
 }
 
@@ -167,6 +172,10 @@ func (c *Controller) upsertAll(ctx context.Context, sd serving.Deployment) []*de
 		if t.Primary {
 			continue
 		}
+		keep[t.Key] = true
+		out = append(out, c.upsert(ctx, t.Key, sd.Name, t.Tag, sd.Spec.ForTrack(t)))
+	}
+	if t, ok := sd.Spec.ShadowTrack(sd.Name); ok {
 		keep[t.Key] = true
 		out = append(out, c.upsert(ctx, t.Key, sd.Name, t.Tag, sd.Spec.ForTrack(t)))
 	}
@@ -440,6 +449,7 @@ func (c *Controller) publish(d *deployment) {
 	}
 	rt.Split = splitOf(d.tracks)
 	rt.Meter = d.splitMeter()
+	rt.Shadow = d.shadowRoute()
 	c.routes.Publish(rt)
 	c.publishStatus(d)
 }
@@ -457,6 +467,33 @@ func (d *deployment) splitMeter() *traffic.Meter {
 		d.meter = traffic.NewMeter(0, 0)
 	}
 	return d.meter
+}
+
+// shadowRoute returns the data plane's view of d's spec.shadow; nil for
+// none, and for a track (a track has no shadow of its own). Its Tally and
+// InFlight are kept while the shadow is unchanged, and start afresh with a
+// new one.
+func (d *deployment) shadowRoute() *routing.Shadow {
+	sh := d.spec.Shadow
+	if sh == nil || d.track != "" {
+		d.shadow = nil
+		return nil
+	}
+	t, _ := d.spec.ShadowTrack(d.name)
+	tol := sh.ToleranceOrDefault()
+	next := &routing.Shadow{
+		Key: t.Key, Model: sh.Model, Percent: sh.PercentOrDefault(),
+		Tolerance:      traffic.Tolerance{Abs: tol.Abs, Rel: tol.Rel},
+		MaxConcurrency: sh.MaxConcurrencyOrDefault(), Requests: sh.Requests, Until: sh.UntilTime(), Started: sh.Started,
+	}
+	if old := d.shadow; old != nil && old.Key == next.Key && old.Model == next.Model && old.Percent == next.Percent &&
+		old.Tolerance == next.Tolerance && old.MaxConcurrency == next.MaxConcurrency && old.Requests == next.Requests && old.Until.Equal(next.Until) &&
+		old.Started == next.Started {
+		return old
+	}
+	next.Tally, next.InFlight = &traffic.Tally{}, new(atomic.Int32)
+	d.shadow = next
+	return next
 }
 
 // splitOf returns the routing split of tracks; nil for none.

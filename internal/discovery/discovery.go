@@ -22,11 +22,17 @@
 // endpoint's the version its replica serves: the pod's LabelModelVersion
 // (FromPods), else the replica's entry in status.replicaStatuses.
 //
+// A deployment with a shadow (spec.shadow) also gets the route of its
+// shadow's track (name.shadow, its replicas those labelled with the track
+// "shadow"), and its own route carries the routing.Shadow that mirrors to
+// it, as `ebb up`'s control loop publishes them.
+//
 // Reporter sends what the gateway measures to the operator every second —
-// the demand of every deployment, and the completed buckets of the
+// the demand of every deployment and track, the completed buckets of the
 // request meters (traffic.Meter) of every split's primary and tracks,
-// which the operator merges for rollouts — and Waker tells it at once when
-// a request waits for a cold deployment.
+// which the operator merges for rollouts, and the tally of every shadow,
+// which it sums — and Waker tells it at once when a request waits for a
+// cold deployment or track.
 package discovery
 
 import (
@@ -112,6 +118,10 @@ type route struct {
 	// reported to the operator (Reporter); nil for a deployment without
 	// a split.
 	meter *traffic.Meter
+	// shadow is the data plane's view of a deployment's spec.shadow,
+	// kept while its ID (operator.ShadowID) is shadowID; nil for none.
+	shadow   *routing.Shadow
+	shadowID string
 }
 
 // CacheOptions returns the cache options Routes needs: namespace only, and
@@ -288,9 +298,10 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 		}
 		if e.track == "" && r.source != FromPods {
 			t, known := tracks[e.id]
-			if !known && len(md.Spec.Traffic) > 0 {
-				// An EndpointSlice does not say which target a pod
-				// serves; until the status does, it takes no traffic.
+			if !known && (len(md.Spec.Traffic) > 0 || md.Spec.Shadow != nil) {
+				// An EndpointSlice does not say which target (or
+				// shadow) a pod serves; until the status does, it
+				// takes no traffic.
 				continue
 			}
 			e.track = t
@@ -332,6 +343,18 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 			r.log.Warn("invalid traffic split: the primary takes every request", "deployment", name, "err", err)
 		}
 	}
+	if t, ok := md.Spec.ShadowTrack(name); ok {
+		// The shadow runs as a track of its own, which only the
+		// primary's mirrored requests reach.
+		keep[t.Key] = true
+		tr := r.route(t.Key, byTrack[t.Tag], "")
+		tr.Meter = r.meter(t.Key, true)
+		tr.ScaledToZero = route.ScaledToZero
+		tr.Model = t.Model
+		tr.Version = sameVersion(tr.Endpoints)
+		r.publish(tr)
+	}
+	route.Shadow = r.shadow(name, md.Spec.Shadow)
 	r.publish(route)
 	r.mu.Lock()
 	var gone []string
@@ -397,7 +420,7 @@ func (r *Routes) meter(key string, on bool) *traffic.Meter {
 
 // publish publishes route unless it is what was published last.
 func (r *Routes) publish(route routing.Route) {
-	key := fmt.Sprintf("%s\x00%t\x00%s\x00%s\x00%t\x00%s\x00%p", route.Failure, route.ScaledToZero, route.Version, route.Model, route.Metadata != nil, route.Protocol, route.Meter)
+	key := fmt.Sprintf("%s\x00%t\x00%s\x00%s\x00%t\x00%s\x00%p\x00%p", route.Failure, route.ScaledToZero, route.Version, route.Model, route.Metadata != nil, route.Protocol, route.Meter, route.Shadow)
 	if s := route.Split; s != nil {
 		for _, t := range s.Tracks {
 			key += fmt.Sprintf("\x00%s=%s/%d", t.Key, t.Tag, t.Weight)

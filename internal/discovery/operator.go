@@ -95,6 +95,13 @@ type MeterSource interface {
 	Meters() map[string]*traffic.Meter
 }
 
+// ShadowSource lists what the gateway compared of the shadows of the
+// routed deployments (spec.shadow), by deployment; *Routes is one. A
+// Reporter whose Source is one reports them, whole, with every report.
+type ShadowSource interface {
+	Shadows() map[string]operator.ShadowReport
+}
+
 // Defaults of Reporter.
 const (
 	// DefaultMeterBacklog bounds how far back a report's meters reach
@@ -111,7 +118,9 @@ const (
 // with it, when Source is a MeterSource, the buckets of each meter that
 // completed since the last report the operator answered: a bucket is sent
 // until a report that carried it succeeds (the operator merges each
-// once), but never one older than MeterBacklog.
+// once), but never one older than MeterBacklog; and, when Source is a
+// ShadowSource, the tally of each shadow, whole (the operator keeps each
+// gateway's latest).
 type Reporter struct {
 	Gateway string
 	Source  RecorderSource
@@ -189,6 +198,9 @@ func (r *Reporter) Report(now time.Time) operator.DemandReport {
 	}
 	if ms, ok := r.Source.(MeterSource); ok {
 		rep.Meters = r.meters(ms.Meters(), now)
+	}
+	if ss, ok := r.Source.(ShadowSource); ok {
+		rep.Shadows = ss.Shadows()
 	}
 	return rep
 }

@@ -106,6 +106,7 @@ type Gateway struct {
 	ups      *upstreams
 	budget   *BodyBudget // body bytes held, against MaxBufferedBytes
 	meta     metaCache
+	mirrors  mirrors // shadow mirrors in flight (shadow.go)
 	// realClock is set when opts.Clock is the real clock (see now).
 	realClock bool
 }
@@ -149,10 +150,13 @@ func New(routes Routes, holder Holder, opts Options) *Gateway {
 		ups: newUpstreams(routes, opts.ReplicaTLS, opts.MaxConnsPerReplica, opts.HoldTimeout)}
 }
 
-// Close closes the gateway's idle connections to replicas and stops
-// following their routes; requests in flight finish. Server.Shutdown calls
-// it.
-func (g *Gateway) Close() { g.ups.close() }
+// Close ends the gateway's shadow mirrors in flight (shadow.go), closes its
+// idle connections to replicas and stops following their routes; requests
+// in flight finish. Server.Shutdown calls it.
+func (g *Gateway) Close() {
+	g.mirrors.close()
+	g.ups.close()
+}
 
 func (g *Gateway) serverReady(ctx *fasthttp.RequestCtx) {
 	if !g.opts.Ready() {
@@ -210,7 +214,11 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
 		rt.Stats.Begin(g.now(start))
 	}
 	x.meter = rt.Meter
-	code = g.forwardTo(ctx, x, rt, dep, v, modeInfer, ctx.Path())
+	if rt.Shadow != nil { // the only cost of shadows to a deployment without one
+		code = g.forwardMirrored(ctx, x, rt, dep, v) // shadow.go
+	} else {
+		code = g.forwardTo(ctx, x, rt, dep, v, modeInfer, ctx.Path())
+	}
 	end := g.now(start)
 	if rt.Stats != nil {
 		rt.Stats.End(end)

@@ -39,6 +39,11 @@ import (
 //
 // The response header ebb-replica names the replica that answered. A
 // request's x-request-id metadata is passed on to the replica.
+//
+// gRPC requests are not mirrored to a deployment's shadow yet (shadow.go
+// mirrors REST infer requests only): a deployment with a shadow serves its
+// gRPC ModelInfer calls from the primary alone, and its shadow's tally
+// counts none of them.
 type GRPC struct {
 	oipgrpc.UnimplementedGRPCInferenceServiceServer
 

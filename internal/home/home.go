@@ -80,6 +80,10 @@ type AdminParts struct {
 	OnRevoke func(id string)
 	// Rollouts, when set, serves /v1/deployments/{name}/rollout.
 	Rollouts api.Rollouts
+	// Shadows, when set, serves /v1/deployments/{name}/shadow; when nil,
+	// Rollouts serves it too if it can (*rollout.Manager does), so that
+	// both homes have the route wherever they have rollouts.
+	Shadows api.Shadows
 }
 
 // NewAdminAPI is the admin API (/v1) both homes serve, built in one place
@@ -98,6 +102,13 @@ func NewAdminAPI(p AdminParts, log *slog.Logger) *api.Handler {
 	}
 	if p.Rollouts != nil {
 		admin.MountRollouts(p.Rollouts)
+	}
+	sh := p.Shadows
+	if sh == nil {
+		sh, _ = p.Rollouts.(api.Shadows)
+	}
+	if sh != nil {
+		admin.MountShadows(sh)
 	}
 	return admin
 }

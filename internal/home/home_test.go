@@ -3,15 +3,21 @@ package home
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ebb-ml/ebb/internal/api"
+	"github.com/ebb-ml/ebb/internal/rollout"
+	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/traffic"
 )
 
 // TestOpenStoreSQLite checks that without a DSN the store is SQLite in the
@@ -70,5 +76,49 @@ func TestNewAdminAPI(t *testing.T) {
 				t.Errorf("GET /v1/tokens = %d %s, want %d", w.Code, w.Body, tt.wantTokens)
 			}
 		})
+	}
+}
+
+// TestShadowRoutes checks that a home with rollouts serves shadows too,
+// and that without a source of gateway figures (a cluster before its
+// operator merges them) a shadow's verdict stays pending.
+func TestShadowRoutes(t *testing.T) {
+	t.Setenv("EBB_STORE_DSN", "")
+	ctx := context.Background()
+	st, err := OpenStore(ctx, "", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	d := serving.Deployment{Name: "m", Spec: serving.Spec{Model: "/models/a.json", Engine: "trees"}}
+	d.Spec.Default()
+	if _, err := st.CreateDeployment(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	ro := NewRollouts(RolloutParts{Store: st, Deployments: st}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	serve := func(h http.Handler, method, path, body string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(method, path, strings.NewReader(body))
+		if body != "" {
+			r.Header.Set("Content-Type", "application/json")
+		}
+		h.ServeHTTP(w, r)
+		return w
+	}
+	without := NewAdminAPI(AdminParts{Store: st}, nil)
+	if w := serve(without, "GET", "/v1/deployments/m/shadow", ""); w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), "request/not_found") {
+		t.Errorf("without rollouts: GET shadow = %d %s; want no such route", w.Code, w.Body)
+	}
+	h := NewAdminAPI(AdminParts{Store: st, Rollouts: ro}, nil)
+	if w := serve(h, "POST", "/v1/deployments/m/shadow", `{"to":"/models/b.json","duration":"10m"}`); w.Code != http.StatusCreated {
+		t.Fatalf("POST shadow = %d %s", w.Code, w.Body)
+	}
+	w := serve(h, "GET", "/v1/deployments/m/shadow", "")
+	var got rollout.ShadowStatus
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || w.Code != http.StatusOK {
+		t.Fatalf("GET shadow = %d %s", w.Code, w.Body)
+	}
+	if got.Model != "/models/b.json" || !got.Active || got.Reported || got.Verdict.Outcome != traffic.Pending || !strings.Contains(got.Verdict.Reason, "no gateway reported") {
+		t.Errorf("status without a source = %+v; want active, pending as no gateway reported", got)
 	}
 }

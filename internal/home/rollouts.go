@@ -24,12 +24,17 @@ type RolloutParts struct {
 	// Notify tells the control loop that a deployment changed (ebb up);
 	// nil where a watch tells it (the operator).
 	Notify func(deployment string)
+	// Shadows is what the gateways compared of each deployment's shadow:
+	// ebb up's routing table, the operator's merge of what its gateway
+	// pods report. Nil: shadows' verdicts stay pending, as no gateway
+	// reported one.
+	Shadows rollout.Shadows
 }
 
 // NewRollouts returns the rollout manager both homes run alike; run it
 // with Run (in a cluster, on the leader only).
 func NewRollouts(p RolloutParts, log *slog.Logger) *rollout.Manager {
-	opts := rollout.Options{Event: p.Event, Notify: p.Notify, Logger: log}
+	opts := rollout.Options{Event: p.Event, Notify: p.Notify, Shadows: p.Shadows, Logger: log}
 	if p.Models != nil {
 		opts.Registry = rolloutRegistry{p.Models}
 		opts.History = p.Models

@@ -31,6 +31,11 @@ type DemandReport struct {
 	// operator answered, oldest first (traffic.Meter.Export). Optional: a
 	// gateway without meters leaves it out.
 	Meters map[string][]traffic.Bucket `json:"meters,omitempty"`
+	// Shadows maps the name of a deployment with a shadow (spec.shadow)
+	// to what the gateway compared of it so far: its tally, whole, with
+	// the shadow's ID. Optional: a gateway mirroring nothing leaves it
+	// out.
+	Shadows map[string]ShadowReport `json:"shadows,omitempty"`
 }
 
 // GatewayDemand is one deployment's demand at one gateway.
@@ -57,9 +62,10 @@ type WakeRequest struct {
 // older than the expiry, so a gateway that dies stops counting within a
 // few seconds. It is safe for concurrent use.
 type Demand struct {
-	expiry time.Duration
-	now    func() time.Time
-	meters *Meters
+	expiry  time.Duration
+	now     func() time.Time
+	meters  *Meters
+	shadows *Shadows
 
 	// mu guards deps.
 	mu   sync.Mutex
@@ -86,19 +92,27 @@ func NewDemand(expiry time.Duration, now func() time.Time) *Demand {
 	if now == nil {
 		now = time.Now
 	}
-	return &Demand{expiry: expiry, now: now, meters: NewMeters(now), deps: map[string]map[string]*gatewayDemand{}}
+	return &Demand{expiry: expiry, now: now, meters: NewMeters(now), shadows: NewShadows(now), deps: map[string]map[string]*gatewayDemand{}}
 }
 
 // Meters returns the request meters the gateways report, merged: what a
 // rollout measures of its versions.
 func (d *Demand) Meters() *Meters { return d.meters }
 
-// Report records a gateway's report, and merges its meters into Meters
-// (those that fail CheckMeters are left out). A deployment the gateway
+// Shadows returns the shadow tallies the gateways report, per deployment
+// and gateway.
+func (d *Demand) Shadows() *Shadows { return d.shadows }
+
+// Report records a gateway's report, merges its meters into Meters and
+// keeps its shadow tallies in Shadows (meters that fail CheckMeters, and
+// shadows that fail CheckShadows, are left out). A deployment the gateway
 // reported before and leaves out now counts as idle at that gateway.
 func (d *Demand) Report(r DemandReport) {
 	if len(r.Meters) > 0 {
 		_ = d.meters.Merge(r.Gateway, r.Meters)
+	}
+	if len(r.Shadows) > 0 {
+		_ = d.shadows.Report(r.Gateway, r.Shadows)
 	}
 	now := d.now()
 	d.mu.Lock()
@@ -213,6 +227,10 @@ func (d *Demand) Handler(w Waker) http.Handler {
 			return
 		}
 		if err := CheckMeters(rep.Meters); err != nil {
+			httpError(rw, http.StatusBadRequest, fmt.Errorf("demand report from gateway %q: %w: the gateway and the operator must run the same ebb version", rep.Gateway, err))
+			return
+		}
+		if err := CheckShadows(rep.Shadows); err != nil {
 			httpError(rw, http.StatusBadRequest, fmt.Errorf("demand report from gateway %q: %w: the gateway and the operator must run the same ebb version", rep.Gateway, err))
 			return
 		}

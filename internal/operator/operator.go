@@ -1,10 +1,12 @@
 package operator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
@@ -12,6 +14,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/control"
 	"github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/serving"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -166,6 +169,26 @@ func (o *Operator) Demand() *Demand { return o.demand }
 // the leader receives reports (see Handler).
 func (o *Operator) Meters() *Meters { return o.demand.Meters() }
 
+// Shadows returns what the gateways compared of each deployment's current
+// shadow (spec.shadow), summed over the gateways that reported it: the
+// cluster's rollout.Shadows. Only the leader receives reports (see
+// Handler).
+func (o *Operator) Shadows() ShadowSource {
+	return ShadowSource{Shadows: o.demand.Shadows(), Spec: o.shadowSpec}
+}
+
+// shadowSpec returns the spec.shadow of a live ModelDeployment, from the
+// cache; nil for none.
+func (o *Operator) shadowSpec(name string) *serving.Shadow {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var md v1alpha1.ModelDeployment
+	if err := o.mgr.GetCache().Get(ctx, client.ObjectKey{Namespace: o.opts.Namespace, Name: name}, &md); err != nil || !md.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	return md.Spec.Shadow
+}
+
 // runControl runs the control loop until ctx ends, then leaves the replica
 // pods running for the next leader (see detachable).
 func (o *Operator) runControl(ctx context.Context) error {
@@ -184,7 +207,30 @@ func (o *Operator) runControl(ctx context.Context) error {
 // observe gathers what the operator knows of a deployment for its status.
 func (o *Operator) observe(name string) observation {
 	gen, invalid, seen := o.store.Observed(name)
-	return observation{control: o.ctl.Status(name), seen: seen, generation: gen, invalid: invalid}
+	return observation{control: withShadowReplicas(o.ctl.Status(name), o.ctl.Status(name+serving.TrackSep+serving.ShadowTag)), seen: seen, generation: gen, invalid: invalid}
+}
+
+// withShadowReplicas returns st with the replica statuses of its shadow
+// track (shadow) that st does not list yet: gateways that find replicas
+// by EndpointSlice, which does not say what a pod serves, tell the
+// shadow's replicas by them. The shadow's replicas are not counted in
+// st's replica counts: they serve no client.
+func withShadowReplicas(st, shadow serving.Status) serving.Status {
+	if len(shadow.ReplicaStatuses) == 0 {
+		return st
+	}
+	listed := make(map[string]bool, len(st.ReplicaStatuses))
+	for _, rs := range st.ReplicaStatuses {
+		listed[rs.ID] = true
+	}
+	st.ReplicaStatuses = slices.Clone(st.ReplicaStatuses)
+	for _, rs := range shadow.ReplicaStatuses {
+		if !listed[rs.ID] {
+			rs.Track = cmp.Or(rs.Track, serving.ShadowTag)
+			st.ReplicaStatuses = append(st.ReplicaStatuses, rs)
+		}
+	}
+	return st
 }
 
 // Handler serves the operator's HTTP API on every operator replica:

@@ -203,7 +203,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) (Version, error) {
 	}
 	if req.ArtifactURI == "" {
 		if v.ArtifactURI, v.SHA256, v.Size, err = s.put(ctx, local, info.IsDir()); err != nil {
-			return Version{}, fmt.Errorf("store the artifact of model %q: %w", req.Model, err)
+			return Version{}, fmt.Errorf("store the artifact of model %q: %w", req.Model, artifactStoreError(err))
 		}
 	}
 	if newModel {
@@ -293,6 +293,17 @@ func (s *Service) put(ctx context.Context, local string, dir bool) (uri, sum str
 	pr.CloseWithError(errors.New("artifact store stopped reading"))
 	<-done
 	return uri, sum, size, err
+}
+
+// artifactStoreError marks an upload the artifact store (S3, a volume)
+// failed as the store being unavailable: the API answers 503, naming it,
+// and nothing of the push was written. Errors reading the local copy and
+// a cancelled request stay what they are.
+func artifactStoreError(err error) error {
+	if _, local := errors.AsType[*os.PathError](err); local || errors.Is(err, context.Canceled) || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: the artifact store failed the upload: %w", store.ErrUnavailable, err)
 }
 
 type countingReader struct {

@@ -317,3 +317,29 @@ func TestParseRef(t *testing.T) {
 		}
 	}
 }
+
+// downArtifacts is an artifact store that cannot be reached.
+type downArtifacts struct{ registry.ArtifactStore }
+
+func (downArtifacts) Put(context.Context, io.Reader) (string, string, int64, error) {
+	return "", "", 0, errors.New(`Put "http://127.0.0.1:9/models/ab": dial tcp 127.0.0.1:9: connect: connection refused`)
+}
+
+// TestPushArtifactStoreDown: an upload the artifact store fails is the store
+// being unavailable (the API answers 503, naming it), and the push writes
+// nothing, not even a new model's empty record.
+func TestPushArtifactStoreDown(t *testing.T) {
+	e := newEnv(t, registry.Options{})
+	svc := registry.NewService(e.st, downArtifacts{e.art}, registry.Options{Validator: jsonValidator})
+	file := writeFile(t, t.TempDir(), "model.json", `{"ok":true}`)
+	_, err := svc.Push(ctx, registry.PushRequest{Model: "diabetes", Path: file, Alias: "champion"})
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Push with the artifact store down = %v; want an error that is store.ErrUnavailable", err)
+	}
+	if !strings.Contains(err.Error(), "artifact store") || !strings.Contains(err.Error(), "127.0.0.1:9") {
+		t.Errorf("error %q does not name the artifact store and where it is", err)
+	}
+	if _, err := e.st.GetModel(ctx, "diabetes"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after a failed push, GetModel(diabetes) = %v; want not found (nothing written)", err)
+	}
+}

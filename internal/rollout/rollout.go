@@ -71,6 +71,13 @@ type Measurer interface {
 	Measure(key string, since, now time.Time) traffic.Measurement
 }
 
+// Shadows reads what the gateways compared of a deployment's shadow
+// (spec.shadow): the sum over every gateway, and the model the shadow
+// serves; ok is false while no gateway reported one.
+type Shadows interface {
+	ShadowSummary(deployment string) (sum traffic.Summary, model string, ok bool)
+}
+
 // Registry moves a model's alias when a canary is promoted, and tells the
 // signatures of two versions apart; nil where models are paths only.
 type Registry interface {
@@ -94,6 +101,11 @@ type Options struct {
 	// History, when set, is the serving history and aliases that Undo
 	// goes back by; Undo is refused without it.
 	History History
+	// Shadows, when set, is what the gateways compared of each
+	// deployment's shadow (ShadowStatus, and a rollout that requires a
+	// shadow's verdict); without it a shadow's verdict stays pending, as
+	// no gateway reported one.
+	Shadows Shadows
 	// Event, when set, records a rollout's transitions as events of its
 	// deployment (typ "Normal" or "Warning"), shown by `ebb describe` and,
 	// in a cluster, posted as Kubernetes Events.
@@ -144,6 +156,11 @@ type Request struct {
 	MaxErrorRate *float64         `json:"maxErrorRate,omitempty"`
 	MaxP99Ratio  *float64         `json:"maxP99Ratio,omitempty"`
 	MinRequests  *int             `json:"minRequests,omitempty"`
+	// RequireShadow, when set, starts the rollout only if the
+	// deployment's shadow serves To and its verdict by these criteria is
+	// a pass (ErrShadowUnmet otherwise). The canary then takes over: the
+	// shadow ends as the rollout starts.
+	RequireShadow *ShadowCriteria `json:"requireShadow,omitempty"`
 }
 
 // policy returns r's policy: the defaults with r's fields over them.
@@ -229,7 +246,8 @@ func (rec record) status() Status {
 }
 
 // Start begins a canary rollout of deployment to req.To at the policy's
-// first step.
+// first step. A shadow the deployment has ends as the rollout starts:
+// the canary takes over.
 func (m *Manager) Start(ctx context.Context, deployment string, req Request) (Status, error) {
 	p := req.policy()
 	if err := p.Validate(); err != nil {
@@ -240,6 +258,9 @@ func (m *Manager) Start(ctx context.Context, deployment string, req Request) (St
 		return Status{}, err
 	}
 	if err := m.check(ctx, d, req.To); err != nil {
+		return Status{}, err
+	}
+	if err := m.gate(ctx, d, req.To, req.RequireShadow); err != nil {
 		return Status{}, err
 	}
 	now := m.opts.Clock.Now()
@@ -285,7 +306,7 @@ func (m *Manager) check(ctx context.Context, d serving.Deployment, to string) er
 	if m.opts.Registry == nil {
 		return nil
 	}
-	return m.compatible(ctx, d.Spec.Model, to)
+	return m.compatible(ctx, d.Spec.Model, to, "canary")
 }
 
 // Get returns deployment's rollout: the active one, else the latest.

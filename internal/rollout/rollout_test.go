@@ -78,6 +78,8 @@ type fixture struct {
 	notified []string
 	m        *Manager
 	events   []string
+	// shadows stands in for what the gateways compared of shadows.
+	shadows *fakeShadows
 }
 
 func newFixture(t *testing.T, model string) *fixture {
@@ -92,7 +94,7 @@ func newFixture(t *testing.T, model string) *fixture {
 	if _, err := st.CreateDeployment(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, st: st, clock: clocktesting.NewFakeClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)), meters: &meters{}, reg: &fakeRegistry{}}
+	f := &fixture{t: t, st: st, clock: clocktesting.NewFakeClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)), meters: &meters{}, reg: &fakeRegistry{}, shadows: &fakeShadows{}}
 	f.svc = registry.NewService(st, nil, registry.Options{Now: f.clock.Now})
 	f.restart()
 	return f
@@ -101,7 +103,7 @@ func newFixture(t *testing.T, model string) *fixture {
 // restart makes a new Manager over the same store, as a restarted ebb
 // would.
 func (f *fixture) restart() {
-	f.m = New(f.st, f.st, f.meters, Options{Clock: f.clock, Registry: f.reg, History: f.svc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	f.m = New(f.st, f.st, f.meters, Options{Clock: f.clock, Registry: f.reg, History: f.svc, Shadows: f.shadows, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Event:  func(_, typ, reason, msg string) { f.events = append(f.events, typ+" "+reason+": "+msg) },
 		Notify: func(d string) { f.notified = append(f.notified, d) }})
 }

@@ -110,7 +110,7 @@ func (m *Manager) transition(name string, before, after traffic.State, dec traff
 }
 
 // sync makes the deployment's spec match rec's state: the canary at its
-// weight while the rollout runs, the primary alone once it rolled back or
+// weight, and no shadow, while the rollout runs, the primary alone once it rolled back or
 // was aborted, the canary alone once it succeeded (the alias moved, if
 // the deployment follows one). A finished rollout is then marked inactive.
 func (m *Manager) sync(ctx context.Context, rec record) error {
@@ -133,14 +133,20 @@ func (m *Manager) sync(ctx context.Context, rec record) error {
 		}
 	}
 	changed := false
+	var shadow *serving.Shadow
 	_, err := m.deps.UpdateDeployment(ctx, name, func(d *serving.Deployment) error {
-		changed = false
+		changed, shadow = false, nil
 		sp := &d.Spec
 		switch s.Phase {
 		case traffic.Progressing, traffic.Paused:
 			want := []serving.TrafficTarget{{Model: sp.Model, Weight: int32(100 - s.Weight)}, {Model: rec.spec.To, Weight: int32(s.Weight), Tag: CanaryTag}}
 			if !slices.Equal(sp.Traffic, want) {
 				sp.Traffic, changed = want, true
+			}
+			if sp.Shadow != nil {
+				// The canary takes over from a shadow: the rollout
+				// judges the next version now.
+				shadow, sp.Shadow, changed = sp.Shadow, nil, true
 			}
 		case traffic.RolledBack, traffic.Aborted:
 			if ours(sp.Traffic) {
@@ -165,6 +171,10 @@ func (m *Manager) sync(ctx context.Context, rec record) error {
 	}
 	if changed {
 		m.opts.Notify(name)
+	}
+	if shadow != nil {
+		m.opts.Logger.Info("shadow ended by a rollout", "deployment", name, "shadow", shadow.Model, "canary", rec.spec.To)
+		m.opts.Event(name, "Normal", "ShadowStopped", fmt.Sprintf("shadow of %s ended: the canary of %s takes over", shadow.Model, rec.spec.To))
 	}
 	if s.Phase.Final() {
 		return m.deactivate(ctx, rec)

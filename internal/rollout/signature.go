@@ -14,10 +14,10 @@ import (
 // them.
 type Signature []oip.TensorMetadata
 
-// compatible refuses a canary whose inputs differ from the primary's: a
-// request the primary answers would fail on it. Versions given by path,
-// or without a recorded signature, are not compared.
-func (m *Manager) compatible(ctx context.Context, from, to string) error {
+// compatible refuses a canary or a shadow (role) whose inputs differ from
+// the primary's: a request the primary answers would fail on it. Versions
+// given by path, or without a recorded signature, are not compared.
+func (m *Manager) compatible(ctx context.Context, from, to, role string) error {
 	if _, ok := serving.ParseModelRef(from); !ok {
 		return nil
 	}
@@ -36,7 +36,7 @@ func (m *Manager) compatible(ctx context.Context, from, to string) error {
 		return nil
 	}
 	if diff := Diff(a, b); diff != "" {
-		return fmt.Errorf("%w: %s takes other inputs than %s, so requests the primary answers would fail on the canary: %s", ErrInvalid, to, from, diff)
+		return fmt.Errorf("%w: %s takes other inputs than %s, so requests the primary answers would fail on the %s: %s", ErrInvalid, to, from, role, diff)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/balance"
@@ -62,8 +63,48 @@ type Route struct {
 	// shared by every route published for them; nil for a deployment
 	// without a split, whose requests the gateway does not meter.
 	Meter *traffic.Meter
+	// Shadow, when set, mirrors a share of the route's requests to the
+	// deployment's shadow track and compares the answers.
+	Shadow *Shadow
 
 	changed chan struct{}
+}
+
+// Shadow is a deployment's shadow as the data plane sees it
+// (serving.Shadow). Its Tally and InFlight are shared by every route
+// published for the deployment while the shadow is unchanged; a new shadow
+// starts them afresh.
+type Shadow struct {
+	// Key is the route key of the shadow's track ("diabetes.shadow").
+	Key string
+	// Model is what the shadow serves, as in its spec.
+	Model string
+	// Percent of the requests mirrored, 1..100.
+	Percent int32
+	// Tolerance of the comparison.
+	Tolerance traffic.Tolerance
+	// MaxConcurrency bounds the mirrored requests in flight (InFlight);
+	// beyond it a mirror copy is dropped, and counted in Tally.
+	MaxConcurrency int32
+	// Requests, when above 0, stops mirroring once Tally judged this
+	// many; Until, when not zero, stops it at that time.
+	Requests int64
+	Until    time.Time
+	// Started tells one start of a shadow from the next with the same
+	// settings (serving.Shadow.Started).
+	Started string
+	// Tally counts what the gateway compared.
+	Tally *traffic.Tally
+	// InFlight counts the mirrored requests in flight.
+	InFlight *atomic.Int32
+}
+
+// Active reports whether sh still mirrors at now.
+func (sh *Shadow) Active(now time.Time) bool {
+	if !sh.Until.IsZero() && !now.Before(sh.Until) {
+		return false
+	}
+	return sh.Requests <= 0 || sh.Tally.Judged() < sh.Requests
 }
 
 // Changed is closed when a newer route replaces this one or the deployment is
@@ -123,6 +164,17 @@ func (t *Table) Measure(key string, since, now time.Time) traffic.Measurement {
 		return traffic.Measurement{}
 	}
 	return rt.Meter.Snapshot(since, now)
+}
+
+// ShadowSummary returns what this process's gateway compared of
+// deployment's current shadow, and the shadow's model; ok is false when the
+// deployment has no shadow.
+func (t *Table) ShadowSummary(deployment string) (sum traffic.Summary, model string, ok bool) {
+	rt := t.Lookup(deployment)
+	if rt == nil || rt.Shadow == nil {
+		return traffic.Summary{}, "", false
+	}
+	return rt.Shadow.Tally.Summary(), rt.Shadow.Model, true
 }
 
 // Len returns the number of routes.

@@ -89,6 +89,12 @@ type Spec struct {
 	// +optional
 	// +listType=atomic
 	Traffic []TrafficTarget `json:"traffic,omitempty"`
+	// Shadow, when set, mirrors a share of the requests to another model
+	// version and compares its answers with the primary's; clients only
+	// ever get the primary's. The shadow runs replicas of its own (the
+	// track name.shadow), scaled 0:N on the mirrored load.
+	// +optional
+	Shadow *Shadow `json:"shadow,omitempty"`
 }
 
 // OpenAI reports whether the deployment's server speaks the OpenAI API

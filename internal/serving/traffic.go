@@ -88,6 +88,7 @@ func (s Spec) ForTrack(t Track) Spec {
 		s.Engine = DefaultEngine // a path carries no engine of its own
 	}
 	s.Model = t.Model
+	s.Shadow = nil
 	return s
 }
 
@@ -165,6 +166,9 @@ func (s *Spec) validateTraffic() []*FieldError {
 			continue
 		}
 		tag := t.tag()
+		if tag == ShadowTag {
+			add(field+".tag", "%q is the shadow's track (spec.shadow): give the target another tag", tag)
+		}
 		if tags[tag] {
 			add(field+".tag", "%q names two targets: give each a tag of its own", tag)
 		}

@@ -52,6 +52,7 @@ type Tally struct {
 	compared, agreed int64
 	shadowErrors     int64
 	lastError        string
+	lastErrorAt      time.Time
 	dropped          int64
 	primaryLatency   time.Duration // sums over the compared requests
 	shadowLatency    time.Duration
@@ -92,6 +93,14 @@ func (t *Tally) Add(p Pair) {
 	}
 }
 
+// Judged is how many mirrored requests t judged: compared, or failed by
+// the shadow.
+func (t *Tally) Judged() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.compared + t.shadowErrors
+}
+
 // ShadowError counts a mirrored request the shadow failed (an error status
 // or no answer); it is not compared. The last error is kept for status.
 func (t *Tally) ShadowError(err error) {
@@ -100,11 +109,13 @@ func (t *Tally) ShadowError(err error) {
 	t.shadowErrors++
 	if err != nil {
 		t.lastError = clip(err.Error(), maxErrorBytes)
+		t.lastErrorAt = time.Now()
 	}
 }
 
-// Drop counts a mirror copy dropped because the shadow's concurrency limit
-// was reached.
+// Drop counts a mirror copy dropped: the shadow's concurrency limit was
+// reached, or the request or the primary's answer was too large to copy
+// (over 1 MiB).
 func (t *Tally) Drop() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -143,20 +154,135 @@ type Summary struct {
 }
 
 // Summary returns what t counted so far.
-func (t *Tally) Summary() Summary {
+func (t *Tally) Summary() Summary { return t.Snapshot().Summary() }
+
+// TallySnapshot is what a Tally counted, as plain cumulative counters that
+// add up: the gateways of a cluster each send theirs to the operator
+// (JSON), which sums them (MergeSnapshots, SumSnapshots) into the shadow's
+// Summary.
+type TallySnapshot struct {
+	Compared     int64 `json:"compared"`
+	Agreed       int64 `json:"agreed"`
+	ShadowErrors int64 `json:"shadowErrors,omitempty"`
+	// LastError is the last shadow error, and LastErrorAt when it came.
+	LastError   string    `json:"lastError,omitempty"`
+	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+	Dropped     int64     `json:"dropped,omitempty"`
+	// PrimaryLatency and ShadowLatency are sums over the compared
+	// requests, in nanoseconds on the wire.
+	PrimaryLatency time.Duration `json:"primaryLatencyNs,omitempty"`
+	ShadowLatency  time.Duration `json:"shadowLatencyNs,omitempty"`
+	NoiseCompared  int64         `json:"noiseCompared,omitempty"`
+	NoiseAgreed    int64         `json:"noiseAgreed,omitempty"`
+	Samples        []Sample      `json:"samples,omitempty"`
+}
+
+// Snapshot returns what t counted so far.
+func (t *Tally) Snapshot() TallySnapshot {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := Summary{
-		Compared: t.compared, Agreed: t.agreed, Agreement: fraction(t.agreed, t.compared),
-		ShadowErrors: t.shadowErrors, LastShadowError: t.lastError, Dropped: t.dropped,
-		NoiseCompared: t.noiseCompared, NoiseAgreement: fraction(t.noiseAgreed, t.noiseCompared),
+	return TallySnapshot{
+		Compared: t.compared, Agreed: t.agreed, ShadowErrors: t.shadowErrors,
+		LastError: t.lastError, LastErrorAt: t.lastErrorAt, Dropped: t.dropped,
+		PrimaryLatency: t.primaryLatency, ShadowLatency: t.shadowLatency,
+		NoiseCompared: t.noiseCompared, NoiseAgreed: t.noiseAgreed,
 		Samples: slices.Clone(t.samples),
 	}
-	if t.primaryLatency > 0 {
-		s.LatencyRatio = float64(t.shadowLatency) / float64(t.primaryLatency)
-	}
-	return s
 }
+
+// Summary returns what s counted, as a Tally's Summary says it.
+func (s TallySnapshot) Summary() Summary {
+	sum := Summary{
+		Compared: s.Compared, Agreed: s.Agreed, Agreement: fraction(s.Agreed, s.Compared),
+		ShadowErrors: s.ShadowErrors, LastShadowError: s.LastError, Dropped: s.Dropped,
+		NoiseCompared: s.NoiseCompared, NoiseAgreement: fraction(s.NoiseAgreed, s.NoiseCompared),
+		Samples: slices.Clone(s.Samples),
+	}
+	if s.PrimaryLatency > 0 {
+		sum.LatencyRatio = float64(s.ShadowLatency) / float64(s.PrimaryLatency)
+	}
+	return sum
+}
+
+// Check reports whether s is a snapshot a Tally could have taken: no
+// negative count or latency, no more agreements than comparisons, at most
+// MaxSamples samples, no more than its disagreements, each of bounded size.
+// A receiver checks a snapshot before it keeps it.
+func (s TallySnapshot) Check() error {
+	for _, c := range []struct {
+		name string
+		v    int64
+	}{
+		{"compared", s.Compared}, {"agreed", s.Agreed}, {"shadowErrors", s.ShadowErrors}, {"dropped", s.Dropped},
+		{"noiseCompared", s.NoiseCompared}, {"noiseAgreed", s.NoiseAgreed},
+		{"primaryLatencyNs", int64(s.PrimaryLatency)}, {"shadowLatencyNs", int64(s.ShadowLatency)},
+	} {
+		if c.v < 0 {
+			return fmt.Errorf("shadow tally: %s is %d, below 0", c.name, c.v)
+		}
+	}
+	switch {
+	case s.Agreed > s.Compared:
+		return fmt.Errorf("shadow tally: %d agreed of %d compared", s.Agreed, s.Compared)
+	case s.NoiseAgreed > s.NoiseCompared:
+		return fmt.Errorf("shadow tally: noise floor: %d agreed of %d compared", s.NoiseAgreed, s.NoiseCompared)
+	case len(s.Samples) > MaxSamples:
+		return fmt.Errorf("shadow tally: %d samples, more than %d", len(s.Samples), MaxSamples)
+	case int64(len(s.Samples)) > s.Compared-s.Agreed:
+		return fmt.Errorf("shadow tally: %d samples of %d disagreements", len(s.Samples), s.Compared-s.Agreed)
+	case len(s.LastError) > maxWireBytes(maxErrorBytes):
+		return fmt.Errorf("shadow tally: last error of %d bytes, more than %d", len(s.LastError), maxWireBytes(maxErrorBytes))
+	}
+	for i, sm := range s.Samples {
+		if n := len(sm.Input) + len(sm.Primary) + len(sm.Shadow); n > maxWireBytes(MaxSampleBytes) {
+			return fmt.Errorf("shadow tally: sample %d has %d bytes, more than %d", i, n, maxWireBytes(MaxSampleBytes))
+		}
+	}
+	return nil
+}
+
+// maxWireBytes is how long a text a Tally cut to n bytes may be once it
+// went through JSON: each byte that is not UTF-8 becomes U+FFFD, 3 bytes.
+func maxWireBytes(n int) int { return 3 * n }
+
+// MergeSnapshots adds snapshots up into one, as if one Tally had counted
+// what each of them did: counters and latency sums add, the last error is
+// the latest one, and the samples are taken from each snapshot in turn
+// (its first, then its second, ...) up to MaxSamples, so that every
+// snapshot with disagreements contributes.
+func MergeSnapshots(snaps ...TallySnapshot) TallySnapshot {
+	var out TallySnapshot
+	for _, s := range snaps {
+		out.Compared += s.Compared
+		out.Agreed += s.Agreed
+		out.ShadowErrors += s.ShadowErrors
+		out.Dropped += s.Dropped
+		out.PrimaryLatency += s.PrimaryLatency
+		out.ShadowLatency += s.ShadowLatency
+		out.NoiseCompared += s.NoiseCompared
+		out.NoiseAgreed += s.NoiseAgreed
+		if s.LastError != "" && (out.LastError == "" || s.LastErrorAt.After(out.LastErrorAt)) {
+			out.LastError, out.LastErrorAt = s.LastError, s.LastErrorAt
+		}
+	}
+	for i := 0; len(out.Samples) < MaxSamples; i++ {
+		more := false
+		for _, s := range snaps {
+			if i < len(s.Samples) && len(out.Samples) < MaxSamples {
+				out.Samples = append(out.Samples, s.Samples[i])
+				more = true
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	return out
+}
+
+// SumSnapshots returns the Summary of snapshots added up (MergeSnapshots):
+// what the gateways of a cluster compared of one shadow, together.
+func SumSnapshots(snaps ...TallySnapshot) Summary { return MergeSnapshots(snaps...).Summary() }
 
 func fraction(n, of int64) float64 {
 	if of <= 0 {

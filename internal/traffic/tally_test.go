@@ -1,9 +1,11 @@
 package traffic
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -188,5 +190,147 @@ func TestTallyIsSafeForConcurrentUse(t *testing.T) {
 	}
 	if s.LatencyRatio != 1 {
 		t.Errorf("LatencyRatio = %v, want 1", s.LatencyRatio)
+	}
+}
+
+// TestSnapshotTravels checks that a Tally's snapshot survives JSON and
+// summarises to the Tally's own Summary.
+func TestSnapshotTravels(t *testing.T) {
+	var tl Tally
+	tl.Add(Pair{Result: agree, PrimaryLatency: 10 * time.Millisecond, ShadowLatency: 15 * time.Millisecond})
+	tl.Add(Pair{Result: differ(3), PrimaryLatency: 10 * time.Millisecond, ShadowLatency: 25 * time.Millisecond,
+		Input: []byte(`{"inputs":[3]}`), PrimaryOutput: []byte("p\xff"), ShadowOutput: []byte("s")})
+	tl.ShadowError(errors.New("503 Service Unavailable"))
+	tl.Drop()
+	tl.Noise(agree)
+	tl.Noise(differ(0))
+	snap := tl.Snapshot()
+	if err := snap.Check(); err != nil {
+		t.Fatalf("a Tally's own snapshot fails its check: %v", err)
+	}
+	b, err := json.Marshal(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back TallySnapshot
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	want := tl.Summary()
+	want.Samples[0].Primary = "p\ufffd" // JSON carries text
+	if diff := cmp.Diff(want, back.Summary()); diff != "" {
+		t.Errorf("summary of the snapshot after JSON (-Tally's +snapshot's):\n%s\nJSON: %s", diff, b)
+	}
+	if back.LastErrorAt.IsZero() || !back.LastErrorAt.Equal(snap.LastErrorAt) {
+		t.Errorf("last error at %v after JSON; want %v", back.LastErrorAt, snap.LastErrorAt)
+	}
+}
+
+func TestMergeSnapshots(t *testing.T) {
+	t1 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	sample := func(i int) Sample { return Sample{Input: fmt.Sprint(i), Primary: "p", Shadow: "s", Diff: differ(i)} }
+	samples := func(is ...int) []Sample {
+		var out []Sample
+		for _, i := range is {
+			out = append(out, sample(i))
+		}
+		return out
+	}
+	a := TallySnapshot{Compared: 100, Agreed: 97, ShadowErrors: 2, LastError: "503", LastErrorAt: t1, Dropped: 1,
+		PrimaryLatency: time.Second, ShadowLatency: 2 * time.Second, NoiseCompared: 50, NoiseAgreed: 50, Samples: samples(1, 2, 3)}
+	b := TallySnapshot{Compared: 300, Agreed: 300, ShadowErrors: 1, LastError: "timeout", LastErrorAt: t1.Add(time.Minute),
+		PrimaryLatency: 3 * time.Second, ShadowLatency: 2 * time.Second, NoiseCompared: 50, NoiseAgreed: 40}
+	c := TallySnapshot{Compared: 10, Agreed: 6, Samples: samples(11, 12, 13, 14)}
+	tests := []struct {
+		name  string
+		snaps []TallySnapshot
+		want  Summary
+	}{
+		{"none", nil, Summary{}},
+		{"one is its own summary", []TallySnapshot{a}, a.Summary()},
+		{"counts and latency sums add; the latest error wins", []TallySnapshot{a, b}, Summary{
+			Compared: 400, Agreed: 397, Agreement: 397.0 / 400, ShadowErrors: 3, LastShadowError: "timeout", Dropped: 1,
+			LatencyRatio: 1, NoiseCompared: 100, NoiseAgreement: 0.9, Samples: samples(1, 2, 3)}},
+		{"the latest error wins whatever the order", []TallySnapshot{b, a}, Summary{
+			Compared: 400, Agreed: 397, Agreement: 397.0 / 400, ShadowErrors: 3, LastShadowError: "timeout", Dropped: 1,
+			LatencyRatio: 1, NoiseCompared: 100, NoiseAgreement: 0.9, Samples: samples(1, 2, 3)}},
+		{"samples in turn, capped", []TallySnapshot{a, b, c}, Summary{
+			Compared: 410, Agreed: 403, Agreement: 403.0 / 410, ShadowErrors: 3, LastShadowError: "timeout", Dropped: 1,
+			LatencyRatio: 1, NoiseCompared: 100, NoiseAgreement: 0.9, Samples: samples(1, 11, 2, 12, 3)}},
+		{"nothing compared has no ratio", []TallySnapshot{{Dropped: 4}, {ShadowErrors: 2, LastError: "refused"}}, Summary{
+			ShadowErrors: 2, LastShadowError: "refused", Dropped: 4}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := SumSnapshots(tc.snaps...)
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateApprox(0, 1e-12)); diff != "" {
+				t.Errorf("SumSnapshots (-want +got):\n%s", diff)
+			}
+			if len(tc.snaps) > 0 {
+				if err := MergeSnapshots(tc.snaps...).Check(); err != nil {
+					t.Errorf("the merged snapshot fails its check: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestMergedSnapshotsCountAsOneTally splits one stream of mirrored
+// requests over three gateways and checks that their merged snapshots
+// count what one Tally that saw every request counts.
+func TestMergedSnapshotsCountAsOneTally(t *testing.T) {
+	var all Tally
+	gws := make([]Tally, 3)
+	for i := range 900 {
+		r := agree
+		if i%7 == 0 {
+			r = differ(i)
+		}
+		p := Pair{Result: r, PrimaryLatency: time.Duration(1+i%5) * time.Millisecond, ShadowLatency: time.Duration(2+i%3) * time.Millisecond}
+		all.Add(p)
+		gws[i%3].Add(p)
+		if i%11 == 0 {
+			all.Noise(r)
+			gws[(i+1)%3].Noise(r)
+		}
+	}
+	got := SumSnapshots(gws[0].Snapshot(), gws[1].Snapshot(), gws[2].Snapshot())
+	want := all.Summary()
+	if diff := cmp.Diff(want, got, cmpopts.EquateApprox(0, 1e-12), cmpopts.IgnoreFields(Summary{}, "Samples")); diff != "" {
+		t.Errorf("merged (-one Tally +three):\n%s", diff)
+	}
+	if len(got.Samples) != MaxSamples {
+		t.Errorf("merged %d samples; want %d", len(got.Samples), MaxSamples)
+	}
+}
+
+func TestTallySnapshotCheck(t *testing.T) {
+	ok := TallySnapshot{Compared: 3, Agreed: 1, Samples: []Sample{{Input: "x"}, {Input: "y"}}}
+	tests := []struct {
+		name string
+		edit func(*TallySnapshot)
+		want string
+	}{
+		{"valid", func(*TallySnapshot) {}, ""},
+		{"zero", func(s *TallySnapshot) { *s = TallySnapshot{} }, ""},
+		{"negative", func(s *TallySnapshot) { s.Dropped = -1 }, "dropped is -1"},
+		{"negative latency", func(s *TallySnapshot) { s.ShadowLatency = -time.Second }, "shadowLatencyNs is"},
+		{"more agreed than compared", func(s *TallySnapshot) { s.Agreed, s.Samples = 4, nil }, "4 agreed of 3 compared"},
+		{"noise", func(s *TallySnapshot) { s.NoiseAgreed = 1 }, "noise floor: 1 agreed of 0"},
+		{"more samples than disagreements", func(s *TallySnapshot) { s.Agreed = 2 }, "2 samples of 1 disagreements"},
+		{"too many samples", func(s *TallySnapshot) { s.Compared, s.Samples = 100, make([]Sample, MaxSamples+1) }, "more than 5"},
+		{"sample too big", func(s *TallySnapshot) { s.Samples[1].Shadow = strings.Repeat("x", 3*MaxSampleBytes) }, "sample 1 has"},
+		{"error too long", func(s *TallySnapshot) { s.LastError = strings.Repeat("x", 4*maxErrorBytes) }, "last error of"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := ok
+			s.Samples = slices.Clone(ok.Samples)
+			tc.edit(&s)
+			err := s.Check()
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("Check = %v; want %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -233,8 +233,17 @@ func TestLeaderKilledUnderLoad(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 		next, _ = tryReadyPod(cs, ns, rel.OperatorSelector)
+		if n := h.replicas("warm"); n > 2 {
+			t.Errorf("%d replica pods %s after killing the leader, want 2 (no duplicates)", n, time.Since(killed).Round(time.Millisecond))
+		}
 	}
 	takeover := time.Since(killed)
+	// The standby acquires the lease once it expires (4s after the last
+	// renewal), at its next retry (0.5s), and is Ready at its next
+	// readiness probe: allow that, with slack for a loaded CI machine.
+	if limit := 15 * time.Second; takeover > limit {
+		t.Errorf("the standby took over %s after the leader died; want within the lease time (4s) plus retry and probe, under %s", takeover.Round(time.Millisecond), limit)
+	}
 	// The new leader answers the admin API, and the deployment is still
 	// served by the same two pods.
 	h.waitStatus("warm", 30*time.Second, "two ready replicas under the new leader", func(st serving.Status) bool { return st.ReadyReplicas == 2 })

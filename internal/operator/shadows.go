@@ -1,0 +1,180 @@
+package operator
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/traffic"
+)
+
+// ShadowReport is what one gateway compared of one deployment's shadow
+// (spec.shadow): its Tally, cumulative since the gateway started mirroring
+// to that shadow, and the shadow's ID, which tells the operator whether
+// the tally counted the deployment's current shadow or an earlier one.
+type ShadowReport struct {
+	// ID is ShadowID of the spec.shadow the tally counted.
+	ID    string                `json:"id"`
+	Tally traffic.TallySnapshot `json:"tally"`
+}
+
+// ShadowID identifies a spec.shadow by what the data plane mirrors and
+// judges with: its model, share, tolerance, concurrency limit and end,
+// defaults applied (so a spec that spells a default out is the same
+// shadow), and when it was started (so starting one again with the same
+// settings is another shadow). A gateway keeps its tally while the ID stays, and starts afresh
+// when it changes; the operator sums only the tallies of the current ID.
+// "" for no shadow.
+func ShadowID(sh *serving.Shadow) string {
+	if sh == nil {
+		return ""
+	}
+	until := ""
+	if t := sh.UntilTime(); !t.IsZero() {
+		until = t.UTC().Format(time.RFC3339Nano)
+	}
+	b, _ := json.Marshal(struct {
+		Model          string            `json:"model"`
+		Percent        int32             `json:"percent"`
+		Tolerance      serving.Tolerance `json:"tolerance"`
+		MaxConcurrency int32             `json:"maxConcurrency"`
+		Requests       int64             `json:"requests"`
+		Until          string            `json:"until"`
+		Started        string            `json:"started"`
+	}{sh.Model, sh.PercentOrDefault(), sh.ToleranceOrDefault(), sh.MaxConcurrencyOrDefault(), sh.Requests, until, sh.Started})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}
+
+// CheckShadows reports whether the shadows of a demand report are valid:
+// each with an ID and a tally a gateway could have counted
+// (traffic.TallySnapshot.Check).
+func CheckShadows(shadows map[string]ShadowReport) error {
+	for name, sr := range shadows {
+		if sr.ID == "" {
+			return fmt.Errorf("shadow of %q has no id", name)
+		}
+		if err := sr.Tally.Check(); err != nil {
+			return fmt.Errorf("shadow of %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Shadows keeps the latest shadow tally each gateway reported for each
+// deployment (DemandReport.Shadows), and sums those of a deployment's
+// current shadow: the cluster's view of what its shadow compared. A
+// gateway's tally is forgotten once it sent none for traffic.DefaultSpan
+// (a gateway pod gone). It is safe for concurrent use.
+type Shadows struct {
+	now func() time.Time
+
+	// mu guards deps.
+	mu   sync.Mutex
+	deps map[string]map[string]gatewayShadow // deployment → gateway → latest
+}
+
+type gatewayShadow struct {
+	ShadowReport
+	seen time.Time
+}
+
+// NewShadows returns empty Shadows whose gateways expire as measured by
+// now (default time.Now).
+func NewShadows(now func() time.Time) *Shadows {
+	if now == nil {
+		now = time.Now
+	}
+	return &Shadows{now: now, deps: map[string]map[string]gatewayShadow{}}
+}
+
+// Report keeps a gateway's shadow tallies, each replacing the one it
+// reported before for its deployment. It checks them all first
+// (CheckShadows) and keeps none if one is invalid.
+func (s *Shadows) Report(gateway string, shadows map[string]ShadowReport) error {
+	if err := CheckShadows(shadows); err != nil {
+		return err
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, sr := range shadows {
+		gws := s.deps[name]
+		if gws == nil {
+			gws = map[string]gatewayShadow{}
+			s.deps[name] = gws
+		}
+		gws[gateway] = gatewayShadow{ShadowReport: sr, seen: now}
+	}
+	s.expireLocked(now)
+	return nil
+}
+
+// expireLocked forgets the tallies of gateways silent for
+// traffic.DefaultSpan.
+func (s *Shadows) expireLocked(now time.Time) {
+	for name, gws := range s.deps {
+		for gw, g := range gws {
+			if now.Sub(g.seen) > traffic.DefaultSpan {
+				delete(gws, gw)
+			}
+		}
+		if len(gws) == 0 {
+			delete(s.deps, name)
+		}
+	}
+}
+
+// Summary sums what the gateways compared of deployment's shadow current
+// (its spec.shadow now): only the tallies reported with current's ID
+// count, so a tally of an earlier shadow is left out. ok is false when
+// current is nil or no gateway reported a tally of it yet.
+func (s *Shadows) Summary(deployment string, current *serving.Shadow) (sum traffic.Summary, ok bool) {
+	id := ShadowID(current)
+	if id == "" {
+		return traffic.Summary{}, false
+	}
+	s.mu.Lock()
+	s.expireLocked(s.now())
+	gws := make([]string, 0, len(s.deps[deployment]))
+	for gw, g := range s.deps[deployment] {
+		if g.ID == id {
+			gws = append(gws, gw)
+		}
+	}
+	sort.Strings(gws) // samples are taken in turn: the same order each time
+	snaps := make([]traffic.TallySnapshot, len(gws))
+	for i, gw := range gws {
+		snaps[i] = s.deps[deployment][gw].Tally
+	}
+	s.mu.Unlock()
+	if len(snaps) == 0 {
+		return traffic.Summary{}, false
+	}
+	return traffic.SumSnapshots(snaps...), true
+}
+
+// ShadowSource reads what the gateways compared of each deployment's
+// current shadow, the spec.shadow that spec returns (nil for none); it is
+// the cluster's rollout.Shadows. Operator.Shadows returns the operator's.
+type ShadowSource struct {
+	Shadows *Shadows
+	Spec    func(deployment string) *serving.Shadow
+}
+
+// ShadowSummary returns the sum over the gateways of deployment's current
+// shadow, and the model it serves; ok is false while the deployment has
+// no shadow or no gateway reported one.
+func (s ShadowSource) ShadowSummary(deployment string) (sum traffic.Summary, model string, ok bool) {
+	sh := s.Spec(deployment)
+	if sh == nil {
+		return traffic.Summary{}, "", false
+	}
+	sum, ok = s.Shadows.Summary(deployment, sh)
+	return sum, sh.Model, ok
+}

@@ -64,7 +64,7 @@ func runShadow(t *testing.T, h *home, v1, v2 golden, rows []int) {
 		switch {
 		case c.agree && (st.Agreement != 1 || st.Verdict.Outcome != "pass"):
 			t.Errorf("[%s] a shadow of the primary's own version: agreement %v, verdict %+v; want 1 and pass", h.name, st.Agreement, st.Verdict)
-		case !c.agree && (st.Agreement > 0.5 || st.Verdict.Outcome != "fail" || len(st.Samples) == 0):
+		case !c.agree && (st.Agreement >= 1 || st.Verdict.Outcome != "fail" || len(st.Samples) == 0):
 			t.Errorf("[%s] a shadow of a changed version: agreement %v, verdict %+v, %d samples; want disagreement, fail and samples", h.name, st.Agreement, st.Verdict, len(st.Samples))
 		}
 	}

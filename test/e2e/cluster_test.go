@@ -254,6 +254,9 @@ func TestLeaderKilledUnderLoad(t *testing.T) {
 	}
 	t.Logf("leader %s killed under load: standby %s leads after %s (lease 4s); %d requests, %d failed",
 		leader, next, takeover.Round(time.Millisecond), sent, failed.Load())
+	figure(t, "takeover", takeover.Seconds(), "s")
+	figure(t, "requests", float64(sent), "requests")
+	figure(t, "failed", float64(failed.Load()), "requests")
 }
 
 // readyPod returns the one Ready, non-terminating pod matching selector.

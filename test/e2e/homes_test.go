@@ -271,9 +271,16 @@ func runHome(t *testing.T, h *home) {
 	hits := 0
 	for _, r := range st.ReplicaStatuses {
 		for _, p := range r.ColdStart {
-			if p.Name == serving.PhaseArtifactFetched && p.CacheHit != nil && *p.CacheHit {
-				hits++
+			if p.Name != serving.PhaseArtifactFetched || p.CacheHit == nil {
+				continue
 			}
+			which := "miss"
+			if *p.CacheHit {
+				hits++
+				which = "hit"
+			}
+			figure(t, "artifact_fetched."+which+".ms", float64(p.Duration.Microseconds())/1000, "ms")
+			figure(t, "artifact_fetched."+which+".bytes", float64(p.Bytes), "bytes")
 		}
 	}
 	t.Logf("[%s] cold starts with two replicas: %s", h.name, phasesOf(st))

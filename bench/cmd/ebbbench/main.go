@@ -56,6 +56,8 @@ func registry() (*harness.Registry, error) {
 		scenarios.RegistryScale{},
 		scenarios.PythonEngine{},
 		scenarios.Memory{},
+		scenarios.Binary{},
+		scenarios.ClusterE2E{},
 	} {
 		if err := r.Register(s); err != nil {
 			return nil, err

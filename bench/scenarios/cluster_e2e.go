@@ -29,7 +29,9 @@ type ClusterE2E struct{}
 func (ClusterE2E) Name() string { return "cluster" }
 
 // Title implements harness.Scenario.
-func (ClusterE2E) Title() string { return "10. Kubernetes home: leader failover and the node artifact cache (e2e)" }
+func (ClusterE2E) Title() string {
+	return "10. Kubernetes home: leader failover and the node artifact cache (e2e)"
+}
 
 // clusterTests are the tests run, and the lease their chart installs.
 const (

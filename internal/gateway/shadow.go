@@ -15,6 +15,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/traffic"
 	"github.com/valyala/fasthttp"
 )
@@ -258,6 +259,7 @@ func (g *Gateway) compareShadow(ctx, base context.Context, m *mirror, primary []
 	var tried []*balance.Endpoint
 	var picked time.Time
 	var lastErr error
+	want := shadowVersion(sh.Model)
 	for len(tried) < g.opts.Attempts {
 		rt, err := g.holder.Wait(ctx, sh.Key)
 		if errors.Is(err, activator.ErrNotFound) {
@@ -273,7 +275,19 @@ func (g *Gateway) compareShadow(ctx, base context.Context, m *mirror, primary []
 			fail(fmt.Errorf("shadow %q: no replica answered: %w", sh.Key, err))
 			return
 		}
-		ep := g.balancer.Pick(rt.Endpoints, func(e *balance.Endpoint) bool { return contains(tried, e) })
+		ep := g.balancer.Pick(rt.Endpoints, func(e *balance.Endpoint) bool {
+			return contains(tried, e) || (want != "" && e.Version != want)
+		})
+		if ep == nil && want != "" && len(tried) == 0 {
+			// The shadow's replicas still serve the shadow before this
+			// one (a new shadow of another version rolls them): wait for
+			// one of this version rather than judge the old one.
+			if err := awaitChange(ctx, rt, g.opts.HoldTimeout); err != nil {
+				fail(fmt.Errorf("shadow %q: no replica serves version %s yet: %w", sh.Key, want, err))
+				return
+			}
+			continue
+		}
 		if ep == nil {
 			break // every routed replica failed: no waiting for others, a mirror holds a slot
 		}
@@ -309,6 +323,12 @@ func (g *Gateway) compareShadow(ctx, base context.Context, m *mirror, primary []
 	}
 	fail(fmt.Errorf("shadow %q: %d replicas failed to answer, last: %w", sh.Key, len(tried), lastErr))
 }
+
+// shadowVersion returns the OIP v2 version a shadow of model serves when
+// model names one ("diabetes:4" → "4"); "" for an alias or a path, whose
+// version the gateway cannot tell from the spec: then any replica of the
+// shadow's track is judged.
+func shadowVersion(model string) string { return serving.OIPVersion(model) }
 
 func contains(eps []*balance.Endpoint, e *balance.Endpoint) bool {
 	for _, t := range eps {

@@ -401,3 +401,27 @@ func TestShadowLoad(t *testing.T) {
 		t.Errorf("compared %d, shadow errors %d, dropped %d; want compared and dropped > 0, all adding up to %d", s.Compared, s.ShadowErrors, s.Dropped, n)
 	}
 }
+
+// TestShadowJudgesItsVersionOnly: a shadow of m:2 whose track still routes
+// a replica of version 1 (a new shadow rolling the track's replicas) waits
+// for a replica of version 2 rather than judge the old one.
+func TestShadowJudgesItsVersionOnly(t *testing.T) {
+	old := fakeReplica(t, "s-old", answering(200, changedOutput))
+	old.Version = "1"
+	f := newShadowFixture(t, []*balance.Endpoint{replica(t, "p1")}, []*balance.Endpoint{old}, routing.Shadow{Model: "m:2", Percent: 100, MaxConcurrency: 4})
+	f.infer(t, http.DefaultClient)
+	time.Sleep(50 * time.Millisecond)
+	if s := f.sh.Tally.Summary(); s.Compared+s.ShadowErrors != 0 {
+		t.Fatalf("a mirror was judged by a replica of version 1: %+v", s)
+	}
+	next := replica(t, "s-new")
+	next.Version = "2"
+	f.tab.Publish(routing.Route{Deployment: "m.shadow", Endpoints: []*balance.Endpoint{old, next}, Stats: f.shadowRec})
+	s := f.settle(t, 1)
+	if s.Compared != 1 || s.Agreed != 1 {
+		t.Errorf("after a replica of version 2 came: %+v; want one compared, agreeing", s)
+	}
+	if shadowVersion("m@champion") != "" || shadowVersion("/models/m.json") != "" || shadowVersion("m:2") != "2" {
+		t.Error("shadowVersion: want the version of m:N only")
+	}
+}

@@ -47,12 +47,13 @@ type gatewayOptions struct {
 	limits           connlimit.Limits
 	maxBufferedBytes int64
 
-	tls        certs.Files
-	operatorCA string // CA of the operator's certificate (https --operator-url)
-	replicaTLS replicaClientTLS
-	authMode   string         // --auth: on or off
-	tokenFile  string         // the gateway's own token, reread on change (gateway_auth.go)
-	oidc       auth.OIDCFlags // the same flags as ebb up's
+	tls         certs.Files
+	operatorCA  string // CA of the operator's certificate (https --operator-url)
+	replicaTLS  replicaClientTLS
+	authMode    string         // --auth: on or off
+	metricsAuth string         // --metrics-auth: token or open (gateway_metrics.go)
+	tokenFile   string         // the gateway's own token, reread on change (gateway_auth.go)
+	oidc        auth.OIDCFlags // the same flags as ebb up's
 }
 
 // replicaClientTLS are the gateway's --replica-tls-* flags: with a client
@@ -79,7 +80,7 @@ cold deployments through it. It keeps no state: run as many as you like.`,
 	}
 	f := cmd.Flags()
 	addKubeFlags(f, &o.kube)
-	f.StringVar(&o.addr, "addr", ":8080", "address for OIP v2 REST, /metrics, /healthz and /readyz")
+	f.StringVar(&o.addr, "addr", ":8080", "address for OIP v2 REST, /metrics (see --metrics-auth), /healthz and /readyz")
 	f.StringVar(&o.grpcAddr, "grpc-addr", ":8081", `address for the OIP v2 gRPC API; "" disables it`)
 	f.StringVar(&o.operatorURL, "operator-url", "http://ebb-operator:8090", "base URL of the operator's demand API (its Service)")
 	f.StringVar(&o.name, "name", "", "this gateway's name in demand reports; default $POD_NAME, else the host name")
@@ -93,8 +94,9 @@ cold deployments through it. It keeps no state: run as many as you like.`,
 	f.Int64Var(&o.maxBufferedBytes, "max-buffered-bytes", gateway.DefaultMaxBufferedBytes, "most request body bytes held across all requests in flight; beyond it requests get 503 with Retry-After")
 	o.tls.AddFlags(f)
 	f.StringVar(&o.operatorCA, "operator-ca", "", "PEM file of the CA that signed the operator's certificate, for an https --operator-url (besides the system's CAs); reloaded when the file changes")
-	f.StringVar(&o.authMode, "auth", "on", "on: inference (REST and gRPC) needs a token with predict:NAME, verified by the operator (or an OIDC JWT with --oidc-issuer), and the gateway sends its own token (--token-file or $EBB_GATEWAY_TOKEN, scope gateway) with demand reports and wake-ups; off: inference is open (only behind a proxy that authenticates, and with the operator's --auth=off)")
+	f.StringVar(&o.authMode, "auth", "on", "on: inference (REST and gRPC) needs a token with predict:NAME, verified by the operator (or an OIDC JWT with --oidc-issuer), and the gateway sends its own token (--token-file or $EBB_GATEWAY_TOKEN, scope gateway) with demand reports and wake-ups; off: inference and /metrics are open (only behind a proxy that authenticates, and with the operator's --auth=off)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the gateway's own token (scope gateway), reread when it changes, so a rotated Secret needs no restart; default $"+gatewayTokenEnv)
+	addMetricsAuthFlag(f, &o.metricsAuth)
 	o.oidc.AddFlags(f)
 	f.StringVar(&o.replicaTLS.certFile, "replica-tls-cert", "", "PEM client certificate the gateway presents to replicas: with it, replicas are dialled over https (mutual TLS; the operator's --replica-tls-secret); reloaded when the file changes")
 	f.StringVar(&o.replicaTLS.keyFile, "replica-tls-key", "", "PEM private key of --replica-tls-cert")
@@ -105,6 +107,9 @@ cold deployments through it. It keeps no state: run as many as you like.`,
 }
 
 func runGateway(ctx context.Context, o gatewayOptions) error {
+	if err := checkMetricsAuth(o.metricsAuth); err != nil {
+		return err
+	}
 	ctx, stop, log, cfg, ns, err := start(ctx, o.logLevel, o.kube)
 	if err != nil {
 		return err
@@ -195,8 +200,12 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	}
 	grpcOpts := gwOpts
 	grpcOpts.TLS = stls.GRPCConfig()
+	metrics, err := metricsHandler(o.metricsAuth, infAuth, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), log)
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {

@@ -134,7 +134,7 @@ func gatewayAuth(ctx context.Context, mode, operatorURL string, hc *http.Client,
 		if _, err := oidc.Authenticator(ctx, true, log); err != nil {
 			return nil, nil, err
 		}
-		log.Warn("AUTH IS OFF (--auth=off): inference is open to anyone who can reach this gateway; turn it on unless a proxy in front authenticates every request")
+		log.Warn("AUTH IS OFF (--auth=off): inference and /metrics are open to anyone who can reach this gateway; turn it on unless a proxy in front authenticates every request")
 		return nil, nil, nil
 	default:
 		return nil, nil, fmt.Errorf("invalid --auth %q: use on (the default) or off", mode)

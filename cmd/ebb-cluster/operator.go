@@ -86,7 +86,7 @@ sends requests to it.`,
 	}
 	f := cmd.Flags()
 	addKubeFlags(f, &o.kube)
-	f.StringVar(&o.addr, "addr", ":8090", "address for the demand API, /healthz, /readyz and /metrics")
+	f.StringVar(&o.addr, "addr", ":8090", "address for the demand API, /healthz, /readyz and /metrics (see --metrics-auth)")
 	connlimit.AddFlags(f, &o.limits)
 	o.tls.AddFlags(f)
 	f.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader among operator replicas (a Lease in the namespace); only the leader acts")
@@ -108,6 +108,9 @@ sends requests to it.`,
 }
 
 func runOperator(ctx context.Context, o operatorOptions) error {
+	if err := checkMetricsAuth(o.auth.metrics); err != nil {
+		return err
+	}
 	ctx, stop, log, cfg, ns, err := start(ctx, o.logLevel, o.kube)
 	if err != nil {
 		return err
@@ -191,9 +194,10 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 
 	// Rollouts change ModelDeployments and are judged by what every
 	// gateway pod reported (op.Meters, and op.Shadows for shadows); only
-	// the leader runs them.
+	// the leader runs them. Their state shows as the Rollout condition of
+	// each ModelDeployment (op.RolloutState).
 	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: op.APIStore(), Meters: op.Meters(), Shadows: op.Shadows(),
-		Models: models.Service, Event: op.Controller().RecordEvent}, log)
+		Models: models.Service, Event: op.Controller().RecordEvent, State: op.RolloutState}, log)
 	if err := op.RunOnLeader(func(ctx context.Context) { _ = rollouts.Run(ctx) }); err != nil {
 		return err
 	}
@@ -202,7 +206,11 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 	admin := home.NewAdminAPI(oa.parts(home.AdminParts{Store: op.APIStore(), Ctl: op.APIController(), Models: models.Service,
 		Events: op, Logs: op.Controller(), Home: api.HomeCluster, Version: version, Rollouts: rollouts}), log)
 	mux.Handle("/v1/", oa.admin(admin))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	metrics, err := oa.metrics(o.auth.metrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), log)
+	if err != nil {
+		return err
+	}
+	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/", op.Handler())
 	stls, err := o.tls.Server(log)
 	if err != nil {

@@ -24,6 +24,7 @@ type operatorAuthOptions struct {
 	gatewayTokenSecret string
 	secretNamespace    string
 	allowedHosts       []string
+	metrics            string         // --metrics-auth: token or open (gateway_metrics.go)
 	oidc               auth.OIDCFlags // the same flags as ebb up's
 }
 
@@ -33,6 +34,7 @@ func addOperatorAuthFlags(f *pflag.FlagSet, o *operatorAuthOptions) {
 	f.StringVar(&o.gatewayTokenSecret, "gateway-token-secret", "ebb-gateway-token", "Secret (key \"token\") where the operator keeps the gateways' token (scope gateway); gateway pods mount it and read it with --token-file")
 	f.StringVar(&o.secretNamespace, "token-secret-namespace", "", "namespace of the token Secrets; default $POD_NAMESPACE (the operator's own), else --namespace")
 	f.StringSliceVar(&o.allowedHosts, "allowed-hosts", nil, "Host names (host or host:port) the admin API answers; default any (the operator listens on all interfaces); browsers' Origin must be one of these or the Host itself")
+	addMetricsAuthFlag(f, &o.metrics)
 	o.oidc.AddFlags(f)
 }
 
@@ -120,6 +122,16 @@ func (a *operatorAuth) admin(h *api.Handler) http.Handler {
 		next = api.Authorize(h, a.authn)
 	}
 	return a.hosts.Handler(next)
+}
+
+// metrics returns /metrics behind --metrics-auth: a token with scope read
+// (an ebb token, or an OIDC JWT with --oidc-issuer) unless it is open or
+// auth is off.
+func (a *operatorAuth) metrics(mode string, h http.Handler, log *slog.Logger) (http.Handler, error) {
+	if a.off {
+		return metricsHandler(mode, nil, h, log)
+	}
+	return metricsHandler(mode, a.authn, h, log)
 }
 
 // run refetches the OIDC issuer's keys hourly until ctx ends; it returns at

@@ -1,23 +1,24 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
+
+	"github.com/ebb-ml/ebb/internal/apiclient"
 )
 
 func newDeployCmd() *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "deploy -f FILE",
-		Short: "Create or replace a deployment from a YAML or JSON file",
+		Short: "Create or replace deployments from a YAML or JSON file",
 		Long: `Create a deployment, or replace the spec of the deployment with the same
 name, from a YAML or JSON file ("-" reads standard input). The file holds
-one deployment:
+one deployment in ebb's form:
 
   name: diabetes
   spec:
@@ -28,9 +29,25 @@ one deployment:
       maxReplicas: 4
       scaleToZeroAfter: 60s
 
+or a ModelDeployment manifest, as kubectl applies it (deploy/examples):
+
+  apiVersion: serving.ebb.dev/v1alpha1
+  kind: ModelDeployment
+  metadata:
+    name: diabetes
+  spec:
+    model: diabetes@champion
+
+Either way it goes through the admin API, against ebb up or a cluster
+alike, and the spec is the same. Several documents separated by "---"
+lines deploy one after the other. Other kinds are refused; of a manifest's
+metadata only the name is kept (namespace, labels and annotations are
+reported, not kept: apply with kubectl to keep them).
+
 Fields left out take their defaults. The output of
 ` + "`ebb get deployments NAME -o yaml`" + ` can be deployed again as is.`,
 		Example: `  ebb deploy -f diabetes.yaml
+  ebb deploy -f deploy/examples/modeldeployment.yaml
   cat diabetes.json | ebb deploy -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -41,25 +58,43 @@ Fields left out take their defaults. The output of
 			if err != nil {
 				return err
 			}
-			body, name, err := deploymentJSON(data)
+			docs, err := deploymentDocs(data)
 			if err != nil {
 				return fmt.Errorf("%s: %w", displayName(file), err)
 			}
-			_, created, err := newAPIClient(cmd).ApplyDeploymentJSON(cmd.Context(), name, body)
-			if err != nil {
-				return err
-			}
-			verb := "configured"
-			if created {
-				verb = "created"
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deployment/%s %s\n", name, verb)
-			return nil
+			return applyDocs(cmd, docs)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", `deployment file, YAML or JSON ("-" for standard input)`)
 	addServerFlag(cmd)
 	return cmd
+}
+
+// applyDocs applies each deployment in turn, as kubectl apply does: one
+// the server refuses does not stop the others, and the error names every
+// refused one. A server that cannot be reached stops at once.
+func applyDocs(cmd *cobra.Command, docs []deployDoc) error {
+	c := newAPIClient(cmd)
+	var errs []error
+	for _, d := range docs {
+		for _, n := range d.notes {
+			fmt.Fprintf(cmd.ErrOrStderr(), "Warning: deployment/%s: %s\n", d.name, n)
+		}
+		_, created, err := c.ApplyDeploymentJSON(cmd.Context(), d.name, d.body)
+		if err != nil {
+			if _, refused := errors.AsType[*apiclient.Error](err); !refused || len(docs) == 1 {
+				return errors.Join(append(errs, err)...)
+			}
+			errs = append(errs, fmt.Errorf("deployment/%s: %w", d.name, err))
+			continue
+		}
+		verb := "configured"
+		if created {
+			verb = "created"
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "deployment/%s %s\n", d.name, verb)
+	}
+	return errors.Join(errs...)
 }
 
 // readInput reads the named file, or standard input for "-".
@@ -79,28 +114,4 @@ func displayName(file string) string {
 		return "standard input"
 	}
 	return file
-}
-
-// deploymentJSON converts a YAML or JSON deployment document to JSON and
-// returns it with the deployment's name. Field checks are left to the
-// server, which reports every problem at once.
-func deploymentJSON(data []byte) (body []byte, name string, err error) {
-	body, err = yaml.YAMLToJSON(data)
-	if err != nil {
-		return nil, "", fmt.Errorf("not valid YAML or JSON: %w", err)
-	}
-	var head struct {
-		Name any `json:"name"`
-	}
-	if err := json.Unmarshal(body, &head); err != nil {
-		return nil, "", fmt.Errorf("must hold one deployment, a mapping with name and spec")
-	}
-	if head.Name == nil || head.Name == "" {
-		return nil, "", fmt.Errorf("name is required: add a line such as \"name: diabetes\" at the top")
-	}
-	name, ok := head.Name.(string)
-	if !ok {
-		return nil, "", fmt.Errorf("name must be a string such as \"diabetes\", got %v", head.Name)
-	}
-	return body, name, nil
 }

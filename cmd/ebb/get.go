@@ -302,8 +302,9 @@ func modelsSnapshot(c *apiclient.Client, wide bool) snapshotFunc {
 	}
 }
 
-// coldStart summarises phases as "process_started 12ms, model_loaded 80ms
-// (total 92ms)".
+// coldStart summarises phases as "process_started 12ms, artifact_fetched
+// 3ms (1.2 MB, cache hit), model_loaded 80ms (total 95ms)": the artifact's
+// fetch says how many bytes and whether the host's (node's) cache held it.
 func coldStart(phases []serving.Phase) string {
 	if len(phases) == 0 {
 		return "-"
@@ -312,9 +313,29 @@ func coldStart(phases []serving.Phase) string {
 	var total time.Duration
 	for i, p := range phases {
 		parts[i] = p.Name + " " + roundDuration(p.Duration.Duration).String()
+		if fetch := fetchText(p); fetch != "" {
+			parts[i] += " (" + fetch + ")"
+		}
 		total += p.Duration.Duration
 	}
 	return fmt.Sprintf("%s (total %s)", strings.Join(parts, ", "), roundDuration(total))
+}
+
+// fetchText describes an artifact_fetched phase: "1.2 MB, cache hit",
+// "1.2 MB, cache miss", or the size alone for a download no cache keeps
+// (a plain s3:// model); "" for any other phase.
+func fetchText(p serving.Phase) string {
+	if p.Name != serving.PhaseArtifactFetched || (p.Bytes == 0 && p.CacheHit == nil) {
+		return ""
+	}
+	var parts []string
+	if p.Bytes > 0 {
+		parts = append(parts, humanBytes(p.Bytes))
+	}
+	if p.CacheHit != nil {
+		parts = append(parts, map[bool]string{true: "cache hit", false: "cache miss"}[*p.CacheHit])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // roundDuration keeps durations short: microseconds below 1ms,

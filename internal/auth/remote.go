@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,7 +180,7 @@ func (r *Remote) Authenticate(ctx context.Context, token string) (Principal, err
 	if len(r.cache) >= defaultRemoteCacheSize {
 		clear(r.cache) // crude, bounded; refilled at one round trip per token
 	}
-	r.cache[token] = c
+	r.cache[strings.Clone(token)] = c // a key of its own, as Verifier's
 	r.mu.Unlock()
 	return c.answer(now)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,7 +99,9 @@ func (v *Verifier) Authenticate(ctx context.Context, token string) (Principal, e
 	if len(v.cache) >= defaultCacheSize {
 		clear(v.cache) // crude, bounded; a full cache is refilled at one store read per token
 	}
-	v.cache[token] = verified{p: p, until: now.Add(v.ttl), expires: t.ExpiresAt}
+	// A key of its own: the caller's token may point into a buffer it
+	// reuses (an adapted fasthttp request).
+	v.cache[strings.Clone(token)] = verified{p: p, until: now.Add(v.ttl), expires: t.ExpiresAt}
 	v.mu.Unlock()
 	return p, nil
 }

@@ -81,6 +81,10 @@ type deployment struct {
 	lastFailure string
 	nextStart   time.Time
 	failure     string
+	// unresolved, set while the last resolution of spec.model failed, is
+	// why (status.failure): no replica starts meanwhile, and those already
+	// running on an earlier resolution keep serving.
+	unresolved string
 
 	deleted bool
 }
@@ -278,7 +282,7 @@ func (c *Controller) onWake(ctx context.Context, name string) {
 	if d == nil {
 		return
 	}
-	if d.run == nil && !d.resolving {
+	if (d.run == nil || d.unresolved != "") && !d.resolving {
 		c.resolve(ctx, d) // an earlier resolution failed: try again
 	}
 	c.decide(d, c.opts.Clock.Now())
@@ -352,7 +356,7 @@ func (c *Controller) reconcile(ctx context.Context, d *deployment) {
 	now := c.opts.Clock.Now()
 	current := func(r *replicaRec) bool { return !r.stopping && r.generation == d.generation }
 	active := d.count(current)
-	if want := int(d.desired); active < want && !now.Before(d.nextStart) {
+	if want := int(d.desired); active < want && !now.Before(d.nextStart) && d.unresolved == "" {
 		for range c.allowStarts(d, want-active) {
 			c.startReplica(ctx, d)
 		}

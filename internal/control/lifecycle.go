@@ -262,8 +262,9 @@ func (c *Controller) becameReady(d *deployment, r *replicaRec, st replica.Startu
 		c.opts.Metrics.coldStart(r.phases)
 	}
 	// Failures are forgiven once a replica stays up (crashloop.go); the
-	// deployment serves again at once.
-	d.failure = ""
+	// deployment serves again at once. A model that no longer resolves
+	// stays reported.
+	d.failure = d.unresolved
 	c.publish(d)
 	if r.version != "" && r.generation == d.generation {
 		name, version := d.served, r.version

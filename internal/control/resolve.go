@@ -1,11 +1,15 @@
 package control
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/resolve"
 	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/store"
 )
 
 // Resolver turns a deployment's spec into what its replicas run, fetching
@@ -60,11 +64,19 @@ func (c *Controller) resolved(ctx context.Context, d *deployment, seq int, res r
 	if err != nil {
 		c.log.Error("cannot resolve model", "deployment", d.name, "model", d.spec.Model, "err", err)
 		c.resolveFailedEvent(d.name, d.spec.Model, err)
-		d.failure = err.Error()
+		d.unresolved = unresolvedMessage(d.spec.Model, err, d.run)
+		d.failure = d.unresolved
 		c.publish(d)
 		return
 	}
+	wasUnresolved := d.unresolved != ""
+	d.unresolved = ""
 	if d.run != nil && sameRuntime(res.Spec, d.run.Spec) && sameJSON(res.Artifact, d.run.Artifact) && res.Version == d.run.Version {
+		if wasUnresolved { // it resolves again, to what runs: start as needed
+			d.failure = ""
+			c.reconcile(ctx, d)
+			c.publish(d)
+		}
 		return
 	}
 	if d.run != nil {
@@ -84,6 +96,31 @@ func (c *Controller) resolved(ctx context.Context, d *deployment, seq int, res r
 	}
 	c.reconcile(ctx, d)
 	c.publish(d)
+}
+
+// unresolvedMessage is status.failure for a deployment whose spec.model
+// does not resolve (err): an alias deleted after the deployment was made,
+// a version that does not exist (a ModelDeployment written with kubectl,
+// which the API's create-time check never saw). It says what is missing
+// and how to fix it, and, when run is what the model resolved to before,
+// that the replicas already running keep serving it.
+func unresolvedMessage(model string, err error, run *resolve.Resolution) string {
+	ref, _ := serving.ParseModelRef(model)
+	var msg string
+	switch {
+	case errors.Is(err, store.ErrNotFound) && ref.Alias != "":
+		msg = fmt.Sprintf("model %s does not resolve: model %s has no alias %q (it was deleted, or never set; `ebb get model %s` shows its aliases): "+
+			"point the alias at a version with `ebb models alias %s %s VERSION`, or change spec.model", ref, ref.Model, ref.Alias, ref.Model, ref.Model, ref.Alias)
+	case errors.Is(err, store.ErrNotFound):
+		msg = fmt.Sprintf("model %s does not resolve: model %s has no version %d (`ebb get model %s` lists its versions): "+
+			"push the model, or change spec.model to a version that exists", ref, ref.Model, ref.Version, ref.Model)
+	default:
+		msg = err.Error()
+	}
+	if run != nil {
+		msg += fmt.Sprintf("; no replica starts until it does, and those running keep serving %s", cmp.Or(run.Version, run.Spec.Model))
+	}
+	return msg
 }
 
 // NotifyModel tells the loop that a registry model changed (an alias

@@ -32,6 +32,11 @@ func (c *Controller) publishStatus(d *deployment) {
 			st.Reason = why
 		}
 	}
+	if d.unresolved != "" && st.Failure == "" {
+		// Reported while replicas of an earlier resolution still serve:
+		// none can start, which matters more than the autoscaler's reason.
+		st.Failure, st.Reason = d.unresolved, d.unresolved
+	}
 	if !d.lastScale.IsZero() {
 		t := d.lastScale.UTC()
 		st.LastScaleTime = &t

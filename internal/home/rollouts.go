@@ -29,12 +29,16 @@ type RolloutParts struct {
 	// pods report. Nil: shadows' verdicts stay pending, as no gateway
 	// reported one.
 	Shadows rollout.Shadows
+	// State is told each rollout's status as it changes
+	// (rollout.Options.State): the operator's Rollout condition; nil in
+	// ebb up.
+	State func(deployment string, s rollout.Status)
 }
 
 // NewRollouts returns the rollout manager both homes run alike; run it
 // with Run (in a cluster, on the leader only).
 func NewRollouts(p RolloutParts, log *slog.Logger) *rollout.Manager {
-	opts := rollout.Options{Event: p.Event, Notify: p.Notify, Shadows: p.Shadows, Logger: log}
+	opts := rollout.Options{Event: p.Event, Notify: p.Notify, Shadows: p.Shadows, State: p.State, Logger: log}
 	if p.Models != nil {
 		opts.Registry = rolloutRegistry{p.Models}
 		opts.History = p.Models

@@ -16,8 +16,11 @@
 //     reconciler removes the finalizer once the API server lists none.
 //   - A status writer publishes the loop's status (replicas, ready, desired,
 //     per-replica cold-start phases, model version), observedGeneration,
-//     the scale subresource's selector, and conditions Ready, Scaling and
-//     Failed, whenever they change (checked every second).
+//     the scale subresource's selector, and conditions Ready, Scaling,
+//     Failed, Rollout (the latest canary rollout, as the leader's rollout
+//     manager reports it: RolloutState) and Shadow (spec.shadow, with what
+//     the gateways compared of it, refreshed at most every
+//     shadowFiguresEvery), whenever they change (checked every second).
 //   - Every change of desired replicas becomes an Event on the
 //     ModelDeployment, ScaledUp or ScaledDown, with the autoscaler's reason.
 //   - Cold start (spec.coldStart): the reconciler keeps warmPool balloon

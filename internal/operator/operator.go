@@ -13,6 +13,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/ebb-ml/ebb/internal/control"
 	"github.com/ebb-ml/ebb/internal/replica"
+	"github.com/ebb-ml/ebb/internal/rollout"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
 	corev1 "k8s.io/api/core/v1"
@@ -69,6 +70,10 @@ type Operator struct {
 	demand  *Demand
 	events  record.EventRecorder
 	log     *slog.Logger
+	// rollouts and figures are what the Rollout and Shadow conditions
+	// show.
+	rollouts *RolloutStates
+	figures  *shadowFigures
 }
 
 // New wires an Operator into mgr (a manager with leader election, whose
@@ -100,6 +105,9 @@ func New(mgr manager.Manager, backend replica.Backend, handle PodHandle, opts Op
 		demand:  NewDemand(opts.DemandExpiry, opts.Clock.Now),
 		events:  mgr.GetEventRecorderFor("ebb-operator"),
 		log:     opts.Logger,
+
+		rollouts: NewRolloutStates(),
+		figures:  newShadowFigures(shadowFiguresEvery),
 	}
 	o.store = NewStore(mgr.GetCache(), mgr.GetAPIReader(), mgr.GetClient(), opts.Namespace, handle, opts.Logger)
 	copts := opts.Control
@@ -204,10 +212,24 @@ func (o *Operator) runControl(ctx context.Context) error {
 	return err
 }
 
+// RolloutState records the status of a deployment's canary rollout for
+// its Rollout condition: give it to the rollout manager the leader runs as
+// rollout.Options.State.
+func (o *Operator) RolloutState(deployment string, s rollout.Status) {
+	o.rollouts.Set(deployment, s)
+}
+
 // observe gathers what the operator knows of a deployment for its status.
-func (o *Operator) observe(name string) observation {
+func (o *Operator) observe(md *v1alpha1.ModelDeployment) observation {
+	name := md.Name
 	gen, invalid, seen := o.store.Observed(name)
-	return observation{control: withShadowReplicas(o.ctl.Status(name), o.ctl.Status(name+serving.TrackSep+serving.ShadowTag)), seen: seen, generation: gen, invalid: invalid}
+	obs := observation{control: withShadowReplicas(o.ctl.Status(name), o.ctl.Status(name+serving.TrackSep+serving.ShadowTag)), seen: seen, generation: gen, invalid: invalid}
+	if s, ok := o.rollouts.Get(name); ok {
+		obs.rollout = &s
+	}
+	sum, reported := o.demand.Shadows().Summary(name, md.Spec.Shadow)
+	obs.shadow = o.figures.show(name, md.Spec.Shadow, sum, reported, o.opts.Clock.Now())
+	return obs
 }
 
 // withShadowReplicas returns st with the replica statuses of its shadow

@@ -197,7 +197,7 @@ type statusWriter struct {
 	client    client.Client
 	cache     client.Reader
 	namespace string
-	observe   func(name string) observation
+	observe   func(md *v1alpha1.ModelDeployment) observation
 	clock     clock.WithTicker
 	every     time.Duration
 	log       *slog.Logger
@@ -233,7 +233,7 @@ func (w *statusWriter) writeAll(ctx context.Context) {
 }
 
 func (w *statusWriter) write(ctx context.Context, md *v1alpha1.ModelDeployment) error {
-	want := desiredStatus(md, w.observe(md.Name), w.clock.Now())
+	want := desiredStatus(md, w.observe(md), w.clock.Now())
 	if sameStatus(md.Status, want) {
 		return nil
 	}

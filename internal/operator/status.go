@@ -5,12 +5,14 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
+	"github.com/ebb-ml/ebb/internal/rollout"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Condition types of a ModelDeployment.
+// Condition types of a ModelDeployment; Rollout and Shadow are in
+// conditions.go.
 const (
 	// ConditionReady is True when the deployment can serve: a replica is
 	// ready, or it is scaled to zero and the next request starts one. A
@@ -34,6 +36,13 @@ type observation struct {
 	seen       bool
 	generation int64
 	invalid    string
+	// rollout is the deployment's latest canary rollout as the rollout
+	// manager reported it; nil when it reported none (a leader before its
+	// first pass): the Rollout condition then stays as it is.
+	rollout *rollout.Status
+	// shadow is what the gateways compared of spec.shadow, as the Shadow
+	// condition shows it (shadowFigures).
+	shadow shadowView
 }
 
 // desiredStatus returns md's status for what the operator observes. It
@@ -56,15 +65,7 @@ func desiredStatus(md *v1alpha1.ModelDeployment, o observation, now time.Time) v
 		st.Conditions = append(st.Conditions, *c.DeepCopy())
 	}
 	set := func(typ string, ok bool, reason, msg string) {
-		status := metav1.ConditionFalse
-		if ok {
-			status = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-			Type: typ, Status: status, Reason: reason, Message: msg,
-			ObservedGeneration: st.ObservedGeneration,
-			LastTransitionTime: metav1.NewTime(now),
-		})
+		setCondition(&st.Conditions, typ, ok, reason, msg, st.ObservedGeneration, now)
 	}
 	c := o.control
 	failing := c.Failure != ""
@@ -98,6 +99,7 @@ func desiredStatus(md *v1alpha1.ModelDeployment, o observation, now time.Time) v
 	default:
 		set(ConditionScaling, false, "Steady", scaleMessage(c))
 	}
+	setRolloutAndShadow(&st.Conditions, md.CreationTimestamp.Time, o.rollout, md.Spec.Shadow, o.shadow, st.ObservedGeneration, now)
 	return st
 }
 

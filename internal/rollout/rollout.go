@@ -110,6 +110,15 @@ type Options struct {
 	// deployment (typ "Normal" or "Warning"), shown by `ebb describe` and,
 	// in a cluster, posted as Kubernetes Events.
 	Event func(deployment, typ, reason, message string)
+	// State, when set, is told a rollout's status each time the Manager
+	// handles it: when it starts, after each change by hand, on every pass
+	// of Run while it is active (so a restarted or newly elected Manager
+	// reports every active rollout on its first pass), and once more,
+	// inactive, when it has ended. Calls for a deployment may race (a pass
+	// and a change by hand): Status.UpdatedAt orders those of a rollout,
+	// which never leaves a final phase. The operator shows it as the
+	// ModelDeployment's Rollout condition. It must not block.
+	State func(deployment string, s Status)
 	// Clock; default the real clock.
 	Clock clock.WithTicker
 	// Logger; default slog.Default().
@@ -141,6 +150,9 @@ func New(st Store, deps Deployments, meas Measurer, opts Options) *Manager {
 	}
 	if opts.Event == nil {
 		opts.Event = func(string, string, string, string) {}
+	}
+	if opts.State == nil {
+		opts.State = func(string, Status) {}
 	}
 	return &Manager{st: st, deps: deps, meas: meas, opts: opts}
 }

@@ -115,6 +115,7 @@ func (m *Manager) transition(name string, before, after traffic.State, dec traff
 // the deployment follows one). A finished rollout is then marked inactive.
 func (m *Manager) sync(ctx context.Context, rec record) error {
 	name, s := rec.raw.Deployment, rec.state
+	m.opts.State(name, rec.status())
 	if s.Phase == traffic.Succeeded {
 		// A deployment that follows an alias has it moved to the
 		// canary's version first, so that the primary's replicas roll
@@ -199,9 +200,15 @@ func ours(t []serving.TrafficTarget) bool {
 // deactivate marks a finished rollout inactive, so that a new one may
 // start; it stays in the store, for status and history.
 func (m *Manager) deactivate(ctx context.Context, rec record) error {
-	_, err := m.st.UpdateRollout(ctx, rec.raw.ID, func(r *store.Rollout) error {
+	r, err := m.st.UpdateRollout(ctx, rec.raw.ID, func(r *store.Rollout) error {
 		r.Active = false
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	if rec, err := decode(r); err == nil {
+		m.opts.State(rec.raw.Deployment, rec.status())
+	}
+	return nil
 }

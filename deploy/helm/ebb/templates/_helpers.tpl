@@ -128,3 +128,15 @@ args; nothing without an issuer.
 {{- define "ebb.auth.gatewayTokenSecret" -}}
 {{- default (printf "%s-gateway-token" (include "ebb.fullname" .)) .Values.auth.gatewayTokenSecret }}
 {{- end }}
+
+{{/*
+Who may read /metrics (metrics.auth, the gateways' --metrics-auth): token
+(scope read) or open.
+*/}}
+{{- define "ebb.metricsAuth" -}}
+{{- $m := .Values.metrics.auth | default "token" }}
+{{- if not (has $m (list "token" "open")) }}
+{{- fail (printf "metrics.auth must be token or open, not %q" $m) }}
+{{- end }}
+{{- $m }}
+{{- end }}

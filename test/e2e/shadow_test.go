@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/rollout"
+	"github.com/ebb-ml/ebb/internal/serving"
 )
 
 // runShadow is the shadow part of the scenario both homes pass: after the
@@ -22,6 +23,21 @@ func runShadow(t *testing.T, h *home, v1, v2 golden, rows []int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const judged = 20
+	// The undo rolled the primary back to version 2: let the roll finish,
+	// so that every answer is version 2's.
+	h.waitStatus("diabetes", 90*time.Second, "every primary replica on diabetes:2", func(st serving.Status) bool {
+		n := 0
+		for _, rs := range st.ReplicaStatuses {
+			if rs.Track != "" {
+				continue
+			}
+			if rs.ModelVersion != "diabetes:2" {
+				return false
+			}
+			n++
+		}
+		return n > 0 && st.ReadyReplicas == int32(n)
+	})
 	for _, c := range []struct {
 		to    string
 		agree bool

@@ -22,6 +22,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/gateway"
 	"github.com/ebb-ml/ebb/internal/operator"
 	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,6 +46,7 @@ type gatewayOptions struct {
 	endpointsFrom string
 
 	limits           connlimit.Limits
+	maxBodyBytes     int64
 	maxBufferedBytes int64
 
 	tls         certs.Files
@@ -91,6 +93,7 @@ cold deployments through it. It keeps no state: run as many as you like.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.adminProxy, "admin-proxy", true, "pass the admin API (/v1/...) through to the operator, so that one address serves inference and the ebb CLI, as ebb up does")
 	connlimit.AddFlags(f, &o.limits)
+	f.Int64Var(&o.maxBodyBytes, "max-body-bytes", gateway.DefaultMaxBodyBytes, "most bytes of one inference request body (more get 413, decided from Content-Length before reading) or gRPC request message (ResourceExhausted); give the operator the same --max-body-bytes, for its replica pods")
 	f.Int64Var(&o.maxBufferedBytes, "max-buffered-bytes", gateway.DefaultMaxBufferedBytes, "most request body bytes held across all requests in flight; beyond it requests get 503 with Retry-After")
 	o.tls.AddFlags(f)
 	f.StringVar(&o.operatorCA, "operator-ca", "", "PEM file of the CA that signed the operator's certificate, for an https --operator-url (besides the system's CAs); reloaded when the file changes")
@@ -108,6 +111,9 @@ cold deployments through it. It keeps no state: run as many as you like.`,
 
 func runGateway(ctx context.Context, o gatewayOptions) error {
 	if err := checkMetricsAuth(o.metricsAuth); err != nil {
+		return err
+	}
+	if err := server.CheckMaxBodyBytes(o.maxBodyBytes); err != nil {
 		return err
 	}
 	ctx, stop, log, cfg, ns, err := start(ctx, o.logLevel, o.kube)
@@ -181,6 +187,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 		}
 	}
 	gwOpts := gateway.Options{
+		MaxBodyBytes:     o.maxBodyBytes,
 		MaxBufferedBytes: o.maxBufferedBytes,
 		Budget:           &gateway.BodyBudget{}, // shared by REST and gRPC
 		Limits:           o.limits,

@@ -111,6 +111,9 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 	if err := checkMetricsAuth(o.auth.metrics); err != nil {
 		return err
 	}
+	if err := server.CheckMaxBodyBytes(o.replicaOptions.maxBodyBytes); err != nil {
+		return err
+	}
 	ctx, stop, log, cfg, ns, err := start(ctx, o.logLevel, o.kube)
 	if err != nil {
 		return err
@@ -329,7 +332,9 @@ type replicaPodOptions struct {
 	envSecret         string // Secret whose keys become replica env (S3 credentials)
 	artifactClaim     string // a claim holding a file:// artifact store, mounted read-only
 	tlsSecret         string // kubernetes.io/tls Secret: replicas serve mutual TLS
-	// maxRequestElements is passed to every replica (--max-request-elements).
+	// maxBodyBytes and maxRequestElements are passed to every replica
+	// (--max-body-bytes, --max-request-elements).
+	maxBodyBytes       int64
 	maxRequestElements int64
 }
 
@@ -389,10 +394,19 @@ func addReplicaPodFlags(f *pflag.FlagSet, o *replicaPodOptions) {
 	f.StringVar(&o.artifactCachePath, "replica-artifact-cache-path", "/var/cache/ebb/artifact-cache", "with --replica-artifact-cache=hostPath: the directory on each node (writable by the replica's user, 65532 in ebb's image)")
 	f.StringVar(&o.artifactClaim, "replica-artifact-volume-claim", "", "PersistentVolumeClaim (ReadWriteMany) holding a file:// artifact store at "+artifactStorePath+": replica pods mount it read-only there")
 	f.StringVar(&o.envSecret, "replica-env-from-secret", "", "Secret whose keys become environment variables of every replica pod: the artifact store's credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+	f.Int64Var(&o.maxBodyBytes, "max-body-bytes", server.DefaultMaxRequestBytes, "most bytes of one infer request body (413) or gRPC request message (ResourceExhausted) replica pods accept; give the gateways the same --max-body-bytes")
 	f.Int64Var(&o.maxRequestElements, "max-request-elements", server.DefaultMaxRequestElements, "most tensor elements one infer request may declare, all inputs together; replica pods answer more with 413")
 	f.StringVar(&o.image, "replica-image", kube.DefaultImage, "image of replica pods (a ModelDeployment's spec.template.image overrides it)")
 	f.StringVar(&o.pullPolicy, "replica-image-pull-policy", "", "image pull policy of replica pods: Always, IfNotPresent or Never; default Kubernetes'")
 	f.StringVar(&o.tlsSecret, "replica-tls-secret", "", "Secret (kubernetes.io/tls) that makes replica pods serve mutual TLS: tls.crt/tls.key are their certificate (valid for the gateways' --replica-tls-server-name), ca.crt the CA of the gateways' client certificates; mounted at "+operator.ReplicaTLSPath+" and reread when it changes. Gateways then need --replica-tls-cert. Replicas started before keep serving plain HTTP until replaced")
+}
+
+// replicaArgs are the limits every replica pod gets on its command line.
+func (o replicaPodOptions) replicaArgs() []string {
+	return []string{
+		"--max-body-bytes", strconv.FormatInt(o.maxBodyBytes, 10),
+		"--max-request-elements", strconv.FormatInt(o.maxRequestElements, 10),
+	}
 }
 
 // newPodBackend returns the pod backend, its pods customized by their
@@ -420,7 +434,7 @@ func newPodBackend(mgr manager.Manager, ns string, o replicaPodOptions, log *slo
 		EnvFrom:         envFrom,
 		Volumes:         vols,
 		VolumeMounts:    mounts,
-		ReplicaArgs:     []string{"--max-request-elements", strconv.FormatInt(o.maxRequestElements, 10)},
+		ReplicaArgs:     o.replicaArgs(),
 		Template: func(_ replica.Spec, pod *corev1.Pod) {
 			if err := pods.Customize(context.Background(), pod); err != nil {
 				log.Warn("replica pod without its ModelDeployment's overrides", "pod", pod.Name, "err", err)

@@ -109,6 +109,9 @@ func runUp(ctx context.Context, o upOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := o.upLimits.check(); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -165,6 +168,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, Registerer: reg})
 	gwOpts := gateway.Options{
 		HoldTimeout:      o.holdTimeout,
+		MaxBodyBytes:     o.maxBodyBytes,
 		MaxBufferedBytes: o.maxBufferedBytes,
 		Budget:           &gateway.BodyBudget{}, // shared by REST and gRPC
 		Limits:           o.limits,
@@ -205,7 +209,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	admin.ConfineModelPaths(o.modelPaths(o.dataDir))
 	var adm *adminServer
 	if o.adminAddr != "" {
-		if adm, err = listenAdmin(o, ua.admin(admin), stls); err != nil {
+		if adm, err = listenAdmin(o, ua.admin(admin), stls, gw.Listener); err != nil {
 			return err
 		}
 		defer adm.ln.Close()

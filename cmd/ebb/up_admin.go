@@ -24,7 +24,10 @@ type adminServer struct {
 }
 
 // listenAdmin binds --admin-addr for h (the admin API behind its auth).
-func listenAdmin(o upOptions, h http.Handler, stls *certs.Server) (*adminServer, error) {
+// capped applies the cap on open connections (--max-conns) to the
+// listener, as it does to the main one: gateway.Listener, which counts each
+// wait in ebb_gateway_limited_total{limit="conns"}.
+func listenAdmin(o upOptions, h http.Handler, stls *certs.Server, capped func(net.Listener) net.Listener) (*adminServer, error) {
 	ln, err := net.Listen("tcp", o.adminAddr)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s for the admin API: %w (pick another address with --admin-addr, or leave it empty to serve the admin API on --addr)", o.adminAddr, err)
@@ -32,7 +35,7 @@ func listenAdmin(o upOptions, h http.Handler, stls *certs.Server) (*adminServer,
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", h)
 	srv := o.limits.Server(mux)
-	return &adminServer{srv: srv, ln: stls.HTTPListener(ln), drain: drain.New(srv), done: make(chan error, 1)}, nil
+	return &adminServer{srv: srv, ln: stls.HTTPListener(capped(ln)), drain: drain.New(srv), done: make(chan error, 1)}, nil
 }
 
 // addr is the address the admin API bound (its real port for port 0).

@@ -49,7 +49,9 @@ type Holder interface {
 
 // Options tune the gateway; zero values take the defaults shown.
 type Options struct {
-	// MaxBodyBytes limits an inference request body; default 64 MiB.
+	// MaxBodyBytes limits an inference request body (413 beyond it) and a
+	// gRPC request message (ResourceExhausted); default
+	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// MaxBufferedBytes caps the body bytes held across all requests in
 	// flight; beyond it requests get 503 with Retry-After. Default
@@ -115,7 +117,7 @@ type Gateway struct {
 // first use; Close closes them.
 func New(routes Routes, holder Holder, opts Options) *Gateway {
 	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = 64 << 20
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if opts.MaxBufferedBytes <= 0 {
 		opts.MaxBufferedBytes = DefaultMaxBufferedBytes

@@ -190,7 +190,7 @@ func TestForwardErrors(t *testing.T) {
 		{
 			name: "body too large", route: routing.Route{Deployment: "m"},
 			path: "/v2/models/m/infer", body: strings.Repeat(" ", 5000),
-			wantCode: http.StatusRequestEntityTooLarge, wantInBody: "exceeds 4096 bytes",
+			wantCode: http.StatusRequestEntityTooLarge, wantInBody: "exceeds the limit of 4096 bytes (--max-body-bytes)",
 		},
 	}
 	for _, tt := range tests {

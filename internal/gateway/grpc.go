@@ -11,6 +11,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/activator"
 	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/oipgrpc"
 	ebbreplica "github.com/ebb-ml/ebb/internal/replica"
@@ -72,9 +73,14 @@ func NewGRPC(routes Routes, holder Holder, opts Options) *GRPC {
 }
 
 // NewServer returns a grpc.Server with g registered, accepting request
-// messages up to Options.MaxBodyBytes; opts are added to those.
+// messages up to Options.MaxBodyBytes (larger ones are counted in
+// ebb_gateway_limited_total{limit="grpc_message_size"}); opts are added to
+// those.
 func (g *GRPC) NewServer(opts ...grpc.ServerOption) *grpc.Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(int(g.opts.MaxBodyBytes))}, opts...)
+	if m := g.opts.Metrics; m != nil {
+		opts = append(opts, connlimit.CountSizeRefusals(func() { m.limit(limitGRPCMessageSize) }))
+	}
 	if g.opts.Auth != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(g.authUnary))
 	}

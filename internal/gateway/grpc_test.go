@@ -405,3 +405,38 @@ func TestGRPCBufferedBytes(t *testing.T) {
 		t.Errorf("call once REST released the budget: %v", err)
 	}
 }
+
+// TestGRPCMessageSize: a request message over MaxBodyBytes is refused by
+// gRPC's transport (ResourceExhausted) and counted as
+// limited{grpc_message_size}; one within it is served and not counted.
+func TestGRPCMessageSize(t *testing.T) {
+	size := int64(proto.Size(inferRequest(t, "m")))
+	tests := []struct {
+		name      string
+		maxBody   int64
+		wantCode  codes.Code
+		wantCount float64
+	}{
+		{name: "within the limit", maxBody: size, wantCode: codes.OK},
+		{name: "over the limit", maxBody: size - 1, wantCode: codes.ResourceExhausted, wantCount: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newGRPCFixtureOpts(t, routing.Route{Deployment: "m", Endpoints: []*balance.Endpoint{grpcReplica(t, "r1")}}, nil,
+				300*time.Millisecond, Options{MaxBodyBytes: tt.maxBody})
+			_, err := f.client.ModelInfer(t.Context(), inferRequest(t, "m"))
+			if status.Code(err) != tt.wantCode {
+				t.Errorf("ModelInfer of %d bytes, limit %d: %v; want %v", size, tt.maxBody, err, tt.wantCode)
+			}
+			// The server counts once the call ended, which may be just
+			// after the client has its answer.
+			limited := f.metrics.limited.WithLabelValues(limitGRPCMessageSize)
+			for deadline := time.Now().Add(2 * time.Second); testutil.ToFloat64(limited) < tt.wantCount && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if got := testutil.ToFloat64(limited); got != tt.wantCount {
+				t.Errorf("limited{grpc_message_size} = %v; want %v", got, tt.wantCount)
+			}
+		})
+	}
+}

@@ -15,9 +15,16 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// DefaultMaxBufferedBytes bounds the request body bytes the gateway holds
-// across all requests in flight when Options.MaxBufferedBytes is zero.
-const DefaultMaxBufferedBytes = 256 << 20
+// Defaults of the body limits.
+const (
+	// DefaultMaxBodyBytes bounds one inference request body (a gRPC
+	// request message) when Options.MaxBodyBytes is zero.
+	DefaultMaxBodyBytes = 64 << 20
+	// DefaultMaxBufferedBytes bounds the request body bytes the gateway
+	// holds across all requests in flight when Options.MaxBufferedBytes
+	// is zero.
+	DefaultMaxBufferedBytes = 256 << 20
+)
 
 // Limits the gateway answers with 413, 408 or 503, as the label of
 // ebb_gateway_limited_total.
@@ -26,15 +33,18 @@ const (
 	limitBufferedBytes = "buffered_bytes" // 503: all bodies over MaxBufferedBytes
 	limitBodyTimeout   = "body_timeout"   // 408: body slower than BodyTimeout
 	limitConns         = "conns"          // a connection waited: MaxConns open
+	// ResourceExhausted: a gRPC request message over MaxBodyBytes, refused
+	// by gRPC's transport before the gateway sees it.
+	limitGRPCMessageSize = "grpc_message_size"
 )
 
 // newLimited returns ebb_gateway_limited_total.
 func newLimited(reg prometheus.Registerer) *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ebb_gateway_limited_total",
-		Help: "Requests refused, or connections delayed, by a hard limit: body_bytes (413), buffered_bytes (503), body_timeout (408), conns (a connection waited to be accepted).",
+		Help: "Requests refused, or connections delayed, by a hard limit: body_bytes (413), buffered_bytes (503), body_timeout (408), conns (a connection waited to be accepted), grpc_message_size (a gRPC request message over --max-body-bytes: ResourceExhausted).",
 	}, []string{"limit"})
-	for _, l := range []string{limitBodyBytes, limitBufferedBytes, limitBodyTimeout, limitConns} {
+	for _, l := range []string{limitBodyBytes, limitBufferedBytes, limitBodyTimeout, limitConns, limitGRPCMessageSize} {
 		c.WithLabelValues(l) // export zeros
 	}
 	reg.MustRegister(c)
@@ -185,7 +195,7 @@ func (g *Gateway) readBody(ctx *fasthttp.RequestCtx, x *exchange) (held int64, s
 		ctx.SetConnectionClose() // the body stays unread
 		g.opts.Metrics.limit(limitBodyBytes)
 		return 0, writeError(ctx, http.StatusRequestEntityTooLarge,
-			fmt.Sprintf("request body of %d bytes exceeds %d bytes, the limit: send fewer rows per request", cl, limit))
+			fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes (--max-body-bytes): send fewer rows per request", cl, limit))
 	}
 	stream := ctx.RequestBodyStream()
 	if stream == nil {
@@ -194,7 +204,7 @@ func (g *Gateway) readBody(ctx *fasthttp.RequestCtx, x *exchange) (held int64, s
 		body := ctx.Request.Body()
 		if int64(len(body)) > limit {
 			g.opts.Metrics.limit(limitBodyBytes)
-			return 0, writeError(ctx, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes: send fewer rows per request", limit))
+			return 0, writeError(ctx, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the limit of %d bytes (--max-body-bytes): send fewer rows per request", limit))
 		}
 		if !g.budget.reserve(int64(len(body)), g.opts.MaxBufferedBytes) {
 			return 0, g.overBudget(ctx)
@@ -242,7 +252,7 @@ func (g *Gateway) readBody(ctx *fasthttp.RequestCtx, x *exchange) (held int64, s
 	case errors.Is(err, errTooLarge):
 		g.opts.Metrics.limit(limitBodyBytes)
 		return 0, writeError(ctx, http.StatusRequestEntityTooLarge,
-			fmt.Sprintf("request body exceeds %d bytes: send fewer rows per request", limit))
+			fmt.Sprintf("request body exceeds the limit of %d bytes (--max-body-bytes): send fewer rows per request", limit))
 	case errors.Is(err, errBudget):
 		return 0, g.overBudget(ctx)
 	case errors.As(err, &ne) && ne.Timeout():

@@ -98,7 +98,7 @@ func TestHostileBodies(t *testing.T) {
 			// the body.
 			c, br := f.dial(t, infer+"\r\nContent-Length: 1099511627776", "")
 			resp, out := readResponse(t, c, br, 2*time.Second)
-			if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(out, "request body of 1099511627776 bytes exceeds 1048576 bytes, the limit") {
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(out, "request body of 1099511627776 bytes exceeds the limit of 1048576 bytes (--max-body-bytes)") {
 				t.Errorf("got %d %s; want 413 naming the sizes", resp.StatusCode, out)
 			}
 			if n := f.limited(limitBodyBytes); n != 1 {

@@ -255,7 +255,7 @@ func TestOpenAIErrors(t *testing.T) {
 		{name: "not JSON", route: openAIRoute("alpha", alpha), method: "POST", path: "/openai/v1/completions",
 			body: `model=alpha`, wantStatus: 400, wantType: "invalid_request_error", wantIn: "not a JSON object"},
 		{name: "body too large", route: openAIRoute("alpha", alpha), method: "POST", path: "/openai/v1/completions",
-			body: `{"model":"alpha","prompt":"` + strings.Repeat("x", 5000) + `"}`, wantStatus: 413, wantType: "invalid_request_error", wantIn: "exceeds 4096 bytes"},
+			body: `{"model":"alpha","prompt":"` + strings.Repeat("x", 5000) + `"}`, wantStatus: 413, wantType: "invalid_request_error", wantIn: "exceeds the limit of 4096 bytes (--max-body-bytes)"},
 		{name: "deployment cannot start", route: routing.Route{Deployment: "alpha", Protocol: serving.ProtocolOpenAI, Failure: "CUDA out of memory"},
 			method: "POST", path: "/openai/v1/chat/completions", body: `{"model":"alpha","messages":[]}`,
 			wantStatus: 503, wantType: "service_unavailable_error", wantIn: "CUDA out of memory", wantRetry: true},

@@ -32,15 +32,16 @@ func runHTTPReplica(ctx context.Context, f replicaFlags, ln net.Listener, notify
 		notify.Close()
 	}
 	r, err := httpproxy.New(httpproxy.Options{
-		Command:       f.command,
-		Upstream:      f.upstream,
-		UpstreamModel: f.upstreamModel,
-		Protocol:      f.protocol,
-		ReplicaID:     f.id,
-		Deployment:    f.deployment,
-		DrainTimeout:  f.drainTimeout,
-		Logger:        log,
-		Secret:        f.secret,
+		Command:         f.command,
+		Upstream:        f.upstream,
+		UpstreamModel:   f.upstreamModel,
+		Protocol:        f.protocol,
+		MaxRequestBytes: f.maxBodyBytes,
+		ReplicaID:       f.id,
+		Deployment:      f.deployment,
+		DrainTimeout:    f.drainTimeout,
+		Logger:          log,
+		Secret:          f.secret,
 		OnReady: func(loadedAt, readyAt time.Time) {
 			ready = true
 			log.Info("ready", "engine", "http", "command", f.command, "upstream", f.upstream, "protocol", f.protocol)

@@ -72,6 +72,7 @@ type replicaFlags struct {
 
 	// Hard limits (connlimit.AddFlags).
 	limits             connlimit.Limits
+	maxBodyBytes       int64
 	maxRequestElements int64
 
 	// secret, from $EBB_REPLICA_SECRET, must come with every request
@@ -148,6 +149,7 @@ once it is ready, or the reason it failed to load. For a manual run, use
 	addFetchFlags(fl, &f.fetch)
 	connlimit.AddFlags(fl, &f.limits)
 	f.tls.AddFlags(fl)
+	fl.Int64Var(&f.maxBodyBytes, "max-body-bytes", server.DefaultMaxRequestBytes, "most bytes of one infer request body (REST: more get 413) or gRPC request message (ResourceExhausted)")
 	fl.Int64Var(&f.maxRequestElements, "max-request-elements", server.DefaultMaxRequestElements, "most tensor elements one infer request may declare, all inputs together; more get 413")
 	fl.StringVar(&onnxruntimeLib, "onnxruntime-lib", "", "engine onnx: path of libonnxruntime.so.1 (default: $"+onnx.EnvLibrary+", then where hack/install-onnxruntime.sh installs it)")
 	return cmd
@@ -246,6 +248,7 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 		Batching:       server.BatchingPolicy(f.batchMaxSize, f.batchPreferredSizes, f.batchMaxQueueDelay),
 		BatchInstances: instances,
 
+		MaxRequestBytes:    f.maxBodyBytes,
 		MaxRequestElements: f.maxRequestElements,
 		Limits:             f.limits,
 		Metrics:            newReplicaMetrics(),
@@ -290,7 +293,7 @@ func (f replicaFlags) validate() error {
 	case f.modelVersion != "" && core.OIPVersion(f.modelVersion) == "":
 		return fmt.Errorf("--model-version %q is not a registry version: give MODEL:N, e.g. diabetes:3", f.modelVersion)
 	}
-	return nil
+	return server.CheckMaxBodyBytes(f.maxBodyBytes)
 }
 
 // listen returns the inherited listener (--listen-fd) or binds --addr.

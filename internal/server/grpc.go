@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/oipgrpc"
 	"google.golang.org/grpc"
@@ -26,11 +27,15 @@ import (
 // REST server does not serve anyway, reaches the gRPC server and is refused.
 
 // NewGRPCServer returns a grpc.Server with the OIP v2 GRPCInferenceService
-// of s registered, accepting messages up to Options.MaxRequestBytes. opts are
-// added to those. ServeWithGRPC uses it; call Serve on it only to serve gRPC
-// on a listener of its own.
+// of s registered, accepting messages up to Options.MaxRequestBytes (larger
+// ones are counted in ebb_replica_limited_total{limit="grpc_message_size"}).
+// opts are added to those. ServeWithGRPC uses it; call Serve on it only to
+// serve gRPC on a listener of its own.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	opts = append(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(int(s.opts.MaxRequestBytes))}, s.opts.Limits.GRPCOptions()...), opts...)
+	if m := s.opts.Metrics; m != nil {
+		opts = append(opts, connlimit.CountSizeRefusals(func() { m.limit(limitGRPCMessageSize) }))
+	}
 	if s.opts.Secret != "" {
 		opts = append(opts, grpc.ChainUnaryInterceptor(s.secretUnary), grpc.ChainStreamInterceptor(s.secretStream))
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 
@@ -15,12 +16,26 @@ import (
 // request (64Mi: 256 MiB of FP32) when Options.MaxRequestElements is zero.
 const DefaultMaxRequestElements = 64 << 20
 
+// CheckMaxBodyBytes reports whether n is a valid --max-body-bytes, the
+// limit on one infer request body or gRPC message (Options.MaxRequestBytes,
+// the gateway's MaxBodyBytes): positive, and at most the largest gRPC
+// message (2 GiB - 1).
+func CheckMaxBodyBytes(n int64) error {
+	if n <= 0 || n > math.MaxInt32 {
+		return fmt.Errorf("--max-body-bytes must be between 1 and %d (2 GiB - 1, the largest gRPC message), not %d", math.MaxInt32, n)
+	}
+	return nil
+}
+
 // Limits a replica answers with 413, 408 or ResourceExhausted, as the
 // label of ebb_replica_limited_total.
 const (
 	limitBodyBytes   = "body_bytes"
 	limitBodyTimeout = "body_timeout"
 	limitElements    = "elements"
+	// A gRPC request message over MaxRequestBytes, refused by gRPC's
+	// transport before the server sees it (ResourceExhausted).
+	limitGRPCMessageSize = "grpc_message_size"
 )
 
 // Metrics are a replica server's Prometheus metrics, served at /metrics. A
@@ -35,11 +50,11 @@ func NewMetrics(reg prometheus.Registerer, gatherer prometheus.Gatherer) *Metric
 	m := &Metrics{
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ebb_replica_limited_total",
-			Help: "Infer requests refused by a hard limit: body_bytes (413), body_timeout (408), elements (413).",
+			Help: "Infer requests refused by a hard limit: body_bytes (413), body_timeout (408), elements (413), grpc_message_size (a gRPC request message over --max-body-bytes: ResourceExhausted).",
 		}, []string{"limit"}),
 		handler: promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}),
 	}
-	for _, l := range []string{limitBodyBytes, limitBodyTimeout, limitElements} {
+	for _, l := range []string{limitBodyBytes, limitBodyTimeout, limitElements, limitGRPCMessageSize} {
 		m.limited.WithLabelValues(l) // export zeros
 	}
 	reg.MustRegister(m.limited)
@@ -56,7 +71,7 @@ func (m *Metrics) limit(name string) {
 // byte of it is read.
 func (s *Server) tooLarge(n int64) *RequestError {
 	s.opts.Metrics.limit(limitBodyBytes)
-	return &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is larger than the limit of %d bytes: send fewer rows per request", n, s.opts.MaxRequestBytes)}
+	return &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is larger than the limit of %d bytes (--max-body-bytes): send fewer rows per request", n, s.opts.MaxRequestBytes)}
 }
 
 // bodyError turns a failure to read the body into a RequestError.
@@ -66,7 +81,7 @@ func (s *Server) bodyError(err error) *RequestError {
 	switch {
 	case errors.As(err, &tooBig):
 		s.opts.Metrics.limit(limitBodyBytes)
-		return &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes: send fewer rows per request", tooBig.Limit)}
+		return &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes (--max-body-bytes): send fewer rows per request", tooBig.Limit)}
 	case errors.As(err, &ne) && ne.Timeout():
 		s.opts.Metrics.limit(limitBodyTimeout)
 		return &RequestError{http.StatusRequestTimeout, fmt.Sprintf("request body did not arrive within %v: send it faster, or in smaller requests", s.opts.Limits.WithDefaults().BodyTimeout)}

@@ -141,7 +141,7 @@ func TestServeHTTP(t *testing.T) {
 			wantStatus: 400, wantError: []string{`unknown output "proba"`, `"score" (FP32 [-1])`}},
 		{name: "body over the limit", method: "POST", path: "/v2/models/iris/infer", opts: Options{MaxRequestBytes: 64},
 			body:       `{"inputs":[` + row4 + `]}` + strings.Repeat(" ", 64),
-			wantStatus: 413, wantError: []string{"64 bytes"}},
+			wantStatus: 413, wantError: []string{"64 bytes", "(--max-body-bytes)"}},
 
 		// Engine failures.
 		{name: "engine input error", method: "POST", path: "/v2/models/iris/infer", body: `{"inputs":[` + row4 + `]}`,

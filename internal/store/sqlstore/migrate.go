@@ -2,9 +2,14 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"text/template"
+
+	"github.com/ebb-ml/ebb/internal/store"
+	"time"
 )
 
 // migrations are the schema changes in the order they apply; migration i
@@ -148,6 +153,25 @@ func renderDDL(ddl string, cols Columns) (string, error) {
 // in its own write transaction together with its record. The dialect's
 // MigrationLock (or SQLite's write lock) makes processes that open the same
 // database at once apply each migration once.
+// openWrite runs fn as s.write does, again while the database reports
+// itself unavailable, for up to about two seconds: several processes that
+// open a new SQLite file at once race to set it up (its WAL mode), and
+// SQLite answers a loser SQLITE_BUSY at once, without waiting its busy
+// timeout. A database that stays unreachable fails as before.
+func (s *Store) openWrite(ctx context.Context, fn func(conn) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.write(ctx, fn)
+		if err == nil || !errors.Is(err, store.ErrUnavailable) || attempt == 40 || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(20+rand.IntN(30)) * time.Millisecond):
+		}
+	}
+}
+
 func (s *Store) migrate(ctx context.Context) error {
 	cols := s.d.Columns()
 	table, err := renderDDL(schemaMigrations, cols)
@@ -159,7 +183,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("render schema migration %d: %w", v, err)
 		}
-		err = s.write(ctx, func(tx conn) error {
+		err = s.openWrite(ctx, func(tx conn) error {
 			if err := tx.lock(ctx, MigrationLock, ""); err != nil {
 				return err
 			}

@@ -63,6 +63,7 @@ var chartCases = []chartCase{
 		kinds: map[string]int{
 			"CustomResourceDefinition": 1, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
+			"NetworkPolicy": 1,
 		},
 		rbac: true, grpc: true, priorityClass: "ebb-warm-pool",
 		tokenSecrets: []string{"ebb-admin-token", "ebb-gateway-token"},
@@ -74,6 +75,7 @@ var chartCases = []chartCase{
 		kinds: map[string]int{
 			"CustomResourceDefinition": 1, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1, "ServiceMonitor": 1,
+			"NetworkPolicy": 1,
 		},
 		rbac: true, grpc: true, priorityClass: "ebb-all-balloons",
 		tokenSecrets: []string{"ebb-all-admin", "ebb-all-gateways"},
@@ -95,6 +97,7 @@ var chartCases = []chartCase{
 		kinds: map[string]int{
 			"CustomResourceDefinition": 1, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
+			"NetworkPolicy": 1,
 		},
 		rbac: true, grpc: true, priorityClass: "ebb-warm-pool",
 		tokenSecrets: []string{"ebb-admin-token", "ebb-gateway-token"},
@@ -107,7 +110,7 @@ var chartCases = []chartCase{
 			"--set", "operator.serviceAccount.create=false", "--set", "gateway.serviceAccount.create=false",
 			"--set", "operator.leaderElection.enabled=false",
 			"--set", "registry.sqlite.persistence.enabled=false",
-			"--set", "auth.enabled=false",
+			"--set", "auth.enabled=false", "--set", "replicas.networkPolicy.enabled=false",
 		},
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "default", gatewaySA: "default", watchNamespace: "bare",
@@ -170,8 +173,9 @@ func TestChart(t *testing.T) {
 
 var clusterKinds = []string{"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "Namespace"}
 
-// checkNamespaces checks that RBAC lands in the served namespace, the rest
-// in the release namespace, cluster-scoped kinds nowhere.
+// checkNamespaces checks that RBAC and the replicas' NetworkPolicy land in
+// the served namespace, the rest in the release namespace, cluster-scoped
+// kinds nowhere.
 func checkNamespaces(t *testing.T, objs []*unstructured.Unstructured, tc chartCase) {
 	t.Helper()
 	for _, o := range objs {
@@ -181,8 +185,8 @@ func checkNamespaces(t *testing.T, objs []*unstructured.Unstructured, tc chartCa
 			want = ""
 		case (k == "Role" || k == "RoleBinding") && strings.HasSuffix(o.GetName(), "-token-secrets"):
 			want = tc.namespace // beside the gateway pods that read them
-		case k == "Role" || k == "RoleBinding":
-			want = tc.watchNamespace
+		case k == "Role" || k == "RoleBinding" || k == "NetworkPolicy":
+			want = tc.watchNamespace // where the replica pods run
 		}
 		if got := o.GetNamespace(); got != want {
 			t.Errorf("%s %s: namespace %q, want %q", o.GetKind(), o.GetName(), got, want)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -132,7 +133,7 @@ func manifestDoc(top map[string]json.RawMessage) (deployDoc, error) {
 	if apiVersion != manifestAPIVersion {
 		return deployDoc{}, fmt.Errorf("apiVersion %s is not one ebb serves: write apiVersion: %s", apiVersion, manifestAPIVersion)
 	}
-	for _, k := range sortedKeys(top) {
+	for _, k := range slices.Sorted(maps.Keys(top)) {
 		switch k {
 		case "apiVersion", "kind", "metadata", "spec", "status": // status: output-only, ignored
 		case "name":
@@ -150,7 +151,7 @@ func manifestDoc(top map[string]json.RawMessage) (deployDoc, error) {
 		problems = append(problems, "metadata."+err.Error())
 	}
 	var notes []string
-	for _, k := range sortedKeys(meta) {
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
 		why, notKept := metadataNotKept[k]
 		switch {
 		case k == "name" || slices.Contains(metadataOutputOnly, k):
@@ -184,15 +185,6 @@ func stringField(m map[string]json.RawMessage, key, hint string) (string, error)
 		return "", fmt.Errorf("%s must be a string such as \"diabetes\", got %s", key, raw)
 	}
 	return s, nil
-}
-
-func sortedKeys(m map[string]json.RawMessage) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func mustJSON(v any) []byte {

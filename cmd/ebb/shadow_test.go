@@ -19,6 +19,9 @@ type gatewayShadows struct {
 	mu    sync.Mutex
 	model string
 	sum   traffic.Summary
+	// spec reads a deployment's current spec.shadow: the figures are its
+	// (its ID) when it serves model.
+	spec func(deployment string) *serving.Shadow
 }
 
 func (g *gatewayShadows) set(model string, sum traffic.Summary) {
@@ -27,15 +30,24 @@ func (g *gatewayShadows) set(model string, sum traffic.Summary) {
 	g.model, g.sum = model, sum
 }
 
-func (g *gatewayShadows) ShadowSummary(string) (traffic.Summary, string, bool) {
+func (g *gatewayShadows) ShadowSummary(deployment string) (traffic.Summary, string, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.sum, g.model, g.model != ""
+	if sh := g.spec(deployment); sh != nil && sh.Model == g.model {
+		return g.sum, sh.ID(), true
+	}
+	return g.sum, "earlier", g.model != ""
 }
 
 func TestCLIShadow(t *testing.T) {
 	e := newFullEnv(t)
-	gw := &gatewayShadows{}
+	gw := &gatewayShadows{spec: func(name string) *serving.Shadow {
+		d, err := e.st.GetDeployment(context.Background(), name)
+		if err != nil {
+			return nil
+		}
+		return d.Spec.Shadow
+	}}
 	h := api.New(e.st, e.ctl, nil)
 	h.MountModels(e.svc)
 	m := rollout.New(e.st, e.st, nil, rollout.Options{History: e.svc, Shadows: gw})

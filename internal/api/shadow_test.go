@@ -102,20 +102,39 @@ func TestShadowErrors(t *testing.T) {
 }
 
 // fixedShadows is a gateway that reports the same figures for every
-// deployment's shadow of model.
+// deployment's shadow of model (as the current shadow's, by its ID, when
+// the stored spec's shadow serves model).
 type fixedShadows struct {
 	model string
 	sum   traffic.Summary
+	spec  func(deployment string) *serving.Shadow
 }
 
-func (f fixedShadows) ShadowSummary(string) (traffic.Summary, string, bool) {
-	return f.sum, f.model, f.model != ""
+func (f fixedShadows) ShadowSummary(deployment string) (traffic.Summary, string, bool) {
+	if sh := f.spec(deployment); sh != nil && sh.Model == f.model {
+		return f.sum, sh.ID(), true
+	}
+	return f.sum, "earlier", f.model != ""
+}
+
+// storedShadow reads a deployment's spec.shadow from st.
+func storedShadow(st interface {
+	GetDeployment(context.Context, string) (serving.Deployment, error)
+}) func(string) *serving.Shadow {
+	return func(name string) *serving.Shadow {
+		d, err := st.GetDeployment(context.Background(), name)
+		if err != nil {
+			return nil
+		}
+		return d.Spec.Shadow
+	}
 }
 
 func TestShadowRoutes(t *testing.T) {
 	st, h := rolloutAPI(t)
 	src := fixedShadows{model: "/models/b.json", sum: traffic.Summary{Compared: 200, Agreed: 150, Agreement: 0.75, LatencyRatio: 1.5,
 		Samples: []traffic.Sample{{Input: `{"inputs":[]}`, Primary: "1", Shadow: "2", Diff: traffic.Result{Tensor: "y", Reason: "differs"}}}}}
+	src.spec = storedShadow(st)
 	h.MountShadows(rollout.New(st, st, nil, rollout.Options{Shadows: src}))
 	srv := httptest.NewServer(h)
 	defer srv.Close()

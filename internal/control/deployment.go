@@ -9,7 +9,6 @@ import (
 	"errors"
 	"maps"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/autoscale"
@@ -479,25 +478,13 @@ func (d *deployment) splitMeter() *traffic.Meter {
 // new one.
 func (d *deployment) shadowRoute() *routing.Shadow {
 	sh := d.spec.Shadow
-	if sh == nil || d.track != "" {
+	switch {
+	case sh == nil || d.track != "":
 		d.shadow = nil
-		return nil
+	case d.shadow == nil || d.shadow.ID != sh.ID():
+		d.shadow = routing.NewShadow(d.name, sh)
 	}
-	t, _ := d.spec.ShadowTrack(d.name)
-	tol := sh.ToleranceOrDefault()
-	next := &routing.Shadow{
-		Key: t.Key, Model: sh.Model, Percent: sh.PercentOrDefault(),
-		Tolerance:      traffic.Tolerance{Abs: tol.Abs, Rel: tol.Rel},
-		MaxConcurrency: sh.MaxConcurrencyOrDefault(), Requests: sh.Requests, Until: sh.UntilTime(), Started: sh.Started,
-	}
-	if old := d.shadow; old != nil && old.Key == next.Key && old.Model == next.Model && old.Percent == next.Percent &&
-		old.Tolerance == next.Tolerance && old.MaxConcurrency == next.MaxConcurrency && old.Requests == next.Requests && old.Until.Equal(next.Until) &&
-		old.Started == next.Started {
-		return old
-	}
-	next.Tally, next.InFlight = &traffic.Tally{}, new(atomic.Int32)
-	d.shadow = next
-	return next
+	return d.shadow
 }
 
 // splitOf returns the routing split of tracks; nil for none.

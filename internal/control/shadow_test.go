@@ -82,6 +82,18 @@ func TestShadowRunsATrack(t *testing.T) {
 	if fresh.Shadow.Tally == sh.Tally || fresh.Shadow.Tally.Summary().Dropped != 0 {
 		t.Errorf("a new shadow kept the old tally")
 	}
+	// Started again with the same settings: a new ID, a new tally, and the
+	// routing table reports the new ID, so a status does not take the old
+	// figures for the new shadow's.
+	again := &serving.Shadow{Model: "/models/m-v2.json", Percent: 100, Started: "2026-12-02T12:00:00Z"}
+	setShadow(t, f, again)
+	restarted := waitRoute(t, f, "m", "the shadow started again", func(rt *routing.Route) bool { return rt.Shadow != nil && rt.Shadow.ID == again.ID() })
+	if restarted.Shadow.Tally == fresh.Shadow.Tally {
+		t.Errorf("a shadow started again kept the earlier start's tally")
+	}
+	if _, id, ok := f.routes.ShadowSummary("m"); !ok || id != again.ID() || id == fresh.Shadow.ID {
+		t.Errorf("ShadowSummary id = %q, %v; want the new start's %q", id, ok, again.ID())
+	}
 	// Removed: the route has no shadow and the track goes.
 	setShadow(t, f, nil)
 	waitRoute(t, f, "m", "no shadow", func(rt *routing.Route) bool { return rt.Shadow == nil })

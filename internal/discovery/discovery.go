@@ -119,9 +119,8 @@ type route struct {
 	// a split.
 	meter *traffic.Meter
 	// shadow is the data plane's view of a deployment's spec.shadow,
-	// kept while its ID (operator.ShadowID) is shadowID; nil for none.
-	shadow   *routing.Shadow
-	shadowID string
+	// kept while its ID (serving.Shadow.ID) is unchanged; nil for none.
+	shadow *routing.Shadow
 }
 
 // CacheOptions returns the cache options Routes needs: namespace only, and

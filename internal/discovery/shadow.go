@@ -1,8 +1,6 @@
 package discovery
 
 import (
-	"sync/atomic"
-
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/operator"
 	"github.com/ebb-ml/ebb/internal/routing"
@@ -16,22 +14,14 @@ import (
 // its Tally and InFlight go on counting; a new one, counting afresh, for a
 // new shadow.
 func (r *Routes) shadow(name string, sh *serving.Shadow) *routing.Shadow {
-	id := operator.ShadowID(sh)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rt := r.deps[name]
 	switch {
-	case id == "":
-		rt.shadow, rt.shadowID = nil, ""
-	case rt.shadow == nil || rt.shadowID != id:
-		tol := sh.ToleranceOrDefault()
-		rt.shadow = &routing.Shadow{
-			Key: name + serving.TrackSep + serving.ShadowTag, Model: sh.Model, Percent: sh.PercentOrDefault(),
-			Tolerance:      traffic.Tolerance{Abs: tol.Abs, Rel: tol.Rel},
-			MaxConcurrency: sh.MaxConcurrencyOrDefault(), Requests: sh.Requests, Until: sh.UntilTime(),
-			Started: sh.Started, Tally: &traffic.Tally{}, InFlight: new(atomic.Int32),
-		}
-		rt.shadowID = id
+	case sh == nil:
+		rt.shadow = nil
+	case rt.shadow == nil || rt.shadow.ID != sh.ID():
+		rt.shadow = routing.NewShadow(name, sh)
 	}
 	return rt.shadow
 }
@@ -63,7 +53,7 @@ func (r *Routes) Shadows() map[string]operator.ShadowReport {
 			if shadows == nil {
 				shadows = map[string]routed{}
 			}
-			shadows[n] = routed{rt.shadowID, rt.shadow.Tally}
+			shadows[n] = routed{rt.shadow.ID, rt.shadow.Tally}
 		}
 	}
 	r.mu.Unlock()

@@ -101,7 +101,7 @@ func TestRoutesPublishShadows(t *testing.T) {
 		t.Errorf("m.shadow routed as %+v; want the shadow's model, a Meter, no Shadow of its own", track)
 	}
 	sh.Tally.Add(traffic.Pair{Result: traffic.Result{Agree: true}, PrimaryLatency: time.Millisecond, ShadowLatency: 2 * time.Millisecond})
-	wantReport := map[string]operator.ShadowReport{"m": {ID: operator.ShadowID(md.Spec.Shadow), Tally: sh.Tally.Snapshot()}}
+	wantReport := map[string]operator.ShadowReport{"m": {ID: md.Spec.Shadow.ID(), Tally: sh.Tally.Snapshot()}}
 	if diff := cmp.Diff(wantReport, r.Shadows()); diff != "" {
 		t.Errorf("Shadows (-want +got):\n%s", diff)
 	}
@@ -138,8 +138,8 @@ func TestRoutesPublishShadows(t *testing.T) {
 		if st.fresh && got.Tally.Judged() != 0 {
 			t.Errorf("%s: the new shadow's tally starts at %d judged", st.name, got.Tally.Judged())
 		}
-		if id := r.Shadows()["m"].ID; id != operator.ShadowID(md.Spec.Shadow) {
-			t.Errorf("%s: Shadows reports ID %q; want the spec's %q", st.name, id, operator.ShadowID(md.Spec.Shadow))
+		if id := r.Shadows()["m"].ID; id != md.Spec.Shadow.ID() {
+			t.Errorf("%s: Shadows reports ID %q; want the spec's %q", st.name, id, md.Spec.Shadow.ID())
 		}
 		sh = got
 	}
@@ -236,9 +236,9 @@ func TestShadowTalliesReachTheOperator(t *testing.T) {
 	b.ShadowError(errors.New("503"))
 	stale := add(&traffic.Tally{}, 0, 50)
 	reps := []*Reporter{
-		{Gateway: "gw-a", Client: client, Source: shadowSource{"m": {ID: operator.ShadowID(current), Tally: a.Snapshot()}}},
-		{Gateway: "gw-b", Client: client, Source: shadowSource{"m": {ID: operator.ShadowID(current), Tally: b.Snapshot()}}},
-		{Gateway: "gw-c", Client: client, Source: shadowSource{"m": {ID: operator.ShadowID(earlier), Tally: stale.Snapshot()}}},
+		{Gateway: "gw-a", Client: client, Source: shadowSource{"m": {ID: current.ID(), Tally: a.Snapshot()}}},
+		{Gateway: "gw-b", Client: client, Source: shadowSource{"m": {ID: current.ID(), Tally: b.Snapshot()}}},
+		{Gateway: "gw-c", Client: client, Source: shadowSource{"m": {ID: earlier.ID(), Tally: stale.Snapshot()}}},
 	}
 	for _, r := range reps {
 		if err := client.Report(t.Context(), r.Report(time.Now())); err != nil {

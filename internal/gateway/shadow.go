@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -138,7 +139,7 @@ func (g *Gateway) forwardMirrored(ctx *fasthttp.RequestCtx, x *exchange, rt *rou
 	}
 	mark := g.opts.Clock.Now() // the first pick follows at once: rt has ready replicas
 	code := g.forwardTo(ctx, x, rt, name, version, modeInfer, ctx.Path())
-	if code != http.StatusOK || len(x.tried) == 0 {
+	if code != http.StatusOK { // a 200 is a replica's: x.tried holds it
 		return code
 	}
 	end := g.opts.Clock.Now()
@@ -259,7 +260,7 @@ func (g *Gateway) compareShadow(ctx, base context.Context, m *mirror, primary []
 	var tried []*balance.Endpoint
 	var picked time.Time
 	var lastErr error
-	want := shadowVersion(sh.Model)
+	want := serving.OIPVersion(sh.Model) // "" for an alias or a path: any replica of the track
 	for len(tried) < g.opts.Attempts {
 		rt, err := g.holder.Wait(ctx, sh.Key)
 		if errors.Is(err, activator.ErrNotFound) {
@@ -276,7 +277,7 @@ func (g *Gateway) compareShadow(ctx, base context.Context, m *mirror, primary []
 			return
 		}
 		ep := g.balancer.Pick(rt.Endpoints, func(e *balance.Endpoint) bool {
-			return contains(tried, e) || (want != "" && e.Version != want)
+			return slices.Contains(tried, e) || (want != "" && e.Version != want)
 		})
 		if ep == nil && want != "" && len(tried) == 0 {
 			// The shadow's replicas still serve the shadow before this
@@ -322,21 +323,6 @@ func (g *Gateway) compareShadow(ctx, base context.Context, m *mirror, primary []
 		return
 	}
 	fail(fmt.Errorf("shadow %q: %d replicas failed to answer, last: %w", sh.Key, len(tried), lastErr))
-}
-
-// shadowVersion returns the OIP v2 version a shadow of model serves when
-// model names one ("diabetes:4" → "4"); "" for an alias or a path, whose
-// version the gateway cannot tell from the spec: then any replica of the
-// shadow's track is judged.
-func shadowVersion(model string) string { return serving.OIPVersion(model) }
-
-func contains(eps []*balance.Endpoint, e *balance.Endpoint) bool {
-	for _, t := range eps {
-		if t == e {
-			return true
-		}
-	}
-	return false
 }
 
 // noiseReplica picks a primary replica other than the one that answered
@@ -392,10 +378,7 @@ func (g *Gateway) sendMirror(ctx context.Context, rt *routing.Route, ep *balance
 	if err != nil {
 		return mirrorAnswer{err: err}
 	}
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(g.mirrorTimeout())
-	}
+	deadline, _ := ctx.Deadline() // runMirror's timeout
 	req := fasthttp.AcquireRequest()
 	req.Header.SetNoDefaultContentType(true)
 	req.Header.SetMethod(http.MethodPost)

@@ -261,7 +261,7 @@ func (f *shadowFigures) show(deployment string, sh *serving.Shadow, sum traffic.
 	}
 	fresh := shadowView{sum: sum, reported: reported}
 	requestsDone, verdict := judgeShadow(sh, fresh)
-	key := figuresKey{id: ShadowID(sh), reported: reported, judged: verdict.Outcome != traffic.Pending, requestsDone: requestsDone}
+	key := figuresKey{id: sh.ID(), reported: reported, judged: verdict.Outcome != traffic.Pending, requestsDone: requestsDone}
 	h, ok := f.held[deployment]
 	if !ok || h.key != key || now.Sub(h.at) >= f.every || now.Before(h.at) {
 		h = heldFigures{key: key, view: fresh, at: now}

@@ -1,9 +1,6 @@
 package operator
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
@@ -18,37 +15,9 @@ import (
 // to that shadow, and the shadow's ID, which tells the operator whether
 // the tally counted the deployment's current shadow or an earlier one.
 type ShadowReport struct {
-	// ID is ShadowID of the spec.shadow the tally counted.
+	// ID is serving.Shadow.ID of the spec.shadow the tally counted.
 	ID    string                `json:"id"`
 	Tally traffic.TallySnapshot `json:"tally"`
-}
-
-// ShadowID identifies a spec.shadow by what the data plane mirrors and
-// judges with: its model, share, tolerance, concurrency limit and end,
-// defaults applied (so a spec that spells a default out is the same
-// shadow), and when it was started (so starting one again with the same
-// settings is another shadow). A gateway keeps its tally while the ID stays, and starts afresh
-// when it changes; the operator sums only the tallies of the current ID.
-// "" for no shadow.
-func ShadowID(sh *serving.Shadow) string {
-	if sh == nil {
-		return ""
-	}
-	until := ""
-	if t := sh.UntilTime(); !t.IsZero() {
-		until = t.UTC().Format(time.RFC3339Nano)
-	}
-	b, _ := json.Marshal(struct {
-		Model          string            `json:"model"`
-		Percent        int32             `json:"percent"`
-		Tolerance      serving.Tolerance `json:"tolerance"`
-		MaxConcurrency int32             `json:"maxConcurrency"`
-		Requests       int64             `json:"requests"`
-		Until          string            `json:"until"`
-		Started        string            `json:"started"`
-	}{sh.Model, sh.PercentOrDefault(), sh.ToleranceOrDefault(), sh.MaxConcurrencyOrDefault(), sh.Requests, until, sh.Started})
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:12])
 }
 
 // CheckShadows reports whether the shadows of a demand report are valid:
@@ -135,7 +104,7 @@ func (s *Shadows) expireLocked(now time.Time) {
 // count, so a tally of an earlier shadow is left out. ok is false when
 // current is nil or no gateway reported a tally of it yet.
 func (s *Shadows) Summary(deployment string, current *serving.Shadow) (sum traffic.Summary, ok bool) {
-	id := ShadowID(current)
+	id := current.ID()
 	if id == "" {
 		return traffic.Summary{}, false
 	}
@@ -168,13 +137,13 @@ type ShadowSource struct {
 }
 
 // ShadowSummary returns the sum over the gateways of deployment's current
-// shadow, and the model it serves; ok is false while the deployment has
-// no shadow or no gateway reported one.
-func (s ShadowSource) ShadowSummary(deployment string) (sum traffic.Summary, model string, ok bool) {
+// shadow, and its ID (only reports of it are summed); ok is false while
+// the deployment has no shadow or no gateway reported one.
+func (s ShadowSource) ShadowSummary(deployment string) (sum traffic.Summary, id string, ok bool) {
 	sh := s.Spec(deployment)
 	if sh == nil {
 		return traffic.Summary{}, "", false
 	}
 	sum, ok = s.Shadows.Summary(deployment, sh)
-	return sum, sh.Model, ok
+	return sum, sh.ID(), ok
 }

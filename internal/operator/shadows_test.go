@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-func TestShadowID(t *testing.T) {
+func TestShadowIdentity(t *testing.T) {
 	base := serving.Shadow{Model: "m:2"}
 	tests := []struct {
 		name string
@@ -34,23 +34,23 @@ func TestShadowID(t *testing.T) {
 		{"an end", func(s *serving.Shadow) { s.Until = "2026-03-01T12:00:00Z" }, false},
 		{"started again", func(s *serving.Shadow) { s.Started = "2026-03-01T12:00:00.5Z" }, false},
 	}
-	want := ShadowID(&base)
-	if want == "" || ShadowID(nil) != "" {
-		t.Fatalf("ShadowID = %q, of none %q; want an ID and none", want, ShadowID(nil))
+	want := (&base).ID()
+	if want == "" || (*serving.Shadow)(nil).ID() != "" {
+		t.Fatalf("ID = %q, of none %q; want an ID and none", want, (*serving.Shadow)(nil).ID())
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sh := base
 			tc.edit(&sh)
-			if got := ShadowID(&sh); (got == want) != tc.same {
-				t.Errorf("ShadowID = %q, of the base %q; want the same: %v", got, want, tc.same)
+			if got := (&sh).ID(); (got == want) != tc.same {
+				t.Errorf("ID = %q, of the base %q; want the same: %v", got, want, tc.same)
 			}
 		})
 	}
 	// One end in two time zones is one end.
 	a, b := base, base
 	a.Until, b.Until = "2026-03-01T12:00:00Z", "2026-03-01T13:00:00+01:00"
-	if ShadowID(&a) != ShadowID(&b) {
+	if (&a).ID() != (&b).ID() {
 		t.Error("the same end in another zone is another shadow")
 	}
 }
@@ -69,7 +69,7 @@ func TestShadowsSumTheCurrentShadowsGateways(t *testing.T) {
 	s := NewShadows(clk.Now)
 	current := &serving.Shadow{Model: "m:2", Percent: 50}
 	earlier := &serving.Shadow{Model: "m:2"}
-	id, old := ShadowID(current), ShadowID(earlier)
+	id, old := current.ID(), earlier.ID()
 	steps := []struct {
 		at      time.Duration
 		gateway string
@@ -114,22 +114,22 @@ func TestShadowSourceReadsTheCurrentSpec(t *testing.T) {
 	sh := &serving.Shadow{Model: "m:2"}
 	specs := map[string]*serving.Shadow{"m": sh}
 	src := ShadowSource{Shadows: s, Spec: func(name string) *serving.Shadow { return specs[name] }}
-	if err := s.Report("gw-a", map[string]ShadowReport{"m": {ID: ShadowID(sh), Tally: tally(4, 3)}, "gone": {ID: ShadowID(sh), Tally: tally(1, 1)}}); err != nil {
+	if err := s.Report("gw-a", map[string]ShadowReport{"m": {ID: sh.ID(), Tally: tally(4, 3)}, "gone": {ID: sh.ID(), Tally: tally(1, 1)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Report("gw-b", map[string]ShadowReport{"m": {ID: ShadowID(sh), Tally: tally(6, 6)}}); err != nil {
+	if err := s.Report("gw-b", map[string]ShadowReport{"m": {ID: sh.ID(), Tally: tally(6, 6)}}); err != nil {
 		t.Fatal(err)
 	}
-	sum, model, ok := src.ShadowSummary("m")
-	if !ok || model != "m:2" || sum.Compared != 10 || sum.Agreed != 9 || sum.LatencyRatio != 2 {
-		t.Errorf("ShadowSummary(m) = %+v, %q, %v; want 10 compared, 9 agreed, ratio 2, of m:2", sum, model, ok)
+	sum, id, ok := src.ShadowSummary("m")
+	if !ok || id != sh.ID() || sum.Compared != 10 || sum.Agreed != 9 || sum.LatencyRatio != 2 {
+		t.Errorf("ShadowSummary(m) = %+v, %q, %v; want 10 compared, 9 agreed, ratio 2, of the current shadow %q", sum, id, ok, sh.ID())
 	}
 	if _, _, ok := src.ShadowSummary("gone"); ok {
 		t.Error("a deployment whose shadow ended (or that is gone) still has a summary")
 	}
 	specs["m"] = &serving.Shadow{Model: "m:3"}
-	if sum, model, ok := src.ShadowSummary("m"); ok || model != "m:3" || sum.Compared != 0 {
-		t.Errorf("ShadowSummary(m) of a new shadow no gateway reported = %+v, %q, %v; want none, of m:3", sum, model, ok)
+	if sum, id, ok := src.ShadowSummary("m"); ok || id != specs["m"].ID() || sum.Compared != 0 {
+		t.Errorf("ShadowSummary(m) of a new shadow no gateway reported = %+v, %q, %v; want none, of m:3", sum, id, ok)
 	}
 }
 
@@ -168,7 +168,7 @@ func TestDemandHandlerTakesShadows(t *testing.T) {
 	srv := httptest.NewServer(d.Handler(&wakes{}))
 	defer srv.Close()
 	sh := &serving.Shadow{Model: "m:2"}
-	id := ShadowID(sh)
+	id := sh.ID()
 	for _, tc := range []struct {
 		body string
 		code int

@@ -72,10 +72,12 @@ type Measurer interface {
 }
 
 // Shadows reads what the gateways compared of a deployment's shadow
-// (spec.shadow): the sum over every gateway, and the model the shadow
-// serves; ok is false while no gateway reported one.
+// (spec.shadow): the sum over every gateway, and the ID
+// (serving.Shadow.ID) of the shadow they counted, which is an earlier
+// one's until the gateways pick up a new start; ok is false while no
+// gateway reported one.
 type Shadows interface {
-	ShadowSummary(deployment string) (sum traffic.Summary, model string, ok bool)
+	ShadowSummary(deployment string) (sum traffic.Summary, id string, ok bool)
 }
 
 // Registry moves a model's alias when a canary is promoted, and tells the

@@ -96,6 +96,13 @@ func newFixture(t *testing.T, model string) *fixture {
 	}
 	f := &fixture{t: t, st: st, clock: clocktesting.NewFakeClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)), meters: &meters{}, reg: &fakeRegistry{}, shadows: &fakeShadows{}}
 	f.svc = registry.NewService(st, nil, registry.Options{Now: f.clock.Now})
+	f.shadows.spec = func(name string) *serving.Shadow {
+		d, err := st.GetDeployment(context.Background(), name)
+		if err != nil {
+			return nil
+		}
+		return d.Spec.Shadow
+	}
 	f.restart()
 	return f
 }

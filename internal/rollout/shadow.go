@@ -263,10 +263,10 @@ func (m *Manager) shadowStatus(d serving.Deployment, c ShadowCriteria, now time.
 	var why string
 	if m.opts.Shadows == nil {
 		why = "no gateway reported this shadow yet"
-	} else if sum, model, ok := m.opts.Shadows.ShadowSummary(d.Name); !ok {
+	} else if sum, id, ok := m.opts.Shadows.ShadowSummary(d.Name); !ok {
 		why = "no gateway reported this shadow yet: its figures come once the deployment serves requests"
-	} else if model != sh.Model {
-		why = fmt.Sprintf("the gateways still report the previous shadow (%s); this one's figures come once they pick it up", model)
+	} else if id != sh.ID() {
+		why = "the gateways still report the previous shadow; this one's figures come once they pick it up"
 	} else {
 		st.Summary, st.Reported = sum, true
 	}

@@ -23,6 +23,8 @@ type fakeShadows struct {
 	mu    sync.Mutex
 	sums  map[string]traffic.Summary
 	model map[string]string
+	// spec reads a deployment's current spec.shadow.
+	spec func(deployment string) *serving.Shadow
 }
 
 func (s *fakeShadows) report(deployment, model string, sum traffic.Summary) {
@@ -34,11 +36,19 @@ func (s *fakeShadows) report(deployment, model string, sum traffic.Summary) {
 	s.sums[deployment], s.model[deployment] = sum, model
 }
 
+// ShadowSummary reports the summary as the current shadow's (its ID) when
+// it was reported for the current shadow's model, as an earlier one's
+// otherwise.
 func (s *fakeShadows) ShadowSummary(deployment string) (traffic.Summary, string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sum, ok := s.sums[deployment]
-	return sum, s.model[deployment], ok
+	if s.spec != nil {
+		if sh := s.spec(deployment); sh != nil && sh.Model == s.model[deployment] {
+			return sum, sh.ID(), ok
+		}
+	}
+	return sum, "earlier:" + s.model[deployment], ok
 }
 
 // agreeing is a tally of n compared requests of which agreed agreed.
@@ -161,7 +171,7 @@ func TestShadowStatus(t *testing.T) {
 		{name: "not reported", spec: serving.Shadow{Model: "m:2"},
 			wantActive: true, wantOutcome: traffic.Pending, wantReason: "no gateway reported", wantMin: 100},
 		{name: "previous shadow", spec: serving.Shadow{Model: "m:3"}, report: "m:2", sum: agreeing(500, 500),
-			wantActive: true, wantOutcome: traffic.Pending, wantReason: "previous shadow (m:2)", wantMin: 100},
+			wantActive: true, wantOutcome: traffic.Pending, wantReason: "previous shadow", wantMin: 100},
 		{name: "too few", spec: serving.Shadow{Model: "m:2"}, report: "m:2", sum: agreeing(40, 40),
 			wantActive: true, wantOutcome: traffic.Pending, wantReason: "judged 40 of 100", wantMin: 100},
 		{name: "pass", spec: serving.Shadow{Model: "m:2"}, report: "m:2", sum: agreeing(200, 199),

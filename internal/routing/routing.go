@@ -17,6 +17,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/oip"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
 	"github.com/ebb-ml/ebb/internal/traffic"
 )
@@ -75,6 +76,9 @@ type Route struct {
 // published for the deployment while the shadow is unchanged; a new shadow
 // starts them afresh.
 type Shadow struct {
+	// ID is the shadow's serving.Shadow.ID: routes keep one Shadow, and
+	// its tally, while it is unchanged.
+	ID string
 	// Key is the route key of the shadow's track ("diabetes.shadow").
 	Key string
 	// Model is what the shadow serves, as in its spec.
@@ -97,6 +101,23 @@ type Shadow struct {
 	Tally *traffic.Tally
 	// InFlight counts the mirrored requests in flight.
 	InFlight *atomic.Int32
+}
+
+// NewShadow returns the data plane's view of sh, deployment's spec.shadow,
+// counting afresh; nil for none. The control loop and the cluster's route
+// source both keep the one they returned while sh.ID() is unchanged.
+func NewShadow(deployment string, sh *serving.Shadow) *Shadow {
+	if sh == nil {
+		return nil
+	}
+	t, _ := (&serving.Spec{Shadow: sh}).ShadowTrack(deployment)
+	tol := sh.ToleranceOrDefault()
+	return &Shadow{
+		ID: sh.ID(), Key: t.Key, Model: sh.Model, Percent: sh.PercentOrDefault(),
+		Tolerance:      traffic.Tolerance{Abs: tol.Abs, Rel: tol.Rel},
+		MaxConcurrency: sh.MaxConcurrencyOrDefault(), Requests: sh.Requests, Until: sh.UntilTime(), Started: sh.Started,
+		Tally: &traffic.Tally{}, InFlight: new(atomic.Int32),
+	}
 }
 
 // Active reports whether sh still mirrors at now.
@@ -167,14 +188,14 @@ func (t *Table) Measure(key string, since, now time.Time) traffic.Measurement {
 }
 
 // ShadowSummary returns what this process's gateway compared of
-// deployment's current shadow, and the shadow's model; ok is false when the
+// deployment's routed shadow, and the shadow's ID; ok is false when the
 // deployment has no shadow.
-func (t *Table) ShadowSummary(deployment string) (sum traffic.Summary, model string, ok bool) {
+func (t *Table) ShadowSummary(deployment string) (sum traffic.Summary, id string, ok bool) {
 	rt := t.Lookup(deployment)
 	if rt == nil || rt.Shadow == nil {
 		return traffic.Summary{}, "", false
 	}
-	return rt.Shadow.Tally.Summary(), rt.Shadow.Model, true
+	return rt.Shadow.Tally.Summary(), rt.Shadow.ID, true
 }
 
 // Len returns the number of routes.

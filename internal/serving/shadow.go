@@ -1,6 +1,9 @@
 package serving
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -108,6 +111,31 @@ func (sh *Shadow) UntilTime() time.Time {
 		return time.Time{}
 	}
 	return t
+}
+
+// ID names one start of a shadow with its settings, defaults filled in (a
+// default written out is the same shadow): what the data plane keeps a
+// shadow's tally by, so that a new shadow, or the same one started again
+// (Started), counts afresh. "" for none.
+func (sh *Shadow) ID() string {
+	if sh == nil {
+		return ""
+	}
+	until := ""
+	if t := sh.UntilTime(); !t.IsZero() {
+		until = t.UTC().Format(time.RFC3339Nano)
+	}
+	b, _ := json.Marshal(struct {
+		Model          string    `json:"model"`
+		Percent        int32     `json:"percent"`
+		Tolerance      Tolerance `json:"tolerance"`
+		MaxConcurrency int32     `json:"maxConcurrency"`
+		Requests       int64     `json:"requests"`
+		Until          string    `json:"until"`
+		Started        string    `json:"started"`
+	}{sh.Model, sh.PercentOrDefault(), sh.ToleranceOrDefault(), sh.MaxConcurrencyOrDefault(), sh.Requests, until, sh.Started})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
 }
 
 // validateShadow checks spec.shadow.

@@ -84,7 +84,7 @@ func TestRoutesPublishShadows(t *testing.T) {
 		t.Fatalf("route of m = %+v; want one with a Shadow", rt)
 	}
 	sh := rt.Shadow
-	want := routing.Shadow{Key: "m.shadow", Model: "/models/m2.json", Percent: 20,
+	want := routing.Shadow{ID: md.Spec.Shadow.ID(), Key: "m.shadow", Model: "/models/m2.json", Percent: 20,
 		Tolerance:      traffic.Tolerance{Abs: serving.DefaultTolerance.Abs, Rel: serving.DefaultTolerance.Rel},
 		MaxConcurrency: serving.DefaultShadowMaxConcurrency, Requests: 500}
 	if diff := cmp.Diff(want, *sh, cmpopts.IgnoreFields(routing.Shadow{}, "Tally", "InFlight")); diff != "" || sh.Tally == nil || sh.InFlight == nil {

@@ -44,6 +44,17 @@ func TestShutdownClosesKeepAliveGracefully(t *testing.T) {
 		t.Fatal("a response before the drain asks to close the connection")
 	}
 
+	// The server marks the connection idle a moment after the client has
+	// read the answer: the drain is about idle connections, so start it
+	// only once the server sees this one idle.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if n, _ := d.idleConns(); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the keep-alive connection never became idle on the server")
+		}
+	}
 	const grace = 10 * time.Second
 	began := time.Now()
 	shut := make(chan error, 1)

@@ -21,6 +21,7 @@ type upLimits struct {
 	maxReplicasTotal   int
 	modelRoots         []string
 	maxModelBytes      int64
+	pythons            []string
 }
 
 func addUpLimitFlags(f *pflag.FlagSet, l *upLimits) {
@@ -30,6 +31,7 @@ func addUpLimitFlags(f *pflag.FlagSet, l *upLimits) {
 	f.Int64Var(&l.maxBufferedBytes, "max-buffered-bytes", gateway.DefaultMaxBufferedBytes, "most request body bytes the gateway holds across all requests in flight; beyond it requests get 503 with Retry-After")
 	f.IntVar(&l.maxReplicasTotal, "max-replicas-total", 64, "most replicas (processes) of all deployments together on this host; a deployment held back says so in its status.reason (0: no cap)")
 	f.StringSliceVar(&l.modelRoots, "model-roots", nil, "directories a deployment's model path must be under, besides the data dir (default: the current directory)")
+	f.StringSliceVar(&l.pythons, "python-interpreters", api.DefaultPythonInterpreters, "Pythons a python deployment's spec.python.interpreter may name (a bare name is looked up in PATH); interpreters under the model roots, such as a virtualenv there, are allowed too")
 	f.Int64Var(&l.maxModelBytes, "max-model-bytes", api.DefaultMaxModelBytes, "most bytes a model given by path may hold (a file, or the files of a directory)")
 }
 
@@ -65,5 +67,5 @@ func (l upLimits) modelPaths(dataDir string) api.ModelPaths {
 			roots = append(roots, wd)
 		}
 	}
-	return api.ModelPaths{Roots: roots, MaxBytes: l.maxModelBytes}
+	return api.ModelPaths{Roots: roots, MaxBytes: l.maxModelBytes, Interpreters: l.pythons}
 }

@@ -34,6 +34,11 @@ type ModelPaths struct {
 	// MaxBytes bounds a model file, or the files of a model directory;
 	// default DefaultMaxModelBytes.
 	MaxBytes int64
+	// Interpreters are the Pythons spec.python.interpreter may name
+	// besides those under Roots; nil: DefaultPythonInterpreters.
+	Interpreters []string
+
+	resolvedInterpreters []string
 }
 
 // ConfineModelPaths makes the handler check models given by path against
@@ -55,6 +60,10 @@ func (h *Handler) ConfineModelPaths(p ModelPaths) {
 		roots = append(roots, abs)
 	}
 	p.Roots = roots
+	if p.Interpreters == nil {
+		p.Interpreters = DefaultPythonInterpreters
+	}
+	p.resolvedInterpreters = resolveInterpreters(p.Interpreters)
 	h.paths = &p
 }
 
@@ -72,19 +81,22 @@ func (h *Handler) checkModelPath(spec serving.Spec) error {
 		}
 	}
 	if spec.Python != nil {
+		if err := p.checkInterpreter(spec.Python.Interpreter); err != nil {
+			return err
+		}
 		return p.checkClass(spec.Python.Class, model, local)
 	}
 	return nil
 }
 
 // modelsChanged reports whether next reads other models or class files
-// than cur: its model, engine, traffic split, shadow or python class. A
-// patch checks them again (checkModel) only then: what it leaves alone was
-// checked when it was written.
+// than cur: its model, engine, traffic split, shadow, python class or
+// interpreter. A patch checks them again (checkModel) only then: what it
+// leaves alone was checked when it was written.
 func modelsChanged(cur, next serving.Spec) bool {
 	return cur.Model != next.Model || cur.Engine != next.Engine ||
 		!slices.Equal(trafficModels(cur), trafficModels(next)) || shadowModel(cur) != shadowModel(next) ||
-		pythonClass(cur) != pythonClass(next)
+		pythonClass(cur) != pythonClass(next) || pythonInterpreter(cur) != pythonInterpreter(next)
 }
 
 func pythonClass(s serving.Spec) string {

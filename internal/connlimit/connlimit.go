@@ -41,8 +41,8 @@
 //
 // gRPC gets the same bounds in its own terms (GRPCOptions): the handshake
 // within ReadHeaderTimeout, idle connections closed after IdleTimeout,
-// keepalive pings on quiet connections, and clients that ping too often
-// refused.
+// keepalive pings on quiet connections, clients that ping too often
+// refused, and per call each request message within BodyTimeout.
 package connlimit
 
 import (
@@ -81,6 +81,9 @@ type Limits struct {
 	// OnLimit, when set, is called each time a connection has to wait for
 	// one to close because MaxConns are open (for a metric).
 	OnLimit func()
+	// OnMessageTimeout, when set, is called each time a gRPC call is ended
+	// because a message deadline of GRPCOptions passed (for a metric).
+	OnMessageTimeout func()
 }
 
 // WithDefaults returns l with zero fields set to their defaults and
@@ -136,8 +139,10 @@ func (l Limits) Listener(ln net.Listener) net.Listener {
 // GRPCOptions returns the grpc.Server options that apply l: the handshake
 // within ReadHeaderTimeout, connections without a call closed after
 // IdleTimeout, a keepalive ping on a connection quiet for a minute (and the
-// connection closed when it is not answered within 20s), and clients that
-// ping more often than every 10s disconnected.
+// connection closed when it is not answered within 20s), clients that ping
+// more often than every 10s disconnected, and per call each request
+// message received within BodyTimeout (see msgDeadline). It installs
+// gRPC's one InTapHandle.
 func (l Limits) GRPCOptions() []grpc.ServerOption {
 	l = l.WithDefaults()
 	opts := []grpc.ServerOption{
@@ -153,6 +158,10 @@ func (l Limits) GRPCOptions() []grpc.ServerOption {
 	}
 	if l.ReadHeaderTimeout > 0 {
 		opts = append(opts, grpc.ConnectionTimeout(l.ReadHeaderTimeout))
+	}
+	if l.BodyTimeout > 0 {
+		opts = append(opts, grpc.InTapHandle(l.tap),
+			grpc.ChainUnaryInterceptor(unaryDeadlines), grpc.ChainStreamInterceptor(streamDeadlines))
 	}
 	return opts
 }

@@ -68,7 +68,7 @@ func (Connections) Run(ctx context.Context, env *harness.Env) (harness.Result, e
 	nSlowBody := harness.Pick(env, 100, 30)
 	res := harness.Result{Summary: fmt.Sprintf("`ebb up --idle-timeout %s --read-header-timeout %s --body-timeout %s --max-conns %d` with one echo replica (maxReplicas 4) and a steady load (4 kept-alive clients, each ≤ 1 request per 50 ms), plus a new-connection probe every 250 ms. "+
 		"Then, one after another: %d idle keep-alive connections (each sends one GET /v2/health/live and then nothing); %d connections that send their headers at 1 byte/s; %d infer requests whose body (Content-Length 1000) comes at 1 byte/s. "+
-		"Each phase lasts until the server should have closed them all (its timeout + 3 s). Peak RSS of ebb up must stay under 512 MiB, a fixed bound (no flag caps per-connection memory; the connection cap bounds it).",
+		"Each phase lasts until the server should have closed them all (its timeout + 3 s). Peak RSS of ebb up must stay under 512 MiB, a fixed bound (no flag caps per-connection memory; the connection cap bounds it). Recovery is the time from the last phase's end until a new client's infer request answers 200.",
 		idleTimeout, headerTimeout, bodyTimeout, connCap, nIdle, nSlowHead, nSlowBody)}
 	b, m, err := hostileSetup(ctx, env, "faults-connections",
 		"--idle-timeout", idleTimeout.String(), "--read-header-timeout", headerTimeout.String(),
@@ -118,6 +118,7 @@ func (Connections) Run(ctx context.Context, env *harness.Env) (harness.Result, e
 	phases.Rows = append(phases.Rows, []string{"slow bodies (1 byte/s)", fmt.Sprint(nSlowBody), fmt.Sprint(body.opened()), fmt.Sprint(closedBody), fmt.Sprintf("%.1f", longestBody.Seconds()), body.answers()})
 	body.closeAll()
 	slowWindow := l.Stats(t1, time.Now())
+	recovered, recovery := recoveryGoal(ctx, inferURL(b, "d"), time.Now())
 
 	time.Sleep(time.Second)
 	l.Stop()
@@ -139,6 +140,7 @@ func (Connections) Run(ctx context.Context, env *harness.Env) (harness.Result, e
 		goal("slow bodies cut", fmt.Sprintf("all %d closed within body timeout + 3 s", nSlowBody), float64(closedBody), "connections", closedBody == nSlowBody,
 			fmt.Sprintf("%d of %d closed; the last after %.1f s; answers %s", closedBody, nSlowBody, longestBody.Seconds(), body.answers())),
 		goal("slow bodies are not demand", "replicas stay at 1", float64(maxReplicas), "replicas", maxReplicas == 1, fmt.Sprintf("at most %d replica(s) during the case", maxReplicas)),
+		recovered,
 	)
 	m.Sample()
 	up, _, _, _ := m.Peaks()
@@ -146,6 +148,7 @@ func (Connections) Run(ctx context.Context, env *harness.Env) (harness.Result, e
 	rssFigures(&res, m)
 	res.Figures["idle.closed"] = float64(closedIdle)
 	res.Figures["probe.longestMs"] = harness.Ms(probe.longest)
+	res.Figures["recoverySeconds"] = recovery
 	g, _ := leftoverGoal(env, m)
 	res.Goals = append(res.Goals, g)
 	return res, nil

@@ -32,7 +32,7 @@ func (Bodies) Run(ctx context.Context, env *harness.Env) (harness.Result, error)
 	nChunked := harness.Pick(env, 8, 4)
 	res := harness.Result{Summary: fmt.Sprintf("`ebb up --max-buffered-bytes %d` (64 MiB; the per-request limit is the default 64 MiB) with one echo replica and a steady load. "+
 		"First %d requests declare `Content-Length: 1073741824` and send nothing more: each should get 413 at once. Then %d requests at once stream a 1 GiB chunked body as fast as loopback allows: each should be cut (an answer, or the connection closed) long before 1 GiB. "+
-		"The bound on ebb up's peak RSS is its peak before the uploads plus three times the buffered-bytes cap: the cap bounds the body bytes held, Go's default GOGC lets the heap reach twice its live data before it collects, and the pieces of bodies refused at the cap are garbage still to collect.", bufferedCap, nDeclared, nChunked)}
+		"The bound on ebb up's peak RSS is its peak before the uploads plus three times the buffered-bytes cap: the cap bounds the body bytes held, Go's default GOGC lets the heap reach twice its live data before it collects, and the pieces of bodies refused at the cap are garbage still to collect. Recovery is the time from the uploads' end until a new client's infer request answers 200.", bufferedCap, nDeclared, nChunked)}
 	b, m, err := hostileSetup(ctx, env, "faults-bodies", fmt.Sprintf("--max-buffered-bytes=%d", bufferedCap))
 	defer m.Stop()
 	if err != nil {
@@ -69,6 +69,7 @@ func (Bodies) Run(ctx context.Context, env *harness.Env) (harness.Result, error)
 		}()
 	}
 	wg.Wait()
+	recovered, recovery := recoveryGoal(ctx, inferURL(b, "d"), time.Now())
 	time.Sleep(time.Second)
 	l.Stop()
 	m.Sample()
@@ -96,11 +97,13 @@ func (Bodies) Run(ctx context.Context, env *harness.Env) (harness.Result, error)
 		goal("chunked 1 GiB cut", "every upload cut before 1 GiB", harness.MiB(maxSent), "MiB sent at most", allCut,
 			fmt.Sprintf("the most any upload sent before the cut: %.1f MiB", harness.MiB(maxSent))),
 		rssGoal("ebb up peak RSS", peak, base+3*bufferedCap, fmt.Sprintf("%.0f MiB before + 3 × the 64 MiB cap", harness.MiB(base))),
+		recovered,
 	)
 	res.Notes = append(res.Notes, fmt.Sprintf("The steady load meanwhile: %d of %d requests failed (%s)%s. Small requests may get 503 while the uploads hold the whole buffered-bytes budget; that is the cap working, not a goal here.",
 		all.Failed, all.OK+all.Failed, all.codes(), firstErrSuffix(all)))
 	rssFigures(&res, m)
 	res.Figures["rss.ebbUp.beforeMiB"] = harness.MiB(base)
+	res.Figures["recoverySeconds"] = recovery
 	g, _ := leftoverGoal(env, m)
 	res.Goals = append(res.Goals, g)
 	return res, nil
@@ -209,7 +212,7 @@ func (Shapes) Run(ctx context.Context, env *harness.Env) (harness.Result, error)
 		{"shape [1,2147483647], 1 value", `{"inputs":[{"name":"input","datatype":"FP32","shape":[1,2147483647],"data":[0.0]}]}`},
 		{"shape [46341,46341], 2 values", `{"inputs":[{"name":"input","datatype":"FP32","shape":[46341,46341],"data":[0.0,1.0]}]}`},
 	}
-	res := harness.Result{Summary: fmt.Sprintf("One echo replica under a steady load; each of %d hostile request bodies (under 100 bytes, declaring billions of elements) is sent %d times, 4 at a time, through the gateway. Each should get a 4xx; the replica's peak RSS must stay below its peak before plus 64 MiB (the per-request body limit; memory to decode is bounded by the bytes received).", len(bodies), n)}
+	res := harness.Result{Summary: fmt.Sprintf("One echo replica under a steady load; each of %d hostile request bodies (under 100 bytes, declaring billions of elements) is sent %d times, 4 at a time, through the gateway. Each should get a 4xx; the replica's peak RSS must stay below its peak before plus 64 MiB (the per-request body limit; memory to decode is bounded by the bytes received). Recovery is the time from the last hostile answer until a new client's infer request answers 200.", len(bodies), n)}
 	b, m, err := hostileSetup(ctx, env, "faults-shapes")
 	defer m.Stop()
 	if err != nil {
@@ -268,6 +271,7 @@ func (Shapes) Run(ctx context.Context, env *harness.Env) (harness.Result, error)
 		}
 		t.Rows = append(t.Rows, []string{bd.name, strings.Join(parts, ", "), example})
 	}
+	recovered, recovery := recoveryGoal(ctx, inferURL(b, "d"), time.Now())
 	time.Sleep(time.Second)
 	l.Stop()
 	m.Sample()
@@ -278,9 +282,11 @@ func (Shapes) Run(ctx context.Context, env *harness.Env) (harness.Result, error)
 		goal("hostile shapes refused", "every answer 4xx", 0, "", all4xx, "see the table of answers"),
 		rssGoal("replica peak RSS", peak, base+bodyCap, fmt.Sprintf("%.0f MiB before + 64 MiB", harness.MiB(base))),
 		loadGoal(all, "from the steady load"),
+		recovered,
 	)
 	rssFigures(&res, m)
 	res.Figures["rss.replica.beforeMiB"] = harness.MiB(base)
+	res.Figures["recoverySeconds"] = recovery
 	g, _ := leftoverGoal(env, m)
 	res.Goals = append(res.Goals, g)
 	return res, nil
@@ -297,7 +303,7 @@ const replicaCap = 6
 func (ReplicaAbuse) Run(ctx context.Context, env *harness.Env) (harness.Result, error) {
 	nDeps := 4
 	perDep := 3
-	res := harness.Result{Summary: fmt.Sprintf("`ebb up --max-replicas-total %d`. Specs with `maxReplicas: 1000000000` and `minReplicas: 1000000` are sent to the admin API and should be refused with a 4xx. Then %d echo deployments with minReplicas %d each (%d replicas wanted) are created; the number of replica processes under ebb up is sampled every 100 ms for 10 s and must never exceed the cap.", replicaCap, nDeps, perDep, nDeps*perDep)}
+	res := harness.Result{Summary: fmt.Sprintf("`ebb up --max-replicas-total %d`. Specs with `maxReplicas: 1000000000` and `minReplicas: 1000000` are sent to the admin API and should be refused with a 4xx. Then %d echo deployments with minReplicas %d each (%d replicas wanted) are created; the number of replica processes under ebb up is sampled every 100 ms for 10 s and must never exceed the cap. Then half of them are deleted; recovery is the time from then until the rest have all their replicas and answer.", replicaCap, nDeps, perDep, nDeps*perDep)}
 	m := NewMonitor()
 	defer m.Stop()
 	b, err := env.StartEbbWith(ctx, harness.EbbOptions{Name: "faults-replicas", Flags: []string{fmt.Sprintf("--max-replicas-total=%d", replicaCap)}})
@@ -343,8 +349,17 @@ func (ReplicaAbuse) Run(ctx context.Context, env *harness.Env) (harness.Result, 
 			reasons = append(reasons, fmt.Sprintf("many%d: %s", i, d.Status.Reason))
 		}
 	}
+	// The fault ends when half the deployments go: the rest then get
+	// every replica they asked for, as the cap now allows.
+	for i := nDeps / 2; i < nDeps; i++ {
+		if err := b.Delete(ctx, fmt.Sprintf("many%d", i)); err != nil {
+			return res, err
+		}
+	}
+	recovered := replicasRecovered(ctx, b, nDeps/2, perDep, time.Now())
 	res.Tables = append(res.Tables, t)
 	res.Goals = append(res.Goals,
+		recovered,
 		goal("absurd replica counts refused", "4xx at create", 0, "", refused, "see the table of abusive specs"),
 		goal("replica processes bounded", fmt.Sprintf("≤ %d (--max-replicas-total)", replicaCap), float64(most), "processes", most <= replicaCap && most > 0,
 			fmt.Sprintf("at most %d processes under ebb up; %d replicas ready at the end", most, ready)),
@@ -354,7 +369,33 @@ func (ReplicaAbuse) Run(ctx context.Context, env *harness.Env) (harness.Result, 
 	}
 	rssFigures(&res, m)
 	res.Figures["processes.most"] = float64(most)
+	res.Figures["recoverySeconds"] = recovered.Ebb
 	g, _ := leftoverGoal(env, m)
 	res.Goals = append(res.Goals, g)
 	return res, nil
+}
+
+// replicasRecovered waits, from end, until deployments many0 … many(n-1)
+// have perDep ready replicas each and many0 answers; recovery is the time
+// from end until then.
+func replicasRecovered(ctx context.Context, b *harness.Ebb, n, perDep int, end time.Time) harness.Goal {
+	target := fmt.Sprintf("deployments held back by the cap get all %d replicas each, and answer, within %s of the others' deletion", perDep, recoveryWithin)
+	for time.Since(end) < recoveryWithin && ctx.Err() == nil {
+		ready := 0
+		for i := range n {
+			if d, err := b.Get(ctx, fmt.Sprintf("many%d", i)); err == nil && int(d.Status.ReadyReplicas) >= perDep {
+				ready++
+			}
+		}
+		if ready == n {
+			g, s := recoveryGoal(ctx, inferURL(b, "many0"), end)
+			g.Name, g.Target = "held-back replicas started", target
+			if s >= 0 {
+				g.Detail = fmt.Sprintf("%d deployments with %d ready replicas each and many0 answered %.3f s after the deletion", n, perDep, s)
+			}
+			return g
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return goal("held-back replicas started", target, -1, "s", false, fmt.Sprintf("not every one of %d deployments had %d ready replicas within %s", n, perDep, recoveryWithin))
 }

@@ -199,3 +199,36 @@ func (b bearer) CloseIdleConnections() {
 		c.CloseIdleConnections()
 	}
 }
+
+// recoveryWithin bounds recoveryGoal's wait.
+const recoveryWithin = 10 * time.Second
+
+// recoveryGoal measures the time to recover from a fault that ended at end:
+// from then, a new client sends the case's inference request to url, each
+// on a new connection, every 20 ms, until one answers 200; recovery is the
+// time from end to that answer. It returns the goal and the seconds (-1
+// when no answer came within recoveryWithin).
+func recoveryGoal(ctx context.Context, url string, end time.Time) (harness.Goal, float64) {
+	c := &http.Client{Timeout: recoveryWithin, Transport: &http.Transport{DisableKeepAlives: true}}
+	defer c.CloseIdleConnections()
+	var last string
+	for time.Since(end) < recoveryWithin && ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(string(inferBody)))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				s := time.Since(end).Seconds()
+				return goal("served after the fault", fmt.Sprintf("a new client's request answered 200 within %s of the fault's end", recoveryWithin), s, "s", true,
+					fmt.Sprintf("the first 200 came %.3f s after the fault ended", s)), s
+			}
+			last = "HTTP " + strconv.Itoa(resp.StatusCode)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return goal("served after the fault", fmt.Sprintf("a new client's request answered 200 within %s of the fault's end", recoveryWithin), -1, "s", false,
+		"no 200 within "+recoveryWithin.String()+"; last answer: "+last), -1
+}

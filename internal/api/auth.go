@@ -64,11 +64,11 @@ func RunsCode(s serving.Spec, engine string) bool {
 
 // codeChanged reports whether next changes what code runs compared to cur
 // (zero for a new deployment), so that scaling a code-running deployment
-// needs deploy alone but changing its code needs exec.
+// needs deploy alone but changing its code needs exec: another model,
+// engine, split, shadow, python class or interpreter (modelsChanged), or
+// another command.
 func codeChanged(cur, next serving.Spec) bool {
-	return cur.Engine != next.Engine || cur.Model != next.Model ||
-		!slices.Equal(cur.Command, next.Command) || !equalPython(cur.Python, next.Python) ||
-		!slices.Equal(trafficModels(cur), trafficModels(next)) || shadowModel(cur) != shadowModel(next)
+	return modelsChanged(cur, next) || !slices.Equal(cur.Command, next.Command)
 }
 
 // shadowModel is the model s mirrors requests to, if any: a new one runs
@@ -91,15 +91,6 @@ func trafficModels(s serving.Spec) []string {
 	return out
 }
 
-// equalPython compares what code a python spec runs: its class and
-// interpreter. The worker count is capacity, not code.
-func equalPython(a, b *serving.Python) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return a.Class == b.Class && a.Interpreter == b.Interpreter
-}
-
 // checkExec refuses, with 403 auth/forbidden, a write whose spec runs code
 // (RunsCode with engine) unless the request's principal may auth.Exec. A
 // request that passed no auth stage (auth off, tests) is allowed.
@@ -107,11 +98,7 @@ func checkExec(ctx context.Context, s serving.Spec, engine string) error {
 	if !RunsCode(s, engine) {
 		return nil
 	}
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		return nil
-	}
-	return auth.Check(p, auth.Exec, "")
+	return needExec(ctx, "")
 }
 
 // checkSpecExec is checkExec for a write that turns cur into next; cur is
@@ -135,15 +122,16 @@ func checkSpecExec(ctx context.Context, cur, next serving.Spec) error {
 	return checkExec(ctx, next, next.Engine)
 }
 
-// needExec refuses, as checkExec does, a request whose principal may not
-// auth.Exec; why, which leads the message, says what needed it.
+// needExec refuses, with 403 auth/forbidden, a request whose principal may
+// not auth.Exec; why, when given, leads the message and says what needed
+// it. A request that passed no auth stage (auth off, tests) is allowed.
 func needExec(ctx context.Context, why string) error {
 	p, ok := auth.FromContext(ctx)
 	if !ok {
 		return nil
 	}
 	err := auth.Check(p, auth.Exec, "")
-	if e, ok := errors.AsType[*auth.Error](err); ok {
+	if e, ok := errors.AsType[*auth.Error](err); ok && why != "" {
 		e.Message = why + ": " + e.Message
 	}
 	return err

@@ -85,17 +85,24 @@ func (s *Shadows) Report(gateway string, shadows map[string]ShadowReport) error 
 }
 
 // expireLocked forgets the tallies of gateways silent for
-// traffic.DefaultSpan.
+// traffic.DefaultSpan, of every deployment (a gateway's report).
 func (s *Shadows) expireLocked(now time.Time) {
-	for name, gws := range s.deps {
-		for gw, g := range gws {
-			if now.Sub(g.seen) > traffic.DefaultSpan {
-				delete(gws, gw)
-			}
+	for name := range s.deps {
+		s.expireDepLocked(name, now)
+	}
+}
+
+// expireDepLocked is expireLocked for one deployment: a status pass asks
+// for each deployment's summary, and must not walk every other one.
+func (s *Shadows) expireDepLocked(name string, now time.Time) {
+	gws := s.deps[name]
+	for gw, g := range gws {
+		if now.Sub(g.seen) > traffic.DefaultSpan {
+			delete(gws, gw)
 		}
-		if len(gws) == 0 {
-			delete(s.deps, name)
-		}
+	}
+	if len(gws) == 0 {
+		delete(s.deps, name)
 	}
 }
 
@@ -109,7 +116,7 @@ func (s *Shadows) Summary(deployment string, current *serving.Shadow) (sum traff
 		return traffic.Summary{}, false
 	}
 	s.mu.Lock()
-	s.expireLocked(s.now())
+	s.expireDepLocked(deployment, s.now())
 	gws := make([]string, 0, len(s.deps[deployment]))
 	for gw, g := range s.deps[deployment] {
 		if g.ID == id {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -303,7 +304,7 @@ const replicaCap = 6
 func (ReplicaAbuse) Run(ctx context.Context, env *harness.Env) (harness.Result, error) {
 	nDeps := 4
 	perDep := 3
-	res := harness.Result{Summary: fmt.Sprintf("`ebb up --max-replicas-total %d`. Specs with `maxReplicas: 1000000000` and `minReplicas: 1000000` are sent to the admin API and should be refused with a 4xx. Then %d echo deployments with minReplicas %d each (%d replicas wanted) are created; the number of replica processes under ebb up is sampled every 100 ms for 10 s and must never exceed the cap. Then half of them are deleted; recovery is the time from then until the rest have all their replicas and answer.", replicaCap, nDeps, perDep, nDeps*perDep)}
+	res := harness.Result{Summary: fmt.Sprintf("`ebb up --max-replicas-total %d`. Specs with `maxReplicas: 1000000000` and `minReplicas: 1000000` are sent to the admin API and should be refused with a 4xx. Then %d echo deployments with minReplicas %d each (%d replicas wanted) are created; the number of replica processes under ebb up is sampled every 100 ms for 10 s and must never exceed the cap. Then the deployments with the most replicas are deleted until the rest fit under the cap; recovery is the time from then until those the cap held back have all their replicas and answer.", replicaCap, nDeps, perDep, nDeps*perDep)}
 	m := NewMonitor()
 	defer m.Stop()
 	b, err := env.StartEbbWith(ctx, harness.EbbOptions{Name: "faults-replicas", Flags: []string{fmt.Sprintf("--max-replicas-total=%d", replicaCap)}})
@@ -349,14 +350,36 @@ func (ReplicaAbuse) Run(ctx context.Context, env *harness.Env) (harness.Result, 
 			reasons = append(reasons, fmt.Sprintf("many%d: %s", i, d.Status.Reason))
 		}
 	}
-	// The fault ends when half the deployments go: the rest then get
-	// every replica they asked for, as the cap now allows.
-	for i := nDeps / 2; i < nDeps; i++ {
-		if err := b.Delete(ctx, fmt.Sprintf("many%d", i)); err != nil {
+	// The fault ends when the deployments with the most replicas go, until
+	// the rest fit under the cap: those the cap held back then get every
+	// replica they asked for.
+	type dep struct {
+		name  string
+		ready int
+	}
+	deps := make([]dep, 0, nDeps)
+	for i := range nDeps {
+		name := fmt.Sprintf("many%d", i)
+		d, err := b.Get(ctx, name)
+		if err != nil {
 			return res, err
 		}
+		deps = append(deps, dep{name, int(d.Status.ReadyReplicas)})
 	}
-	recovered := replicasRecovered(ctx, b, nDeps/2, perDep, time.Now())
+	slices.SortStableFunc(deps, func(a, b dep) int { return b.ready - a.ready })
+	for len(deps)*perDep > replicaCap {
+		if err := b.Delete(ctx, deps[0].name); err != nil {
+			return res, err
+		}
+		deps = deps[1:]
+	}
+	var short []string
+	for _, d := range deps {
+		if d.ready < perDep {
+			short = append(short, d.name)
+		}
+	}
+	recovered := replicasRecovered(ctx, b, short, perDep, time.Now())
 	res.Tables = append(res.Tables, t)
 	res.Goals = append(res.Goals,
 		recovered,
@@ -375,27 +398,30 @@ func (ReplicaAbuse) Run(ctx context.Context, env *harness.Env) (harness.Result, 
 	return res, nil
 }
 
-// replicasRecovered waits, from end, until deployments many0 … many(n-1)
-// have perDep ready replicas each and many0 answers; recovery is the time
-// from end until then.
-func replicasRecovered(ctx context.Context, b *harness.Ebb, n, perDep int, end time.Time) harness.Goal {
+// replicasRecovered waits, from end, until the deployments names (held
+// back by the cap) have perDep ready replicas each and the first answers;
+// recovery is the time from end until then.
+func replicasRecovered(ctx context.Context, b *harness.Ebb, names []string, perDep int, end time.Time) harness.Goal {
 	target := fmt.Sprintf("deployments held back by the cap get all %d replicas each, and answer, within %s of the others' deletion", perDep, recoveryWithin)
+	if len(names) == 0 {
+		return goal("held-back replicas started", target, -1, "s", false, "no deployment was held back by the cap: the case did not test it")
+	}
 	for time.Since(end) < recoveryWithin && ctx.Err() == nil {
 		ready := 0
-		for i := range n {
-			if d, err := b.Get(ctx, fmt.Sprintf("many%d", i)); err == nil && int(d.Status.ReadyReplicas) >= perDep {
+		for _, name := range names {
+			if d, err := b.Get(ctx, name); err == nil && int(d.Status.ReadyReplicas) >= perDep {
 				ready++
 			}
 		}
-		if ready == n {
-			g, s := recoveryGoal(ctx, inferURL(b, "many0"), end)
+		if ready == len(names) {
+			g, s := recoveryGoal(ctx, inferURL(b, names[0]), end)
 			g.Name, g.Target = "held-back replicas started", target
 			if s >= 0 {
-				g.Detail = fmt.Sprintf("%d deployments with %d ready replicas each and many0 answered %.3f s after the deletion", n, perDep, s)
+				g.Detail = fmt.Sprintf("%s, held back, had %d ready replicas each and %s answered %.3f s after the others' deletion", strings.Join(names, ", "), perDep, names[0], s)
 			}
 			return g
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return goal("held-back replicas started", target, -1, "s", false, fmt.Sprintf("not every one of %d deployments had %d ready replicas within %s", n, perDep, recoveryWithin))
+	return goal("held-back replicas started", target, -1, "s", false, fmt.Sprintf("not every one of %s had %d ready replicas within %s", strings.Join(names, ", "), perDep, recoveryWithin))
 }

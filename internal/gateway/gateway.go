@@ -183,29 +183,33 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
 	start := g.arrival(ctx)
 	rt := g.routes.Lookup(b2s(name))
 	if rt == nil {
-		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
+		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
 		writeError(ctx, http.StatusNotFound, notFound(string(name)))
 		return
 	}
 	if rt.Protocol != "" {
-		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
+		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
 		writeError(ctx, http.StatusNotFound, notOIP(rt.Deployment))
 		return
 	}
-	v := b2s(version)
+	// The deployment's metrics: a string of its own (name is the
+	// request's bytes), which a split's tracks count under, by version.
+	s := g.opts.Metrics.start(rt.Deployment)
+	v, tag := b2s(version), ""
 	if rt.Split != nil {
-		if rt, v = g.track(ctx, rt, version); rt == nil {
-			g.opts.Metrics.observe(string(name), http.StatusNotFound, 0, false)
+		tr, tv, t := g.track(ctx, rt, version)
+		if tr == nil {
+			s.end(http.StatusNotFound, "", g.opts.Clock.Since(start))
 			return
 		}
+		rt, v, tag = tr, tv, t.Tag
 	}
-	dep := rt.Deployment // a string of its own: name is the request's bytes
-	s := g.opts.Metrics.start(dep)
+	dep := rt.Deployment // the track's, for a split
 	x := g.acquire(ctx)
 	defer x.release()
 	held, code := g.readBody(ctx, x)
 	if code != 0 {
-		s.end(code, g.opts.Clock.Since(start))
+		s.end(code, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
 		return
 	}
 	defer g.budget.release(held)
@@ -228,7 +232,7 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
 	if x.meter != nil {
 		x.observe(end, code)
 	}
-	s.end(code, end.Sub(start))
+	s.end(code, versionLabel(rt, x.last(), tag), end.Sub(start))
 }
 
 // observe counts x's request, which ended at end with status code, in the

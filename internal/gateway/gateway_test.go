@@ -131,7 +131,7 @@ func TestForwardWarm(t *testing.T) {
 	if n := f.rec.InFlight(); n != 0 {
 		t.Errorf("recorder in flight after the request = %d; want 0", n)
 	}
-	if got := testutil.ToFloat64(f.metrics.requests.WithLabelValues("m", "200")); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.requests.WithLabelValues("m", "200", "")); got != 1 {
 		t.Errorf("ebb_gateway_requests_total{m,200} = %v; want 1", got)
 	}
 }

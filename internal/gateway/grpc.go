@@ -41,10 +41,8 @@ import (
 // The response header ebb-replica names the replica that answered. A
 // request's x-request-id metadata is passed on to the replica.
 //
-// gRPC requests are not mirrored to a deployment's shadow yet (shadow.go
-// mirrors REST infer requests only): a deployment with a shadow serves its
-// gRPC ModelInfer calls from the primary alone, and its shadow's tally
-// counts none of them.
+// ModelInfer calls that a deployment's primary serves are mirrored to its
+// shadow as REST requests are (grpc_shadow.go, shadow.go).
 type GRPC struct {
 	oipgrpc.UnimplementedGRPCInferenceServiceServer
 
@@ -56,6 +54,9 @@ type GRPC struct {
 	conns    *grpcConns
 	meta     metaCache
 	budget   *BodyBudget // request bytes held, against MaxBufferedBytes
+	// shadows runs the mirrors of ModelInfer calls: a Gateway of the
+	// same routes, holder and options, whose REST side is never used.
+	shadows *Gateway
 }
 
 // NewGRPC returns the gRPC data plane. It uses opts as New does, except
@@ -63,12 +64,13 @@ type GRPC struct {
 func NewGRPC(routes Routes, holder Holder, opts Options) *GRPC {
 	g := New(routes, holder, opts) // applies the defaults
 	return &GRPC{
-		routes: routes,
-		holder: holder,
-		peek:   g.peek,
-		opts:   g.opts,
-		conns:  newGRPCConns(routes, int(g.opts.MaxBodyBytes), g.opts.ReplicaTLS),
-		budget: g.budget,
+		routes:  routes,
+		holder:  holder,
+		peek:    g.peek,
+		opts:    g.opts,
+		conns:   newGRPCConns(routes, int(g.opts.MaxBodyBytes), g.opts.ReplicaTLS),
+		budget:  g.budget,
+		shadows: g,
 	}
 }
 
@@ -95,7 +97,11 @@ func (g *GRPC) NewServer(opts ...grpc.ServerOption) *grpc.Server {
 // drain, and an error when ln fails or the drain times out. It closes ln.
 func (g *GRPC) Serve(ctx context.Context, ln net.Listener, drainTimeout time.Duration) error {
 	defer g.Close()
-	opts := g.opts.Limits.GRPCOptions()
+	limits := g.opts.Limits
+	if m := g.opts.Metrics; m != nil && limits.OnMessageTimeout == nil {
+		limits.OnMessageTimeout = func() { m.limit(limitGRPCMessageTimeout) }
+	}
+	opts := limits.GRPCOptions()
 	if g.opts.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(g.opts.TLS)))
 	}
@@ -129,9 +135,13 @@ func (g *GRPC) Serve(ctx context.Context, ln net.Listener, drainTimeout time.Dur
 	return err
 }
 
-// Close closes g's connections to replicas (those in use once their calls
-// end). Calls forwarded after Close fail with Unavailable.
-func (g *GRPC) Close() { g.conns.close() }
+// Close ends g's shadow mirrors in flight and closes its connections to
+// replicas (those in use once their calls end). Calls forwarded after
+// Close fail with Unavailable.
+func (g *GRPC) Close() {
+	g.shadows.Close()
+	g.conns.close()
+}
 
 // ServerLive reports the gateway live.
 func (g *GRPC) ServerLive(context.Context, *oipgrpc.ServerLiveRequest) (*oipgrpc.ServerLiveResponse, error) {
@@ -170,27 +180,28 @@ func (g *GRPC) ModelReady(_ context.Context, req *oipgrpc.ModelReadyRequest) (*o
 func (g *GRPC) ModelMetadata(ctx context.Context, req *oipgrpc.ModelMetadataRequest) (*oipgrpc.ModelMetadataResponse, error) {
 	name, version := req.GetName(), req.GetVersion()
 	start := g.opts.Clock.Now()
-	if g.routes.Lookup(name) == nil {
-		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
+	rt := g.routes.Lookup(name)
+	if rt == nil {
+		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
 		return nil, status.Error(codes.NotFound, notFound(name))
 	}
-	g.opts.Metrics.begin(name)
+	g.opts.Metrics.begin(rt.Deployment)
 	var resp *oipgrpc.ModelMetadataResponse
 	var served *routing.Route
-	var by *balance.Endpoint
+	var try attempt
 	err := g.forwardTo(ctx, name, version, g.peek, func(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, c oipgrpc.GRPCInferenceServiceClient) error {
 		var err error
 		resp, err = c.ModelMetadata(ctx, req)
-		served, by = rt, ep
+		served = rt
 		return err
-	}, nil)
+	}, &try)
 	switch {
 	case errors.Is(err, errCold):
 		resp, err = g.metadataAtZero(ctx, name, version)
 	case err == nil:
-		g.meta.put(served, by, metadataOf(resp))
+		g.meta.put(served, try.ep, metadataOf(resp))
 	}
-	g.opts.Metrics.observe(name, httpStatus(status.Code(err)), g.opts.Clock.Since(start), true)
+	g.opts.Metrics.observe(rt.Deployment, versionLabel(rt, try.ep, ""), httpStatus(status.Code(err)), g.opts.Clock.Since(start), true)
 	return resp, err
 }
 
@@ -235,30 +246,46 @@ func (g *GRPC) ModelInfer(ctx context.Context, req *oipgrpc.ModelInferRequest) (
 	}
 	defer g.budget.release(n)
 	var resp *oipgrpc.ModelInferResponse
-	err := g.forward(ctx, req.GetModelName(), req.GetModelVersion(), func(ctx context.Context, _ *routing.Route, _ *balance.Endpoint, c oipgrpc.GRPCInferenceServiceClient) error {
+	s, err := g.forward(ctx, req.GetModelName(), req.GetModelVersion(), true, func(ctx context.Context, _ *routing.Route, _ *balance.Endpoint, c oipgrpc.GRPCInferenceServiceClient) error {
 		var err error
 		resp, err = c.ModelInfer(ctx, req)
 		return err
 	})
+	if err == nil && s.mirror {
+		g.startMirror(req, n, resp, s) // grpc_shadow.go
+	}
 	return resp, err
 }
 
 // call is one RPC on a replica, ep of route rt.
 type call func(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, c oipgrpc.GRPCInferenceServiceClient) error
 
+// served is what forward tells of a call it ran.
+type served struct {
+	rt  *routing.Route // the route that served it: the deployment's, or its track's
+	try attempt
+	// mirror says that the call was drawn for mirroring to rt's shadow
+	// (rt is then the primary route); latency is then, as for a track of
+	// a split, the time from the first pick to the answer.
+	mirror  bool
+	latency time.Duration
+}
+
 // forward runs call on a replica of deployment name, recording the request
-// in the route's stats and the gateway metrics.
-func (g *GRPC) forward(ctx context.Context, name, version string, call call) error {
+// in the route's stats and the gateway metrics; mirrorable says that the
+// call may be drawn for mirroring to the deployment's shadow.
+func (g *GRPC) forward(ctx context.Context, name, version string, mirrorable bool, call call) (served, error) {
 	start := g.opts.Clock.Now()
 	rt := g.routes.Lookup(name)
 	if rt == nil {
-		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
-		return status.Error(codes.NotFound, notFound(name))
+		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
+		return served{}, status.Error(codes.NotFound, notFound(name))
 	}
 	if rt.Protocol != "" {
-		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
-		return status.Error(codes.NotFound, notOIP(name))
+		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
+		return served{}, status.Error(codes.NotFound, notOIP(name))
 	}
+	dep, tag := rt.Deployment, "" // a split's tracks count under their deployment, by version
 	if rt.Split != nil {
 		var pin, key string
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
@@ -266,42 +293,49 @@ func (g *GRPC) forward(ctx context.Context, name, version string, call call) err
 		}
 		tr, v, t := chooseTrack(g.routes, rt, version, pin, []byte(key))
 		if tr == nil {
-			g.opts.Metrics.observe(name, http.StatusNotFound, 0, false)
-			return status.Error(codes.NotFound, noTrack(g.routes, rt, v))
+			g.opts.Metrics.observe(dep, "", http.StatusNotFound, 0, false)
+			return served{}, status.Error(codes.NotFound, noTrack(g.routes, rt, v))
 		}
 		_ = grpc.SetHeader(ctx, metadata.Pairs("ebb-version", t.Tag))
-		rt, name, version = tr, tr.Deployment, v
+		rt, name, version, tag = tr, tr.Deployment, v, t.Tag
 	}
 	if rt.Stats != nil {
 		rt.Stats.Begin(start)
 		defer func() { rt.Stats.End(g.opts.Clock.Now()) }()
 	}
-	g.opts.Metrics.begin(name)
-	if rt.Meter == nil {
-		err := g.forwardTo(ctx, name, version, g.holder, call, nil)
-		g.opts.Metrics.observe(name, httpStatus(status.Code(err)), g.opts.Clock.Since(start), true)
-		return err
-	}
-	// A track of a split: metered as the REST gateway meters it (see
-	// exchange.observe), from when a replica was first picked.
-	var picked time.Time
-	err := g.forwardTo(ctx, name, version, g.holder, call, &picked)
+	g.opts.Metrics.begin(dep)
+	s := served{rt: rt}
+	// Only requests the primary route serves are mirrored: a track's
+	// route has no Shadow.
+	s.mirror = mirrorable && rt.Shadow != nil && g.shadows.drawMirror(rt, rt.Shadow)
+	// A track of a split is metered as the REST gateway meters it (see
+	// exchange.observe), from when a replica was first picked; a mirror
+	// compares the primary's latency so measured with the shadow's.
+	s.try.timed = rt.Meter != nil || s.mirror
+	err := g.forwardTo(ctx, name, version, g.holder, call, &s.try)
 	end := g.opts.Clock.Now()
-	var latency time.Duration
-	if !picked.IsZero() {
-		latency = end.Sub(picked)
+	if !s.try.picked.IsZero() {
+		s.latency = end.Sub(s.try.picked)
 	}
 	code := httpStatus(status.Code(err))
-	rt.Meter.Observe(end, latency, code >= http.StatusInternalServerError && ctx.Err() == nil)
-	g.opts.Metrics.observe(name, code, end.Sub(start), true)
-	return err
+	if rt.Meter != nil {
+		rt.Meter.Observe(end, s.latency, code >= http.StatusInternalServerError && ctx.Err() == nil)
+	}
+	g.opts.Metrics.observe(dep, versionLabel(rt, s.try.ep, tag), code, end.Sub(start), true)
+	return s, err
+}
+
+// attempt is what forwardTo tells of the replicas it tried.
+type attempt struct {
+	timed  bool              // set picked
+	picked time.Time         // when the first replica was picked
+	ep     *balance.Endpoint // the last one tried: the one that answered, if one did
 }
 
 // forwardTo runs call on a replica of deployment name that serves version
 // (any when ""), waiting for one through holder; with g.peek it returns
-// errCold instead of waiting. picked, when not nil, is set to when the
-// first replica was picked.
-func (g *GRPC) forwardTo(ctx context.Context, name, version string, holder Holder, call call, picked *time.Time) error {
+// errCold instead of waiting. It tells a of the replicas it tried.
+func (g *GRPC) forwardTo(ctx context.Context, name, version string, holder Holder, call call, a *attempt) error {
 	if version != "" {
 		if rt := g.routes.Lookup(name); rt != nil && rt.Version != version && !rt.Serves(version) {
 			return status.Error(codes.NotFound, versionNotFound(rt, version))
@@ -357,10 +391,11 @@ func (g *GRPC) forwardTo(ctx context.Context, name, version string, holder Holde
 			}
 			continue
 		}
-		if picked != nil && len(tried) == 0 {
-			*picked = g.opts.Clock.Now()
+		if a.timed && len(tried) == 0 {
+			a.picked = g.opts.Clock.Now()
 		}
 		tried = append(tried, ep)
+		a.ep = ep
 		err = g.send(out, rt, ep, call)
 		if err == nil {
 			_ = grpc.SetHeader(ctx, metadata.Pairs("ebb-replica", ep.ID))

@@ -165,7 +165,7 @@ func TestGRPCForwardWarm(t *testing.T) {
 	if got := f.rec.Sample(time.Now()).Requests; got != 1 {
 		t.Errorf("recorder counted %d requests; want 1 (infer: metadata is not demand, so polling it keeps nothing warm)", got)
 	}
-	if got := testutil.ToFloat64(f.metrics.requests.WithLabelValues("m", "200")); got != 2 {
+	if got := testutil.ToFloat64(f.metrics.requests.WithLabelValues("m", "200", "")); got != 2 {
 		t.Errorf("ebb_gateway_requests_total{m,200} = %v; want 2", got)
 	}
 	live, err := f.client.ServerLive(context.Background(), &oipgrpc.ServerLiveRequest{})
@@ -276,7 +276,7 @@ func TestGRPCForwardReplicaError(t *testing.T) {
 	if got := testutil.ToFloat64(f.metrics.retries.WithLabelValues("m")); got != 0 {
 		t.Errorf("%v retries; want none for a request the replica rejected", got)
 	}
-	if got := testutil.ToFloat64(f.metrics.requests.WithLabelValues("m", "400")); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.requests.WithLabelValues("m", "400", "")); got != 1 {
 		t.Errorf("ebb_gateway_requests_total{m,400} = %v; want 1", got)
 	}
 }

@@ -36,15 +36,17 @@ const (
 	// ResourceExhausted: a gRPC request message over MaxBodyBytes, refused
 	// by gRPC's transport before the gateway sees it.
 	limitGRPCMessageSize = "grpc_message_size"
+	// A gRPC call cancelled: its request message not in within BodyTimeout.
+	limitGRPCMessageTimeout = "grpc_message_timeout"
 )
 
 // newLimited returns ebb_gateway_limited_total.
 func newLimited(reg prometheus.Registerer) *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ebb_gateway_limited_total",
-		Help: "Requests refused, or connections delayed, by a hard limit: body_bytes (413), buffered_bytes (503), body_timeout (408), conns (a connection waited to be accepted), grpc_message_size (a gRPC request message over --max-body-bytes: ResourceExhausted).",
+		Help: "Requests refused, or connections delayed, by a hard limit: body_bytes (413), buffered_bytes (503), body_timeout (408), conns (a connection waited to be accepted), grpc_message_size (a gRPC request message over --max-body-bytes: ResourceExhausted), grpc_message_timeout (a gRPC call cancelled: its request message not in within --body-timeout).",
 	}, []string{"limit"})
-	for _, l := range []string{limitBodyBytes, limitBufferedBytes, limitBodyTimeout, limitConns, limitGRPCMessageSize} {
+	for _, l := range []string{limitBodyBytes, limitBufferedBytes, limitBodyTimeout, limitConns, limitGRPCMessageSize, limitGRPCMessageTimeout} {
 		c.WithLabelValues(l) // export zeros
 	}
 	reg.MustRegister(c)

@@ -70,7 +70,7 @@ func (g *Gateway) metadata(ctx *fasthttp.RequestCtx, name, version []byte) {
 	start := g.opts.Clock.Now()
 	rt := g.routes.Lookup(b2s(name))
 	if rt == nil {
-		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
+		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
 		writeError(ctx, http.StatusNotFound, notFound(string(name)))
 		return
 	}
@@ -81,7 +81,7 @@ func (g *Gateway) metadata(ctx *fasthttp.RequestCtx, name, version []byte) {
 	x := g.acquire(ctx)
 	defer x.release()
 	code := g.forwardTo(ctx, x, rt, dep, b2s(version), modeMeta, ctx.Path())
-	s.end(code, g.opts.Clock.Since(start))
+	s.end(code, versionLabel(rt, x.last(), ""), g.opts.Clock.Since(start))
 }
 
 // metadataAtZero answers a metadata request for a deployment that has no

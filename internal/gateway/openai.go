@@ -108,7 +108,7 @@ func (r *openAIRequest) end(code int) {
 		r.rt.Stats.End(g.opts.Clock.Now())
 	}
 	g.budget.release(r.held)
-	g.opts.Metrics.observe(r.name, code, g.opts.Clock.Since(r.start), true)
+	g.opts.Metrics.observe(r.name, versionLabel(r.rt, nil, ""), code, g.opts.Clock.Since(r.start), true)
 }
 
 // openAIRoute authenticates ctx's request, reads its body into x and finds
@@ -122,7 +122,7 @@ func (g *Gateway) openAIRoute(ctx *fasthttp.RequestCtx, x *exchange) (*openAIReq
 	start := g.opts.Clock.Now()
 	held, code := g.readBody(ctx, x)
 	if code != 0 {
-		g.opts.Metrics.observe("(unknown)", code, 0, false)
+		g.opts.Metrics.observe("(unknown)", "", code, 0, false)
 		return nil, code
 	}
 	name, err := bodyModel(x.body)
@@ -139,11 +139,11 @@ func (g *Gateway) openAIRoute(ctx *fasthttp.RequestCtx, x *exchange) (*openAIReq
 	switch {
 	case err != nil:
 		g.budget.release(held)
-		g.opts.Metrics.observe("(unknown)", http.StatusBadRequest, 0, false)
+		g.opts.Metrics.observe("(unknown)", "", http.StatusBadRequest, 0, false)
 		return nil, writeOpenAIError(ctx, http.StatusBadRequest, "invalid_request_error", "model", err.Error())
 	case rt == nil || rt.Protocol != serving.ProtocolOpenAI:
 		g.budget.release(held)
-		g.opts.Metrics.observe("(unknown)", http.StatusNotFound, 0, false)
+		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
 		return nil, writeOpenAIError(ctx, http.StatusNotFound, "invalid_request_error", "model", openAINotFound(name, rt))
 	}
 	g.opts.Metrics.begin(rt.Deployment)

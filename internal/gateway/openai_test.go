@@ -224,7 +224,7 @@ func TestOpenAIRoutesByModel(t *testing.T) {
 			t.Errorf("%s: recorder in flight after the requests = %d; want 0", name, n)
 		}
 	}
-	if got := testutil.ToFloat64(f.met.requests.WithLabelValues("alpha", "200")); got != 3 {
+	if got := testutil.ToFloat64(f.met.requests.WithLabelValues("alpha", "200", "")); got != 3 {
 		t.Errorf("ebb_gateway_requests_total{alpha,200} = %v; want 3", got)
 	}
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,8 +64,9 @@ import (
 //   - Close cancels the mirrors in flight and waits for them; a replica's
 //     answer that was awaited ends within its deadline (mirrorTimeout) in
 //     the HTTP client, and is thrown away.
-//
-// gRPC requests (GRPC.ModelInfer) are not mirrored yet.
+//   - gRPC ModelInfer calls are mirrored alike (grpc_shadow.go), over gRPC
+//     to the replicas' gRPC servers, with the same slots, bounds and
+//     tally: a mirror's wire (mirrorWire) is all that differs.
 
 // maxMirrorBytes bounds the request body, and the primary's answer, that
 // a mirror copies; a request with a larger one is not mirrored, and counts
@@ -112,20 +114,52 @@ func (m *mirrors) close() {
 	m.wg.Wait()
 }
 
-// mirror is one mirrored request: copies of what it needs from the
-// primary's exchange, which is released when the request returns.
+// mirror is one mirrored request, sent over its wire.
 type mirror struct {
-	sh          *routing.Shadow
-	primary     *routing.Route    // the primary route that served it
-	answered    *balance.Endpoint // the primary replica that answered
-	name        string            // the deployment, the model name replicas serve
-	path        string            // the primary request's path
+	sh       *routing.Shadow
+	primary  *routing.Route    // the primary route that served it
+	answered *balance.Endpoint // the primary replica that answered
+	name     string            // the deployment, the model name replicas serve
+	latency  time.Duration     // the primary's, from its first pick to its answer
+	wire     mirrorWire
+}
+
+// mirrorWire is how a mirror's request reaches replicas and how their
+// answers read: REST (restMirror) or gRPC (grpcMirror, grpc_shadow.go).
+type mirrorWire interface {
+	// primaryOutputs decodes the primary's answer.
+	primaryOutputs() ([]oip.Tensor, error)
+	// send sends the request to ep, a replica of rt: as the shadow's when
+	// shadow is set (asking no version: the shadow serves its own), else
+	// as the primary was asked (the noise floor). It returns when ctx
+	// ends, even while the replica has not answered.
+	send(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, shadow bool) mirrorReply
+	// samples returns the request, the primary's answer (its outputs
+	// primary) and r's, as a kept disagreement shows them.
+	samples(primary []oip.Tensor, r mirrorReply) (input, primaryOut, shadowOut []byte)
+}
+
+// mirrorReply is a replica's answer to a mirror.
+type mirrorReply struct {
+	outputs []oip.Tensor // the answer's, when it is an infer response
+	body    []byte       // the answer's bytes, on a wire that has them
+	// err says that the replica did not answer (another may be tried);
+	// failed that its answer is an error, or not an infer response. Each
+	// names the replica.
+	err, failed error
+}
+
+// restMirror is a REST mirror's wire: copies of what it needs from the
+// primary's exchange, which is released when the request returns.
+type restMirror struct {
+	g           *Gateway
+	name        string // the deployment
+	path        string // the primary request's path
 	contentType string
 	inferLen    string // the request's Inference-Header-Content-Length
 	input       []byte
 	output      []byte // the primary's answer
 	outputLen   int    // its JSON part's length
-	latency     time.Duration
 }
 
 // forwardMirrored forwards ctx's request as forwardTo does, to rt, the
@@ -167,32 +201,46 @@ func (g *Gateway) drawMirror(rt *routing.Route, sh *routing.Shadow) bool {
 // the shadow's mirrors are at MaxConcurrency or a body is too large to
 // copy: those are dropped, and counted.
 func (g *Gateway) startMirror(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.Route, latency time.Duration) {
-	sh := rt.Shadow
 	out := ctx.Response.Body()
-	if len(x.body) > maxMirrorBytes || len(out) > maxMirrorBytes || !acquireSlot(sh) {
-		sh.Tally.Drop()
+	base, ok := g.admitMirror(rt.Shadow, len(x.body) <= maxMirrorBytes && len(out) <= maxMirrorBytes)
+	if !ok {
 		return
 	}
-	if sh.Requests > 0 && sh.Tally.Judged()+int64(sh.InFlight.Load()) > sh.Requests {
-		sh.InFlight.Add(-1) // as many are judged or in flight as the shadow asks for
-		return
-	}
-	base, ok := g.mirrors.begin()
-	if !ok { // the gateway is closing
-		sh.InFlight.Add(-1)
-		return
-	}
-	m := &mirror{
-		sh: sh, primary: rt, answered: x.tried[len(x.tried)-1], name: rt.Deployment,
+	w := &restMirror{
+		g: g, name: rt.Deployment,
 		path:        string(ctx.Path()),
 		contentType: string(ctx.Request.Header.ContentType()),
 		inferLen:    string(ctx.Request.Header.Peek(oip.HeaderInferenceHeaderLength)),
 		input:       bytes.Clone(x.body),
 		output:      bytes.Clone(out),
-		latency:     latency,
 	}
-	m.outputLen = jsonLength(ctx.Response.Header.Peek(oip.HeaderInferenceHeaderLength), len(m.output))
+	w.outputLen = jsonLength(ctx.Response.Header.Peek(oip.HeaderInferenceHeaderLength), len(w.output))
+	m := &mirror{sh: rt.Shadow, primary: rt, answered: x.tried[len(x.tried)-1], name: rt.Deployment, latency: latency, wire: w}
 	go g.runMirror(base, m)
+}
+
+// admitMirror takes a mirror slot of sh for a request drawn for mirroring,
+// which fits (its messages are within maxMirrorBytes), and registers the
+// mirror about to start, returning the context it runs in; false when it
+// is not to start: dropped and counted (it does not fit, or sh's mirrors
+// are at MaxConcurrency), or not needed (as many are judged or in flight
+// as sh asks for), or the gateway is closing. The caller starts runMirror
+// after true.
+func (g *Gateway) admitMirror(sh *routing.Shadow, fits bool) (context.Context, bool) {
+	if !fits || !acquireSlot(sh) {
+		sh.Tally.Drop()
+		return nil, false
+	}
+	if sh.Requests > 0 && sh.Tally.Judged()+int64(sh.InFlight.Load()) > sh.Requests {
+		sh.InFlight.Add(-1) // as many are judged or in flight as the shadow asks for
+		return nil, false
+	}
+	base, ok := g.mirrors.begin()
+	if !ok { // the gateway is closing
+		sh.InFlight.Add(-1)
+		return nil, false
+	}
+	return base, true
 }
 
 // acquireSlot takes one of sh's MaxConcurrency mirror slots without
@@ -229,7 +277,7 @@ func (g *Gateway) runMirror(base context.Context, m *mirror) {
 	defer m.sh.InFlight.Add(-1)
 	ctx, cancel := context.WithTimeout(base, g.mirrorTimeout())
 	defer cancel()
-	primary, err := oip.ParseResponse(m.output, m.outputLen)
+	primary, err := m.wire.primaryOutputs()
 	if err != nil {
 		// Nothing to compare the shadow with; not the shadow's doing.
 		g.opts.Logger.Debug("shadow: the primary's answer is not an infer response; not mirrored", "deployment", m.name, "err", err)
@@ -237,9 +285,9 @@ func (g *Gateway) runMirror(base context.Context, m *mirror) {
 	}
 	var noise sync.WaitGroup
 	if other := g.noiseReplica(m); other != nil {
-		noise.Go(func() { g.measureNoise(ctx, m, other, primary.Outputs) })
+		noise.Go(func() { g.measureNoise(ctx, m, other, primary) })
 	}
-	g.compareShadow(ctx, base, m, primary.Outputs)
+	g.compareShadow(ctx, base, m, primary)
 	noise.Wait()
 }
 
@@ -296,9 +344,9 @@ func (g *Gateway) compareShadow(ctx, base context.Context, m *mirror, primary []
 			picked = g.opts.Clock.Now()
 		}
 		tried = append(tried, ep)
-		a := g.sendMirror(ctx, rt, ep, "/v2/models/"+m.name+"/infer", m)
-		if a.err != nil {
-			lastErr = fmt.Errorf("replica %s: %w", ep.ID, a.err)
+		r := m.wire.send(ctx, rt, ep, true)
+		if r.err != nil {
+			lastErr = r.err
 			if ctx.Err() != nil {
 				fail(fmt.Errorf("shadow %q: %w", sh.Key, lastErr))
 				return
@@ -306,20 +354,18 @@ func (g *Gateway) compareShadow(ctx, base context.Context, m *mirror, primary []
 			continue
 		}
 		latency := g.opts.Clock.Since(picked)
-		if a.status/100 != 2 {
-			fail(fmt.Errorf("shadow replica %s answered %d: %s", ep.ID, a.status, clip(string(a.body))))
+		if r.failed != nil {
+			fail(fmt.Errorf("shadow %w", r.failed))
 			return
 		}
-		shadow, err := oip.ParseResponse(a.body, a.jsonLen)
-		if err != nil {
-			fail(fmt.Errorf("shadow replica %s: %w", ep.ID, err))
-			return
-		}
-		sh.Tally.Add(traffic.Pair{
-			Result:         traffic.Compare(primary, shadow.Outputs, sh.Tolerance),
+		p := traffic.Pair{
+			Result:         traffic.Compare(primary, r.outputs, sh.Tolerance),
 			PrimaryLatency: m.latency, ShadowLatency: latency,
-			Input: m.input, PrimaryOutput: m.output, ShadowOutput: a.body,
-		})
+		}
+		if !p.Result.Agree { // a sample may keep them
+			p.Input, p.PrimaryOutput, p.ShadowOutput = m.wire.samples(primary, r)
+		}
+		sh.Tally.Add(p)
 		return
 	}
 	fail(fmt.Errorf("shadow %q: %d replicas failed to answer, last: %w", sh.Key, len(tried), lastErr))
@@ -346,19 +392,40 @@ func (g *Gateway) measureNoise(ctx context.Context, m *mirror, ep *balance.Endpo
 		rt.Stats.Begin(g.opts.Clock.Now())
 		defer func() { rt.Stats.End(g.opts.Clock.Now()) }()
 	}
-	a := g.sendMirror(ctx, rt, ep, m.path, m)
-	if a.err == nil && a.status/100 != 2 {
-		a.err = fmt.Errorf("answered %d", a.status)
-	}
-	var again oip.InferResponse
-	if a.err == nil {
-		again, a.err = oip.ParseResponse(a.body, a.jsonLen)
-	}
-	if a.err != nil {
-		g.opts.Logger.Debug("shadow: noise request failed", "deployment", m.name, "replica", ep.ID, "err", a.err)
+	r := m.wire.send(ctx, rt, ep, false)
+	if err := cmp.Or(r.err, r.failed); err != nil {
+		g.opts.Logger.Debug("shadow: noise request failed", "deployment", m.name, "err", err)
 		return
 	}
-	m.sh.Tally.Noise(traffic.Compare(primary, again.Outputs, m.sh.Tolerance))
+	m.sh.Tally.Noise(traffic.Compare(primary, r.outputs, m.sh.Tolerance))
+}
+
+func (w *restMirror) primaryOutputs() ([]oip.Tensor, error) {
+	r, err := oip.ParseResponse(w.output, w.outputLen)
+	return r.Outputs, err
+}
+
+func (w *restMirror) send(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, shadow bool) mirrorReply {
+	path := w.path
+	if shadow {
+		path = "/v2/models/" + w.name + "/infer"
+	}
+	a := w.g.sendMirror(ctx, rt, ep, path, w)
+	switch {
+	case a.err != nil:
+		return mirrorReply{err: fmt.Errorf("replica %s: %w", ep.ID, a.err)}
+	case a.status/100 != 2:
+		return mirrorReply{failed: fmt.Errorf("replica %s answered %d: %s", ep.ID, a.status, clip(string(a.body)))}
+	}
+	resp, err := oip.ParseResponse(a.body, a.jsonLen)
+	if err != nil {
+		return mirrorReply{failed: fmt.Errorf("replica %s: %w", ep.ID, err)}
+	}
+	return mirrorReply{outputs: resp.Outputs, body: a.body}
+}
+
+func (w *restMirror) samples(_ []oip.Tensor, r mirrorReply) (input, primaryOut, shadowOut []byte) {
+	return w.input, w.output, r.body
 }
 
 // mirrorAnswer is a replica's answer to a mirror.
@@ -373,7 +440,7 @@ type mirrorAnswer struct {
 // replica's upstream client, and returns its answer. It returns when ctx
 // ends even while the client still waits; the client gives up at ctx's
 // deadline.
-func (g *Gateway) sendMirror(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, path string, m *mirror) mirrorAnswer {
+func (g *Gateway) sendMirror(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, path string, m *restMirror) mirrorAnswer {
 	up, err := g.ups.get(rt, ep, false)
 	if err != nil {
 		return mirrorAnswer{err: err}

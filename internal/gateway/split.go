@@ -39,18 +39,18 @@ var (
 )
 
 // track returns the route of the track of rt's split that serves ctx's
-// request for version (the path's; may be empty), and the version to
-// forward with. It answers the request itself and returns nil when the
-// version or tag asked for is not served.
-func (g *Gateway) track(ctx *fasthttp.RequestCtx, rt *routing.Route, version []byte) (*routing.Route, string) {
+// request for version (the path's; may be empty), the version to forward
+// with, and the track. It answers the request itself and returns nil when
+// the version or tag asked for is not served.
+func (g *Gateway) track(ctx *fasthttp.RequestCtx, rt *routing.Route, version []byte) (*routing.Route, string, *routing.Track) {
 	h := &ctx.Request.Header
 	tr, v, t := chooseTrack(g.routes, rt, b2s(version), b2s(h.PeekBytes(headerVersion)), h.PeekBytes(headerRouteKey))
 	if tr == nil {
 		writeError(ctx, http.StatusNotFound, noTrack(g.routes, rt, v))
-		return nil, ""
+		return nil, "", nil
 	}
 	ctx.Response.Header.SetCanonical(headerVersion, s2b(t.Tag))
-	return tr, v
+	return tr, v, t
 }
 
 // chooseTrack picks the track of rt's split for a request of version (from

@@ -190,7 +190,7 @@ func TestScaleFromZeroBurstAndBackToZero(t *testing.T) {
 
 	metrics := get(t, p.base+"/metrics")
 	for _, name := range []string{
-		`ebb_gateway_requests_total{code="200",deployment="diabetes"}`,
+		`ebb_gateway_requests_total{code="200",deployment="diabetes",version="`,
 		`ebb_gateway_request_duration_seconds_bucket`,
 		`ebb_control_cold_start_duration_seconds_bucket{phase="model_loaded"`,
 		`ebb_control_desired_replicas{deployment="diabetes"}`,

@@ -77,7 +77,7 @@ func (g *Gateway) openAIForward(ctx *fasthttp.RequestCtx, path []byte) {
 	req, code := g.openAIRoute(ctx, x)
 	if req != nil {
 		// The replica's path: /openai dropped.
-		code = g.forwardTo(ctx, x, req.rt, req.name, "", modeOpenAI, bytes.TrimPrefix(path, []byte(openAIPrefix)))
+		code = g.forwardTo(ctx, x, req.rt, req.rt.Deployment, "", modeOpenAI, bytes.TrimPrefix(path, []byte(openAIPrefix)))
 	}
 	if ctx.IsBodyStream() {
 		return // the stream ends the request (passStream)
@@ -95,20 +95,28 @@ func (g *Gateway) openAIForward(ctx *fasthttp.RequestCtx, path []byte) {
 // deployment, ended by end.
 type openAIRequest struct {
 	g     *Gateway
-	rt    *routing.Route
-	name  string
+	x     *exchange
+	rt    *routing.Route // the route served: the track's, for a split
+	name  string         // the deployment named, which metrics count under
+	tag   string         // the track's tag, for a split
 	start time.Time
 	held  int64 // bytes of the body budget
 }
 
-// end records the request's end, with its status.
+// end records the request's end, with its status: in the deployment's
+// metrics, its demand and, for a track of a split, the track's Meter that
+// a rollout judges.
 func (r *openAIRequest) end(code int) {
 	g := r.g
+	now := g.opts.Clock.Now()
 	if r.rt.Stats != nil {
-		r.rt.Stats.End(g.opts.Clock.Now())
+		r.rt.Stats.End(now)
+	}
+	if r.x.meter != nil {
+		r.x.observe(now, code)
 	}
 	g.budget.release(r.held)
-	g.opts.Metrics.observe(r.name, versionLabel(r.rt, nil, ""), code, g.opts.Clock.Since(r.start), true)
+	g.opts.Metrics.observe(r.name, versionLabel(r.rt, r.x.last(), r.tag), code, now.Sub(r.start), true)
 }
 
 // openAIRoute authenticates ctx's request, reads its body into x and finds
@@ -146,12 +154,25 @@ func (g *Gateway) openAIRoute(ctx *fasthttp.RequestCtx, x *exchange) (*openAIReq
 		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
 		return nil, writeOpenAIError(ctx, http.StatusNotFound, "invalid_request_error", "model", openAINotFound(name, rt))
 	}
-	g.opts.Metrics.begin(rt.Deployment)
+	named, tag := rt.Deployment, ""
+	if rt.Split != nil {
+		// A split's track by the Ebb-Version pin, the Ebb-Route-Key or
+		// weight, as for OIP requests (split.go).
+		tr, _, t := g.track(ctx, rt, nil)
+		if tr == nil {
+			g.budget.release(held)
+			g.opts.Metrics.observe(named, "", http.StatusNotFound, 0, false)
+			return nil, http.StatusNotFound
+		}
+		rt, tag = tr, t.Tag
+	}
+	g.opts.Metrics.begin(named)
 	// Demand counts once the body is in, as for OIP requests.
 	if rt.Stats != nil {
 		rt.Stats.Begin(g.opts.Clock.Now())
 	}
-	r := &openAIRequest{g: g, rt: rt, name: rt.Deployment, start: start, held: held}
+	x.meter = rt.Meter
+	r := &openAIRequest{g: g, x: x, rt: rt, name: named, tag: tag, start: start, held: held}
 	x.openAI = r
 	return r, 0
 }
@@ -234,7 +255,9 @@ func (g *Gateway) openAIModels(ctx *fasthttp.RequestCtx) {
 	}{Object: "list", Data: []openAIModelInfo{}}
 	if rl, ok := g.routes.(routeLister); ok {
 		for _, rt := range rl.All() {
-			if rt.Protocol == serving.ProtocolOpenAI && (g.opts.Auth == nil || p.Can(auth.Predict, rt.Deployment).Allow) {
+			// A split's tracks (m.canary) answer as their deployment (m).
+			if rt.Protocol == serving.ProtocolOpenAI && !strings.Contains(rt.Deployment, serving.TrackSep) &&
+				(g.opts.Auth == nil || p.Can(auth.Predict, rt.Deployment).Allow) {
 				list.Data = append(list.Data, modelInfo(rt.Deployment))
 			}
 		}

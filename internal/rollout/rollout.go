@@ -314,8 +314,6 @@ func (m *Manager) check(ctx context.Context, d serving.Deployment, to string) er
 		return fmt.Errorf("%w: deployment %q already serves %s", ErrInvalid, d.Name, to)
 	case len(d.Spec.Traffic) > 0 && !slices.ContainsFunc(d.Spec.Traffic, func(t serving.TrafficTarget) bool { return t.Tag == CanaryTag }):
 		return fmt.Errorf("%w: deployment %q splits its traffic by hand (spec.traffic): remove the split first", ErrActive, d.Name)
-	case d.Spec.OpenAI():
-		return fmt.Errorf("%w: deployment %q speaks the OpenAI API, which cannot split traffic yet", ErrInvalid, d.Name)
 	}
 	if m.opts.Registry == nil {
 		return nil

@@ -139,9 +139,6 @@ func (s *Spec) validateTraffic() []*FieldError {
 	if len(s.Traffic) > MaxTrafficTargets {
 		add("spec.traffic", "has %d targets; at most %d versions can share a deployment", len(s.Traffic), MaxTrafficTargets)
 	}
-	if s.OpenAI() {
-		add("spec.traffic", "splits traffic between OIP v2 models; a deployment with protocol openai cannot split yet")
-	}
 	var sum int32
 	primary := 0
 	models, tags := map[string]bool{}, map[string]bool{}

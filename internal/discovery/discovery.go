@@ -317,6 +317,7 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 	if md.Spec.OpenAI() {
 		route.Protocol = serving.ProtocolOpenAI
 	}
+	route.Routing = md.Spec.Routing
 	keep := map[string]bool{name: true}
 	var tracksOut []routing.Track
 	for _, t := range split {
@@ -329,6 +330,7 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 		tr.Meter = r.meter(t.Key, true)
 		tr.ScaledToZero = route.ScaledToZero
 		tr.Model = t.Model
+		tr.Routing = route.Routing
 		for _, ts := range md.Status.Traffic {
 			if ts.Tag == t.Tag {
 				tr.Version = serving.OIPVersion(ts.ModelVersion)
@@ -423,6 +425,12 @@ func (r *Routes) publish(route routing.Route) {
 	if s := route.Split; s != nil {
 		for _, t := range s.Tracks {
 			key += fmt.Sprintf("\x00%s=%s/%d", t.Key, t.Tag, t.Weight)
+		}
+	}
+	if rr := route.Routing; rr != nil {
+		key += fmt.Sprintf("\x00routing=%s/%g/%d", rr.Policy, rr.LoadFactor, rr.PrefixBytes)
+		if rr.Key != nil {
+			key += "/" + rr.Key.Header + "/" + rr.Key.Input
 		}
 	}
 	for _, ep := range route.Endpoints {

@@ -393,3 +393,41 @@ func TestRoutesMeterSplits(t *testing.T) {
 		t.Errorf("split ended: Meters = %v; want none", got)
 	}
 }
+
+// TestRoutesCarryRouting: spec.routing reaches the routes of a deployment
+// and of its split's tracks, and a change of it alone republishes them.
+func TestRoutesCarryRouting(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	m := &v1alpha1.ModelDeployment{ObjectMeta: metav1.ObjectMeta{Name: "m", Namespace: "ns"}}
+	m.Spec.Model = "/models/m.json"
+	m.Spec.Traffic = []serving.TrafficTarget{{Model: "/models/m.json", Weight: 90, Tag: "v1"}, {Model: "/models/m2.json", Weight: 10, Tag: "canary"}}
+	m.Spec.Routing = &serving.Routing{Policy: serving.RoutingConsistentHash, Key: &serving.RoutingKey{Header: "X-Session"}}
+	fc := fake.NewClientBuilder().WithScheme(scheme).WithObjects(m).Build()
+	table := &routing.Table{}
+	r := NewRoutes(objectCache{Client: fc}, "ns", FromPods, table, nil)
+	ctx := t.Context()
+	if err := r.sync(ctx, "m"); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"m", "m.canary"} {
+		if rt := table.Lookup(key); rt == nil || rt.Routing == nil || rt.Routing.Key.Header != "X-Session" {
+			t.Fatalf("route %s = %+v; want spec.routing on it", key, rt)
+		}
+	}
+	m.Spec.Routing.Key.Header = "X-User"
+	if err := fc.Update(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.sync(ctx, "m"); err != nil {
+		t.Fatal(err)
+	}
+	if rt := table.Lookup("m"); rt.Routing == nil || rt.Routing.Key.Header != "X-User" {
+		t.Fatalf("after the key changed, route m routes by %+v; want X-User", rt.Routing)
+	}
+}

@@ -35,6 +35,10 @@ type exchange struct {
 	// for it, where the latency it meters starts (zero while none was).
 	meter  *traffic.Meter
 	picked time.Time
+	// key is the request's routing key (affinity.go) once keyState says
+	// it was found.
+	key      uint64
+	keyState keyState
 
 	// excludeTried and excludeOther are x.tried1 and x.otherVersion, bound
 	// once per exchange rather than once per request.
@@ -66,6 +70,7 @@ func (x *exchange) release() {
 	clear(x.tried)
 	x.tried, x.body, x.version, x.openAI, x.secret = x.tried[:0], nil, "", nil, false
 	x.meter, x.picked = nil, time.Time{}
+	x.key, x.keyState = 0, keyUnknown
 	if cap(x.buf) > maxPooledBody {
 		x.buf = nil
 	}

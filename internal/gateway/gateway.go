@@ -338,7 +338,7 @@ func (g *Gateway) forwardTo(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.R
 			}
 			excluded = x.excludeOther
 		}
-		ep := g.balancer.Pick(rt.Endpoints, excluded)
+		ep := g.pick(ctx, x, rt, excluded) // affinity.go
 		if ep == nil {
 			// Every routed replica failed for this request: wait for
 			// the control loop to publish a change.

@@ -246,7 +246,7 @@ func (g *GRPC) ModelInfer(ctx context.Context, req *oipgrpc.ModelInferRequest) (
 	}
 	defer g.budget.release(n)
 	var resp *oipgrpc.ModelInferResponse
-	s, err := g.forward(ctx, req.GetModelName(), req.GetModelVersion(), true, func(ctx context.Context, _ *routing.Route, _ *balance.Endpoint, c oipgrpc.GRPCInferenceServiceClient) error {
+	s, err := g.forward(ctx, req.GetModelName(), req.GetModelVersion(), req, func(ctx context.Context, _ *routing.Route, _ *balance.Endpoint, c oipgrpc.GRPCInferenceServiceClient) error {
 		var err error
 		resp, err = c.ModelInfer(ctx, req)
 		return err
@@ -272,9 +272,10 @@ type served struct {
 }
 
 // forward runs call on a replica of deployment name, recording the request
-// in the route's stats and the gateway metrics; mirrorable says that the
-// call may be drawn for mirroring to the deployment's shadow.
-func (g *GRPC) forward(ctx context.Context, name, version string, mirrorable bool, call call) (served, error) {
+// in the route's stats and the gateway metrics; infer, when set, is the
+// infer request call sends: it may be drawn for mirroring to the
+// deployment's shadow, and it gives the routing key (affinity.go).
+func (g *GRPC) forward(ctx context.Context, name, version string, infer *oipgrpc.ModelInferRequest, call call) (served, error) {
 	start := g.opts.Clock.Now()
 	rt := g.routes.Lookup(name)
 	if rt == nil {
@@ -307,11 +308,12 @@ func (g *GRPC) forward(ctx context.Context, name, version string, mirrorable boo
 	s := served{rt: rt}
 	// Only requests the primary route serves are mirrored: a track's
 	// route has no Shadow.
-	s.mirror = mirrorable && rt.Shadow != nil && g.shadows.drawMirror(rt, rt.Shadow)
+	s.mirror = infer != nil && rt.Shadow != nil && g.shadows.drawMirror(rt, rt.Shadow)
 	// A track of a split is metered as the REST gateway meters it (see
 	// exchange.observe), from when a replica was first picked; a mirror
 	// compares the primary's latency so measured with the shadow's.
 	s.try.timed = rt.Meter != nil || s.mirror
+	s.try.infer = infer
 	err := g.forwardTo(ctx, name, version, g.holder, call, &s.try)
 	end := g.opts.Clock.Now()
 	if !s.try.picked.IsZero() {
@@ -330,6 +332,27 @@ type attempt struct {
 	timed  bool              // set picked
 	picked time.Time         // when the first replica was picked
 	ep     *balance.Endpoint // the last one tried: the one that answered, if one did
+
+	// infer is the request of a ModelInfer call, nil for another; key
+	// is its routing key once keyState says it was found.
+	infer    *oipgrpc.ModelInferRequest
+	key      uint64
+	keyState keyState
+}
+
+// pick returns the replica of rt for the call a tells of: by its key on
+// rt's ring when rt's routing hashes one and the call has it, else by
+// least outstanding requests (affinity.go).
+func (g *GRPC) pick(ctx context.Context, a *attempt, rt *routing.Route, excluded func(*balance.Endpoint) bool) *balance.Endpoint {
+	if ring := rt.Ring(); ring != nil {
+		if a.keyState == keyUnknown {
+			a.key, a.keyState = grpcKey(ctx, rt.Routing, a.infer)
+		}
+		if a.keyState == keyFound {
+			return ring.Pick(a.key, excluded)
+		}
+	}
+	return g.balancer.Pick(rt.Endpoints, excluded)
 }
 
 // forwardTo runs call on a replica of deployment name that serves version
@@ -382,7 +405,7 @@ func (g *GRPC) forwardTo(ctx context.Context, name, version string, holder Holde
 			}
 			continue
 		}
-		ep := g.balancer.Pick(rt.Endpoints, excluded)
+		ep := g.pick(ctx, a, rt, excluded)
 		if ep == nil {
 			// Every routed replica failed for this request: wait for
 			// the control loop to publish a change.

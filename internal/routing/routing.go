@@ -67,9 +67,19 @@ type Route struct {
 	// Shadow, when set, mirrors a share of the route's requests to the
 	// deployment's shadow track and compares the answers.
 	Shadow *Shadow
+	// Routing is the deployment's spec.routing: how a request picks one
+	// of Endpoints. nil is least-outstanding (power of two choices).
+	Routing *serving.Routing
 
 	changed chan struct{}
+	ring    *balance.Ring // Routing's hash ring over Endpoints (Publish)
 }
+
+// Ring returns the consistent-hash ring with bounded loads over r's
+// endpoints, for a spec.routing that hashes a key (consistentHash or
+// prefix); nil otherwise, and while r has no endpoints. Table.Publish
+// builds it, once per published route.
+func (r *Route) Ring() *balance.Ring { return r.ring }
 
 // Shadow is a deployment's shadow as the data plane sees it
 // (serving.Shadow). Its Tally and InFlight are shared by every route
@@ -152,6 +162,10 @@ func (t *Table) Lookup(deployment string) *Route {
 func (t *Table) Publish(r Route) *Route {
 	nr := &r
 	nr.changed = make(chan struct{})
+	nr.ring = nil
+	if p := r.Routing.PolicyOrDefault(); p != serving.RoutingLeastOutstanding && len(r.Endpoints) > 0 {
+		nr.ring = balance.NewRing(r.Endpoints, r.Routing.LoadFactorOrDefault())
+	}
 	if old, ok := t.routes.Swap(r.Deployment, nr); ok {
 		close(old.(*Route).changed)
 	}

@@ -95,6 +95,11 @@ type Spec struct {
 	// track name.shadow), scaled 0:N on the mirrored load.
 	// +optional
 	Shadow *Shadow `json:"shadow,omitempty"`
+	// Routing says how requests are spread over the replicas: by least
+	// outstanding requests (the default), by a consistent hash of a key
+	// taken from a header or an input tensor, or by a prompt's prefix.
+	// +optional
+	Routing *Routing `json:"routing,omitempty"`
 }
 
 // OpenAI reports whether the deployment's server speaks the OpenAI API
@@ -158,6 +163,12 @@ type Status struct {
 	// empty when the spec names an artifact path.
 	// +optional
 	ModelVersion string `json:"modelVersion,omitempty"`
+	// SpecGeneration is the deployment's generation whose spec new
+	// replicas run: behind the deployment's generation until the control
+	// loop has read a new spec and resolved its model. Replicas of an
+	// earlier one are marked outdated in ReplicaStatuses.
+	// +optional
+	SpecGeneration int64 `json:"specGeneration,omitempty"`
 	// Metadata is the OIP v2 model metadata of ModelVersion, from its
 	// registry signature: gateways answer GET /v2/models/{name} from it
 	// while the deployment is at zero, without waking it.
@@ -219,4 +230,8 @@ type ReplicaStatus struct {
 	// Track is the tag of the traffic target the replica serves, for a
 	// deployment that splits its traffic; empty for the primary's.
 	Track string `json:"track,omitempty"`
+	// Outdated is set on a replica of an earlier spec or model version:
+	// it serves until enough replicas of the current one are ready, then
+	// drains.
+	Outdated bool `json:"outdated,omitempty"`
 }

@@ -14,6 +14,8 @@ import (
 // encodes and decodes to the same deployment, which is still valid.
 func FuzzValidate(f *testing.F) {
 	f.Add([]byte(`{"name":"diabetes","spec":{"model":"examples/diabetes/model.json","engine":"trees","scaling":{"minReplicas":0,"maxReplicas":4,"targetConcurrency":8,"scaleToZeroAfter":"30s"}}}`))
+	f.Add([]byte(`{"name":"d","spec":{"model":"m.json","routing":{"policy":"consistentHash","key":{"header":"X-Session"},"loadFactor":1.5}}}`))
+	f.Add([]byte(`{"name":"llm","spec":{"engine":"http","protocol":"openai","command":["vllm"],"routing":{"policy":"prefix","prefixBytes":512}}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var d Deployment
 		if json.Unmarshal(body, &d) != nil {

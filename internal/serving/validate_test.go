@@ -82,6 +82,72 @@ func TestValidate(t *testing.T) {
 			d.Spec.Engine, d.Spec.Command, d.Spec.UpstreamModel = "http", []string{"srv"}, strings.Repeat("m", 300)
 		}, want: []string{"300 bytes long; at most 256"}},
 		{name: "bad env name", change: func(d *Deployment) { d.Spec.Env = map[string]string{"A=B": "x"} }, want: []string{`"A=B" is not a valid environment variable name`}},
+		// Routing policies (issue 14).
+		{name: "routing empty", change: func(d *Deployment) { d.Spec.Routing = &Routing{} }},
+		{name: "routing least outstanding", change: func(d *Deployment) { d.Spec.Routing = &Routing{Policy: RoutingLeastOutstanding} }},
+		{name: "routing unknown policy", change: func(d *Deployment) { d.Spec.Routing = &Routing{Policy: "roundRobin"} }, want: []string{`spec.routing.policy: unknown policy "roundRobin": use one of leastOutstanding, consistentHash, prefix`}},
+		{name: "routing hash by header", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session"}, LoadFactor: 1.5}
+		}},
+		{name: "routing hash by input", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Input: "user_id"}}
+		}},
+		{name: "routing hash without key", change: func(d *Deployment) { d.Spec.Routing = &Routing{Policy: RoutingConsistentHash} }, want: []string{"spec.routing.key: policy consistentHash needs exactly one of header"}},
+		{name: "routing hash with both keys", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session", Input: "user_id"}}
+		}, want: []string{"spec.routing.key: policy consistentHash needs exactly one of header"}},
+		{name: "routing hash by input on openai", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Command, d.Spec.Protocol = "http", []string{"vllm"}, ProtocolOpenAI
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Input: "user_id"}}
+		}, want: []string{"spec.routing.key.input: names an OIP v2 input tensor"}},
+		{name: "routing header with a space", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X Session"}}
+		}, want: []string{`spec.routing.key.header: "X Session" is not an HTTP header name`}},
+		{name: "routing header with a colon", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: ":authority"}}
+		}, want: []string{`spec.routing.key.header: ":authority" is not an HTTP header name`}},
+		{name: "routing header too long", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: strings.Repeat("h", 300)}}
+		}, want: []string{"spec.routing.key.header: is 300 bytes long; at most 256"}},
+		{name: "routing input with a newline", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Input: "user\nid"}}
+		}, want: []string{"spec.routing.key.input", "control characters"}},
+		{name: "routing key on least outstanding", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Key: &RoutingKey{Header: "X-Session"}}
+		}, want: []string{"spec.routing.key: is only for policy consistentHash or prefix, not leastOutstanding"}},
+		{name: "routing load factor on least outstanding", change: func(d *Deployment) { d.Spec.Routing = &Routing{LoadFactor: 2} }, want: []string{"spec.routing.loadFactor: is only for policy consistentHash or prefix"}},
+		{name: "routing load factor of 1", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session"}, LoadFactor: 1}
+		}, want: []string{"spec.routing.loadFactor: must be above 1 and at most 10, e.g. 1.25, got 1"}},
+		{name: "routing load factor too large", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session"}, LoadFactor: 10.5}
+		}, want: []string{"spec.routing.loadFactor: must be above 1 and at most 10"}},
+		{name: "routing load factor negative", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session"}, LoadFactor: -2}
+		}, want: []string{"spec.routing.loadFactor: must be above 1"}},
+		{name: "routing load factor at the bound", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session"}, LoadFactor: MaxLoadFactor}
+		}},
+		{name: "routing prefix on openai", change: func(d *Deployment) {
+			d.Spec.Engine, d.Spec.Command, d.Spec.Protocol = "http", []string{"vllm"}, ProtocolOpenAI
+			d.Spec.Routing = &Routing{Policy: RoutingPrefix, PrefixBytes: 1024, LoadFactor: 2}
+		}},
+		{name: "routing prefix of a header", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingPrefix, Key: &RoutingKey{Header: "X-Prompt"}}
+		}},
+		{name: "routing prefix without a prompt", change: func(d *Deployment) { d.Spec.Routing = &Routing{Policy: RoutingPrefix} }, want: []string{"spec.routing.key: policy prefix reads the prompt of OpenAI requests"}},
+		{name: "routing prefix of an input", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingPrefix, Key: &RoutingKey{Input: "text"}}
+		}, want: []string{"spec.routing.key.input: is not for policy prefix"}},
+		{name: "routing prefix bytes out of range", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingPrefix, Key: &RoutingKey{Header: "X-Prompt"}, PrefixBytes: -1}
+		}, want: []string{"spec.routing.prefixBytes: must be between 1 and 65536, got -1"}},
+		{name: "routing prefix bytes on consistent hash", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session"}, PrefixBytes: 64}
+		}, want: []string{"spec.routing.prefixBytes: is only for policy prefix, not consistentHash"}},
+		{name: "routing every problem at once", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "a b", Input: "x"}, LoadFactor: 0.5, PrefixBytes: 8}
+		}, want: []string{"spec.routing.key:", "spec.routing.key.header:", "spec.routing.loadFactor:", "spec.routing.prefixBytes:"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

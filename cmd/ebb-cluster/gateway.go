@@ -281,7 +281,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	case err := <-srvDone:
 		return fmt.Errorf("gateway stopped: %w", err)
 	}
-	log.Info("shutting down: draining in-flight requests", "timeout", o.drainTimeout)
+	log.Info("shutting down: draining in-flight requests", "timeout", o.drainTimeout.String())
 	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx, drain.KeepAliveGrace); err != nil {

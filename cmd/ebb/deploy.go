@@ -5,14 +5,23 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ebb-ml/ebb/internal/apiclient"
+	"github.com/ebb-ml/ebb/internal/serving"
 )
 
+// deployFlags are the flags of `ebb deploy`.
+type deployFlags struct {
+	file    string
+	wait    bool
+	timeout time.Duration
+}
+
 func newDeployCmd() *cobra.Command {
-	var file string
+	var f deployFlags
 	cmd := &cobra.Command{
 		Use:   "deploy -f FILE",
 		Short: "Create or replace deployments from a YAML or JSON file",
@@ -45,42 +54,68 @@ metadata only the name is kept (namespace, labels and annotations are
 reported, not kept: apply with kubectl to keep them).
 
 Fields left out take their defaults. The output of
-` + "`ebb get deployments NAME -o yaml`" + ` can be deployed again as is.`,
+` + "`ebb get deployments NAME -o yaml`" + ` can be deployed again as is.
+
+A new spec that runs other replicas (another model, engine, environment,
+...) of a deployment that has replicas rolls them over: the old replicas
+serve until as many of the new ones are ready, then drain. ebb deploy says
+so, from which model to which; with --wait it follows the rollover, like
+kubectl rollout status, and returns once the new spec serves everything (or
+fails after --timeout).`,
 		Example: `  ebb deploy -f diabetes.yaml
   ebb deploy -f deploy/examples/modeldeployment.yaml
-  cat diabetes.json | ebb deploy -f -`,
+  cat diabetes.json | ebb deploy -f -
+  ebb deploy -f diabetes-v2.yaml --wait   # until v2 serves all traffic`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
+			if f.file == "" {
 				return fmt.Errorf("no file given: pass the deployment file with -f FILE (or -f - for standard input)")
 			}
-			data, err := readInput(cmd, file)
+			if f.timeout <= 0 {
+				return fmt.Errorf("--timeout %s must be above zero, such as 5m", f.timeout)
+			}
+			data, err := readInput(cmd, f.file)
 			if err != nil {
 				return err
 			}
 			docs, err := deploymentDocs(data)
 			if err != nil {
-				return fmt.Errorf("%s: %w", displayName(file), err)
+				return fmt.Errorf("%s: %w", displayName(f.file), err)
 			}
-			return applyDocs(cmd, docs)
+			return applyDocs(cmd, docs, f)
 		},
 	}
-	cmd.Flags().StringVarP(&file, "filename", "f", "", `deployment file, YAML or JSON ("-" for standard input)`)
+	cmd.Flags().StringVarP(&f.file, "filename", "f", "", `deployment file, YAML or JSON ("-" for standard input)`)
+	cmd.Flags().BoolVar(&f.wait, "wait", false, "wait until each deployment's new spec serves all of its traffic (the rollover finished, the desired replicas ready), printing its replicas as they change")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 5*time.Minute, "with --wait, how long to wait for each deployment before failing")
 	addServerFlag(cmd)
 	return cmd
 }
 
 // applyDocs applies each deployment in turn, as kubectl apply does: one
 // the server refuses does not stop the others, and the error names every
-// refused one. A server that cannot be reached stops at once.
-func applyDocs(cmd *cobra.Command, docs []deployDoc) error {
+// refused one. A server that cannot be reached stops at once. A rollover
+// is reported; with f.wait, each applied deployment is then waited for.
+func applyDocs(cmd *cobra.Command, docs []deployDoc, f deployFlags) error {
 	c := newAPIClient(cmd)
+	w := cmd.OutOrStdout()
 	var errs []error
+	type applied struct {
+		name string
+		gen  int64
+	}
+	var waits []applied
 	for _, d := range docs {
 		for _, n := range d.notes {
 			fmt.Fprintf(cmd.ErrOrStderr(), "Warning: deployment/%s: %s\n", d.name, n)
 		}
-		_, created, err := c.ApplyDeploymentJSON(cmd.Context(), d.name, d.body)
+		// What runs before, to report a rollover; none when it does not
+		// exist (or cannot be read: the apply says why).
+		var old *serving.Deployment
+		if o, err := c.GetDeployment(cmd.Context(), d.name); err == nil {
+			old = &o
+		}
+		dep, created, err := c.ApplyDeploymentJSON(cmd.Context(), d.name, d.body)
 		if err != nil {
 			if _, refused := errors.AsType[*apiclient.Error](err); !refused || len(docs) == 1 {
 				return errors.Join(append(errs, err)...)
@@ -92,7 +127,26 @@ func applyDocs(cmd *cobra.Command, docs []deployDoc) error {
 		if created {
 			verb = "created"
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "deployment/%s %s\n", d.name, verb)
+		roll := ""
+		if !created {
+			roll = rolloverText(old, dep)
+		}
+		if roll == "" {
+			fmt.Fprintf(w, "deployment/%s %s\n", d.name, verb)
+		} else {
+			fmt.Fprintf(w, "deployment/%s %s: %s\n", d.name, verb, roll)
+			if !f.wait {
+				fmt.Fprintln(w, rolloverHint(old))
+			}
+		}
+		waits = append(waits, applied{d.name, dep.Generation})
+	}
+	if f.wait {
+		for _, a := range waits {
+			if err := waitRollout(cmd.Context(), c, w, a.name, a.gen, f.timeout); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -122,7 +122,7 @@ const deploymentAgeColumn = 6
 // deploymentRow is one deployment's row.
 func deploymentRow(d serving.Deployment, now time.Time, wide bool) []string {
 	st := d.Status
-	row := []string{d.Name, d.Spec.Model, orNone(d.Spec.Engine), fmt.Sprintf("%d/%d", st.ReadyReplicas, st.DesiredReplicas),
+	row := []string{d.Name, modelText(d.Spec.Model, st.ModelVersion), orNone(d.Spec.Engine), fmt.Sprintf("%d/%d", st.ReadyReplicas, st.DesiredReplicas),
 		fmt.Sprint(d.Spec.Scaling.MinReplicas), fmt.Sprint(d.Spec.Scaling.MaxReplicas), age(now, d.CreatedAt)}
 	if wide {
 		last := "-"
@@ -132,6 +132,21 @@ func deploymentRow(d serving.Deployment, now time.Time, wide bool) []string {
 		row = append(row, orNone(st.ModelVersion), fmt.Sprint(st.DesiredReplicas), fmt.Sprint(st.Replicas), last, orNone(st.Reason))
 	}
 	return row
+}
+
+// modelText is a deployment's MODEL: spec.model and, when it names an alias,
+// the registry version (status.modelVersion) it resolved to:
+// "diabetes@champion (v3)".
+func modelText(model, version string) string {
+	if version == "" || version == model {
+		return model
+	}
+	ref, ok := serving.ParseModelRef(model)
+	v, vok := serving.ParseModelRef(version)
+	if ok && vok && ref.Model == v.Model && v.Version > 0 {
+		return fmt.Sprintf("%s (v%d)", model, v.Version)
+	}
+	return model + " (" + version + ")"
 }
 
 // writeRows writes a header and rows aligned in columns.
@@ -167,7 +182,11 @@ func writeDeploymentDetail(w io.Writer, d serving.Deployment, now time.Time, wid
 		}
 		rows := make([][]string, len(rs))
 		for i, r := range rs {
-			rows[i] = []string{r.ID, r.State, orNone(r.Endpoint), age(now, r.StartedAt)}
+			state := r.State
+			if r.Outdated {
+				state += " (old)" // of an earlier spec, until the new one serves
+			}
+			rows[i] = []string{r.ID, state, orNone(r.Endpoint), age(now, r.StartedAt)}
 			if wide {
 				rows[i] = append(rows[i], orNone(r.ModelVersion))
 			}

@@ -24,7 +24,7 @@ func TestCLIGetWide(t *testing.T) {
 
 	want := [][]string{
 		{"NAME", "MODEL", "ENGINE", "READY", "MIN", "MAX", "AGE", "VERSION", "DESIRED", "REPLICAS", "LAST", "SCALE", "REASON"},
-		{"diabetes", "diabetes@champion", "-", "1/2", "0", "4", "3h", "diabetes:3", "2", "2", "5m", "ago", "scaled", "up", "for", "12", "held", "requests"},
+		{"diabetes", "diabetes@champion", "(v3)", "-", "1/2", "0", "4", "3h", "diabetes:3", "2", "2", "5m", "ago", "scaled", "up", "for", "12", "held", "requests"},
 	}
 	if diff := cmp.Diff(want, fields(e.mustRun(t, "", "get", "deployments", "-o", "wide"))); diff != "" {
 		t.Errorf("get deployments -o wide (-want +got):\n%s", diff)
@@ -176,5 +176,45 @@ func TestCLIGetWatchErrors(t *testing.T) {
 	}
 	if n := strings.Count(errOut.String(), "warning:"); n != 1 {
 		t.Errorf("the same failure was reported %d times:\n%s", n, errOut)
+	}
+}
+
+// TestModelText: MODEL shows the version an alias resolved to.
+func TestModelText(t *testing.T) {
+	for _, tt := range []struct{ model, version, want string }{
+		{"diabetes@champion", "diabetes:3", "diabetes@champion (v3)"},
+		{"diabetes@champion", "", "diabetes@champion"}, // not resolved yet
+		{"diabetes:3", "diabetes:3", "diabetes:3"},
+		{"examples/diabetes/model.json", "", "examples/diabetes/model.json"},
+	} {
+		if got := modelText(tt.model, tt.version); got != tt.want {
+			t.Errorf("modelText(%q, %q) = %q, want %q", tt.model, tt.version, got, tt.want)
+		}
+	}
+}
+
+// TestDeploymentDetailOldReplicas: a replica of an earlier spec says so.
+func TestDeploymentDetailOldReplicas(t *testing.T) {
+	now := time.Now()
+	d := serving.Deployment{Name: "diabetes", Spec: serving.Spec{Model: "v2.json"}, CreatedAt: now, Status: serving.Status{
+		Replicas: 2, ReadyReplicas: 2, DesiredReplicas: 1, SpecGeneration: 2,
+		Reason: "rolling replicas from v1.json to v2.json: 1 of 1 new ready; old: 1 serving, 0 draining",
+		ReplicaStatuses: []serving.ReplicaStatus{
+			{ID: "diabetes-a", State: serving.ReplicaReady, StartedAt: now, Outdated: true},
+			{ID: "diabetes-b", State: serving.ReplicaReady, StartedAt: now},
+		}}}
+	var b strings.Builder
+	if err := writeDeploymentDetail(&b, d, now, false); err != nil {
+		t.Fatal(err)
+	}
+	rows := fields(b.String())
+	if diff := cmp.Diff([]string{"diabetes-a", "ready", "(old)", "-", "0s", "0", "-"}, rows[3]); diff != "" {
+		t.Errorf("old replica row (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"diabetes-b", "ready", "-", "0s", "0", "-"}, rows[4]); diff != "" {
+		t.Errorf("new replica row (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(b.String(), "\nReason: rolling replicas from v1.json to v2.json") {
+		t.Errorf("detail lacks the roll's reason:\n%s", b.String())
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/ebb-ml/ebb/examples/diabetes"
@@ -32,9 +31,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 type upOptions struct {
 	addr         string
@@ -60,6 +56,10 @@ type upOptions struct {
 	tls            certs.Files    // --tls-*
 	replicaSecrets bool           // --replica-secrets
 	replicaBinary  string         // --replica-binary (up_replica.go)
+	onnxruntimeLib string         // --onnxruntime-lib (up_replica.go)
+	// exitWithParent: stop when the process that started ebb up ends
+	// (up_parent.go); on by default under go run.
+	exitWithParent bool
 }
 
 func newUpCmd() *cobra.Command {
@@ -100,6 +100,8 @@ request to try.`,
 	o.oidc.AddFlags(f)
 	o.tls.AddFlags(f)
 	addReplicaBinaryFlag(f, &o.replicaBinary)
+	addONNXRuntimeFlag(f, &o.onnxruntimeLib)
+	addExitWithParentFlag(f, &o.exitWithParent)
 	f.BoolVar(&o.replicaSecrets, "replica-secrets", true, "replicas serve only requests that carry a per-replica secret the gateway adds (health checks excepted); false lets any user of this machine call replica ports directly (benchmarks only)")
 	return cmd
 }
@@ -112,8 +114,17 @@ func runUp(ctx context.Context, o upOptions) error {
 	if err := o.upLimits.check(); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	onnxEnv, err := onnxRuntimeEnv(o.onnxruntimeLib)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, stopSignals()...)
 	defer stop()
+	if o.exitWithParent {
+		var cancel context.CancelFunc
+		ctx, cancel = withParent(ctx, log)
+		defer cancel()
+	}
 
 	st, err := home.OpenStore(ctx, o.storeDSN, o.dataDir)
 	if err != nil {
@@ -149,10 +160,10 @@ func runUp(ctx context.Context, o upOptions) error {
 		LogRetention: o.logRetention,
 		NoSecrets:    !o.replicaSecrets,
 		ReplicaArgs:  o.upLimits.replicaArgs(),
-		Env: []string{
+		Env: append([]string{
 			artifactCacheEnv + "=" + models.CacheDir,
 			artifactCacheMaxEnv + "=" + strconv.FormatInt(models.CacheMaxBytes, 10),
-		},
+		}, onnxEnv...),
 	})
 	if err != nil {
 		return err
@@ -297,7 +308,7 @@ func runUp(ctx context.Context, o upOptions) error {
 		<-ctlDone
 		return fmt.Errorf("admin API stopped: %w", err)
 	}
-	log.Info("shutting down: draining in-flight requests", "timeout", o.drainTimeout)
+	log.Info("shutting down: draining in-flight requests", "timeout", o.drainTimeout.String())
 	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx, drain.KeepAliveGrace); err != nil {

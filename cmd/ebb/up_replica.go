@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/ebb-ml/ebb/internal/engine/onnx"
 	"github.com/ebb-ml/ebb/internal/replica/process"
 )
 
@@ -46,4 +47,29 @@ func replicaCommand(binary string, log *slog.Logger) ([]string, error) {
 			"ebb", exe, "build", process.BuildLeanHint)
 	}
 	return cmd, nil
+}
+
+func addONNXRuntimeFlag(f *pflag.FlagSet, lib *string) {
+	f.StringVar(lib, "onnxruntime-lib", "", "engine onnx: path of the libonnxruntime.so.1 (ONNX Runtime "+onnx.LibraryVersion+") replicas load; default $"+onnx.EnvLibrary+", then where hack/install-onnxruntime.sh installs it")
+}
+
+// onnxRuntimeEnv returns what ebb up adds to its replicas' environment for
+// --onnxruntime-lib lib: $EBB_ONNXRUNTIME_LIB set to its absolute path,
+// which every replica binary reads (an onnx replica of the lean
+// ebb-replica hands itself to ebb, environment and all); nothing when lib
+// is empty: replicas then inherit ebb's own $EBB_ONNXRUNTIME_LIB, if any.
+// A path that names no file is refused now, not at the first onnx
+// replica's start.
+func onnxRuntimeEnv(lib string) ([]string, error) {
+	if lib == "" {
+		return nil, nil
+	}
+	path, err := filepath.Abs(lib)
+	if err != nil {
+		return nil, fmt.Errorf("--onnxruntime-lib %s: %w", lib, err)
+	}
+	if _, err := onnx.FindLibrary(path); err != nil {
+		return nil, err
+	}
+	return []string{onnx.EnvLibrary + "=" + path}, nil
 }

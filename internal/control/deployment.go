@@ -41,6 +41,10 @@ type deployment struct {
 	// generation counts changes of run; replicas of an older generation
 	// are replaced once enough of the current one is ready.
 	generation int64
+	// specGen is the stored generation of spec (serving.Deployment's);
+	// runGen is the one whose spec run comes from (status.specGeneration):
+	// behind specGen while a new spec resolves or fails to.
+	specGen, runGen int64
 	// resolving is set while a resolution runs; resolveSeq discards stale
 	// results.
 	resolving  bool
@@ -135,14 +139,16 @@ func withProcessEnv(env map[string]string, spec *serving.Spec) map[string]string
 	return out
 }
 
-// sameRuntime reports whether two deployment specs run identical replicas,
-// whatever their scaling, pin and cold-start options.
-func sameRuntime(a, b serving.Spec) bool {
+// SameRuntime reports whether two deployment specs run identical replicas,
+// whatever their scaling, pin, cold-start, split, shadow and routing
+// options.
+func SameRuntime(a, b serving.Spec) bool {
 	a.Scaling, b.Scaling = serving.Scaling{}, serving.Scaling{}
 	a.Replicas, b.Replicas = nil, nil
 	a.ColdStart, b.ColdStart = serving.ColdStart{}, serving.ColdStart{}
 	a.Traffic, b.Traffic = nil, nil
 	a.Shadow, b.Shadow = nil, nil
+	a.Routing, b.Routing = nil, nil // the gateway's choice among replicas
 	return sameJSON(a, b)
 }
 
@@ -176,11 +182,11 @@ func (c *Controller) upsertAll(ctx context.Context, sd serving.Deployment) []*de
 			continue
 		}
 		keep[t.Key] = true
-		out = append(out, c.upsert(ctx, t.Key, sd.Name, t.Tag, sd.Spec.ForTrack(t)))
+		out = append(out, c.upsert(ctx, t.Key, sd.Name, t.Tag, sd.Spec.ForTrack(t), sd.Generation))
 	}
 	if t, ok := sd.Spec.ShadowTrack(sd.Name); ok {
 		keep[t.Key] = true
-		out = append(out, c.upsert(ctx, t.Key, sd.Name, t.Tag, sd.Spec.ForTrack(t)))
+		out = append(out, c.upsert(ctx, t.Key, sd.Name, t.Tag, sd.Spec.ForTrack(t), sd.Generation))
 	}
 	for key, d := range c.deps {
 		if d.served == sd.Name && !keep[key] && !d.deleted {
@@ -188,14 +194,15 @@ func (c *Controller) upsertAll(ctx context.Context, sd serving.Deployment) []*de
 			out = append(out, d)
 		}
 	}
-	d := c.upsert(ctx, sd.Name, sd.Name, "", sd.Spec)
+	d := c.upsert(ctx, sd.Name, sd.Name, "", sd.Spec, sd.Generation)
 	d.tracks = tracks
 	return append(out, d)
 }
 
 // upsert creates or updates the loop's state of one deployment or track
-// and starts resolving its model when the spec changed.
-func (c *Controller) upsert(ctx context.Context, key, served, track string, spec serving.Spec) *deployment {
+// from spec, the deployment's generation gen, and starts resolving its
+// model when the spec changed.
+func (c *Controller) upsert(ctx context.Context, key, served, track string, spec serving.Spec, gen int64) *deployment {
 	d := c.deps[key]
 	if d == nil {
 		d = &deployment{
@@ -203,6 +210,7 @@ func (c *Controller) upsert(ctx context.Context, key, served, track string, spec
 			served:   served,
 			track:    track,
 			spec:     spec,
+			specGen:  gen,
 			rec:      &stats.Recorder{},
 			window:   stats.NewWindow(windowAge(spec)),
 			replicas: map[string]*replicaRec{},
@@ -212,12 +220,16 @@ func (c *Controller) upsert(ctx context.Context, key, served, track string, spec
 		c.resolve(ctx, d)
 		return d
 	}
-	changed := !sameRuntime(spec, d.spec)
+	changed := !SameRuntime(spec, d.spec)
 	d.spec = spec
+	d.specGen = gen
 	d.window.SetMaxAge(windowAge(spec))
 	d.deleted = false
-	if changed {
+	switch {
+	case changed:
 		c.resolve(ctx, d)
+	case d.run != nil && !d.resolving && d.unresolved == "":
+		d.runGen = gen // replicas run this spec already
 	}
 	return d
 }
@@ -453,6 +465,7 @@ func (c *Controller) publish(d *deployment) {
 	rt.Split = splitOf(d.tracks)
 	rt.Meter = d.splitMeter()
 	rt.Shadow = d.shadowRoute()
+	rt.Routing = d.spec.Routing
 	c.routes.Publish(rt)
 	c.publishStatus(d)
 }

@@ -173,11 +173,7 @@ func (c *Controller) exitedEvent(deployment, id string, code int, err error) {
 }
 
 func (c *Controller) rolledEvent(deployment, from, to string) {
-	if from == "" || to == "" {
-		c.record(deployment, serving.EventNormal, serving.ReasonRolled, "spec changed: rolling replicas to it")
-		return
-	}
-	c.record(deployment, serving.EventNormal, serving.ReasonRolled, "rolling replicas from %s to %s", from, to)
+	c.record(deployment, serving.EventNormal, serving.ReasonRolled, "rolling replicas %s", rollText(from, to))
 }
 
 func (c *Controller) resolveFailedEvent(deployment, model string, err error) {

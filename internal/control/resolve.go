@@ -71,17 +71,31 @@ func (c *Controller) resolved(ctx context.Context, d *deployment, seq int, res r
 	}
 	wasUnresolved := d.unresolved != ""
 	d.unresolved = ""
-	if d.run != nil && sameRuntime(res.Spec, d.run.Spec) && sameJSON(res.Artifact, d.run.Artifact) && res.Version == d.run.Version {
+	// What runs now is d.spec's: a later spec that did not start another
+	// resolution changed nothing replicas run.
+	newGen := d.runGen != d.specGen
+	d.runGen = d.specGen
+	if d.run != nil && SameRuntime(res.Spec, d.run.Spec) && sameJSON(res.Artifact, d.run.Artifact) && res.Version == d.run.Version {
 		if wasUnresolved { // it resolves again, to what runs: start as needed
 			d.failure = ""
 			c.reconcile(ctx, d)
+		}
+		if wasUnresolved || newGen {
 			c.publish(d)
 		}
 		return
 	}
 	if d.run != nil {
-		c.log.Info("new model for deployment; rolling replicas", "deployment", d.name, "from", d.run.Version, "to", res.Version)
-		c.rolledEvent(d.name, d.run.Version, res.Version)
+		// From what serves now: a roll replaced before its replicas got
+		// ready leaves the earlier model serving.
+		from, to := cmp.Or(d.servingModel(func(r *replicaRec) bool { return r.state == serving.ReplicaReady && !r.stopping }), modelOf(d.run)), modelOf(&res)
+		c.log.Info("new model for deployment; rolling replicas", "deployment", d.name, "from", from, "to", to)
+		c.rolledEvent(d.name, from, to)
+		if len(d.replicas) > 0 {
+			// The latest decision, until the autoscaler's next one;
+			// status says how far the roll got meanwhile (rollReason).
+			d.reason = "rolled replicas " + rollText(from, to)
+		}
 	}
 	d.generation++
 	d.run = &res
@@ -96,6 +110,21 @@ func (c *Controller) resolved(ctx context.Context, d *deployment, seq int, res r
 	}
 	c.reconcile(ctx, d)
 	c.publish(d)
+}
+
+// modelOf names what a resolution runs: its registry version, else its
+// model's path or URI.
+func modelOf(res *resolve.Resolution) string {
+	return cmp.Or(res.Version, res.Spec.Model)
+}
+
+// rollText says what a roll changes: "from a.json to b.json", or "to a
+// new spec of a.json" when the model stayed and other fields changed.
+func rollText(from, to string) string {
+	if from == to {
+		return "to a new spec of " + to
+	}
+	return "from " + from + " to " + to
 }
 
 // unresolvedMessage is status.failure for a deployment whose spec.model

@@ -2,6 +2,7 @@ package control
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -13,7 +14,10 @@ func (c *Controller) publishStatus(d *deployment) {
 	if d.deleted && len(d.replicas) == 0 {
 		return
 	}
-	st := serving.Status{DesiredReplicas: d.desired, Reason: d.reason}
+	st := serving.Status{DesiredReplicas: d.desired, Reason: d.reason, SpecGeneration: d.runGen}
+	if why := d.rollReason(); why != "" {
+		st.Reason = why
+	}
 	if d.run != nil {
 		st.ModelVersion = d.run.Version
 		st.Metadata = registryMetadata(d.served, d.run)
@@ -55,6 +59,7 @@ func (c *Controller) publishStatus(d *deployment) {
 			Message:      r.message,
 			ModelVersion: r.version,
 			Track:        d.track,
+			Outdated:     r.generation != d.generation,
 		})
 	}
 	slices.SortFunc(st.ReplicaStatuses, func(a, b serving.ReplicaStatus) int {
@@ -68,6 +73,56 @@ func (c *Controller) publishStatus(d *deployment) {
 	}
 	c.statusMu.Unlock()
 	c.opts.Metrics.replicas(d.name, st)
+}
+
+// rollReason says how far d's roll to a new model or spec got while
+// replicas of an earlier one remain: "rolling replicas from a.json to
+// b.json: 1 of 2 new ready; old: 2 serving, 1 draining". It is "" when no
+// replica of an earlier one remains.
+func (d *deployment) rollReason() string {
+	if d.run == nil {
+		return ""
+	}
+	var newReady, oldServing, oldDraining int
+	for _, r := range d.replicas {
+		switch {
+		case r.generation == d.generation:
+			if r.state == serving.ReplicaReady && !r.stopping {
+				newReady++
+			}
+		case r.stopping:
+			oldDraining++
+		default:
+			oldServing++
+		}
+	}
+	if oldServing+oldDraining == 0 {
+		return ""
+	}
+	from := cmp.Or(d.servingModel(func(r *replicaRec) bool { return r.generation != d.generation }), "an earlier model")
+	return fmt.Sprintf("rolling replicas %s: %d of %d new ready; old: %d serving, %d draining",
+		rollText(from, modelOf(d.run)), newReady, d.desired, oldServing, oldDraining)
+}
+
+// servingModel names the model (registry version, else path or URI) of
+// d's replicas that match: the first in ID order of those ready, else of
+// all; "" when none matches.
+func (d *deployment) servingModel(match func(*replicaRec) bool) string {
+	var best *replicaRec
+	for _, r := range d.replicas {
+		if !match(r) {
+			continue
+		}
+		rReady := r.state == serving.ReplicaReady && !r.stopping
+		bestReady := best != nil && best.state == serving.ReplicaReady && !best.stopping
+		if best == nil || (rReady && !bestReady) || (rReady == bestReady && r.h.Spec.ID < best.h.Spec.ID) {
+			best = r
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return cmp.Or(best.version, best.h.Spec.Model)
 }
 
 // Metrics are the control loop's Prometheus metrics. A nil *Metrics records

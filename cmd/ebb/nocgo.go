@@ -1,0 +1,7 @@
+//go:build !cgo
+
+package main
+
+// cgoBuild reports that this ebb was built with cgo, which engine onnx
+// needs: not this one.
+const cgoBuild = false

@@ -42,7 +42,7 @@ func requirePython(t *testing.T, modules ...string) {
 	if err == nil {
 		return
 	}
-	msg := fmt.Sprintf("%s cannot import %v (%v: %s): install them with apt-get install python3-sklearn python3-numpy",
+	msg := fmt.Sprintf("%s cannot import %v (%v: %s): install them with apt-get install python3-sklearn python3-numpy python3-torch",
 		python.DefaultInterpreter, modules, err, bytes.TrimSpace(out))
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)

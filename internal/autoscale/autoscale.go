@@ -117,8 +117,9 @@ type Decision struct {
 // previous decision. The result always lies in [MinReplicas, MaxReplicas].
 //
 // In order:
-//   - With requests waiting and nothing desired, it scales from zero at
-//     once to enough replicas for them.
+//   - With requests waiting and nothing desired, or no replica ready yet
+//     (all of them held), it scales at once to enough replicas for them,
+//     and never down while they wait.
 //   - With no data it keeps the current count (plus what requests in flight
 //     need).
 //   - Otherwise it wants ceil(stable concurrency / target), or, when that
@@ -157,8 +158,13 @@ func Decide(now time.Time, spec serving.Scaling, m Metrics, st State) Decision {
 	var desired int32
 	var reason string
 	switch {
-	case st.Desired == 0 && m.InFlight > 0:
-		desired = max(1, inFlightNeed)
+	case m.InFlight > 0 && (st.Desired == 0 || m.Ready == 0):
+		// Scaling from zero, or still cold: every request in flight is
+		// held, and all of them land on the replicas at once when the
+		// first is ready. Size for them now, and again as more arrive,
+		// so that a burst at zero scales out while it is held rather
+		// than a tick after one replica has served it.
+		desired = max(1, inFlightNeed, st.Desired)
 		if !m.NoData {
 			desired = max(desired, ceilDiv(m.StableConcurrency, target))
 		}

@@ -64,6 +64,24 @@ func TestDecideOnce(t *testing.T) {
 			wantReason: "capped at maxReplicas 3",
 		},
 		{
+			// A burst still held: the first decision asked for one
+			// replica; more requests arrived before it was ready.
+			name:       "still cold, more requests held: sized for all of them",
+			spec:       testSpec(),
+			m:          Metrics{InFlight: 40, StableConcurrency: 0.5},
+			st:         State{Desired: 1, LastChange: recent, LastActive: recent},
+			want:       5, // 40 at target 8
+			wantReason: "scale from zero: 40 requests waiting",
+		},
+		{
+			name:       "still cold, never down",
+			spec:       testSpec(),
+			m:          Metrics{InFlight: 1, StableConcurrency: 0.5},
+			st:         State{Desired: 3, LastChange: recent, LastActive: recent},
+			want:       3,
+			wantReason: "scale from zero: 1 request waiting",
+		},
+		{
 			name:       "stays at zero without load",
 			spec:       testSpec(),
 			m:          Metrics{},

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"strconv"
 
 	"github.com/ebb-ml/ebb/internal/balance"
@@ -11,7 +13,9 @@ import (
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // Affinity (spec.routing): a deployment whose routing hashes a key sends
@@ -32,7 +36,8 @@ import (
 //
 // A request without a key (the header absent, the input missing) is
 // routed by least outstanding requests, as if the deployment had no
-// routing. The key is computed once per request, and only for such a
+// routing, or refused with 400 naming the key when the spec says
+// missingKey: reject. The key is computed once per request, and only for such a
 // deployment: the others pay one nil check.
 
 // keyState says whether an exchange's key was computed, and found.
@@ -248,4 +253,44 @@ func firstContent(c *oipgrpc.InferTensorContents) ([]byte, bool) {
 		return strconv.AppendBool(nil, c.BoolContents[0]), true
 	}
 	return nil, false
+}
+
+// missingKey says that deployment routes by r's key, which the request
+// lacks.
+func missingKey(deployment string, r *serving.Routing) string {
+	return fmt.Sprintf("deployment %q routes requests by their %s (spec.routing.missingKey: reject), and this request has none: send it with one", deployment, r.KeyName())
+}
+
+// keyRequired answers 400, and reports false, for a request without the
+// routing key of rt when rt's routing rejects those
+// (spec.routing.missingKey: reject); it computes x's key for pick.
+func (g *Gateway) keyRequired(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.Route) bool {
+	r := rt.Routing
+	if !r.RejectsMissingKey() {
+		return true
+	}
+	if x.keyState == keyUnknown {
+		x.key, x.keyState = restKey(r, &ctx.Request.Header, x.body, x.openAI != nil)
+	}
+	if x.keyState == keyFound {
+		return true
+	}
+	writeError(ctx, http.StatusBadRequest, missingKey(rt.Deployment, r))
+	return false
+}
+
+// grpcKeyRequired is keyRequired for a gRPC call: an InvalidArgument
+// error, or nil.
+func grpcKeyRequired(ctx context.Context, a *attempt, rt *routing.Route) error {
+	r := rt.Routing
+	if !r.RejectsMissingKey() {
+		return nil
+	}
+	if a.keyState == keyUnknown {
+		a.key, a.keyState = grpcKey(ctx, r, a.infer)
+	}
+	if a.keyState == keyFound {
+		return nil
+	}
+	return status.Error(codes.InvalidArgument, missingKey(rt.Deployment, r))
 }

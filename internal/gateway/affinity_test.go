@@ -13,7 +13,9 @@ import (
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // TestAffinityThroughTheGateway: a deployment routed by a consistent hash
@@ -165,4 +167,51 @@ func TestRoutingKeys(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMissingKeyRejected: with spec.routing.missingKey: reject, a request
+// without the key gets 400 naming it (REST and gRPC), one with it is
+// served; without reject it is served by least outstanding requests.
+func TestMissingKeyRejected(t *testing.T) {
+	eps := []*balance.Endpoint{replica(t, "r1"), replica(t, "r2")}
+	r := &serving.Routing{Policy: serving.RoutingConsistentHash, Key: &serving.RoutingKey{Header: "X-Session"}, MissingKey: serving.MissingKeyReject}
+	f := newFixture(t, routing.Route{Deployment: "m", Endpoints: eps, Routing: r})
+	const body = `{"inputs":[{"name":"input","datatype":"FP32","shape":[1,1],"data":[1]}]}`
+	for _, tt := range []struct {
+		name     string
+		header   map[string]string
+		wantCode int
+		wantIn   string
+	}{
+		{name: "without the key", wantCode: http.StatusBadRequest, wantIn: `routes requests by their header X-Session (spec.routing.missingKey: reject)`},
+		{name: "with the key", header: map[string]string{"X-Session": "s1"}, wantCode: http.StatusOK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, f.url+"/v2/models/m/infer", strings.NewReader(body))
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			out, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.wantCode || !strings.Contains(string(out), tt.wantIn) {
+				t.Fatalf("= %d %s; want %d with %q", resp.StatusCode, out, tt.wantCode, tt.wantIn)
+			}
+		})
+	}
+	t.Run("grpc without the key", func(t *testing.T) {
+		var a attempt
+		err := grpcKeyRequired(context.Background(), &a, f.tab.Lookup("m"))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "header X-Session") {
+			t.Fatalf("grpcKeyRequired = %v; want InvalidArgument naming the header", err)
+		}
+		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("x-session", "s1"))
+		a = attempt{}
+		if err := grpcKeyRequired(ctx, &a, f.tab.Lookup("m")); err != nil || a.keyState != keyFound {
+			t.Fatalf("grpcKeyRequired with the key = %v (key %v)", err, a.keyState)
+		}
+	})
 }

@@ -213,6 +213,10 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
 		return
 	}
 	defer g.budget.release(held)
+	if rt.Routing != nil && !g.keyRequired(ctx, x, rt) { // affinity.go
+		s.end(http.StatusBadRequest, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
+		return
+	}
 	// Demand counts once the body is in: a body trickling in is not load
 	// for the autoscaler (a hundred of them once panic-scaled a
 	// deployment to maxReplicas).

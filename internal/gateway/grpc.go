@@ -300,12 +300,19 @@ func (g *GRPC) forward(ctx context.Context, name, version string, infer *oipgrpc
 		_ = grpc.SetHeader(ctx, metadata.Pairs("ebb-version", t.Tag))
 		rt, name, version, tag = tr, tr.Deployment, v, t.Tag
 	}
+	try := attempt{infer: infer}
+	if rt.Routing != nil {
+		if err := grpcKeyRequired(ctx, &try, rt); err != nil { // affinity.go
+			g.opts.Metrics.observe(dep, "", http.StatusBadRequest, 0, false)
+			return served{}, err
+		}
+	}
 	if rt.Stats != nil {
 		rt.Stats.Begin(start)
 		defer func() { rt.Stats.End(g.opts.Clock.Now()) }()
 	}
 	g.opts.Metrics.begin(dep)
-	s := served{rt: rt}
+	s := served{rt: rt, try: try}
 	// Only requests the primary route serves are mirrored: a track's
 	// route has no Shadow.
 	s.mirror = infer != nil && rt.Shadow != nil && g.shadows.drawMirror(rt, rt.Shadow)
@@ -313,7 +320,6 @@ func (g *GRPC) forward(ctx context.Context, name, version string, infer *oipgrpc
 	// exchange.observe), from when a replica was first picked; a mirror
 	// compares the primary's latency so measured with the shadow's.
 	s.try.timed = rt.Meter != nil || s.mirror
-	s.try.infer = infer
 	err := g.forwardTo(ctx, name, version, g.holder, call, &s.try)
 	end := g.opts.Clock.Now()
 	if !s.try.picked.IsZero() {

@@ -75,6 +75,11 @@ func (g *Gateway) serveOpenAI(ctx *fasthttp.RequestCtx, path []byte) {
 func (g *Gateway) openAIForward(ctx *fasthttp.RequestCtx, path []byte) {
 	x := g.acquire(ctx)
 	req, code := g.openAIRoute(ctx, x)
+	if req != nil && req.rt.Routing != nil && !g.keyRequired(ctx, x, req.rt) { // affinity.go
+		code = http.StatusBadRequest
+		req.end(code)
+		req = nil
+	}
 	if req != nil {
 		// The replica's path: /openai dropped.
 		code = g.forwardTo(ctx, x, req.rt, req.rt.Deployment, "", modeOpenAI, bytes.TrimPrefix(path, []byte(openAIPrefix)))

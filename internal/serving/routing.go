@@ -38,6 +38,36 @@ type Routing struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65536
 	PrefixBytes int32 `json:"prefixBytes,omitempty"`
+	// MissingKey says what happens, for consistentHash and prefix, to a
+	// request without the key: leastOutstanding (the default: it is
+	// routed as if the deployment had no routing) or reject (400, naming
+	// the key).
+	// +optional
+	// +kubebuilder:validation:Enum=leastOutstanding;reject
+	MissingKey string `json:"missingKey,omitempty"`
+}
+
+// What a Routing does with a request without its key.
+const (
+	MissingKeyLeastOutstanding = "leastOutstanding"
+	MissingKeyReject           = "reject"
+)
+
+// RejectsMissingKey reports whether a request without the routing key
+// gets 400 rather than least-outstanding routing.
+func (r *Routing) RejectsMissingKey() bool { return r != nil && r.MissingKey == MissingKeyReject }
+
+// KeyName says, for an error, where r reads a request's key.
+func (r *Routing) KeyName() string {
+	switch {
+	case r == nil:
+		return ""
+	case r.Key != nil && r.Key.Header != "":
+		return "header " + r.Key.Header
+	case r.Key != nil && r.Key.Input != "":
+		return "input tensor " + r.Key.Input
+	}
+	return "prompt"
 }
 
 // RoutingKey names where a request's routing key is read: exactly one of
@@ -156,6 +186,15 @@ func (s *Spec) validateRouting() []*FieldError {
 		case math.IsNaN(lf) || lf <= 1 || lf > MaxLoadFactor:
 			add("spec.routing.loadFactor", "must be above 1 and at most %d, e.g. %g, got %v", MaxLoadFactor, DefaultLoadFactor, lf)
 		}
+	}
+	switch r.MissingKey {
+	case "", MissingKeyLeastOutstanding:
+	case MissingKeyReject:
+		if known && !hashed {
+			add("spec.routing.missingKey", "is only for policy consistentHash or prefix, not %s: remove it", policy)
+		}
+	default:
+		add("spec.routing.missingKey", "unknown value %q: use leastOutstanding (route a request without the key as if there were no routing) or reject (answer it 400)", r.MissingKey)
 	}
 	if pb := r.PrefixBytes; pb != 0 {
 		switch {

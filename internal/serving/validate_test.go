@@ -84,6 +84,15 @@ func TestValidate(t *testing.T) {
 		{name: "bad env name", change: func(d *Deployment) { d.Spec.Env = map[string]string{"A=B": "x"} }, want: []string{`"A=B" is not a valid environment variable name`}},
 		// Routing policies (issue 14).
 		{name: "routing empty", change: func(d *Deployment) { d.Spec.Routing = &Routing{} }},
+		{name: "routing missing key rejected", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session"}, MissingKey: MissingKeyReject}
+		}},
+		{name: "routing missing key unknown", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session"}, MissingKey: "drop"}
+		}, want: []string{`spec.routing.missingKey: unknown value "drop": use leastOutstanding (route a request without the key as if there were no routing) or reject (answer it 400)`}},
+		{name: "routing missing key without a key", change: func(d *Deployment) {
+			d.Spec.Routing = &Routing{MissingKey: MissingKeyReject}
+		}, want: []string{"spec.routing.missingKey: is only for policy consistentHash or prefix, not leastOutstanding: remove it"}},
 		{name: "routing least outstanding", change: func(d *Deployment) { d.Spec.Routing = &Routing{Policy: RoutingLeastOutstanding} }},
 		{name: "routing unknown policy", change: func(d *Deployment) { d.Spec.Routing = &Routing{Policy: "roundRobin"} }, want: []string{`spec.routing.policy: unknown policy "roundRobin": use one of leastOutstanding, consistentHash, prefix`}},
 		{name: "routing hash by header", change: func(d *Deployment) {

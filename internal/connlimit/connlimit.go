@@ -31,13 +31,15 @@
 //     so a client closes an idle connection before the server does and
 //     never loses a request to the race.
 //
-// The HTTP/1.1 front of ebb up and ebb gateway is not a net/http server
-// but gateway.Server, on fasthttp; it applies the same Limits in fasthttp's
-// terms, documented there: ReadHeaderTimeout from a request's first byte,
-// ReadTimeout and BodyTimeout for the body, WriteTimeout from the end of
-// the handler to the end of the response (a handler is not bounded by it),
-// IdleTimeout between requests, and MaxConns through Listener. StartBody
-// and EndBody are for net/http servers (the replica's).
+// The HTTP/1.1 fronts of ebb up and ebb gateway (gateway.Server) and of a
+// replica (server.Server's Serve) are not net/http servers but fasthttp
+// ones; they apply the same Limits in fasthttp's terms, documented there:
+// ReadHeaderTimeout from a request's first byte, ReadTimeout and
+// BodyTimeout for the body, WriteTimeout from the end of the handler to
+// the end of the response (a handler is not bounded by it), IdleTimeout
+// between requests, and MaxConns through Listener. StartBody and EndBody
+// are for net/http servers (the admin API's, and a replica's ServeHTTP
+// where an embedder serves it with net/http).
 //
 // gRPC gets the same bounds in its own terms (GRPCOptions): the handshake
 // within ReadHeaderTimeout, idle connections closed after IdleTimeout,

@@ -79,8 +79,11 @@ func jsonInteger(b []byte) bool {
 }
 
 // jsonNumber reports whether b is a number as JSON spells it.
-func jsonNumber(b []byte) bool {
-	i := 0
+func jsonNumber(b []byte) bool { return numberEnd(b, 0) == len(b) }
+
+// numberEnd returns where the number JSON spells from b[i] ends, or -1
+// when no number starts there.
+func numberEnd(b []byte, i int) int {
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
@@ -88,20 +91,16 @@ func jsonNumber(b []byte) bool {
 	case i < len(b) && b[i] == '0':
 		i++
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
+		i = digits(b, i)
 	default:
-		return false
+		return -1
 	}
 	if i < len(b) && b[i] == '.' {
 		i++
 		if i == len(b) || b[i] < '0' || b[i] > '9' {
-			return false
+			return -1
 		}
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
+		i = digits(b, i)
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		i++
@@ -109,13 +108,19 @@ func jsonNumber(b []byte) bool {
 			i++
 		}
 		if i == len(b) || b[i] < '0' || b[i] > '9' {
-			return false
+			return -1
 		}
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
+		i = digits(b, i)
 	}
-	return i == len(b)
+	return i
+}
+
+// digits returns where the decimal digits from b[i] end.
+func digits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // str views b as a string without copying, for strconv, which keeps

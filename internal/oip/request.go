@@ -36,8 +36,18 @@ const ExtensionBinaryData = "binary_tensor_data"
 // module writes for special floats; they reach Decode as the strings
 // "NaN", "Infinity" and so on. The error, for a body that is not an infer
 // request, is encoding/json's.
+//
+// The inputs' Data may alias body: keep body unchanged while they are
+// used.
 func ParseRequest(body []byte, req *InferRequest) error {
-	err := json.Unmarshal(body, req)
+	if req.ID == "" && req.Parameters == nil && req.Inputs == nil && req.Outputs == nil && parseFast(body, req) {
+		return nil
+	}
+	// Decoded in a copy: req itself does not escape, so that a caller's
+	// request stays on its stack on the fast path.
+	dec := *req
+	err := json.Unmarshal(body, &dec)
+	*req = dec
 	if err == nil {
 		return nil
 	}

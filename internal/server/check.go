@@ -35,7 +35,7 @@ func badRequest(format string, args ...any) *RequestError {
 func (s *Server) CheckInputs(inputs []oip.Tensor) ([]oip.Tensor, error) {
 	order, rerr := s.orderInputs(len(inputs), func(j int) (string, string, []int64) {
 		return inputs[j].Name, inputs[j].Datatype, inputs[j].Shape
-	})
+	}, nil)
 	if rerr != nil {
 		return nil, rerr
 	}
@@ -55,9 +55,10 @@ func (s *Server) CheckInputs(inputs []oip.Tensor) ([]oip.Tensor, error) {
 // binary tensor data (nil for JSON data; binary itself is nil when no input
 // has any).
 func (s *Server) decodeInputs(in []oip.RequestInput, binary [][]byte) ([]oip.Tensor, *RequestError) {
+	var scratch [4]int // no allocation for the order of a few inputs
 	order, rerr := s.orderInputs(len(in), func(j int) (string, string, []int64) {
 		return in[j].Name, in[j].Datatype, in[j].Shape
-	})
+	}, scratch[:0])
 	if rerr != nil {
 		return nil, rerr
 	}
@@ -80,15 +81,16 @@ func (s *Server) decodeInputs(in []oip.RequestInput, binary [][]byte) ([]oip.Ten
 
 // orderInputs checks the names, datatypes and shapes of n inputs, described
 // by header, against the metadata and returns, for each metadata input in
-// order, the index of the request input that feeds it.
-func (s *Server) orderInputs(n int, header func(j int) (name, datatype string, shape []int64)) ([]int, *RequestError) {
+// order, the index of the request input that feeds it, appended to
+// scratch[:0].
+func (s *Server) orderInputs(n int, header func(j int) (name, datatype string, shape []int64), scratch []int) ([]int, *RequestError) {
 	if s.anyInputs {
 		return s.requestOrder(n, header)
 	}
 	want := s.meta.Inputs
-	order := make([]int, len(want))
-	for i := range order {
-		order[i] = -1
+	order := scratch[:0]
+	for range want {
+		order = append(order, -1)
 	}
 	var elements int64
 	for j := range n {

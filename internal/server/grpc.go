@@ -32,7 +32,11 @@ import (
 // opts are added to those. ServeWithGRPC uses it; call Serve on it only to
 // serve gRPC on a listener of its own.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	opts = append(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(int(s.opts.MaxRequestBytes))}, s.opts.Limits.GRPCOptions()...), opts...)
+	limits := s.opts.Limits
+	if m := s.opts.Metrics; m != nil && limits.OnMessageTimeout == nil {
+		limits.OnMessageTimeout = func() { m.limit(limitGRPCMessageTimeout) }
+	}
+	opts = append(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(int(s.opts.MaxRequestBytes))}, limits.GRPCOptions()...), opts...)
 	if m := s.opts.Metrics; m != nil {
 		opts = append(opts, connlimit.CountSizeRefusals(func() { m.limit(limitGRPCMessageSize) }))
 	}

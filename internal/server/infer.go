@@ -16,8 +16,9 @@ import (
 	"github.com/ebb-ml/ebb/internal/oip"
 )
 
-// infer answers POST /v2/models/{name}[/versions/{version}]/infer, in JSON
-// or with binary tensor data (see readRequest and writeResponse).
+// infer answers POST /v2/models/{name}[/versions/{version}]/infer served
+// by net/http (ServeHTTP), in JSON or with binary tensor data (see
+// parseBody and answer). Serve's fasthttp server has its own (fast.go).
 func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
 	buf := getBuffer()
 	release := func() {
@@ -33,6 +34,35 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
 		writeError(w, rerr.Status, rerr.Msg)
 		return
 	}
+	inputs, names, rerr := s.prepare(&req, binary)
+	// The decoded tensors own their data: the body can go while the model
+	// runs.
+	release()
+	bp := getBody()
+	defer putBody(bp)
+	status, body, jsonLen := s.answer(r.Context(), &req, inputs, names, rerr, version, (*bp)[:0])
+	*bp = body
+	h := w.Header()
+	if jsonLen < len(body) {
+		h["Content-Type"] = octetStreamHeader
+		h[oip.HeaderInferenceHeaderLength] = []string{strconv.Itoa(jsonLen)}
+	} else {
+		h["Content-Type"] = jsonHeader
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// Header values of infer responses, shared: net/http only reads them.
+var (
+	jsonHeader        = []string{"application/json"}
+	octetStreamHeader = []string{"application/octet-stream"}
+)
+
+// prepare checks a decoded request's outputs and parameters and decodes its
+// inputs, in the metadata's order, with the names of the outputs asked for.
+func (s *Server) prepare(req *oip.InferRequest, binary [][]byte) ([]oip.Tensor, []string, *RequestError) {
 	var names []string
 	if len(req.Outputs) > 0 {
 		names = make([]string, len(req.Outputs))
@@ -40,42 +70,42 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
 			names[i] = o.Name
 		}
 	}
-	rerr = s.checkOutputs(names)
-	if rerr == nil {
-		// Parameters are checked before the model runs.
-		if _, err := oip.BinaryOutputs(&req, names); err != nil {
-			rerr = badRequest("%v", err)
-		}
+	if rerr := s.checkOutputs(names); rerr != nil {
+		return nil, nil, rerr
 	}
-	var inputs []oip.Tensor
-	if rerr == nil {
-		inputs, rerr = s.decodeInputs(req.Inputs, binary)
+	// Parameters are checked before the model runs.
+	if _, err := oip.BinaryOutputs(req, names); err != nil {
+		return nil, nil, badRequest("%v", err)
 	}
-	// The decoded tensors own their data: the body can go while the model
-	// runs.
-	release()
+	inputs, rerr := s.decodeInputs(req.Inputs, binary)
+	return inputs, names, rerr
+}
+
+// answer runs the model on inputs (unless prepare failed with rerr) and
+// appends the response body to dst: resp as JSON, with the outputs req
+// asks for as binary tensor data after it, or an OIP error body. It
+// returns the status, the body and the length of its JSON part (less than
+// the body's with binary data: the Inference-Header-Content-Length).
+func (s *Server) answer(ctx context.Context, req *oip.InferRequest, inputs []oip.Tensor, names []string, rerr *RequestError, version string, dst []byte) (int, []byte, int) {
 	if rerr != nil {
 		s.log.Debug("bad infer request", "id", req.ID, "status", rerr.Status, "error", rerr.Msg)
-		writeError(w, rerr.Status, rerr.Msg)
-		return
+		return errorBody(dst, rerr.Status, rerr.Msg)
 	}
-
-	outputs, err := s.Infer(r.Context(), inputs, names)
+	outputs, err := s.Infer(ctx, inputs, names)
 	if err != nil {
 		var re *RequestError
 		switch {
 		case errors.As(err, &re):
 			s.log.Debug("infer input rejected", "id", req.ID, "error", err)
-			writeError(w, re.Status, re.Msg)
-		case r.Context().Err() != nil:
-			// The client is gone; nobody reads this answer.
+			return errorBody(dst, re.Status, re.Msg)
+		case ctx.Err() != nil:
+			// The client is gone (or the drain timed out); nobody reads
+			// this answer.
 			s.log.Debug("infer abandoned by the client", "id", req.ID, "error", err)
-			writeError(w, http.StatusInternalServerError, "model "+s.name+": "+err.Error())
 		default:
 			s.log.Error("infer failed", "id", req.ID, "error", err)
-			writeError(w, http.StatusInternalServerError, "model "+s.name+": "+err.Error())
 		}
-		return
+		return errorBody(dst, http.StatusInternalServerError, "model "+s.name+": "+err.Error())
 	}
 	resp := oip.InferResponse{
 		ModelName:    s.name,
@@ -83,13 +113,6 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
 		ID:           req.ID,
 		Outputs:      outputs,
 	}
-	s.writeResponse(w, &req, &resp)
-}
-
-// writeResponse writes resp, with the outputs req asks for as binary
-// tensor data after its JSON (application/octet-stream, the JSON's length
-// in Inference-Header-Content-Length), or as JSON alone.
-func (s *Server) writeResponse(w http.ResponseWriter, req *oip.InferRequest, resp *oip.InferResponse) {
 	var binary []bool
 	if req.Parameters != nil || len(req.Outputs) > 0 {
 		names := make([]string, len(resp.Outputs))
@@ -98,25 +121,19 @@ func (s *Server) writeResponse(w http.ResponseWriter, req *oip.InferRequest, res
 		}
 		binary, _ = oip.BinaryOutputs(req, names) // checked before the model ran
 	}
-	bp := getBody()
-	defer putBody(bp)
-	body, jsonLen, err := oip.AppendResponse((*bp)[:0], resp, binary)
-	*bp = body
+	body, jsonLen, err := oip.AppendResponse(dst, &resp, binary)
 	if err != nil {
 		s.log.Error("encoding infer response", "id", req.ID, "error", err)
-		writeError(w, http.StatusInternalServerError, fmt.Sprintf("model %s: encoding the response: %v", s.name, err))
-		return
+		return errorBody(dst, http.StatusInternalServerError, fmt.Sprintf("model %s: encoding the response: %v", s.name, err))
 	}
-	h := w.Header()
-	if jsonLen < len(body) {
-		h["Content-Type"] = []string{"application/octet-stream"}
-		h[oip.HeaderInferenceHeaderLength] = []string{strconv.Itoa(jsonLen)}
-	} else {
-		h["Content-Type"] = []string{"application/json"}
-	}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(http.StatusOK)
-	w.Write(body)
+	return http.StatusOK, body, jsonLen
+}
+
+// errorBody appends the OIP error body for msg to dst.
+func errorBody(dst []byte, status int, msg string) (int, []byte, int) {
+	b, _ := json.Marshal(oip.ErrorResponse{Error: msg})
+	dst = append(dst, b...)
+	return status, dst, len(dst)
 }
 
 // Infer runs the model on inputs, which must be in the metadata's order and
@@ -166,15 +183,12 @@ func (s *Server) run(ctx context.Context, inputs []oip.Tensor, outputs []string)
 	return out, nil
 }
 
-// readRequest reads the body into buf, bounded by MaxRequestBytes, and
-// decodes its JSON. With an Inference-Header-Content-Length header the JSON
-// is that many bytes and the rest is binary tensor data, returned cut per
-// input (see oip.BinaryInputs; nil when no input has binary data).
+// readRequest reads the body into buf, bounded by MaxRequestBytes and
+// BodyTimeout, and decodes it (parseBody).
 func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (oip.InferRequest, [][]byte, *RequestError) {
-	var req oip.InferRequest
 	if r.ContentLength > s.opts.MaxRequestBytes {
 		// Decided from the header, before a byte of the body is read.
-		return req, nil, s.tooLarge(r.ContentLength)
+		return oip.InferRequest{}, nil, s.tooLarge(r.ContentLength)
 	}
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength) + 1)
@@ -183,11 +197,20 @@ func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, buf *bytes.
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.opts.MaxRequestBytes)); err != nil {
 		// The deadline stays: net/http reads what is left of a failed
 		// body before it answers, and must not wait on a stalled client.
-		return req, nil, s.bodyError(err)
+		return oip.InferRequest{}, nil, s.bodyError(err)
 	}
 	connlimit.EndBody(w)
-	body := buf.Bytes()
-	jsonLen, rerr := headerLength(r.Header, len(body))
+	return s.parseBody(buf.Bytes(), r.Header.Get(oip.HeaderInferenceHeaderLength))
+}
+
+// parseBody decodes an infer request body. With an
+// Inference-Header-Content-Length header (headerLen, "" without) the JSON
+// is that many bytes and the rest is binary tensor data, returned cut per
+// input (see oip.BinaryInputs; nil when no input has binary data). The
+// request's input data may alias body.
+func (s *Server) parseBody(body []byte, headerLen string) (oip.InferRequest, [][]byte, *RequestError) {
+	var req oip.InferRequest
+	jsonLen, rerr := headerLength(headerLen, len(body))
 	if rerr != nil {
 		return req, nil, rerr
 	}
@@ -196,14 +219,14 @@ func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, buf *bytes.
 	}
 	if err := oip.ParseRequest(body[:jsonLen], &req); err != nil {
 		var syntax *json.SyntaxError
-		if errors.As(err, &syntax) && strings.Contains(syntax.Error(), "after top-level value") && r.Header.Get(oip.HeaderInferenceHeaderLength) == "" {
+		if errors.As(err, &syntax) && strings.Contains(syntax.Error(), "after top-level value") && headerLen == "" {
 			return req, nil, badRequest("%s; if the bytes after the JSON object are binary tensor data, give the length of the JSON part in the %s header", describeJSONError(err), oip.HeaderInferenceHeaderLength)
 		}
 		return req, nil, badRequest("%s", describeJSONError(err))
 	}
 	binary, err := oip.BinaryInputs(&req, body[jsonLen:])
 	if err != nil {
-		if jsonLen == len(body) && r.Header.Get(oip.HeaderInferenceHeaderLength) == "" {
+		if jsonLen == len(body) && headerLen == "" {
 			return req, nil, badRequest("%v; a request with binary tensor data must give the length of its JSON part in the %s header", err, oip.HeaderInferenceHeaderLength)
 		}
 		return req, nil, badRequest("%v", err)
@@ -212,9 +235,8 @@ func (s *Server) readRequest(w http.ResponseWriter, r *http.Request, buf *bytes.
 }
 
 // headerLength returns the length of the JSON part of a body of n bytes:
-// the Inference-Header-Content-Length header's value, or n without it.
-func headerLength(h http.Header, n int) (int, *RequestError) {
-	v := h.Get(oip.HeaderInferenceHeaderLength)
+// the Inference-Header-Content-Length header's value v, or n without it.
+func headerLength(v string, n int) (int, *RequestError) {
 	if v == "" {
 		return n, nil
 	}

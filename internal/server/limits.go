@@ -36,6 +36,8 @@ const (
 	// A gRPC request message over MaxRequestBytes, refused by gRPC's
 	// transport before the server sees it (ResourceExhausted).
 	limitGRPCMessageSize = "grpc_message_size"
+	// A gRPC call cancelled: its request message not in within BodyTimeout.
+	limitGRPCMessageTimeout = "grpc_message_timeout"
 )
 
 // Metrics are a replica server's Prometheus metrics, served at /metrics. A
@@ -50,11 +52,11 @@ func NewMetrics(reg prometheus.Registerer, gatherer prometheus.Gatherer) *Metric
 	m := &Metrics{
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ebb_replica_limited_total",
-			Help: "Infer requests refused by a hard limit: body_bytes (413), body_timeout (408), elements (413), grpc_message_size (a gRPC request message over --max-body-bytes: ResourceExhausted).",
+			Help: "Infer requests refused by a hard limit: body_bytes (413), body_timeout (408), elements (413), grpc_message_size (a gRPC request message over --max-body-bytes: ResourceExhausted), grpc_message_timeout (a gRPC call cancelled: its request message not in within --body-timeout).",
 		}, []string{"limit"}),
 		handler: promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}),
 	}
-	for _, l := range []string{limitBodyBytes, limitBodyTimeout, limitElements, limitGRPCMessageSize} {
+	for _, l := range []string{limitBodyBytes, limitBodyTimeout, limitElements, limitGRPCMessageSize, limitGRPCMessageTimeout} {
 		m.limited.WithLabelValues(l) // export zeros
 	}
 	reg.MustRegister(m.limited)
@@ -80,13 +82,27 @@ func (s *Server) bodyError(err error) *RequestError {
 	var ne net.Error
 	switch {
 	case errors.As(err, &tooBig):
-		s.opts.Metrics.limit(limitBodyBytes)
-		return &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes (--max-body-bytes): send fewer rows per request", tooBig.Limit)}
+		return s.bodyTooLarge()
 	case errors.As(err, &ne) && ne.Timeout():
-		s.opts.Metrics.limit(limitBodyTimeout)
-		return &RequestError{http.StatusRequestTimeout, fmt.Sprintf("request body did not arrive within %v: send it faster, or in smaller requests", s.opts.Limits.WithDefaults().BodyTimeout)}
+		return s.bodyTimedOut()
 	}
 	return badRequest("reading the request body: %v", err)
+}
+
+// bodyTooLarge answers a body that passed MaxRequestBytes as it was read.
+func (s *Server) bodyTooLarge() *RequestError {
+	s.opts.Metrics.limit(limitBodyBytes)
+	return &RequestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes (--max-body-bytes): send fewer rows per request", s.opts.MaxRequestBytes)}
+}
+
+// bodyTimedOut answers a body that did not arrive within BodyTimeout.
+func (s *Server) bodyTimedOut() *RequestError {
+	s.opts.Metrics.limit(limitBodyTimeout)
+	d := s.opts.Limits.BodyTimeout
+	if d <= 0 {
+		d = s.opts.Limits.ReadTimeout // what bounds it then
+	}
+	return &RequestError{http.StatusRequestTimeout, fmt.Sprintf("request body did not arrive within %v: send it faster, or in smaller requests", d)}
 }
 
 // checkElements bounds the elements that shapes declare in one request by

@@ -31,7 +31,12 @@ func secretFree(path string) bool {
 
 // hasSecret reports whether got is the replica's secret, in constant time.
 func (s *Server) hasSecret(got string) bool {
-	return subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Secret)) == 1
+	return subtle.ConstantTimeCompare([]byte(got), s.secret) == 1
+}
+
+// hasSecretBytes is hasSecret without a string.
+func (s *Server) hasSecretBytes(got []byte) bool {
+	return subtle.ConstantTimeCompare(got, s.secret) == 1
 }
 
 // refuseREST answers 401 and returns true when r lacks the secret.

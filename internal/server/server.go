@@ -15,7 +15,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -116,8 +115,9 @@ type ReplicaInfo struct {
 	ModelVersion string `json:"modelVersion,omitempty"`
 }
 
-// Server serves one model over OIP v2 REST. It is an http.Handler; Serve runs
-// it on a listener with graceful draining. Safe for concurrent use.
+// Server serves one model over OIP v2 REST. It is an http.Handler; Serve
+// serves the same endpoints on a listener, with fasthttp (fast.go), and
+// drains gracefully. Safe for concurrent use.
 type Server struct {
 	name  string
 	model engine.Model
@@ -141,6 +141,12 @@ type Server struct {
 	modelNotReadyJSON []byte
 
 	draining atomic.Bool
+	// stopped is the context of the infer requests Serve answers; stop
+	// cancels it when the drain times out.
+	stopped context.Context
+	stop    context.CancelFunc
+	// secret is Options.Secret.
+	secret []byte
 
 	mu sync.Mutex
 	// readyAt is when Serve began serving; zero before.
@@ -196,7 +202,9 @@ func New(name string, m engine.Model, opts Options) *Server {
 		meta:        meta,
 		inputIndex:  make(map[string]int, len(meta.Inputs)),
 		outputIndex: make(map[string]int, len(meta.Outputs)),
+		secret:      []byte(opts.Secret),
 	}
+	s.stopped, s.stop = context.WithCancel(context.Background())
 	if a, ok := m.(anyInputsModel); ok && a.AnyInputs() {
 		s.anyInputs = true
 	}
@@ -303,19 +311,19 @@ func (s *Server) Info() ReplicaInfo {
 	}
 }
 
-// Serve serves HTTP on ln until ctx ends, then drains: it first reports not
-// ready, then stops accepting connections and waits up to
-// Options.DrainTimeout for in-flight requests to finish. It returns nil after
-// a clean drain, and an error when ln fails or the drain times out (the
-// remaining connections are then closed). Serve closes ln. Call it once.
+// Serve serves REST on ln until ctx ends, then drains: it first reports not
+// ready, then stops accepting connections, closes idle ones and waits up to
+// Options.DrainTimeout for in-flight requests to finish. It returns nil
+// after a clean drain, and an error when ln fails or the drain times out
+// (the remaining requests' contexts are then cancelled and their
+// connections closed). Serve closes ln. Call it once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return s.serve(ctx, s.opts.Limits.Listener(ln))
 }
 
 // serve is Serve on a listener already capped by Options.Limits.
 func (s *Server) serve(ctx context.Context, ln net.Listener) error {
-	srv := s.opts.Limits.Server(s)
-	srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	rest := s.newREST()
 	// ln already listens, so connections made from here on queue in its
 	// backlog until accepted: the replica is ready now.
 	readyAt := s.opts.Now()
@@ -327,26 +335,37 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.Info("serving", "addr", ln.Addr().String(), "model", s.name)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	al := newAcceptListener(ln)
+	go func() { errc <- rest.srv.Serve(al) }()
 
+	failed := func(err error) error {
+		s.draining.Store(true)
+		if err == nil {
+			err = net.ErrClosed // fasthttp returns nil when ln is closed
+		}
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	}
 	select {
 	case err := <-errc:
-		s.draining.Store(true)
-		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+		return failed(err)
 	case <-ctx.Done():
+	}
+	select {
+	case err := <-errc:
+		return failed(err)
+	case <-al.accepted: // the server holds ln: the shutdown closes it
 	}
 
 	s.draining.Store(true)
 	s.log.Info("draining", "timeout", s.opts.DrainTimeout.String())
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.DrainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-		<-errc
+	err := rest.srv.ShutdownWithContext(sctx)
+	<-errc // Serve returns as the shutdown starts
+	if err != nil {
+		s.stop()
+		rest.closeConns()
 		return fmt.Errorf("drain: in-flight requests did not finish within %v; closed them: %w", s.opts.DrainTimeout, err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
 	}
 	s.log.Info("drained")
 	return nil

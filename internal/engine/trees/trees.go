@@ -312,15 +312,46 @@ func (m *Model) Predict(ctx context.Context, inputs []oip.Tensor) ([]oip.Tensor,
 		m.forest.add(x[r*m.numFeature:(r+1)*m.numFeature], acc)
 		m.link.apply(acc, out[r*m.outCols:(r+1)*m.outCols])
 	}
-	shape := []int64{int64(rows)}
+	// The output tensor and its shape in one allocation.
+	res := &struct {
+		t     [1]oip.Tensor
+		shape [2]int64
+	}{shape: [2]int64{int64(rows), int64(m.outCols)}}
+	shape := res.shape[:1]
 	if len(m.meta.Outputs[0].Shape) == 2 {
-		shape = append(shape, int64(m.outCols))
+		shape = res.shape[:2]
 	}
-	return []oip.Tensor{{Name: OutputName, Datatype: oip.FP32, Shape: shape, Data: out}}, nil
+	res.t[0] = oip.Tensor{Name: OutputName, Datatype: oip.FP32, Shape: shape, Data: out}
+	return res.t[:], nil
+}
+
+// rows returns the rows of in, a numeric input named InputName, as one
+// flat float32 slice, when its shape and data hold whole rows; checkInput
+// says what is wrong otherwise.
+func (m *Model) rows(in oip.Tensor) ([]float32, int, bool) {
+	var rows int
+	switch {
+	case len(in.Shape) == 1 && in.Shape[0] == int64(m.numFeature):
+		rows = 1
+	case len(in.Shape) == 2 && in.Shape[1] == int64(m.numFeature) && in.Shape[0] >= 0:
+		rows = int(in.Shape[0])
+	default:
+		return nil, 0, false
+	}
+	x, err := in.Float32s()
+	if err != nil || len(x)%m.numFeature != 0 || len(x)/m.numFeature != rows {
+		return nil, 0, false
+	}
+	return x, rows, true
 }
 
 // checkInput validates inputs and returns the rows as one flat float32 slice.
 func (m *Model) checkInput(inputs []oip.Tensor) ([]float32, int, error) {
+	if len(inputs) == 1 && inputs[0].Name == InputName && oip.IsNumeric(inputs[0].Datatype) {
+		if x, rows, ok := m.rows(inputs[0]); ok {
+			return x, rows, nil
+		}
+	}
 	want := fmt.Sprintf("[-1, %d]", m.numFeature)
 	if len(inputs) != 1 {
 		names := make([]string, len(inputs))

@@ -58,6 +58,7 @@ func registry() (*harness.Registry, error) {
 		scenarios.Memory{},
 		scenarios.Binary{},
 		scenarios.ClusterE2E{},
+		scenarios.Ring{},
 	} {
 		if err := r.Register(s); err != nil {
 			return nil, err

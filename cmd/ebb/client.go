@@ -35,7 +35,7 @@ func addGlobalFlags(root *cobra.Command) {
 	f.String("server", "", fmt.Sprintf("URL of the ebb server; wins over --context (default: the current context, $%s, else %s)", serverEnv, defaultServer))
 	f.String("context", "", "name of the context to talk to, from the config file (list them with: ebb config get-contexts)")
 	f.String("ca-file", "", fmt.Sprintf("PEM file of a CA to trust for an https server, besides the system's (default: $%s, else the context's ca-file)", caFileEnv))
-	f.String("token", "", fmt.Sprintf("API token to send, for this command only (default: $%s, the context's token, else for a server on loopback the admin token `ebb up` keeps in its data dir)", tokenEnv))
+	f.String("token", "", fmt.Sprintf("API token to send, for this command only (default: $%s, the context's token, else for a server on loopback the admin token that ebb up keeps in its data dir)", tokenEnv))
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if !talksToServer(cmd) {
 			return nil

@@ -366,17 +366,22 @@ func deployDemo(ctx context.Context, st demoStore, ctl *control.Controller, data
 	}
 	ctl.Notify(d.Name)
 	curlAuth, cliEnv := ua.demoHints(dataDir)
+	// The command a reader types: the one that started this ebb.
+	cli := "ebb"
+	if exe, err := os.Executable(); err == nil && underGoRun(exe) {
+		cli = "go run ./cmd/ebb"
+	}
 	fmt.Printf(`
 ebb is serving the demo deployment "diabetes" (XGBoost, scaled to zero until the first request).
 Try it:
 
   curl -s -X POST %s/v2/models/diabetes/infer -H 'Content-Type: application/json'%s -d @%s
 
-  %sgo run ./cmd/ebb get deployments diabetes --server %s    # replicas, cold-start phases
+  %s%s get deployments diabetes --server %s    # replicas, cold-start phases
   curl -s%s %s/metrics | grep ebb_    # Prometheus metrics
 
 Press Ctrl-C to stop; replicas are drained and stopped.
 
-`, base, curlAuth, req, cliEnv, adminBase, curlAuth, base)
+`, base, curlAuth, req, cliEnv, cli, adminBase, curlAuth, base)
 	return nil
 }

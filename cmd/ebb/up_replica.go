@@ -16,7 +16,7 @@ import (
 const replicaBinaryEnv = "EBB_REPLICA_BINARY"
 
 func addReplicaBinaryFlag(f *pflag.FlagSet, binary *string) {
-	f.StringVar(binary, "replica-binary", os.Getenv(replicaBinaryEnv), "the replica binary (cmd/ebb-replica) replicas run; default $"+replicaBinaryEnv+", else the ebb-replica beside this ebb, else `ebb replica`, which keeps all of ebb resident in every replica")
+	f.StringVar(binary, "replica-binary", os.Getenv(replicaBinaryEnv), "the replica binary (cmd/ebb-replica) replicas run; default $"+replicaBinaryEnv+", else the ebb-replica beside this ebb, else ebb replica (the subcommand), which keeps all of ebb resident in every replica")
 }
 
 // replicaCommand returns the command ebb up starts replicas with: binary

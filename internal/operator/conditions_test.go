@@ -37,7 +37,7 @@ func TestDesiredStatusRollout(t *testing.T) {
 			want: &metav1.Condition{Status: metav1.ConditionTrue, Reason: "Progressing", Message: "canary diabetes:3 at 25% (step 2 of 4)"},
 		},
 		{
-			name: "progressing after an earlier rollout", had: &ended, rollout: canary(traffic.Progressing, 5, 0, "started at step 1 of 3 (5%)"),
+			name: "progressing after an earlier rollout", had: &ended, rollout: canary(traffic.Progressing, 5, 0, "started at step 1 of 4 (5%)"),
 			want: &metav1.Condition{Status: metav1.ConditionTrue, Reason: "Progressing", Message: "canary diabetes:3 at 5% (step 1 of 4)"},
 		},
 		{

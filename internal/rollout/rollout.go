@@ -286,7 +286,7 @@ func (m *Manager) Start(ctx context.Context, deployment string, req Request) (St
 	stb, _ := json.Marshal(st)
 	r, err := m.st.CreateRollout(ctx, store.Rollout{Deployment: deployment, Kind: store.RolloutCanary, Active: true, Spec: sb, State: stb})
 	if errors.Is(err, store.ErrExists) {
-		return Status{}, fmt.Errorf("%w: %v: `ebb rollout status %s` shows it; abort or promote it first", ErrActive, err, deployment)
+		return Status{}, fmt.Errorf("%w on deployment %q: `ebb rollout status %s` shows it; abort or promote it first", ErrActive, deployment, deployment)
 	}
 	if err != nil {
 		return Status{}, err

@@ -198,7 +198,7 @@ func Start(now time.Time, p Policy) (State, error) {
 		Phase:       Progressing,
 		Weight:      p.Steps[0],
 		StepStarted: now,
-		Reason:      fmt.Sprintf("started at step 1 of %d (%d%%)", len(p.Steps)-1, p.Steps[0]),
+		Reason:      fmt.Sprintf("started at step 1 of %d (%d%%)", len(p.Steps), p.Steps[0]),
 	}, nil
 }
 

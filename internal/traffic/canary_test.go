@@ -154,7 +154,7 @@ func TestApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(State{Phase: Progressing, Weight: 5, StepStarted: t0, Reason: "started at step 1 of 3 (5%)"}, start); diff != "" {
+	if diff := cmp.Diff(State{Phase: Progressing, Weight: 5, StepStarted: t0, Reason: "started at step 1 of 4 (5%)"}, start); diff != "" {
 		t.Errorf("Start (-want +got):\n%s", diff)
 	}
 	now := t0.Add(time.Minute)

@@ -85,6 +85,7 @@ func writeDescribe(w io.Writer, d serving.Deployment, evs []serving.Event, evErr
 	if st.LastScaleTime != nil {
 		row("  ", "Last scale", fmt.Sprintf("%s (%s ago)", st.LastScaleTime.UTC().Format(time.RFC3339), age(now, *st.LastScaleTime)))
 	}
+	row("  ", "Schedule", scheduleText(sp.Scaling.Schedule, st.Schedule, now))
 	row("  ", "Reason", st.Reason)
 	row("  ", "Failure", st.Failure)
 	for i, ig := range st.Ignored {
@@ -183,4 +184,30 @@ func writeIndented(w io.Writer, header []string, rows [][]string) error {
 		}
 	}
 	return nil
+}
+
+// scheduleText says where a deployment's schedule stands: the window that
+// applies, its bounds and the next transition.
+func scheduleText(windows []serving.ScheduleWindow, s *serving.ScheduleStatus, now time.Time) string {
+	if len(windows) == 0 {
+		return ""
+	}
+	if s == nil {
+		return fmt.Sprintf("%d window(s), not evaluated yet", len(windows))
+	}
+	out := fmt.Sprintf("no window: %d..%d replicas", s.MinReplicas, s.MaxReplicas)
+	if s.Window != "" {
+		out = fmt.Sprintf("window %s: %d..%d replicas", s.Window, s.MinReplicas, s.MaxReplicas)
+		if s.Prewarming {
+			out = "pre-warming for " + out
+		}
+	}
+	if s.Next != nil {
+		what := "window ends"
+		if s.NextWindow != "" {
+			what = s.NextWindow + " starts (less the cold-start lead)"
+		}
+		out += fmt.Sprintf("; next: %s at %s (in %s)", what, s.Next.UTC().Format(time.RFC3339), s.Next.Sub(now).Round(time.Second))
+	}
+	return out
 }

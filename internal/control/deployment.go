@@ -64,6 +64,11 @@ type deployment struct {
 	desired   int32
 	reason    string
 	lastScale time.Time
+	// bounds are the replica bounds of the last decision, the schedule
+	// applied; coldStart is the latest cold start measured, how far ahead
+	// of a window its floor's replicas start (scheduleLead).
+	bounds    autoscale.Bounds
+	coldStart time.Duration
 	// pinned is whether reason comes from a pin (spec.replicas).
 	pinned bool
 
@@ -234,6 +239,21 @@ func (c *Controller) upsert(ctx context.Context, key, served, track string, spec
 	return d
 }
 
+// defaultColdStart is how far ahead of a schedule window its floor's
+// replicas start while the deployment has no measured cold start.
+const defaultColdStart = 30 * time.Second
+
+// scheduleLead is how long before a schedule window opens its floor
+// applies: the deployment's latest measured cold start (defaultColdStart
+// before one), plus a tick for the decision to be taken.
+func (c *Controller) scheduleLead(d *deployment) time.Duration {
+	cs := d.coldStart
+	if cs <= 0 {
+		cs = defaultColdStart
+	}
+	return cs + c.opts.Tick
+}
+
 // windowAge is how much demand history a deployment's autoscaling reads:
 // its stable window, plus a tick of slack. Keeping no more matters with
 // thousands of deployments.
@@ -272,8 +292,8 @@ func (c *Controller) onTick(ctx context.Context) {
 	for _, d := range c.deps {
 		sample := c.sample(d, now)
 		d.window.Add(sample)
-		if d.idle(sample) && c.inFlight(d) == 0 {
-			continue // at zero with no demand: nothing to decide or do
+		if d.idle(sample) && c.inFlight(d) == 0 && len(d.spec.Scaling.Schedule) == 0 {
+			continue // at zero with no demand or schedule: nothing to decide or do
 		}
 		before := len(d.replicas)
 		changed := c.decide(d, now)
@@ -305,8 +325,17 @@ func (c *Controller) onWake(ctx context.Context, name string) {
 // changed.
 func (c *Controller) decide(d *deployment, now time.Time) bool {
 	ready := d.count(func(r *replicaRec) bool { return r.state == serving.ReplicaReady && !r.stopping })
-	m := autoscale.Observe(now, d.window, c.inFlight(d), ready, d.spec.Scaling)
-	dec := autoscale.Scale(now, &d.spec, m, d.scale)
+	// The schedule's window, if any, bounds this decision.
+	spec := d.spec
+	before := d.bounds
+	d.bounds = autoscale.Scheduled(now, spec.Scaling, c.scheduleLead(d))
+	boundsMoved := d.bounds != before
+	spec.Scaling.MinReplicas, spec.Scaling.MaxReplicas = d.bounds.MinReplicas, d.bounds.MaxReplicas
+	m := autoscale.Observe(now, d.window, c.inFlight(d), ready, spec.Scaling)
+	dec := autoscale.Scale(now, &spec, m, d.scale)
+	if w := d.bounds.Describe(); w != "" && spec.Replicas == nil {
+		dec.Reason += " (" + w + ")"
+	}
 	d.scale = dec.State
 	if dec.Desired != d.desired {
 		c.log.Info("scale", "deployment", d.name, "from", d.desired, "to", dec.Desired, "reason", dec.Reason)
@@ -325,6 +354,11 @@ func (c *Controller) decide(d *deployment, now time.Time) bool {
 		// the reason changes with the count only, so that a steady
 		// deployment's status stays put.
 		d.pinned = pinned
+		d.reason = dec.Reason
+		return true
+	}
+	if boundsMoved {
+		// A window opened or closed at the current count: say so.
 		d.reason = dec.Reason
 		return true
 	}

@@ -260,6 +260,10 @@ func (c *Controller) becameReady(d *deployment, r *replicaRec, st replica.Startu
 	}
 	if !r.recovered {
 		c.opts.Metrics.coldStart(r.phases)
+		d.coldStart = 0
+		for _, p := range r.phases {
+			d.coldStart += p.Duration.Duration
+		}
 	}
 	// Failures are forgiven once a replica stays up (crashloop.go); the
 	// deployment serves again at once. A model that no longer resolves

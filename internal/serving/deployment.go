@@ -144,6 +144,11 @@ type Scaling struct {
 	// (in percent) above which the autoscaler enters panic mode.
 	// +optional
 	PanicThreshold float64 `json:"panicThresholdPercent"`
+	// Schedule lists time windows with replica bounds of their own, such
+	// as a floor of 2 during business hours; the first window that covers
+	// a moment applies (see ScheduleWindow).
+	// +optional
+	Schedule []ScheduleWindow `json:"schedule,omitempty"`
 }
 
 // Status is what ebb observes about a deployment.
@@ -159,6 +164,10 @@ type Status struct {
 	// DesiredReplicas is the autoscaler's latest decision.
 	// +optional
 	DesiredReplicas int32 `json:"desiredReplicas"`
+	// Schedule, when spec.scaling.schedule is set, says which window's
+	// bounds apply and when they next change.
+	// +optional
+	Schedule *ScheduleStatus `json:"schedule,omitempty"`
 	// ModelVersion is the registry version new replicas run ("diabetes:3");
 	// empty when the spec names an artifact path.
 	// +optional

@@ -147,6 +147,7 @@ func (s *Spec) validate() []*FieldError {
 	errs = append(errs, s.validateTraffic()...)
 	errs = append(errs, s.validateShadow()...)
 	errs = append(errs, s.validateRouting()...)
+	errs = append(errs, s.validateSchedule()...)
 	for k := range s.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			add("spec.env", "%q is not a valid environment variable name", k)

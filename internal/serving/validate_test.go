@@ -84,6 +84,23 @@ func TestValidate(t *testing.T) {
 		{name: "bad env name", change: func(d *Deployment) { d.Spec.Env = map[string]string{"A=B": "x"} }, want: []string{`"A=B" is not a valid environment variable name`}},
 		// Routing policies (issue 14).
 		{name: "routing empty", change: func(d *Deployment) { d.Spec.Routing = &Routing{} }},
+		{name: "schedule business hours", change: func(d *Deployment) {
+			d.Spec.Scaling.Schedule = []ScheduleWindow{{Name: "business-hours", Days: []string{"Mon-Fri"}, Start: "07:00", End: "17:00", TimeZone: "Europe/Paris", MinReplicas: ptr32(2)}}
+		}},
+		{name: "schedule overnight every day", change: func(d *Deployment) {
+			d.Spec.Scaling.Schedule = []ScheduleWindow{{Start: "22:00", End: "06:00", MaxReplicas: ptr32(1)}}
+		}},
+		{name: "schedule bad window", change: func(d *Deployment) {
+			d.Spec.Scaling.Schedule = []ScheduleWindow{{Days: []string{"Funday"}, Start: "7am", End: "17:00", TimeZone: "Mars/Olympus", MinReplicas: ptr32(9), MaxReplicas: ptr32(2)}}
+		}, want: []string{
+			`spec.scaling.schedule[0].start: "7am" is not a time of day: give HH:MM, such as 07:00`,
+			`spec.scaling.schedule[0].days: "Funday" is not a day: give Mon, Tue, Wed, Thu, Fri, Sat, Sun or a range such as Mon-Fri`,
+			`spec.scaling.schedule[0].timeZone: "Mars/Olympus" is not an IANA time zone: give one such as Europe/Paris or America/New_York`,
+			"spec.scaling.schedule[0].minReplicas: 9 is above the window's maxReplicas 2",
+		}},
+		{name: "schedule without bounds", change: func(d *Deployment) {
+			d.Spec.Scaling.Schedule = []ScheduleWindow{{Start: "07:00", End: "17:00"}}
+		}, want: []string{"spec.scaling.schedule[0]: sets neither minReplicas nor maxReplicas: give at least one"}},
 		{name: "routing missing key rejected", change: func(d *Deployment) {
 			d.Spec.Routing = &Routing{Policy: RoutingConsistentHash, Key: &RoutingKey{Header: "X-Session"}, MissingKey: MissingKeyReject}
 		}},
@@ -247,3 +264,5 @@ func TestModelRefs(t *testing.T) {
 		t.Errorf("Validate of a reference without engine: %v", err)
 	}
 }
+
+func ptr32(n int32) *int32 { return &n }

@@ -1,0 +1,87 @@
+package autoscale
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/serving"
+)
+
+// Bounds are a deployment's replica bounds at a moment, its schedule
+// (serving.Scaling.Schedule) applied.
+type Bounds struct {
+	MinReplicas, MaxReplicas int32
+	// Window names the schedule window that applies, "" for none.
+	// Prewarming says it applies ahead of its start, by the lead.
+	Window     string
+	Prewarming bool
+	// Next is when the bounds next change (a window starts, counting the
+	// lead, or ends), and NextWindow the window that starts then ("" when
+	// one ends into none); zero when the schedule is empty.
+	Next       time.Time
+	NextWindow string
+}
+
+// scheduleHorizon is how far ahead Scheduled looks for the next change:
+// a weekly schedule changes within 8 days.
+const scheduleHorizon = 8 * 24 * time.Hour
+
+// Scheduled returns the bounds of sc at now. A window applies from lead
+// before its start (the deployment's cold-start time, so that its floor's
+// replicas are ready when it opens) to its end; where windows overlap, the
+// first in the list wins. Outside every window sc's own bounds apply.
+// It is pure: now and lead come from the caller.
+func Scheduled(now time.Time, sc serving.Scaling, lead time.Duration) Bounds {
+	b := Bounds{MinReplicas: sc.MinReplicas, MaxReplicas: sc.MaxReplicas}
+	if len(sc.Schedule) == 0 {
+		return b
+	}
+	lead = max(lead, 0)
+	var runs []serving.Occurrence
+	for i, w := range sc.Schedule {
+		runs = append(runs, w.Occurrences(i, now.Add(-scheduleHorizon), now.Add(scheduleHorizon+lead))...)
+	}
+	// The window that applies now: the first in the list covering now.
+	active := -1
+	for i, r := range runs {
+		if !now.Before(r.Start.Add(-lead)) && now.Before(r.End) && (active < 0 || r.Window < runs[active].Window) {
+			active = i
+		}
+	}
+	if active >= 0 {
+		r := runs[active]
+		w := sc.Schedule[r.Window]
+		b.Window, b.Prewarming = w.ScheduleName(r.Window), now.Before(r.Start)
+		if w.MinReplicas != nil {
+			b.MinReplicas = *w.MinReplicas
+		}
+		if w.MaxReplicas != nil {
+			b.MaxReplicas = *w.MaxReplicas
+		}
+		b.MinReplicas = min(b.MinReplicas, b.MaxReplicas)
+	}
+	// The next change: the earliest start (less the lead) or end after now.
+	for _, r := range runs {
+		w := sc.Schedule[r.Window]
+		if s := r.Start.Add(-lead); s.After(now) && (b.Next.IsZero() || s.Before(b.Next)) {
+			b.Next, b.NextWindow = s, w.ScheduleName(r.Window)
+		}
+		if r.End.After(now) && (b.Next.IsZero() || r.End.Before(b.Next)) {
+			b.Next, b.NextWindow = r.End, ""
+		}
+	}
+	return b
+}
+
+// Describe says b in words for a status: "window business-hours: 2..10
+// replicas until 17:00 (Europe/Paris)".
+func (b Bounds) Describe() string {
+	if b.Window == "" {
+		return ""
+	}
+	s := fmt.Sprintf("window %s: %d..%d replicas", b.Window, b.MinReplicas, b.MaxReplicas)
+	if b.Prewarming {
+		s = "pre-warming for " + s
+	}
+	return s
+}

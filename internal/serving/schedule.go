@@ -203,6 +203,9 @@ type ScheduleStatus struct {
 	MaxReplicas int32 `json:"maxReplicas"`
 	// Next is when the bounds next change, and NextWindow the window that
 	// starts then ("" when one ends).
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	// +optional
 	Next *time.Time `json:"next,omitempty"`
 	// +optional

@@ -31,6 +31,14 @@ func (s *Status) DeepCopyInto(out *Status) {
 	if s.Traffic != nil {
 		out.Traffic = append([]TrafficStatus(nil), s.Traffic...)
 	}
+	if s.Schedule != nil {
+		c := *s.Schedule
+		if c.Next != nil {
+			t := *c.Next
+			c.Next = &t
+		}
+		out.Schedule = &c
+	}
 }
 
 // DeepCopy returns a copy of s.

@@ -92,6 +92,8 @@ func parseDays(days []string) ([7]bool, error) {
 }
 
 // Occurrence is one run of a window: from Start to End.
+//
+// +kubebuilder:object:generate=false
 type Occurrence struct {
 	Window     int // index in Scaling.Schedule
 	Start, End time.Time
@@ -191,6 +193,9 @@ func (s *Spec) validateSchedule() []*FieldError {
 }
 
 // ScheduleStatus is where a deployment's schedule stands (Status.Schedule).
+// Status's DeepCopyInto copies it (deepcopy.go).
+//
+// +kubebuilder:object:generate=false
 type ScheduleStatus struct {
 	// Window is the window whose bounds apply, "" for none (the
 	// deployment's own); Prewarming says it applies ahead of its start,

@@ -44,6 +44,7 @@ func newRootCmd() *cobra.Command {
 		newRolloutCmd(),
 		newShadowCmd(),
 		newScaleCmd(),
+		newSimulateCmd(),
 		newDeleteCmd(),
 		newPredictCmd(),
 		newClusterCmd("operator", "Run the Kubernetes operator: ModelDeployments to replica pods, scaled 0:N"),

@@ -39,7 +39,8 @@ func Scheduled(now time.Time, sc serving.Scaling, lead time.Duration) Bounds {
 	lead = max(lead, 0)
 	var runs []serving.Occurrence
 	for i, w := range sc.Schedule {
-		runs = append(runs, w.Occurrences(i, now.Add(-scheduleHorizon), now.Add(scheduleHorizon+lead))...)
+		// Occurrences looks a day back for a run still on.
+		runs = append(runs, w.Occurrences(i, now, now.Add(scheduleHorizon+lead))...)
 	}
 	// The window that applies now: the first in the list covering now.
 	active := -1

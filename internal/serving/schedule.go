@@ -3,6 +3,7 @@ package serving
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 	_ "time/tzdata" // schedules name IANA time zones; a host may lack tzdata
 )
@@ -102,13 +103,9 @@ type Occurrence struct {
 // Occurrences returns the runs of w (the i-th window) that overlap [from,
 // to), in order. w must be valid (validateSchedule).
 func (w ScheduleWindow) Occurrences(i int, from, to time.Time) []Occurrence {
-	loc := time.UTC
-	if w.TimeZone != "" {
-		l, err := time.LoadLocation(w.TimeZone)
-		if err != nil {
-			return nil
-		}
-		loc = l
+	loc, err := location(w.TimeZone)
+	if err != nil {
+		return nil
 	}
 	start, err1 := parseClock(w.Start)
 	end, err2 := parseClock(w.End)
@@ -134,6 +131,26 @@ func (w ScheduleWindow) Occurrences(i int, from, to time.Time) []Occurrence {
 		}
 	}
 	return out
+}
+
+// locations caches time.LoadLocation, which reads the zone's data each
+// time: a schedule is evaluated at every decision.
+var locations sync.Map // string → *time.Location
+
+// location is time.LoadLocation, cached; "" is UTC.
+func location(name string) (*time.Location, error) {
+	if name == "" {
+		return time.UTC, nil
+	}
+	if l, ok := locations.Load(name); ok {
+		return l.(*time.Location), nil
+	}
+	l, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	locations.Store(name, l)
+	return l, nil
 }
 
 // validateSchedule checks spec.scaling.schedule.
@@ -166,7 +183,7 @@ func (s *Spec) validateSchedule() []*FieldError {
 			add(".days", "%v", err)
 		}
 		if w.TimeZone != "" {
-			if _, err := time.LoadLocation(w.TimeZone); err != nil {
+			if _, err := location(w.TimeZone); err != nil {
 				add(".timeZone", "%q is not an IANA time zone: give one such as Europe/Paris or America/New_York", w.TimeZone)
 			}
 		}

@@ -45,6 +45,7 @@ func newRootCmd() *cobra.Command {
 		newShadowCmd(),
 		newScaleCmd(),
 		newSimulateCmd(),
+		newCostCmd(),
 		newDeleteCmd(),
 		newPredictCmd(),
 		newClusterCmd("operator", "Run the Kubernetes operator: ModelDeployments to replica pods, scaled 0:N"),

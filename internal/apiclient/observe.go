@@ -96,3 +96,26 @@ func (c *Client) Logs(ctx context.Context, deployment string, opts LogOptions) (
 	}
 	return resp.Body, nil
 }
+
+// Cost returns what deployment's replicas used over since (a period such
+// as "7d" or an RFC 3339 time; "" for the server's default, 7 days).
+func (c *Client) Cost(ctx context.Context, deployment, since string) (serving.Cost, error) {
+	var out serving.Cost
+	_, err := c.doJSON(ctx, http.MethodGet, deploymentPath(deployment)+"/cost"+sinceQuery(since), "", nil, &out)
+	return out, err
+}
+
+// Costs returns what every deployment's replicas used over since, and the
+// total.
+func (c *Client) Costs(ctx context.Context, since string) (api.CostList, error) {
+	var out api.CostList
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/cost"+sinceQuery(since), "", nil, &out)
+	return out, err
+}
+
+func sinceQuery(since string) string {
+	if since == "" {
+		return ""
+	}
+	return "?since=" + url.QueryEscape(since)
+}

@@ -128,6 +128,10 @@ type Controller struct {
 	deps map[string]*deployment
 
 	history eventLog // recent events per deployment (events.go)
+	costs   costBook // replica-seconds per deployment (cost.go)
+	// lastTick is when onTick last ran: replica-seconds count the time
+	// between ticks.
+	lastTick time.Time
 }
 
 // New returns a Controller. It starts nothing until Run.
@@ -190,6 +194,7 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 		status:  map[string]serving.Status{},
 		tracks:  map[string][]serving.Track{},
 		deps:    map[string]*deployment{},
+		costs:   costBook{started: opts.Clock.Now()},
 	}
 }
 

@@ -289,7 +289,25 @@ func (c *Controller) reload(ctx context.Context, name string) {
 // onTick samples demand, decides and reconciles every deployment.
 func (c *Controller) onTick(ctx context.Context) {
 	now := c.opts.Clock.Now()
+	used := map[string]int{} // replicas existing, by deployment served
+	// The time since the last tick (a busy loop may skip one), at most
+	// a few ticks, so that a stalled loop or a suspended machine does not
+	// count time nobody measured.
+	elapsed := c.opts.Tick
+	if !c.lastTick.IsZero() {
+		elapsed = min(max(now.Sub(c.lastTick), 0), 5*c.opts.Tick)
+	}
+	c.lastTick = now
+	defer func() {
+		for name, n := range used {
+			c.costs.add(name, now, n, elapsed)
+			c.opts.Metrics.replicaSeconds(name, float64(n)*elapsed.Seconds())
+		}
+	}()
 	for _, d := range c.deps {
+		if n := len(d.replicas); n > 0 {
+			used[d.served] += n
+		}
 		sample := c.sample(d, now)
 		d.window.Add(sample)
 		if d.idle(sample) && c.inFlight(d) == 0 && len(d.spec.Scaling.Schedule) == 0 {
@@ -460,6 +478,9 @@ func (c *Controller) retire(d *deployment) {
 	c.routes.Remove(d.name)
 	d.meter = nil // a track that comes back is measured afresh
 	if len(d.replicas) == 0 {
+		if d.name == d.served {
+			c.costs.forget(d.name)
+		}
 		delete(c.deps, d.name)
 		c.statusMu.Lock()
 		delete(c.status, d.name)

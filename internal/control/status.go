@@ -142,6 +142,7 @@ type Metrics struct {
 	restarts   *prometheus.CounterVec
 	coldStarts *prometheus.HistogramVec
 	capped     *prometheus.CounterVec
+	used       *prometheus.CounterVec // replica-seconds (cost.go)
 }
 
 // NewMetrics creates the control loop's metrics and registers them with reg.
@@ -168,12 +169,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time each phase of a replica's cold start took: process_started, model_loaded, ready.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"phase"}),
+		used: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ebb_control_replica_seconds_total",
+			Help: "Replica-seconds used (replicas existing, a tick at a time), by deployment, its split's tracks and shadow included: what ebb cost reports against always-on.",
+		}, []string{"deployment"}),
 		capped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ebb_control_replica_starts_capped_total",
 			Help: "Replica starts the host-wide cap (ebb up --max-replicas-total) held back, by deployment; a start still held back is counted again at each reconcile.",
 		}, []string{"deployment"}),
 	}
-	reg.MustRegister(m.desired, m.ready, m.existing, m.restarts, m.coldStarts, m.capped)
+	reg.MustRegister(m.desired, m.ready, m.existing, m.restarts, m.coldStarts, m.capped, m.used)
 	return m
 }
 
@@ -218,6 +223,14 @@ func (m *Metrics) forget(name string) {
 	m.existing.DeleteLabelValues(name)
 	m.restarts.DeleteLabelValues(name)
 	m.capped.DeleteLabelValues(name)
+	m.used.DeleteLabelValues(name)
+}
+
+// replicaSeconds counts s replica-seconds used by deployment.
+func (m *Metrics) replicaSeconds(deployment string, s float64) {
+	if m != nil && s > 0 {
+		m.used.WithLabelValues(deployment).Add(s)
+	}
 }
 
 // ignored lists the spec fields of d that one machine cannot honour; the

@@ -71,7 +71,9 @@ type AdminParts struct {
 	Models *registry.Service // nil: no registry routes (tests)
 	Events api.Events
 	Logs   api.Logs
-	Home   string // api.HomeUp or api.HomeCluster
+	// Costs, when set, serves /v1/cost and /v1/deployments/{name}/cost.
+	Costs api.Costs
+	Home  string // api.HomeUp or api.HomeCluster
 	// Version is the server's, answered at /v1/version.
 	Version string
 	// Tokens, when set, serves /v1/tokens; OnRevoke is told each revoked
@@ -95,6 +97,9 @@ func NewAdminAPI(p AdminParts, log *slog.Logger) *api.Handler {
 		admin.MountModels(p.Models)
 	}
 	admin.MountEvents(p.Events)
+	if p.Costs != nil {
+		admin.MountCosts(p.Costs)
+	}
 	admin.MountLogs(p.Logs)
 	admin.MountVersion(api.VersionInfo{Version: p.Version, Home: p.Home})
 	if p.Tokens != nil {

@@ -41,7 +41,7 @@ func parseSince(r *http.Request, now time.Time) (time.Time, error) {
 	}
 	d, err := parsePeriod(v)
 	if err != nil || d <= 0 {
-		return time.Time{}, &apiError{http.StatusBadRequest, codeInvalid, fmt.Sprintf("since=%s: give a period such as 7d or 36h, or an RFC 3339 time", quoteClipped(v))}
+		return time.Time{}, &apiError{http.StatusBadRequest, codeMalformed, fmt.Sprintf("since=%s: give a period such as 7d or 36h, or an RFC 3339 time", quoteClipped(v))}
 	}
 	return now.Add(-d), nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -55,6 +56,7 @@ type upOptions struct {
 	oidc           auth.OIDCFlags // --oidc-*
 	tls            certs.Files    // --tls-*
 	replicaSecrets bool           // --replica-secrets
+	replicaSockets bool           // --replica-sockets
 	replicaBinary  string         // --replica-binary (up_replica.go)
 	onnxruntimeLib string         // --onnxruntime-lib (up_replica.go)
 	// exitWithParent: stop when the process that started ebb up ends
@@ -102,6 +104,7 @@ request to try.`,
 	addReplicaBinaryFlag(f, &o.replicaBinary)
 	addONNXRuntimeFlag(f, &o.onnxruntimeLib)
 	addExitWithParentFlag(f, &o.exitWithParent)
+	f.BoolVar(&o.replicaSockets, "replica-sockets", runtime.GOOS == "linux", "replicas serve REST on a Unix socket too, which the gateway uses instead of their loopback port: cheaper per request (abstract sockets on Linux, else files in DATA-DIR/sockets); false: loopback TCP only")
 	f.BoolVar(&o.replicaSecrets, "replica-secrets", true, "replicas serve only requests that carry a per-replica secret the gateway adds (health checks excepted); false lets any user of this machine call replica ports directly (benchmarks only)")
 	return cmd
 }
@@ -159,6 +162,8 @@ func runUp(ctx context.Context, o upOptions) error {
 		LogKeep:      o.logKeep,
 		LogRetention: o.logRetention,
 		NoSecrets:    !o.replicaSecrets,
+		Sockets:      o.replicaSockets,
+		SocketDir:    filepath.Join(o.dataDir, "sockets"),
 		ReplicaArgs:  o.upLimits.replicaArgs(),
 		Env: append([]string{
 			artifactCacheEnv + "=" + models.CacheDir,

@@ -27,6 +27,10 @@ type Endpoint struct {
 	// forwarded to it, in the header (gRPC: metadata key)
 	// replica.SecretHeader. Set it before the endpoint is published.
 	Secret string
+	// Socket, when set, is the replica's Unix socket (replica.Handle's
+	// Socket): the gateway dials it for REST instead of URL's host, whose
+	// Host header it still sends. Set it before the endpoint is published.
+	Socket string
 
 	inFlight atomic.Int64
 }

@@ -243,6 +243,7 @@ func (c *Controller) becameReady(d *deployment, r *replicaRec, st replica.Startu
 	r.ep = balance.NewEndpoint(r.h.Spec.ID, r.h.Endpoint)
 	r.ep.Version = serving.OIPVersion(r.version)
 	r.ep.Secret = r.h.Secret
+	r.ep.Socket = r.h.Socket
 	if len(st.Phases) > 0 {
 		// The backend saw finer steps (a pod: scheduled, image pulled,
 		// container started, model loaded, ready).

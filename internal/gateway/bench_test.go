@@ -2,15 +2,20 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/activator"
 	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/engine/echo"
 	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/server"
 	"github.com/ebb-ml/ebb/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -301,4 +306,97 @@ func benchParallel(b *testing.B, base string, header ...string) {
 			}
 		}
 	})
+}
+
+// BenchmarkStageUpstreamSocket is BenchmarkStageUpstream to one replica
+// server reached two ways in one run: over loopback TCP and over its Unix
+// socket (balance.Endpoint.Socket, as ebb up's replicas are).
+func BenchmarkStageUpstreamSocket(b *testing.B) {
+	for _, tt := range socketEndpoints(b, replicaServer(b)) {
+		b.Run(tt.name, func(b *testing.B) {
+			tab := &routing.Table{}
+			tab.Publish(routing.Route{Deployment: "m", Endpoints: []*balance.Endpoint{tt.ep}})
+			rt := tab.Lookup("m")
+			g := New(tab, nil, Options{})
+			b.Cleanup(g.Close)
+			ctx := inferCtx("/v2/models/m/infer", nil)
+			path := []byte("/v2/models/m/infer")
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx.Response.Reset()
+				x := g.acquire(ctx)
+				x.body = ctx.Request.Body()
+				x.tried = append(x.tried, tt.ep)
+				if err := g.send(ctx, x, rt, tt.ep, modeInfer, path); err != nil {
+					b.Fatal(err)
+				}
+				if code := copyResponse(ctx, x, tt.ep); code != http.StatusOK {
+					b.Fatalf("status %d: %s", code, ctx.Response.Body())
+				}
+				x.release()
+			}
+		})
+	}
+}
+
+// BenchmarkLoadGatewaySocket is BenchmarkLoadGateway with the minimal
+// replica reached two ways in one run: over loopback TCP and over a Unix
+// socket.
+func BenchmarkLoadGatewaySocket(b *testing.B) {
+	s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"model_name":"m","outputs":[{"name":"output","shape":[1,2],"datatype":"FP32","data":[1,2]}]}`)
+	}}
+	lns := socketListeners(b)
+	for _, ln := range lns {
+		go s.Serve(ln)
+	}
+	b.Cleanup(func() { s.Shutdown() })
+	for _, tt := range socketEndpoints(b, lns) {
+		b.Run(tt.name, func(b *testing.B) {
+			tokens := &tokenMap{m: map[string]auth.Token{}}
+			tok := tokens.add(b, "predict:m")
+			g := authFixture(b, auth.NewVerifier(tokens, 0, nil), routing.Route{Deployment: "m", Endpoints: []*balance.Endpoint{tt.ep}})
+			benchParallel(b, serve(b, g), "Authorization", "Bearer "+tok)
+		})
+	}
+}
+
+// socketListeners returns a loopback TCP listener and a Unix socket one.
+func socketListeners(b *testing.B) []net.Listener {
+	ln, err := net.Listen("unix", unixSocket(b, runtime.GOOS == "linux"))
+	if err != nil {
+		b.Skipf("no Unix sockets here: %v", err)
+	}
+	return []net.Listener{listenLoopback(b), ln}
+}
+
+// replicaServer serves a real replica server (echo model) on both
+// socketListeners, and returns them.
+func replicaServer(b *testing.B) []net.Listener {
+	m, err := echo.Load("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	lns := socketListeners(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = server.New("m", m, server.Options{}).Serve(ctx, lns[0], lns[1]); close(done) }()
+	b.Cleanup(func() { cancel(); <-done })
+	return lns
+}
+
+// socketEndpoints returns the endpoints of one replica that serves lns
+// (socketListeners): by its TCP port, and by its Unix socket.
+func socketEndpoints(b *testing.B, lns []net.Listener) []struct {
+	name string
+	ep   *balance.Endpoint
+} {
+	base := "http://" + lns[0].Addr().String()
+	sock := balance.NewEndpoint("r1", base)
+	sock.Socket = lns[1].Addr().String()
+	return []struct {
+		name string
+		ep   *balance.Endpoint
+	}{{"tcp", balance.NewEndpoint("r1", base)}, {"unix", sock}}
 }

@@ -104,6 +104,14 @@ type Handle struct {
 	Backend string `json:"backend"`
 	// Endpoint is the base URL of the replica's OIP v2 server.
 	Endpoint string `json:"endpoint"`
+	// Socket, when set, is a Unix stream socket on which the replica
+	// serves OIP v2 REST too (not gRPC), for a local gateway: cheaper than
+	// loopback TCP per request. It is an address for net.Dial("unix"): a
+	// Linux abstract name ("@ebb-replica-…"), valid as long as the replica
+	// lives, or a path. Requests on it carry Secret as on Endpoint. The
+	// process backend sets it; Endpoint still serves everything (health
+	// checks, metadata, gRPC).
+	Socket string `json:"socket,omitempty"`
 	// ScheduledAt is when Start was called; StartedAt when the replica's
 	// process (or pod) was running.
 	ScheduledAt time.Time `json:"scheduledAt"`

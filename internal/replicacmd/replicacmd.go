@@ -44,6 +44,7 @@ type replicaFlags struct {
 	modelVersion string
 	engine       string
 	listenFD     int
+	socketFD     int
 	addr         string
 	notifyFD     int
 	drainTimeout time.Duration
@@ -98,15 +99,16 @@ type Delegate func() ([]string, error)
 func New(use string, delegate Delegate) *cobra.Command {
 	var f replicaFlags
 	cmd := &cobra.Command{
-		Use:   use + " --deployment NAME --id ID --model PATH [--listen-fd N | --addr HOST:PORT] [--notify-fd N]",
+		Use:   use + " --deployment NAME --id ID --model PATH [--listen-fd N | --addr HOST:PORT] [--socket-fd N] [--notify-fd N]",
 		Short: "Serve one model over OIP v2 (started by ebb's process backend, not by hand)",
 		Long: `Replica loads one model and serves it over the Open Inference Protocol v2 until
 it receives SIGTERM or SIGINT, then finishes in-flight requests and exits 0.
 
 ebb's process backend starts it with a listening socket (--listen-fd) and the
 write end of a pipe (--notify-fd) on which the replica writes one JSON line
-once it is ready, or the reason it failed to load. For a manual run, use
---addr instead.`,
+once it is ready, or the reason it failed to load; ebb up adds a listening
+Unix socket (--socket-fd) on which the replica serves REST too, for its
+gateway. For a manual run, use --addr instead.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -134,6 +136,7 @@ once it is ready, or the reason it failed to load. For a manual run, use
 	fl.StringVar(&f.modelVersion, "model-version", "", `registry version the model is ("diabetes:3"): reported in metadata and the only /versions/{v} served`)
 	fl.StringVar(&f.engine, "engine", "trees", "engine that loads the model: trees, onnx, python, http or echo")
 	fl.IntVar(&f.listenFD, "listen-fd", -1, "inherited file descriptor of a listening socket to serve on")
+	fl.IntVar(&f.socketFD, "socket-fd", -1, "inherited file descriptor of a listening Unix socket to serve REST on too (not gRPC), with the same secret and limits")
 	fl.StringVar(&f.addr, "addr", "", "address to listen on, e.g. 127.0.0.1:8080 (instead of --listen-fd)")
 	fl.IntVar(&f.notifyFD, "notify-fd", -1, "inherited file descriptor to write the readiness notice to, then close")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long to let in-flight requests finish after SIGTERM")
@@ -210,9 +213,15 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 	if err != nil {
 		return fail(err)
 	}
-	certFiles, err := f.tls.Load(log)
+	// more: the Unix socket (--socket-fd), served REST alone.
+	more, err := f.listenSocket()
 	if err != nil {
 		ln.Close()
+		return fail(err)
+	}
+	certFiles, err := f.tls.Load(log)
+	if err != nil {
+		closeAll(ln, more)
 		return fail(err)
 	}
 	ln = startReplicaTLS(ctx, ln, f.tls, certFiles, f.limits, log)
@@ -231,7 +240,7 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 		m, err = LoadModel(f.engine, f.model, onnxruntimeLib)
 	}
 	if err != nil {
-		ln.Close()
+		closeAll(ln, more)
 		return fail(err)
 	}
 	loadedAt := time.Now()
@@ -274,8 +283,9 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 		<-ctx.Done()
 		stop()
 	}()
-	// REST and the OIP v2 gRPC API share the one inherited port.
-	return s.ServeWithGRPC(ctx, ln)
+	// REST and the OIP v2 gRPC API share the one inherited port; the Unix
+	// socket, if any, serves REST.
+	return s.ServeWithGRPC(ctx, ln, more...)
 }
 
 func (f replicaFlags) validate() error {
@@ -288,6 +298,10 @@ func (f replicaFlags) validate() error {
 		return errors.New("--listen-fd and --addr are exclusive: give one")
 	case f.listenFD < 0 && f.addr == "":
 		return errors.New("no socket to serve on: give --listen-fd N (an inherited listening socket) or --addr HOST:PORT")
+	case f.socketFD >= 0 && f.engine == "http":
+		return errors.New("--socket-fd is not served by engine http: give it --listen-fd or --addr alone")
+	case f.socketFD >= 0 && f.tls.CertFile != "":
+		return errors.New("--socket-fd serves plain HTTP, so not with --tls-cert: a replica with TLS serves its port alone")
 	case f.drainTimeout <= 0:
 		return fmt.Errorf("--drain-timeout must be positive, not %v", f.drainTimeout)
 	case f.modelVersion != "" && core.OIPVersion(f.modelVersion) == "":
@@ -305,16 +319,46 @@ func (f replicaFlags) listen() (net.Listener, error) {
 		}
 		return ln, nil
 	}
-	file := os.NewFile(uintptr(f.listenFD), "listener")
+	return inherited("--listen-fd", f.listenFD)
+}
+
+// listenSocket returns the inherited Unix socket listener (--socket-fd),
+// or none.
+func (f replicaFlags) listenSocket() ([]net.Listener, error) {
+	if f.socketFD < 0 {
+		return nil, nil
+	}
+	ln, err := inherited("--socket-fd", f.socketFD)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ln.(*net.UnixListener); !ok {
+		ln.Close()
+		return nil, fmt.Errorf("--socket-fd %d is not a Unix socket (%s)", f.socketFD, ln.Addr().Network())
+	}
+	return []net.Listener{ln}, nil
+}
+
+// inherited returns the listening socket at fd, given by flag.
+func inherited(flag string, fd int) (net.Listener, error) {
+	file := os.NewFile(uintptr(fd), "listener")
 	if file == nil {
-		return nil, fmt.Errorf("--listen-fd %d is not a valid file descriptor", f.listenFD)
+		return nil, fmt.Errorf("%s %d is not a valid file descriptor", flag, fd)
 	}
 	defer file.Close() // FileListener holds its own duplicate.
 	ln, err := net.FileListener(file)
 	if err != nil {
-		return nil, fmt.Errorf("--listen-fd %d is not an inherited listening socket: %w", f.listenFD, err)
+		return nil, fmt.Errorf("%s %d is not an inherited listening socket: %w", flag, fd, err)
 	}
 	return ln, nil
+}
+
+// closeAll closes ln and more.
+func closeAll(ln net.Listener, more []net.Listener) {
+	ln.Close()
+	for _, l := range more {
+		l.Close()
+	}
 }
 
 // onnxruntimeLib is --onnxruntime-lib: the ONNX Runtime library engine onnx

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -318,4 +319,49 @@ func (l *acceptListener) Accept() (net.Conn, error) {
 		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 		time.Sleep(backoff)
 	}
+}
+
+// served is how the fasthttp server's Serve of listener i ended.
+type served struct {
+	i   int
+	err error
+}
+
+// serveAll serves every listener of lns with r's one fasthttp server (one
+// handler, one set of open connections, one shutdown), each from a
+// goroutine whose end comes on the channel.
+func (r *restServer) serveAll(lns []net.Listener) (<-chan served, []*acceptListener) {
+	errc := make(chan served, len(lns))
+	als := make([]*acceptListener, len(lns))
+	for i, ln := range lns {
+		als[i] = newAcceptListener(ln)
+		go func() { errc <- served{i, r.srv.Serve(als[i])} }()
+	}
+	return errc, als
+}
+
+// capped returns lns, each capped at Options.Limits.MaxConns open
+// connections.
+func (s *Server) capped(lns []net.Listener) []net.Listener {
+	out := make([]net.Listener, len(lns))
+	for i, ln := range lns {
+		out[i] = s.opts.Limits.Listener(ln)
+	}
+	return out
+}
+
+// closeAll closes every listener of lns.
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+// addrs names the addresses of lns, for logs.
+func addrs(lns []net.Listener) string {
+	names := make([]string, len(lns))
+	for i, ln := range lns {
+		names[i] = ln.Addr().String()
+	}
+	return strings.Join(names, ", ")
 }

@@ -48,12 +48,15 @@ func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	return gs
 }
 
-// ServeWithGRPC is Serve with the OIP v2 gRPC API served on ln beside REST.
-// When ctx ends, REST and gRPC drain together within Options.DrainTimeout:
-// Ready turns false, no connection is accepted, in-flight REST requests and
-// gRPC calls finish. It returns nil after a clean drain and an error when ln
-// fails or the drain times out. It closes ln. Call it (or Serve) once.
-func (s *Server) ServeWithGRPC(ctx context.Context, ln net.Listener) error {
+// ServeWithGRPC is Serve with the OIP v2 gRPC API served on ln beside REST;
+// each of more serves REST alone, as Serve serves it (a replica's Unix
+// socket, which only the gateway's REST client dials). When ctx ends, REST
+// and gRPC drain together within Options.DrainTimeout: Ready turns false,
+// no connection is accepted, in-flight REST requests and gRPC calls
+// finish. It returns nil after a clean drain and an error when a listener
+// fails or the drain times out. It closes the listeners. Call it (or
+// Serve) once.
+func (s *Server) ServeWithGRPC(ctx context.Context, ln net.Listener, more ...net.Listener) error {
 	gs := s.NewGRPCServer()
 	sp := newSplitter(s.opts.Limits.Listener(ln))
 	go sp.run()
@@ -72,7 +75,7 @@ func (s *Server) ServeWithGRPC(ctx context.Context, ln net.Listener) error {
 			grpcDrained <- nil
 		}
 	}()
-	err := s.serve(ctx, sp.http)
+	err := s.serve(ctx, append([]net.Listener{sp.http}, s.capped(more)...))
 	close(restDone)
 	gerr := <-grpcDrained
 	if serr := <-grpcServed; serr != nil && !errors.Is(serr, grpc.ErrServerStopped) {

@@ -311,21 +311,24 @@ func (s *Server) Info() ReplicaInfo {
 	}
 }
 
-// Serve serves REST on ln until ctx ends, then drains: it first reports not
-// ready, then stops accepting connections, closes idle ones and waits up to
-// Options.DrainTimeout for in-flight requests to finish. It returns nil
-// after a clean drain, and an error when ln fails or the drain times out
-// (the remaining requests' contexts are then cancelled and their
-// connections closed). Serve closes ln. Call it once.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return s.serve(ctx, s.opts.Limits.Listener(ln))
+// Serve serves REST on ln, and on each of more with the same handler and
+// limits (a replica's Unix socket beside its TCP port; each listener is
+// capped at Limits.MaxConns on its own), until ctx ends, then drains: it
+// first reports not ready, then stops accepting connections on all of
+// them, closes idle ones and waits up to Options.DrainTimeout for
+// in-flight requests to finish. It returns nil after a clean drain, and an
+// error when a listener fails (the others are closed then) or the drain
+// times out (the remaining requests' contexts are then cancelled and their
+// connections closed). Serve closes the listeners. Call it once.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, more ...net.Listener) error {
+	return s.serve(ctx, append([]net.Listener{s.opts.Limits.Listener(ln)}, s.capped(more)...))
 }
 
-// serve is Serve on a listener already capped by Options.Limits.
-func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+// serve is Serve on listeners already capped by Options.Limits.
+func (s *Server) serve(ctx context.Context, lns []net.Listener) error {
 	rest := s.newREST()
-	// ln already listens, so connections made from here on queue in its
-	// backlog until accepted: the replica is ready now.
+	// The listeners already listen, so connections made from here on
+	// queue in their backlogs until accepted: the replica is ready now.
 	readyAt := s.opts.Now()
 	s.mu.Lock()
 	s.readyAt = readyAt
@@ -333,27 +336,32 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	if s.opts.OnReady != nil {
 		s.opts.OnReady(readyAt)
 	}
-	s.log.Info("serving", "addr", ln.Addr().String(), "model", s.name)
-	errc := make(chan error, 1)
-	al := newAcceptListener(ln)
-	go func() { errc <- rest.srv.Serve(al) }()
+	s.log.Info("serving", "addr", addrs(lns), "model", s.name)
+	errc, als := rest.serveAll(lns)
 
-	failed := func(err error) error {
+	failed := func(r served) error {
 		s.draining.Store(true)
+		closeAll(lns) // the others stop too
+		for range len(lns) - 1 {
+			<-errc
+		}
+		err := r.err
 		if err == nil {
 			err = net.ErrClosed // fasthttp returns nil when ln is closed
 		}
-		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+		return fmt.Errorf("serving on %s: %w", lns[r.i].Addr(), err)
 	}
 	select {
-	case err := <-errc:
-		return failed(err)
+	case r := <-errc:
+		return failed(r)
 	case <-ctx.Done():
 	}
-	select {
-	case err := <-errc:
-		return failed(err)
-	case <-al.accepted: // the server holds ln: the shutdown closes it
+	for _, al := range als {
+		select {
+		case r := <-errc:
+			return failed(r)
+		case <-al.accepted: // the server holds al: the shutdown closes it
+		}
 	}
 
 	s.draining.Store(true)
@@ -361,7 +369,9 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.DrainTimeout)
 	defer cancel()
 	err := rest.srv.ShutdownWithContext(sctx)
-	<-errc // Serve returns as the shutdown starts
+	for range lns {
+		<-errc // each Serve returns as the shutdown starts
+	}
 	if err != nil {
 		s.stop()
 		rest.closeConns()

@@ -13,6 +13,9 @@
 // its session is killed (tree.go), and a restarted ebb kills the trees of
 // the stored replicas it cannot reattach.
 //
+// With Options.Sockets, each replica also serves REST on a Unix socket the
+// backend opens and hands it likewise (socket.go), which the gateway dials.
+//
 // Every replica gets a random secret in its environment (never on its
 // command line, which every user can read) and refuses requests without it
 // but health checks (see replica.Handle.Secret): a loopback port is open to
@@ -71,6 +74,12 @@ type Options struct {
 	// ebb up's limits (timeouts, --max-request-elements), so a replica
 	// bounds requests as its gateway does.
 	ReplicaArgs []string
+	// Sockets gives each replica a Unix stream socket besides its
+	// loopback port, on which it serves REST (Handle.Socket): an abstract
+	// name on Linux, else a file in SocketDir (made 0700; its path must
+	// be short). Not for engine http, whose replica serves one listener.
+	Sockets   bool
+	SocketDir string
 }
 
 // Backend starts replicas as child processes. Its zero value is not usable;
@@ -126,6 +135,14 @@ func New(opts Options) (*Backend, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
+	if opts.SocketDir != "" {
+		// Absolute: the path is stored in handles, for a later ebb.
+		dir, err := filepath.Abs(opts.SocketDir)
+		if err != nil {
+			return nil, fmt.Errorf("process backend: socket dir: %w", err)
+		}
+		opts.SocketDir = dir
+	}
 	return &Backend{opts: opts, ownLogDir: ownLogDir, procs: map[string]*proc{}}, nil
 }
 
@@ -151,6 +168,20 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 		return h, fmt.Errorf("start replica %s: %w", spec.ID, err)
 	}
 	defer notifyW.Close()
+	var sockFile *os.File
+	if spec.Engine != "http" {
+		h.Socket, sockFile = b.openSocket(ctx, spec.ID)
+	}
+	if sockFile != nil {
+		defer sockFile.Close()
+	}
+	// Until the replica runs, a socket file is ours to remove.
+	started := false
+	defer func() {
+		if !started {
+			b.removeSocket(h.Socket)
+		}
+	}()
 
 	if err := os.MkdirAll(b.opts.LogDir, 0o755); err != nil {
 		notifyR.Close()
@@ -164,7 +195,7 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 	}
 	defer logFile.Close()
 
-	args := append(append([]string{}, b.opts.Command[1:]...), b.replicaArgs(spec)...)
+	args := append(append([]string{}, b.opts.Command[1:]...), b.replicaArgs(spec, sockFile != nil)...)
 	// Not exec.CommandContext: the replica must outlive the request that
 	// started it.
 	cmd := exec.Command(b.opts.Command[0], args...)
@@ -187,6 +218,9 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 	cmd.Env = append(cmd.Env, replica.SecretEnv+"="+secret, ReplicaIDEnv+"="+spec.ID)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.ExtraFiles = []*os.File{lnFile, notifyW}
+	if sockFile != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, sockFile) // fd 5
+	}
 	// Its own process group, led by the replica, in ebb's session (see
 	// tree.go for why not a session of its own).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -194,6 +228,7 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 		notifyR.Close()
 		return h, fmt.Errorf("start replica %s: %w", spec.ID, err)
 	}
+	started = true
 	h.StartedAt = b.opts.Clock.Now()
 	h.Endpoint = "http://" + ln.Addr().String()
 	st := state{PID: cmd.Process.Pid, LogPath: logPath}
@@ -205,6 +240,7 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 	b.mu.Lock()
 	b.procs[spec.ID] = p
 	b.mu.Unlock()
+	sock := h.Socket
 	go func() {
 		// Wait for the exit without reaping, so the leader's PID still
 		// names its tree while what it left behind is killed.
@@ -215,6 +251,7 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 		p.reaped = true
 		p.mu.Unlock()
 		p.exit = exitOf(cmd.ProcessState, err)
+		b.removeSocket(sock)
 		close(p.done)
 	}()
 	return h, nil
@@ -273,9 +310,14 @@ func (p *proc) signal(sig syscall.Signal) error {
 }
 
 // replicaArgs are the `ebb replica` flags that serve spec on the inherited
-// listener (fd 3), reporting readiness on fd 4, with Options.ReplicaArgs.
-func (b *Backend) replicaArgs(spec replica.Spec) []string {
-	return replica.Args(spec, append([]string{"--listen-fd", "3", "--notify-fd", "4"}, b.opts.ReplicaArgs...)...)
+// listener (fd 3), and the Unix socket (fd 5) when socket is true,
+// reporting readiness on fd 4, with Options.ReplicaArgs.
+func (b *Backend) replicaArgs(spec replica.Spec, socket bool) []string {
+	fds := []string{"--listen-fd", "3", "--notify-fd", "4"}
+	if socket {
+		fds = append(fds, "--socket-fd", "5")
+	}
+	return replica.Args(spec, append(fds, b.opts.ReplicaArgs...)...)
 }
 
 func exitOf(ps *os.ProcessState, err error) replica.Exit {

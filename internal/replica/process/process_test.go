@@ -23,7 +23,7 @@ func TestConformance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := t.TempDir()
+	logs, sockets := t.TempDir(), t.TempDir()
 	bad := filepath.Join(t.TempDir(), "broken-model.json")
 	if err := os.WriteFile(bad, []byte("this is not a model"), 0o644); err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func TestConformance(t *testing.T) {
 	}
 	replicatest.Run(t, replicatest.Harness{
 		New: func(t *testing.T) replica.Backend {
-			b, err := process.New(process.Options{Command: cmd, LogDir: logs})
+			b, err := process.New(process.Options{Command: cmd, LogDir: logs, Sockets: true, SocketDir: sockets})
 			if err != nil {
 				t.Fatal(err)
 			}

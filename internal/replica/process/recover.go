@@ -1,9 +1,11 @@
 package process
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -68,14 +70,25 @@ type info struct {
 	Artifact      *serving.ArtifactFetch `json:"artifact"`
 }
 
-func fetchInfo(ctx context.Context, endpoint string) (info, error) {
+// fetchInfo asks the replica at endpoint who it is; over its Unix socket
+// when socket is not empty.
+func fetchInfo(ctx context.Context, endpoint, socket string) (info, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/ebb/v1/replica", nil)
 	if err != nil {
 		return info{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if socket != "" {
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}}
+		defer tr.CloseIdleConnections()
+		client = &http.Client{Transport: tr}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return info{}, err
 	}
@@ -91,7 +104,7 @@ func probeReady(ctx context.Context, h replica.Handle, p *proc) (replica.Startup
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
 	for {
-		if in, err := fetchInfo(ctx, h.Endpoint); err == nil && !in.ReadyAt.IsZero() {
+		if in, err := fetchInfo(ctx, h.Endpoint, ""); err == nil && !in.ReadyAt.IsZero() {
 			return replica.Startup{ModelLoadedAt: in.ModelLoadedAt, ReadyAt: in.ReadyAt, Artifact: in.Artifact}, nil
 		}
 		select {
@@ -109,7 +122,8 @@ const probeInterval = 50 * time.Millisecond
 
 // Recover reattaches to a replica process started earlier, perhaps by another
 // ebb process. It checks that the PID still names the same process (start
-// time) and that the endpoint answers with the replica's ID.
+// time) and that the endpoint, and its Unix socket if it has one, answer
+// with the replica's ID.
 //
 // A replica it cannot reattach is reaped: whatever is left of its process
 // tree (the replica itself when it runs but does not answer, the processes
@@ -125,19 +139,30 @@ func (b *Backend) Recover(ctx context.Context, h replica.Handle) error {
 		return nil
 	}
 	t := tree{id: h.Spec.ID, leader: st.PID, startTime: st.StartTime}
+	gone := func() {
+		t.kill()
+		b.removeSocket(h.Socket)
+	}
 	start, err := procStartTime(st.PID)
 	if err != nil || (st.StartTime != 0 && start != st.StartTime) {
-		t.kill()
+		gone()
 		return fmt.Errorf("replica %s (pid %d): %w", h.Spec.ID, st.PID, replica.ErrNotFound)
 	}
-	in, err := fetchInfo(ctx, h.Endpoint)
-	if err != nil || in.ID != h.Spec.ID {
-		t.kill()
-		return fmt.Errorf("replica %s (pid %d) does not answer at %s, so it was killed: %w", h.Spec.ID, st.PID, h.Endpoint, replica.ErrNotFound)
+	// The replica must answer with its ID at its endpoint, and over its
+	// socket if it has one: the gateway dials it there.
+	socks := []string{""}
+	if h.Socket != "" {
+		socks = append(socks, h.Socket)
+	}
+	for _, sock := range socks {
+		if in, err := fetchInfo(ctx, h.Endpoint, sock); err != nil || in.ID != h.Spec.ID {
+			gone()
+			return fmt.Errorf("replica %s (pid %d) does not answer at %s, so it was killed: %w", h.Spec.ID, st.PID, cmp.Or(sock, h.Endpoint), replica.ErrNotFound)
+		}
 	}
 	pidfd, err := unix.PidfdOpen(st.PID, 0)
 	if err != nil {
-		t.kill()
+		gone()
 		return fmt.Errorf("replica %s (pid %d): %w", h.Spec.ID, st.PID, replica.ErrNotFound)
 	}
 	p := &proc{pid: st.PID, tree: t, done: make(chan struct{})}
@@ -160,6 +185,7 @@ func (b *Backend) Recover(ctx context.Context, h replica.Handle) error {
 		p.tree.kill()
 		p.reaped = true
 		p.mu.Unlock()
+		b.removeSocket(h.Socket)
 		p.exit = replica.Exit{Code: -1}
 		close(p.done)
 	}()

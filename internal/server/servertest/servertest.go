@@ -22,9 +22,9 @@ import (
 )
 
 // Server is what Start serves: the replica server's REST and gRPC on one
-// port (server.Server).
+// port (server.Server), and REST alone on more listeners.
 type Server interface {
-	ServeWithGRPC(ctx context.Context, ln net.Listener) error
+	ServeWithGRPC(ctx context.Context, ln net.Listener, more ...net.Listener) error
 }
 
 // Client reaches one served replica.

@@ -83,6 +83,10 @@ func TestApplyToAPIServer(t *testing.T) {
 			{gw, "create", "", "pods", "", "ebb", false},
 			{gw, "get", "", "secrets", "", "ebb", false},
 			{gw, "list", "serving.ebb.dev", "modeldeployments", "", "default", false},
+			{op, "create", "serving.ebb.dev", "modelroutes", "", "ebb", true}, // the admin API's /v1/routes
+			{op, "delete", "serving.ebb.dev", "modelroutes", "", "ebb", true},
+			{gw, "watch", "serving.ebb.dev", "modelroutes", "", "ebb", true},
+			{gw, "create", "serving.ebb.dev", "modelroutes", "", "ebb", false},
 		})
 
 		// The example applies to the CRD, and its scale subresource works as

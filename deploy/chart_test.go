@@ -61,7 +61,7 @@ var chartCases = []chartCase{
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "ebb-operator", gatewaySA: "ebb-gateway", watchNamespace: defaultNamespace,
 		kinds: map[string]int{
-			"CustomResourceDefinition": 1, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"CustomResourceDefinition": 2, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
 			"NetworkPolicy": 1,
 		},
@@ -73,7 +73,7 @@ var chartCases = []chartCase{
 		image:      "registry.example.com/ml/ebb:test",
 		operatorSA: "ebb-all-operator-sa", gatewaySA: "ebb-all-gateway", watchNamespace: "ml-models",
 		kinds: map[string]int{
-			"CustomResourceDefinition": 1, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"CustomResourceDefinition": 2, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1, "ServiceMonitor": 1,
 			"NetworkPolicy": 1,
 		},
@@ -95,7 +95,7 @@ var chartCases = []chartCase{
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "ebb-operator", gatewaySA: "ebb-gateway", watchNamespace: defaultNamespace,
 		kinds: map[string]int{
-			"CustomResourceDefinition": 1, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"CustomResourceDefinition": 2, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
 			"NetworkPolicy": 1,
 		},
@@ -114,7 +114,7 @@ var chartCases = []chartCase{
 		},
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "default", gatewaySA: "default", watchNamespace: "bare",
-		kinds: map[string]int{"CustomResourceDefinition": 1, "Deployment": 2, "Service": 2},
+		kinds: map[string]int{"CustomResourceDefinition": 2, "Deployment": 2, "Service": 2},
 	},
 }
 
@@ -126,14 +126,15 @@ var (
 		"serving.ebb.dev/modeldeployments/status":     {"get", "patch", "update"},
 		"serving.ebb.dev/modeldeployments/scale":      {"get", "patch", "update"},
 		"serving.ebb.dev/modeldeployments/finalizers": {"update"},
-		"core/pods":                       {"create", "delete", "get", "list", "patch", "watch"},
-		"core/pods/log":                   {"get"},
-		"core/services":                   {"create", "delete", "get", "list", "patch", "update", "watch"},
-		"core/events":                     {"create", "get", "list", "patch", "watch"},
-		"events.k8s.io/events":            {"create", "get", "list", "patch", "watch"},
-		"discovery.k8s.io/endpointslices": {"get", "list", "watch"},
-		"apps/daemonsets":                 {"create", "delete", "get", "list", "patch", "update", "watch"},
-		"coordination.k8s.io/leases":      {"create", "get", "list", "patch", "update", "watch"},
+		"serving.ebb.dev/modelroutes":                 {"create", "delete", "get", "list", "patch", "update", "watch"},
+		"core/pods":                                   {"create", "delete", "get", "list", "patch", "watch"},
+		"core/pods/log":                               {"get"},
+		"core/services":                               {"create", "delete", "get", "list", "patch", "update", "watch"},
+		"core/events":                                 {"create", "get", "list", "patch", "watch"},
+		"events.k8s.io/events":                        {"create", "get", "list", "patch", "watch"},
+		"discovery.k8s.io/endpointslices":             {"get", "list", "watch"},
+		"apps/daemonsets":                             {"create", "delete", "get", "list", "patch", "update", "watch"},
+		"coordination.k8s.io/leases":                  {"create", "get", "list", "patch", "update", "watch"},
 	}
 	// With auth on, in the release namespace: the two token Secrets by
 	// name, and create, which RBAC cannot restrict by name.
@@ -145,6 +146,7 @@ var (
 	}
 	gatewayGrants = map[string][]string{
 		"serving.ebb.dev/modeldeployments": {"get", "list", "watch"},
+		"serving.ebb.dev/modelroutes":      {"get", "list", "watch"},
 		"discovery.k8s.io/endpointslices":  {"get", "list", "watch"},
 	}
 )

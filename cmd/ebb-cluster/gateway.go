@@ -147,6 +147,10 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	table := &routing.Table{}
 	routes := discovery.NewRoutes(c, ns, source, table, log)
+	shards, err := newGatewayShards(cfg, scheme, ns, log) // route objects (gateway_routes.go)
+	if err != nil {
+		return err
+	}
 	stls, err := o.tls.Server(log)
 	if err != nil {
 		return err
@@ -196,6 +200,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 		Metrics:          gateway.NewMetrics(reg),
 		Version:          version,
 		Ready:            ready,
+		Shards:           shards.table,
 	}
 	if infAuth != nil {
 		gwOpts.Auth = infAuth
@@ -247,6 +252,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	defer stopBG()
 	routesDone := make(chan error, 1)
 	go func() { routesDone <- routes.Run(bgCtx) }()
+	go shards.run(bgCtx)
 	reporter := &discovery.Reporter{Gateway: name, Source: routes, Client: client, Every: o.reportEvery, Logger: log}
 	go func() { _ = reporter.Run(bgCtx) }()
 	go stls.Run(bgCtx)

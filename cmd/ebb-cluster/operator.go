@@ -207,7 +207,8 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 
 	mux := http.NewServeMux()
 	admin := home.NewAdminAPI(oa.parts(home.AdminParts{Store: op.APIStore(), Ctl: op.APIController(), Models: models.Service,
-		Events: op, Logs: op.Controller(), Costs: op.Controller(), Home: api.HomeCluster, Version: version, Rollouts: rollouts}), log)
+		Events: op, Logs: op.Controller(), Costs: op.Controller(), Home: api.HomeCluster, Version: version, Rollouts: rollouts,
+		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns)}), log) // ModelRoutes, which the gateways watch
 	mux.Handle("/v1/", oa.admin(admin))
 	metrics, err := oa.metrics(o.auth.metrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), log)
 	if err != nil {

@@ -34,10 +34,11 @@ func newGetCmd() *cobra.Command {
   ebb get deployments diabetes -o yaml
   ebb get deployments -w               # a new row whenever one changes; Ctrl-C stops
   ebb get models
-  ebb get model diabetes               # its versions`,
+  ebb get model diabetes               # its versions
+  ebb get routes                       # route objects; ebb get route NAME shows its rules`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return fmt.Errorf("unknown resource %q: use `ebb get deployments` or `ebb get models`", args[0])
+			return fmt.Errorf("unknown resource %q: use `ebb get deployments`, `ebb get models` or `ebb get routes`", args[0])
 		},
 	}
 	addServerFlag(cmd)
@@ -45,7 +46,7 @@ func newGetCmd() *cobra.Command {
 	pf := cmd.PersistentFlags()
 	pf.BoolVarP(&f.watch, "watch", "w", false, "after the table, print a row whenever one changes, until Ctrl-C")
 	pf.DurationVar(&f.interval, "interval", time.Second, "how often --watch asks the server")
-	cmd.AddCommand(newGetDeploymentsCmd(f), newGetModelsCmd(f))
+	cmd.AddCommand(newGetDeploymentsCmd(f), newGetModelsCmd(f), newGetRoutesCmd(f))
 	return cmd
 }
 

@@ -43,6 +43,7 @@ func newRootCmd() *cobra.Command {
 		newLogsCmd(),
 		newRolloutCmd(),
 		newShadowCmd(),
+		newRoutesCmd(),
 		newScaleCmd(),
 		newSimulateCmd(),
 		newCostCmd(),

@@ -182,7 +182,9 @@ func runUp(ctx context.Context, o upOptions) error {
 		MaxReplicasTotal: o.maxReplicasTotal,
 	})
 	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, Registerer: reg})
+	shards := newUpShards(st, log) // route objects (up_routes.go)
 	gwOpts := gateway.Options{
+		Shards:           shards.table,
 		HoldTimeout:      o.holdTimeout,
 		MaxBodyBytes:     o.maxBodyBytes,
 		MaxBufferedBytes: o.maxBufferedBytes,
@@ -221,7 +223,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: st, Meters: routes, Shadows: routes, Models: models.Service,
 		Event: ctl.RecordEvent, Notify: ctl.Notify}, log)
 	admin := home.NewAdminAPI(home.AdminParts{Store: st, Ctl: ctl, Models: models.Service, Events: ctl, Logs: ctl, Costs: ctl, Home: api.HomeUp,
-		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts}, log)
+		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts, Routes: st, RoutesChanged: shards.changed}, log)
 	admin.ConfineModelPaths(o.modelPaths(o.dataDir))
 	var adm *adminServer
 	if o.adminAddr != "" {
@@ -264,6 +266,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	go func() { ctlDone <- ctl.Run(ctlCtx) }()
 	go models.Service.RunRetirement(ctlCtx, o.registry.RetireEvery, home.RetireUsage(ctl.InUse, st), o.registry.Retire)
 	go rollouts.Run(ctlCtx)
+	go shards.run(ctlCtx)
 	go stls.Run(ctlCtx)
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()

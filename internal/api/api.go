@@ -57,8 +57,9 @@ type Handler struct {
 	ctl    Controller
 	log    *slog.Logger
 	mux    *http.ServeMux
-	models modelResolver // nil until MountModels
-	paths  *ModelPaths   // nil until ConfineModelPaths (modelpath.go)
+	models modelResolver    // nil until MountModels
+	paths  *ModelPaths      // nil until ConfineModelPaths (modelpath.go)
+	routes store.RouteStore // nil until MountRoutes (routes.go)
 }
 
 // New returns a Handler over st and ctl that logs to log (nil discards).
@@ -254,6 +255,9 @@ func (h *Handler) checkOneModel(ctx context.Context, spec serving.Spec) error {
 func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	d, err := readDeployment(w, r, "")
 	if err == nil {
+		err = h.routeNamed(r.Context(), d.Name) // routes.go
+	}
+	if err == nil {
 		err = checkSpecExec(r.Context(), serving.Spec{}, d.Spec)
 	}
 	if err == nil {
@@ -300,6 +304,10 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 		}
 		if !errors.Is(err, store.ErrNotFound) {
 			h.writeError(w, r, storeError(err, name))
+			return
+		}
+		if err := h.routeNamed(ctx, name); err != nil { // routes.go
+			h.writeError(w, r, err)
 			return
 		}
 		if err := checkSpecExec(ctx, serving.Spec{}, d.Spec); err != nil {

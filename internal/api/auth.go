@@ -37,6 +37,7 @@ func Authorize(next http.Handler, a auth.Authenticator) http.Handler {
 //	/v1/tokens...                      auth.Admin
 //	GET, HEAD anything else            auth.Read
 //	other methods on /v1/deployments…  auth.Deploy (and auth.Exec for a spec that runs code: checkSpecExec)
+//	other methods on /v1/routes…       auth.Deploy
 //	other methods on /v1/models…       auth.ModelsWrite (and auth.Exec to push python: checkPushExec)
 //	anything else                      auth.Admin
 func RouteAction(method, path string) auth.Action {
@@ -46,7 +47,7 @@ func RouteAction(method, path string) auth.Action {
 		return auth.Admin
 	case method == http.MethodGet || method == http.MethodHead:
 		return auth.Read
-	case under("/v1/deployments"):
+	case under("/v1/deployments"), under("/v1/routes"):
 		return auth.Deploy
 	case under("/v1/models"):
 		return auth.ModelsWrite

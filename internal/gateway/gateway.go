@@ -96,6 +96,10 @@ type Options struct {
 	// certificate): the REST clients (HTTP/1.1 only) and the gRPC
 	// connections use it. Plain http endpoints never touch it.
 	ReplicaTLS *tls.Config
+	// Shards, when set, are the route objects: a name that is no
+	// deployment but a route resolves per request to the deployment its
+	// rules pick (shardroute.go).
+	Shards *routing.Shards
 }
 
 // Gateway is the OIP v2 (and OpenAI API) REST data plane.
@@ -182,10 +186,17 @@ func notFound(name string) string {
 func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
 	start := g.arrival(ctx)
 	rt := g.routes.Lookup(b2s(name))
+	var x *exchange // set when a route object read the body to pick the deployment
 	if rt == nil {
-		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
-		writeError(ctx, http.StatusNotFound, notFound(string(name)))
-		return
+		// Not a deployment: a route object may pick one (shardroute.go).
+		var held int64
+		if rt, version, x, held = g.shardInfer(ctx, name, version); rt == nil {
+			return
+		}
+		if x != nil {
+			defer x.release()
+			defer g.budget.release(held)
+		}
 	}
 	if rt.Protocol != "" {
 		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
@@ -205,14 +216,17 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
 		rt, v, tag = tr, tv, t.Tag
 	}
 	dep := rt.Deployment // the track's, for a split
-	x := g.acquire(ctx)
-	defer x.release()
-	held, code := g.readBody(ctx, x)
-	if code != 0 {
-		s.end(code, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
-		return
+	var code int
+	if x == nil {
+		x = g.acquire(ctx)
+		defer x.release()
+		var held int64
+		if held, code = g.readBody(ctx, x); code != 0 {
+			s.end(code, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
+			return
+		}
+		defer g.budget.release(held)
 	}
-	defer g.budget.release(held)
 	if rt.Routing != nil && !g.keyRequired(ctx, x, rt) { // affinity.go
 		s.end(http.StatusBadRequest, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
 		return

@@ -279,8 +279,11 @@ func (g *GRPC) forward(ctx context.Context, name, version string, infer *oipgrpc
 	start := g.opts.Clock.Now()
 	rt := g.routes.Lookup(name)
 	if rt == nil {
-		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
-		return served{}, status.Error(codes.NotFound, notFound(name))
+		// Not a deployment: a route object may pick one (shardroute.go).
+		var err error
+		if rt, name, err = g.shardForward(ctx, name, infer); err != nil {
+			return served{}, err
+		}
 	}
 	if rt.Protocol != "" {
 		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)

@@ -70,9 +70,10 @@ func (g *Gateway) metadata(ctx *fasthttp.RequestCtx, name, version []byte) {
 	start := g.opts.Clock.Now()
 	rt := g.routes.Lookup(b2s(name))
 	if rt == nil {
-		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
-		writeError(ctx, http.StatusNotFound, notFound(string(name)))
-		return
+		// Not a deployment: a route object may pick one (shardroute.go).
+		if rt, version = g.shardLookup(ctx, name, version, true); rt == nil {
+			return
+		}
 	}
 	// Not counted as demand: polling metadata must not keep a deployment
 	// warm.
@@ -199,8 +200,10 @@ func (c *metaCache) get(rt *routing.Route, version string) (oip.ModelMetadata, b
 func (g *Gateway) modelReady(ctx *fasthttp.RequestCtx, name, version []byte) {
 	rt := g.routes.Lookup(b2s(name))
 	if rt == nil {
-		writeError(ctx, http.StatusNotFound, notFound(string(name)))
-		return
+		// Not a deployment: a route object may pick one (shardroute.go).
+		if rt, version = g.shardLookup(ctx, name, version, false); rt == nil {
+			return
+		}
 	}
 	ready, known := readiness(rt, b2s(version))
 	if !known {

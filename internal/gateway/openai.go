@@ -139,15 +139,21 @@ func (g *Gateway) openAIRoute(ctx *fasthttp.RequestCtx, x *exchange) (*openAIReq
 		return nil, code
 	}
 	name, err := bodyModel(x.body)
+	var rt *routing.Route
+	if err == nil {
+		if rt = g.routes.Lookup(name); rt == nil && g.opts.Shards != nil {
+			// Not a deployment: a route object may pick one (shardroute.go).
+			if name, rt, code = g.openAIShard(ctx, x, name, p); code != 0 {
+				g.budget.release(held)
+				return nil, code
+			}
+		}
+	}
 	if err == nil && g.opts.Auth != nil {
 		if err := auth.Check(p, auth.Predict, name); err != nil {
 			g.budget.release(held)
 			return nil, g.openAIAuthError(ctx, err)
 		}
-	}
-	var rt *routing.Route
-	if err == nil {
-		rt = g.routes.Lookup(name)
 	}
 	switch {
 	case err != nil:

@@ -17,6 +17,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/control"
 	"github.com/ebb-ml/ebb/internal/registry"
 	"github.com/ebb-ml/ebb/internal/rollout"
+	"github.com/ebb-ml/ebb/internal/store"
 	"github.com/ebb-ml/ebb/internal/store/postgres"
 	"github.com/ebb-ml/ebb/internal/store/sqlite"
 )
@@ -29,6 +30,7 @@ type Store interface {
 	api.Store
 	registry.Store
 	rollout.Store
+	store.RouteStore
 	Close() error
 }
 
@@ -86,6 +88,12 @@ type AdminParts struct {
 	// Rollouts serves it too if it can (*rollout.Manager does), so that
 	// both homes have the route wherever they have rollouts.
 	Shadows api.Shadows
+	// Routes, when set, serves /v1/routes: route objects (shard groups),
+	// ebb up's SQL store or the operator's ModelRoutes; RoutesChanged,
+	// when set, is called after each change (ebb up reloads its
+	// gateway's route table; in a cluster the gateways watch).
+	Routes        store.RouteStore
+	RoutesChanged func(ctx context.Context)
 }
 
 // NewAdminAPI is the admin API (/v1) both homes serve, built in one place
@@ -114,6 +122,9 @@ func NewAdminAPI(p AdminParts, log *slog.Logger) *api.Handler {
 	}
 	if sh != nil {
 		admin.MountShadows(sh)
+	}
+	if p.Routes != nil {
+		admin.MountRoutes(p.Routes, p.RoutesChanged)
 	}
 	return admin
 }

@@ -5,9 +5,11 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -88,3 +90,48 @@ const (
 	RolloutCanary = "canary"
 	RolloutShadow = "shadow"
 )
+
+// RouteStore keeps route objects (serving.Route): the SQL store in ebb
+// up, the namespace's ModelRoutes in a cluster. Errors wrap ErrNotFound,
+// ErrExists and ErrUnavailable as the deployment methods' do.
+type RouteStore interface {
+	// CreateRoute stores r with Generation 1 and CreatedAt and UpdatedAt
+	// now; r's Generation and times are ignored.
+	CreateRoute(ctx context.Context, r serving.Route) (serving.Route, error)
+	GetRoute(ctx context.Context, name string) (serving.Route, error)
+	// ListRoutes returns every route, sorted by name.
+	ListRoutes(ctx context.Context) ([]serving.Route, error)
+	// UpdateRoute follows ApplyRouteUpdate in one transaction; fn's error
+	// is returned unwrapped and nothing is written.
+	UpdateRoute(ctx context.Context, name string, fn func(*serving.Route) error) (serving.Route, error)
+	DeleteRoute(ctx context.Context, name string) error
+}
+
+// ApplyRouteUpdate is ApplyUpdate for a route: fn edits a copy of old;
+// only its Spec is kept (Name may not change); Generation increases when
+// the Spec changed; UpdatedAt is now. It returns the route to write and
+// its spec as JSON; fnErr is fn's own error.
+func ApplyRouteUpdate(old serving.Route, fn func(*serving.Route) error, now time.Time) (out serving.Route, spec []byte, fnErr, err error) {
+	r := old
+	r.Spec.Rules = slices.Clone(old.Spec.Rules)
+	if err := fn(&r); err != nil {
+		return serving.Route{}, nil, err, err
+	}
+	if r.Name != old.Name {
+		return serving.Route{}, nil, nil, fmt.Errorf("cannot rename route %q to %q: delete it and create a new one", old.Name, r.Name)
+	}
+	oldSpec, err := json.Marshal(old.Spec)
+	if err != nil {
+		return serving.Route{}, nil, nil, err
+	}
+	spec, err = json.Marshal(r.Spec)
+	if err != nil {
+		return serving.Route{}, nil, nil, fmt.Errorf("encode spec: %w", err)
+	}
+	out = serving.Route{Name: old.Name, Spec: r.Spec, Generation: old.Generation,
+		CreatedAt: old.CreatedAt, UpdatedAt: now}
+	if string(oldSpec) != string(spec) {
+		out.Generation++
+	}
+	return out, spec, nil, nil
+}

@@ -128,6 +128,18 @@ var migrations = []string{
 	);
 	CREATE UNIQUE INDEX rollouts_active ON rollouts (deployment, kind) WHERE active = 1;
 	CREATE INDEX rollouts_by_deployment ON rollouts (deployment, seq);`,
+
+	// 5: route objects, shard groups (routes.go). The deployments a
+	// route names are in its spec, with no foreign key: a route may name
+	// a deployment not created yet, and in the cluster home routes are
+	// not in this database at all.
+	`CREATE TABLE routes (
+		name       {{.Key}} PRIMARY KEY,
+		spec       {{.JSON}} NOT NULL,
+		generation {{.Int64}} NOT NULL,
+		created_at {{.Time}} NOT NULL,
+		updated_at {{.Time}} NOT NULL
+	);`,
 }
 
 // schemaMigrations records the applied migrations, one row a version.

@@ -5,6 +5,8 @@ import "time"
 // Cost is what a deployment's replicas used over a period, against
 // keeping its peak running the whole period (always-on): the figure that
 // says what scaling to zero saved.
+//
+// +kubebuilder:object:generate=false
 type Cost struct {
 	Deployment string    `json:"deployment"`
 	Since      time.Time `json:"since"`

@@ -145,8 +145,8 @@ func withProcessEnv(env map[string]string, spec *serving.Spec) map[string]string
 }
 
 // SameRuntime reports whether two deployment specs run identical replicas,
-// whatever their scaling, pin, cold-start, split, shadow and routing
-// options.
+// whatever their scaling, pin, cold-start, split, shadow, routing and
+// scatter options.
 func SameRuntime(a, b serving.Spec) bool {
 	a.Scaling, b.Scaling = serving.Scaling{}, serving.Scaling{}
 	a.Replicas, b.Replicas = nil, nil
@@ -154,6 +154,7 @@ func SameRuntime(a, b serving.Spec) bool {
 	a.Traffic, b.Traffic = nil, nil
 	a.Shadow, b.Shadow = nil, nil
 	a.Routing, b.Routing = nil, nil // the gateway's choice among replicas
+	a.Scatter, b.Scatter = nil, nil // how the gateway splits a request
 	return sameJSON(a, b)
 }
 
@@ -521,6 +522,7 @@ func (c *Controller) publish(d *deployment) {
 	rt.Meter = d.splitMeter()
 	rt.Shadow = d.shadowRoute()
 	rt.Routing = d.spec.Routing
+	rt.Scatter = d.spec.Scatter
 	c.routes.Publish(rt)
 	c.publishStatus(d)
 }

@@ -318,6 +318,7 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 		route.Protocol = serving.ProtocolOpenAI
 	}
 	route.Routing = md.Spec.Routing
+	route.Scatter = md.Spec.Scatter
 	keep := map[string]bool{name: true}
 	var tracksOut []routing.Track
 	for _, t := range split {
@@ -331,6 +332,7 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 		tr.ScaledToZero = route.ScaledToZero
 		tr.Model = t.Model
 		tr.Routing = route.Routing
+		tr.Scatter = route.Scatter
 		for _, ts := range md.Status.Traffic {
 			if ts.Tag == t.Tag {
 				tr.Version = serving.OIPVersion(ts.ModelVersion)
@@ -432,6 +434,9 @@ func (r *Routes) publish(route routing.Route) {
 		if rr.Key != nil {
 			key += "/" + rr.Key.Header + "/" + rr.Key.Input
 		}
+	}
+	if sc := route.Scatter; sc != nil {
+		key += fmt.Sprintf("\x00scatter=%d/%d", sc.SegmentRows, sc.MaxSegments)
 	}
 	for _, ep := range route.Endpoints {
 		key += "\x00" + ep.ID + "=" + ep.URL + "@" + ep.Version

@@ -231,6 +231,9 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
 		s.end(http.StatusBadRequest, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
 		return
 	}
+	if rt.Scatter != nil && g.scatter(ctx, x, rt, v, s, tag, start) { // scatter.go
+		return
+	}
 	// Demand counts once the body is in: a body trickling in is not load
 	// for the autoscaler (a hundred of them once panic-scaled a
 	// deployment to maxReplicas).

@@ -476,13 +476,18 @@ func retryable(err error) bool {
 }
 
 func awaitChange(ctx context.Context, rt *routing.Route, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	// A timer, not context.WithTimeout: ctx may be a pooled request's
+	// context (the REST gateway's exchange), which a context derived from
+	// it would read from a goroutine of its own after the request ended.
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	select {
 	case <-rt.Changed():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-t.C:
+		return context.DeadlineExceeded
 	}
 }
 

@@ -70,6 +70,9 @@ type Route struct {
 	// Routing is the deployment's spec.routing: how a request picks one
 	// of Endpoints. nil is least-outstanding (power of two choices).
 	Routing *serving.Routing
+	// Scatter is the deployment's spec.scatter: requests with more rows
+	// than its segmentRows are split over replicas. nil splits none.
+	Scatter *serving.Scatter
 
 	changed chan struct{}
 	ring    *balance.Ring // Routing's hash ring over Endpoints (Publish)

@@ -100,6 +100,11 @@ type Spec struct {
 	// taken from a header or an input tensor, or by a prompt's prefix.
 	// +optional
 	Routing *Routing `json:"routing,omitempty"`
+	// Scatter, when set, splits a request with more rows than
+	// segmentRows into segments served by several replicas in parallel,
+	// and joins their outputs in row order.
+	// +optional
+	Scatter *Scatter `json:"scatter,omitempty"`
 }
 
 // OpenAI reports whether the deployment's server speaks the OpenAI API

@@ -148,6 +148,7 @@ func (s *Spec) validate() []*FieldError {
 	errs = append(errs, s.validateShadow()...)
 	errs = append(errs, s.validateRouting()...)
 	errs = append(errs, s.validateSchedule()...)
+	errs = append(errs, s.validateScatter()...)
 	for k := range s.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			add("spec.env", "%q is not a valid environment variable name", k)

@@ -59,6 +59,7 @@ func registry() (*harness.Registry, error) {
 		scenarios.Binary{},
 		scenarios.ClusterE2E{},
 		scenarios.Ring{},
+		scenarios.Scatter{},
 	} {
 		if err := r.Register(s); err != nil {
 			return nil, err

@@ -53,10 +53,14 @@ func TestWithDefaults(t *testing.T) {
 				t.Errorf("Server() timeouts: header %s, read %s, write %s, idle %s; want %+v",
 					srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, tt.want)
 			}
-			// The handshake bound is an option only when set.
+			// The handshake bound is an option only when set, and so are
+			// the message deadlines (a tap handle and two interceptors).
 			wantGRPC := 2
 			if tt.want.ReadHeaderTimeout > 0 {
-				wantGRPC = 3
+				wantGRPC++
+			}
+			if tt.want.BodyTimeout > 0 {
+				wantGRPC += 3
 			}
 			if n := len(tt.in.GRPCOptions()); n != wantGRPC {
 				t.Errorf("GRPCOptions() has %d options, want %d", n, wantGRPC)

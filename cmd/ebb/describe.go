@@ -195,12 +195,9 @@ func scheduleText(windows []serving.ScheduleWindow, s *serving.ScheduleStatus, n
 	if s == nil {
 		return fmt.Sprintf("%d window(s), not evaluated yet", len(windows))
 	}
-	out := fmt.Sprintf("no window: %d..%d replicas", s.MinReplicas, s.MaxReplicas)
-	if s.Window != "" {
-		out = fmt.Sprintf("window %s: %d..%d replicas", s.Window, s.MinReplicas, s.MaxReplicas)
-		if s.Prewarming {
-			out = "pre-warming for " + out
-		}
+	out := s.Applies()
+	if out == "" {
+		out = fmt.Sprintf("no window: %d..%d replicas", s.MinReplicas, s.MaxReplicas)
 	}
 	if s.Next != nil {
 		what := "window ends"

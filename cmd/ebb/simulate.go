@@ -141,8 +141,8 @@ bench.`,
 				return err
 			}
 			out := simulateOutput{Requests: rep.Requests, Seconds: rep.Seconds, ReplicaSeconds: rep.ReplicaSeconds, AlwaysOnSeconds: rep.AlwaysOnSeconds,
-				PeakReplicas: rep.PeakReplicas, Reduction: rep.Reduction(), SLO: slo.String(), MetSLO: percent(rep.MetSLO, rep.Requests),
-				MetSLOWhenWarm: percent(rep.MetSLOWarm, rep.Warm), ColdStarts: rep.ColdStarts, HeldWhileCold: rep.ColdRequests,
+				PeakReplicas: rep.PeakReplicas, Reduction: rep.Reduction(), SLO: slo.String(), MetSLO: rep.MetSLOPercent(),
+				MetSLOWhenWarm: rep.MetSLOWarmPercent(), ColdStarts: rep.ColdStarts, HeldWhileCold: rep.ColdRequests,
 				LongestWaitMs: ms(rep.MaxWait), P50Ms: ms(rep.P50), P99Ms: ms(rep.P99), ColdStartSeconds: rep.ColdStartTime.Seconds()}
 			return writeOutput(cmd.OutOrStdout(), output, out, func(w io.Writer) error {
 				fmt.Fprintf(w, "Trace:           %d requests over %s (from %s)\n", out.Requests, time.Duration(out.Seconds)*time.Second, begin.Format(time.RFC3339))
@@ -166,13 +166,6 @@ bench.`,
 	fl.StringVar(&writeTrace, "write-trace", "", "also write the trace replayed to this CSV file")
 	fl.StringVarP(&output, "output", "o", outputTable, "output format: table, json or yaml")
 	return cmd
-}
-
-func percent(a, b int64) float64 {
-	if b == 0 {
-		return 100
-	}
-	return 100 * float64(a) / float64(b)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

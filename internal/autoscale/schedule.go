@@ -1,7 +1,6 @@
 package autoscale
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -74,15 +73,12 @@ func Scheduled(now time.Time, sc serving.Scaling, lead time.Duration) Bounds {
 	return b
 }
 
-// Describe says b in words for a status: "window business-hours: 2..10
-// replicas until 17:00 (Europe/Paris)".
-func (b Bounds) Describe() string {
-	if b.Window == "" {
-		return ""
+// Status is b as a deployment's status shows it.
+func (b Bounds) Status() serving.ScheduleStatus {
+	st := serving.ScheduleStatus{Window: b.Window, Prewarming: b.Prewarming, MinReplicas: b.MinReplicas, MaxReplicas: b.MaxReplicas, NextWindow: b.NextWindow}
+	if !b.Next.IsZero() {
+		next := b.Next
+		st.Next = &next
 	}
-	s := fmt.Sprintf("window %s: %d..%d replicas", b.Window, b.MinReplicas, b.MaxReplicas)
-	if b.Prewarming {
-		s = "pre-warming for " + s
-	}
-	return s
+	return st
 }

@@ -352,7 +352,7 @@ func (c *Controller) decide(d *deployment, now time.Time) bool {
 	spec.Scaling.MinReplicas, spec.Scaling.MaxReplicas = d.bounds.MinReplicas, d.bounds.MaxReplicas
 	m := autoscale.Observe(now, d.window, c.inFlight(d), ready, spec.Scaling)
 	dec := autoscale.Scale(now, &spec, m, d.scale)
-	if w := d.bounds.Describe(); w != "" && spec.Replicas == nil {
+	if w := d.bounds.Status().Applies(); w != "" && spec.Replicas == nil {
 		dec.Reason += " (" + w + ")"
 	}
 	d.scale = dec.State

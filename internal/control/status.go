@@ -16,12 +16,8 @@ func (c *Controller) publishStatus(d *deployment) {
 	}
 	st := serving.Status{DesiredReplicas: d.desired, Reason: d.reason, SpecGeneration: d.runGen}
 	if len(d.spec.Scaling.Schedule) > 0 {
-		b := d.bounds
-		st.Schedule = &serving.ScheduleStatus{Window: b.Window, Prewarming: b.Prewarming, MinReplicas: b.MinReplicas, MaxReplicas: b.MaxReplicas, NextWindow: b.NextWindow}
-		if !b.Next.IsZero() {
-			next := b.Next
-			st.Schedule.Next = &next
-		}
+		sch := d.bounds.Status()
+		st.Schedule = &sch
 	}
 	if why := d.rollReason(); why != "" {
 		st.Reason = why

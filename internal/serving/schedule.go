@@ -233,3 +233,17 @@ type ScheduleStatus struct {
 	// +optional
 	NextWindow string `json:"nextWindow,omitempty"`
 }
+
+// Applies says which window's bounds apply, in words ("window
+// business-hours: 2..6 replicas", "pre-warming for ..."); "" when none
+// does.
+func (s ScheduleStatus) Applies() string {
+	if s.Window == "" {
+		return ""
+	}
+	out := fmt.Sprintf("window %s: %d..%d replicas", s.Window, s.MinReplicas, s.MaxReplicas)
+	if s.Prewarming {
+		out = "pre-warming for " + out
+	}
+	return out
+}

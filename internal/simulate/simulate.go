@@ -76,6 +76,11 @@ type Report struct {
 	MaxWait         time.Duration
 }
 
+// MetSLOPercent is the share of requests within the SLO, and
+// MetSLOWarmPercent that of the requests that found a replica ready.
+func (r Report) MetSLOPercent() float64     { return pct(r.MetSLO, r.Requests) }
+func (r Report) MetSLOWarmPercent() float64 { return pct(r.MetSLOWarm, r.Warm) }
+
 // Reduction is the replica-seconds used over always-on's (0..1; lower is
 // better).
 func (r Report) Reduction() float64 {
@@ -89,7 +94,7 @@ func (r Report) Reduction() float64 {
 func (r Report) String() string {
 	return fmt.Sprintf("%d requests over %s; replica-seconds %.0f vs always-on %.0f (peak %d): reduction %.3f; SLO met by %.2f%% (%.2f%% of those that found a replica ready); %d cold starts (%d requests held while cold, longest wait %s); p50 %s, p99 %s",
 		r.Requests, time.Duration(r.Seconds)*time.Second, r.ReplicaSeconds, r.AlwaysOnSeconds, r.PeakReplicas, r.Reduction(),
-		pct(r.MetSLO, r.Requests), pct(r.MetSLOWarm, r.Warm), r.ColdStarts, r.ColdRequests, r.MaxWait.Round(time.Millisecond), r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond))
+		r.MetSLOPercent(), r.MetSLOWarmPercent(), r.ColdStarts, r.ColdRequests, r.MaxWait.Round(time.Millisecond), r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond))
 }
 
 func pct(a, b int64) float64 {

@@ -57,7 +57,7 @@ func TestBusinessHoursWeek(t *testing.T) {
 			if r := rep.Reduction(); r <= 0 || r > tt.maxReduction {
 				t.Errorf("reduction %.3f; want at most %.2f of always-on", r, tt.maxReduction)
 			}
-			if warm := pct(rep.MetSLOWarm, rep.Warm); warm < 99 {
+			if warm := rep.MetSLOWarmPercent(); warm < 99 {
 				t.Errorf("SLO met by %.2f%% of requests that found a replica ready; want at least 99%%", warm)
 			}
 			if rep.ColdStarts == 0 {

@@ -354,6 +354,7 @@ func runHome(t *testing.T, h *home) {
 	runSplit(t, h, v1, v2, rows)
 	runUndo(t, h, v1, v2, rows)
 	runShadow(t, h, v1, v2, rows)
+	runRoutesAndCost(t, h, v1, v2, rows)
 
 	// Delete.
 	h.cli("delete", "deployment", "diabetes")

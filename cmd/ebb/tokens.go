@@ -41,6 +41,7 @@ func newTokensCreateCmd() *cobra.Command {
 	var (
 		scopes  []string
 		name    string
+		tenant  string
 		expires time.Duration
 		output  string
 	)
@@ -48,7 +49,8 @@ func newTokensCreateCmd() *cobra.Command {
 		Use:   "create --scope SCOPE [--scope SCOPE...] [--name NAME] [--expires DURATION]",
 		Short: "Create a token and print its secret, once",
 		Example: `  ebb tokens create --scope deploy --scope 'predict:*' --name ci
-  ebb tokens create --scope predict:fraud --expires 720h`,
+  ebb tokens create --scope predict:fraud --expires 720h
+  ebb tokens create --scope 'predict:*' --name acme-prod --tenant acme`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -62,7 +64,12 @@ func newTokensCreateCmd() *cobra.Command {
 					return err
 				}
 			}
-			req := api.TokenRequest{Name: name, Scopes: scopes}
+			if tenant != "" {
+				if err := auth.ValidateTenant(tenant); err != nil {
+					return fmt.Errorf("--tenant %w", err)
+				}
+			}
+			req := api.TokenRequest{Name: name, Scopes: scopes, Tenant: tenant}
 			if expires < 0 {
 				return fmt.Errorf("--expires %s is negative: give how long the token lives, such as 720h", expires)
 			}
@@ -84,6 +91,7 @@ func newTokensCreateCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringArrayVar(&scopes, "scope", nil, "scope of the token; repeat for more, or separate with commas (admin, read, deploy, models:write, exec, predict:GLOB)")
 	f.StringVar(&name, "name", "", "name of the token, for lists and logs")
+	f.StringVar(&tenant, "tenant", "", "tenant the token's requests count against (ebb limits, fair queueing); default the token's name")
 	f.DurationVar(&expires, "expires", 0, "how long the token works, such as 720h; 0: until revoked")
 	addOutputFlag(cmd, &output)
 	cmd.PreRunE = func(*cobra.Command, []string) error {
@@ -126,7 +134,7 @@ func newTokensListCmd() *cobra.Command {
 
 func tokenTable(w io.Writer, now time.Time, toks []auth.Token) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tAGE\tEXPIRES")
+	fmt.Fprintln(tw, "ID\tNAME\tTENANT\tSCOPES\tAGE\tEXPIRES")
 	for _, t := range toks {
 		exp := "never"
 		switch {
@@ -135,7 +143,7 @@ func tokenTable(w io.Writer, now time.Time, toks []auth.Token) error {
 		case !t.ExpiresAt.IsZero():
 			exp = "in " + age(now, now.Add(-t.ExpiresAt.Sub(now)))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, strings.Join(t.Scopes, ","), age(now, t.CreatedAt), exp)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.TenantOf(), strings.Join(t.Scopes, ","), age(now, t.CreatedAt), exp)
 	}
 	return tw.Flush()
 }

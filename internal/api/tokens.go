@@ -25,6 +25,9 @@ type TokenRequest struct {
 	Scopes []string `json:"scopes"`
 	// ExpiresAt, when set, is when the token stops working (RFC 3339).
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// Tenant, when set, is who the token's requests count against for
+	// tenant limits and fair queueing; default the token's name.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // CreatedToken answers POST /v1/tokens: the token and its secret, which
@@ -89,7 +92,7 @@ func (t *tokenRoutes) create(w http.ResponseWriter, r *http.Request) {
 		t.h.writeError(w, r, err)
 		return
 	}
-	tok.Name, tok.Scopes, tok.ExpiresAt = req.Name, req.Scopes, req.ExpiresAt.UTC().Truncate(time.Microsecond)
+	tok.Name, tok.Scopes, tok.Tenant, tok.ExpiresAt = req.Name, req.Scopes, req.Tenant, req.ExpiresAt.UTC().Truncate(time.Microsecond)
 	tok.CreatedAt = t.now().UTC().Truncate(time.Microsecond)
 	if p, ok := auth.FromContext(r.Context()); ok {
 		tok.CreatedBy = p.Name
@@ -115,6 +118,9 @@ func (t *tokenRoutes) validate(req TokenRequest) error {
 	}
 	if len(req.Name) > 200 {
 		problems = append(problems, "name: longer than 200 characters")
+	}
+	if err := auth.ValidateTenant(req.Tenant); req.Tenant != "" && err != nil {
+		problems = append(problems, "tenant: "+err.Error())
 	}
 	if !req.ExpiresAt.IsZero() && !req.ExpiresAt.After(t.now()) {
 		problems = append(problems, fmt.Sprintf("expiresAt: %s is in the past", req.ExpiresAt.Format(time.RFC3339)))

@@ -186,6 +186,12 @@ type Principal struct {
 	// Name is the token's name, for logs and records.
 	Name   string
 	Scopes []string
+	// Tenant is who the request counts against for tenant limits and
+	// fair queueing: the token's tenant (Token.TenantOf), or an OIDC
+	// token's tenant claim or subject. Empty for Anonymous: the gateway
+	// then takes the tenant from a header (see package tenant in the
+	// gateway's docs).
+	Tenant string
 }
 
 // Anonymous is the principal of every request where auth is off: it may do

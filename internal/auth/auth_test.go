@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -273,5 +274,42 @@ func TestIsLoopback(t *testing.T) {
 		if got := auth.IsLoopback(addr); got != want {
 			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
 		}
+	}
+}
+
+// TestTokenTenant: a token's requests count against its tenant, or its
+// name without one, and the verifier's principal carries it.
+func TestTokenTenant(t *testing.T) {
+	for _, tt := range []struct {
+		tok  auth.Token
+		want string
+	}{
+		{auth.Token{Name: "ci"}, "ci"},
+		{auth.Token{Name: "acme-prod", Tenant: "acme"}, "acme"},
+	} {
+		if got := tt.tok.TenantOf(); got != tt.want {
+			t.Errorf("%+v.TenantOf() = %q, want %q", tt.tok, got, tt.want)
+		}
+	}
+	for name, ok := range map[string]bool{"acme": true, "team/fraud@eu": true, "": false, "a b": false, "é": false, strings.Repeat("x", auth.MaxTenantLen+1): false} {
+		if err := auth.ValidateTenant(name); (err == nil) != ok {
+			t.Errorf("ValidateTenant(%q) = %v, want ok=%v", name, err, ok)
+		}
+	}
+
+	st := &memTokens{m: map[string]auth.Token{}}
+	v := auth.NewVerifier(st, 10*time.Second, time.Now)
+	secret, tok, err := auth.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok.Name, tok.Tenant, tok.Scopes = "acme-prod", "acme", []string{"read"}
+	st.CreateToken(context.Background(), tok)
+	p, err := v.Authenticate(context.Background(), secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Tenant != "acme" {
+		t.Errorf("principal tenant %q, want acme", p.Tenant)
 	}
 }

@@ -61,6 +61,10 @@ type OIDCOptions struct {
 	// ScopeMap maps the claim's values to ebb scopes. A valid token whose
 	// values map to nothing is refused with 403.
 	ScopeMap ScopeMap
+	// TenantClaim is the claim that names a token's tenant (a string; a
+	// dotted name reaches into nested objects). A token without it counts
+	// against its subject ("sub"). Default "tenant".
+	TenantClaim string
 
 	// Leeway is the clock skew allowed on exp, nbf and iat; default 1m.
 	Leeway time.Duration
@@ -140,6 +144,9 @@ func NewOIDC(opts OIDCOptions) (*OIDC, error) {
 	}
 	if opts.ScopesClaim == "" {
 		opts.ScopesClaim = "groups"
+	}
+	if opts.TenantClaim == "" {
+		opts.TenantClaim = "tenant"
 	}
 	if opts.Leeway <= 0 {
 		opts.Leeway = jwt.DefaultLeeway
@@ -251,7 +258,10 @@ func (o *OIDC) verify(ctx context.Context, token string, now time.Time) (Princip
 	case err != nil:
 		return Principal{}, time.Time{}, o.refused("the JWT's times are not valid: " + trimJose(err))
 	}
-	p := Principal{Name: "oidc:" + clip(who(raw, claims.Subject))}
+	p := Principal{Name: "oidc:" + clip(who(raw, claims.Subject)), Tenant: clip(claims.Subject)}
+	if t, ok := claimString(raw, o.opts.TenantClaim); ok {
+		p.Tenant = clip(t)
+	}
 	values, present, err := claimValues(raw, o.opts.ScopesClaim)
 	if err == nil {
 		p.Scopes = o.opts.ScopeMap.Scopes(values)

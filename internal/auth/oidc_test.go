@@ -341,6 +341,36 @@ func TestParseScopeMap(t *testing.T) {
 
 // TestOIDCScopesClaim covers where Keycloak, Dex, Auth0 and plain OAuth
 // servers put groups and roles.
+// TestOIDCTenant: a token's tenant is its tenant claim (a nested one with
+// a dotted TenantClaim), or its subject without one.
+func TestOIDCTenant(t *testing.T) {
+	k := testKeys()
+	tests := []struct {
+		name  string
+		claim string
+		mods  []func(map[string]any)
+		want  string
+	}{
+		{"tenant claim", "", []func(map[string]any){set("tenant", "acme")}, "acme"},
+		{"no tenant claim: the subject", "", nil, "0b5e-user"},
+		{"empty tenant claim: the subject", "", []func(map[string]any){set("tenant", "")}, "0b5e-user"},
+		{"non-string tenant claim: the subject", "", []func(map[string]any){set("tenant", 7)}, "0b5e-user"},
+		{"nested claim", "org.id", []func(map[string]any){set("org", map[string]any{"id": "globex"})}, "globex"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newOIDCEnv(t, auth.OIDCOptions{TenantClaim: tt.claim}, k.rsa)
+			p, err := e.o.Authenticate(context.Background(), sign(t, k.rsa, e.claims([]string{"ml-readers"}, tt.mods...)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Tenant != tt.want {
+				t.Errorf("tenant %q, want %q", p.Tenant, tt.want)
+			}
+		})
+	}
+}
+
 func TestOIDCScopesClaim(t *testing.T) {
 	k := testKeys()
 	tests := []struct {

@@ -16,6 +16,7 @@ type OIDCFlags struct {
 	Issuer      string
 	Audience    string
 	ScopesClaim string
+	TenantClaim string
 	ScopeMap    []string
 }
 
@@ -25,6 +26,7 @@ func (o *OIDCFlags) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.Issuer, "oidc-issuer", "", "also accept OIDC JWTs from this issuer, exactly as its tokens' \"iss\" says (https://keycloak.example/realms/ml); its keys come from ISSUER/.well-known/openid-configuration")
 	f.StringVar(&o.Audience, "oidc-audience", "", "the \"aud\" an OIDC token must carry: the client ID the issuer names ebb by (required with --oidc-issuer)")
 	f.StringVar(&o.ScopesClaim, "oidc-scopes-claim", "groups", "the token claim whose values --oidc-scope-map maps: a list of strings or a space-separated string; a dotted name reaches into objects (Keycloak: realm_access.roles)")
+	f.StringVar(&o.TenantClaim, "oidc-tenant-claim", "tenant", "the token claim that names the tenant its requests count against (tenant limits, fair queueing); a token without it counts against its subject (\"sub\")")
 	f.StringSliceVar(&o.ScopeMap, "oidc-scope-map", nil, "VALUE=SCOPE[+SCOPE...] entries, comma-separated or repeated, mapping claim values to ebb scopes: 'ml-admins=admin,ml-deployers=deploy+models:write,team-fraud=predict:fraud-*'; '*=SCOPE' gives every token of the issuer SCOPE")
 }
 
@@ -48,7 +50,7 @@ func (o OIDCFlags) Authenticator(ctx context.Context, authOff bool, log *slog.Lo
 		return nil, errors.New("--oidc-scope-map: " + err.Error())
 	}
 	oidc, err := NewOIDC(OIDCOptions{
-		Issuer: o.Issuer, Audience: o.Audience, ScopesClaim: o.ScopesClaim, ScopeMap: m, Logger: log,
+		Issuer: o.Issuer, Audience: o.Audience, ScopesClaim: o.ScopesClaim, TenantClaim: o.TenantClaim, ScopeMap: m, Logger: log,
 	})
 	if err != nil {
 		return nil, err

@@ -32,6 +32,8 @@ type VerifyResponse struct {
 	Name      string    `json:"name,omitempty"`
 	Scopes    []string  `json:"scopes,omitempty"`
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// Tenant is the principal's tenant (Principal.Tenant).
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // VerifyHandler answers POST VerifyRequest with a VerifyResponse by asking
@@ -55,7 +57,7 @@ func VerifyHandler(a Authenticator, expires func(ctx context.Context, tokenID st
 		p, err := a.Authenticate(r.Context(), req.Token)
 		switch {
 		case err == nil:
-			resp = VerifyResponse{Valid: true, ID: p.TokenID, Name: p.Name, Scopes: p.Scopes}
+			resp = VerifyResponse{Valid: true, ID: p.TokenID, Name: p.Name, Scopes: p.Scopes, Tenant: p.Tenant}
 			if expires != nil && p.TokenID != "" {
 				resp.ExpiresAt = expires(r.Context(), p.TokenID)
 			}
@@ -167,7 +169,10 @@ func (r *Remote) Authenticate(ctx context.Context, token string) (Principal, err
 	}
 	c = remoteEntry{until: now.Add(r.ttl)}
 	if resp.Valid {
-		c.p = Principal{TokenID: resp.ID, Name: resp.Name, Scopes: resp.Scopes}
+		c.p = Principal{TokenID: resp.ID, Name: resp.Name, Scopes: resp.Scopes, Tenant: resp.Tenant}
+		if c.p.Tenant == "" { // an operator from before tenants: Token.TenantOf's rule
+			c.p.Tenant = resp.Name
+		}
 		c.expires = resp.ExpiresAt
 	} else {
 		c.invalid = resp.Message

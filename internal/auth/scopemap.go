@@ -101,19 +101,9 @@ func (m ScopeMap) String() string {
 // is the list; a string is split at spaces (the OAuth "scope" claim). ok
 // is false when the claim is absent.
 func claimValues(claims map[string]any, name string) (values []string, ok bool, err error) {
-	v, ok := claims[name]
+	v, ok := claim(claims, name)
 	if !ok {
-		var cur any = claims
-		for part := range strings.SplitSeq(name, ".") {
-			obj, isObj := cur.(map[string]any)
-			if !isObj {
-				return nil, false, nil
-			}
-			if cur, ok = obj[part]; !ok {
-				return nil, false, nil
-			}
-		}
-		v = cur
+		return nil, false, nil
 	}
 	switch v := v.(type) {
 	case nil:
@@ -132,6 +122,34 @@ func claimValues(claims map[string]any, name string) (values []string, ok bool, 
 		return out, true, nil
 	}
 	return nil, true, fmt.Errorf("claim %q is a %s; want a list of strings or a space-separated string", name, jsonKind(v))
+}
+
+// claimString returns the string value of claim name (dotted names reach
+// into nested objects); false when absent, empty or not a string.
+func claimString(claims map[string]any, name string) (string, bool) {
+	v, _ := claim(claims, name)
+	s, ok := v.(string)
+	return s, ok && s != ""
+}
+
+// claim returns the value of claim name: a top-level claim of that exact
+// name, or else the dotted path into nested objects.
+func claim(claims map[string]any, name string) (any, bool) {
+	v, ok := claims[name]
+	if !ok {
+		var cur any = claims
+		for part := range strings.SplitSeq(name, ".") {
+			obj, isObj := cur.(map[string]any)
+			if !isObj {
+				return nil, false
+			}
+			if cur, ok = obj[part]; !ok {
+				return nil, false
+			}
+		}
+		v = cur
+	}
+	return v, true
 }
 
 func jsonKind(v any) string {

@@ -26,6 +26,35 @@ type Token struct {
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 	// Hash is the hex SHA-256 of the secret; never sent to clients.
 	Hash string `json:"-"`
+	// Tenant is who the token's requests count against for tenant limits
+	// and fair queueing; empty: the token's Name (TenantOf).
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// MaxTenantLen bounds a tenant's name.
+const MaxTenantLen = 128
+
+// ValidateTenant reports whether name may name a tenant: 1 to MaxTenantLen
+// printable ASCII characters without spaces.
+func ValidateTenant(name string) error {
+	if name == "" || len(name) > MaxTenantLen {
+		return fmt.Errorf("%q: a tenant is 1 to %d characters", name, MaxTenantLen)
+	}
+	for _, c := range []byte(name) {
+		if c <= ' ' || c > '~' {
+			return fmt.Errorf("%q: a tenant is printable ASCII without spaces", name)
+		}
+	}
+	return nil
+}
+
+// TenantOf returns the tenant of t's requests: Tenant, or Name when
+// Tenant is empty.
+func (t Token) TenantOf() string {
+	if t.Tenant != "" {
+		return t.Tenant
+	}
+	return t.Name
 }
 
 // Expired reports whether t has expired at now.

@@ -94,7 +94,7 @@ func (v *Verifier) Authenticate(ctx context.Context, token string) (Principal, e
 	if t.Expired(now) {
 		return Principal{}, Unauthenticated(fmt.Sprintf("token %s expired at %s", id, t.ExpiresAt.Format(time.RFC3339)))
 	}
-	p := Principal{TokenID: t.ID, Name: t.Name, Scopes: t.Scopes}
+	p := Principal{TokenID: t.ID, Name: t.Name, Scopes: t.Scopes, Tenant: t.TenantOf()}
 	v.mu.Lock()
 	if len(v.cache) >= defaultCacheSize {
 		clear(v.cache) // crude, bounded; a full cache is refilled at one store read per token

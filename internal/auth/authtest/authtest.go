@@ -52,7 +52,9 @@ func testCreateGet(t *testing.T, s auth.TokenStore) {
 	forever := newToken(t, "ci", "deploy", "predict:fraud-*")
 	expiring := newToken(t, "tmp", "read")
 	expiring.ExpiresAt = time.Date(2025, 6, 1, 0, 0, 0, 1000, time.UTC)
-	for _, want := range []auth.Token{forever, expiring} {
+	tenanted := newToken(t, "acme-prod", "predict:*")
+	tenanted.Tenant = "acme"
+	for _, want := range []auth.Token{forever, expiring, tenanted} {
 		if err := s.CreateToken(ctx, want); err != nil {
 			t.Fatalf("CreateToken(%s): %v", want.Name, err)
 		}

@@ -140,6 +140,10 @@ var migrations = []string{
 		created_at {{.Time}} NOT NULL,
 		updated_at {{.Time}} NOT NULL
 	);`,
+
+	// 6: the tenant a token's requests count against (auth.Token.Tenant);
+	// '' for tokens made before tenants: their tenant is their name.
+	`ALTER TABLE tokens ADD COLUMN tenant TEXT NOT NULL DEFAULT '';`,
 }
 
 // schemaMigrations records the applied migrations, one row a version.

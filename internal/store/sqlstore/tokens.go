@@ -17,7 +17,7 @@ import (
 
 var _ auth.TokenStore = (*Store)(nil)
 
-const tokenColumns = `id, name, hash, scopes, created_at, created_by, expires_at`
+const tokenColumns = `id, name, hash, scopes, created_at, created_by, expires_at, tenant`
 
 // CreateToken implements auth.TokenStore. The store sets CreatedAt unless
 // it is set; ExpiresAt is kept to the microsecond.
@@ -33,9 +33,9 @@ func (s *Store) CreateToken(ctx context.Context, t auth.Token) error {
 		t.CreatedAt = s.now()
 	}
 	return s.insert(ctx, fmt.Sprintf("token %q", t.ID),
-		`INSERT INTO tokens (`+tokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		`INSERT INTO tokens (`+tokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		t.ID, t.Name, t.Hash, string(scopes), s.time(t.CreatedAt.UTC().Truncate(time.Microsecond)), t.CreatedBy,
-		s.time(t.ExpiresAt.UTC().Truncate(time.Microsecond)))
+		s.time(t.ExpiresAt.UTC().Truncate(time.Microsecond)), t.Tenant)
 }
 
 // GetToken implements auth.TokenStore.
@@ -69,7 +69,7 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 func scanToken(sc scanner) (auth.Token, error) {
 	var t auth.Token
 	var scopes []byte
-	if err := sc.Scan(&t.ID, &t.Name, &t.Hash, &scopes, timeCol(&t.CreatedAt), &t.CreatedBy, timeCol(&t.ExpiresAt)); err != nil {
+	if err := sc.Scan(&t.ID, &t.Name, &t.Hash, &scopes, timeCol(&t.CreatedAt), &t.CreatedBy, timeCol(&t.ExpiresAt), &t.Tenant); err != nil {
 		return auth.Token{}, err
 	}
 	if err := json.Unmarshal(scopes, &t.Scopes); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/discovery"
 	"github.com/ebb-ml/ebb/internal/drain"
+	"github.com/ebb-ml/ebb/internal/fairqueue"
 	"github.com/ebb-ml/ebb/internal/gateway"
 	"github.com/ebb-ml/ebb/internal/operator"
 	"github.com/ebb-ml/ebb/internal/routing"
@@ -39,6 +40,7 @@ type gatewayOptions struct {
 	name         string
 	holdTimeout  time.Duration
 	maxQueue     int
+	maxQueueTen  int // --max-queue-per-tenant
 	drainTimeout time.Duration
 	reportEvery  time.Duration
 	logLevel     string
@@ -87,7 +89,8 @@ cold deployments through it. It keeps no state: run as many as you like.`,
 	f.StringVar(&o.operatorURL, "operator-url", "http://ebb-operator:8090", "base URL of the operator's demand API (its Service)")
 	f.StringVar(&o.name, "name", "", "this gateway's name in demand reports; default $POD_NAME, else the host name")
 	f.DurationVar(&o.holdTimeout, "hold-timeout", 60*time.Second, "longest a request is held while its deployment has no ready replica")
-	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment; more get 503 with Retry-After")
+	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment, and waiting per deployment at its spec.scaling.maxConcurrency; more get 503 with Retry-After")
+	f.IntVar(&o.maxQueueTen, "max-queue-per-tenant", fairqueue.DefaultMaxQueuePerTenant, "most requests of one tenant held per cold deployment, and waiting per capped deployment; more get 429 with Retry-After")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown")
 	f.DurationVar(&o.reportEvery, "report-every", time.Second, "how often demand is reported to the operator")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -145,7 +148,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	table := &routing.Table{}
+	table := &routing.Table{QueueOptions: fairqueue.Options{MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Timeout: o.holdTimeout}}
 	routes := discovery.NewRoutes(c, ns, source, table, log)
 	shards, err := newGatewayShards(cfg, scheme, ns, log) // route objects (gateway_routes.go)
 	if err != nil {
@@ -181,7 +184,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	}
 	client := discovery.NewClient(o.operatorURL, opClient)
 	waker := discovery.NewWaker(name, client, routes, log)
-	act := activator.New(table, waker, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, Registerer: reg})
+	act := activator.New(table, waker, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg})
 	ready := func() bool {
 		select {
 		case <-routes.Synced():

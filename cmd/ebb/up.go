@@ -20,6 +20,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/certs"
 	"github.com/ebb-ml/ebb/internal/control"
 	"github.com/ebb-ml/ebb/internal/drain"
+	"github.com/ebb-ml/ebb/internal/fairqueue"
 	"github.com/ebb-ml/ebb/internal/gateway"
 	"github.com/ebb-ml/ebb/internal/home"
 	"github.com/ebb-ml/ebb/internal/logging"
@@ -40,6 +41,7 @@ type upOptions struct {
 	demo         bool
 	holdTimeout  time.Duration
 	maxQueue     int
+	maxQueueTen  int // --max-queue-per-tenant
 	drainTimeout time.Duration
 	logLevel     string
 	storeDSN     string // PostgreSQL store; empty: SQLite in dataDir
@@ -90,7 +92,8 @@ request to try.`,
 	f.StringVar(&o.storeDSN, "store-dsn", "", "PostgreSQL URL (postgres://user:password@host:5432/db) of a shared store to use instead of SQLite in --data-dir; default $EBB_STORE_DSN")
 	f.BoolVar(&o.demo, "demo", false, "deploy the bundled diabetes example and print a request to try")
 	f.DurationVar(&o.holdTimeout, "hold-timeout", 60*time.Second, "longest a request is held while its deployment has no ready replica")
-	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment; more get 503 with Retry-After")
+	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment, and waiting per deployment at its spec.scaling.maxConcurrency; more get 503 with Retry-After")
+	f.IntVar(&o.maxQueueTen, "max-queue-per-tenant", fairqueue.DefaultMaxQueuePerTenant, "most requests of one tenant held per cold deployment, and waiting per capped deployment; more get 429 with Retry-After")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown or scale-down")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.authMode, "auth", "on", "on: the admin API needs a token (DATA-DIR/admin.token is one), and inference and /metrics do too unless their address is loopback; off: no tokens anywhere (only behind a proxy that authenticates)")
@@ -144,7 +147,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	routes := &routing.Table{}
+	routes := &routing.Table{QueueOptions: fairqueue.Options{MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Timeout: o.holdTimeout}}
 	var ctl *control.Controller
 	models, err := home.NewRegistry(o.registry, o.dataDir, st, reg, log, func(model string) { ctl.NotifyModel(model) })
 	if err != nil {
@@ -181,7 +184,7 @@ func runUp(ctx context.Context, o upOptions) error {
 
 		MaxReplicasTotal: o.maxReplicasTotal,
 	})
-	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, Registerer: reg})
+	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg})
 	shards := newUpShards(st, log) // route objects (up_routes.go)
 	gwOpts := gateway.Options{
 		Shards:           shards.table,

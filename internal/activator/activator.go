@@ -4,10 +4,23 @@
 // owner pinned at zero (routing.Route.ScaledToZero) is the exception: its
 // requests fail at once with ErrScaledToZero and nothing is woken.
 //
-// The hold is bounded twice: a per-deployment queue limit, and a deadline per
-// request (the smaller of Options.Timeout and the request context's own).
-// A request that hits either gets an error that the gateway turns into
-// 503 with Retry-After; it never hangs and is never silently dropped.
+// The hold is bounded three times: a per-deployment queue limit
+// (Options.MaxQueue, ErrQueueFull), a per-tenant one within it
+// (Options.MaxQueuePerTenant, ErrTenantQueueFull, for requests WaitTenant
+// attributes to a tenant), and a deadline per request (the smaller of
+// Options.Timeout and the request context's own, ErrTimeout). A request
+// that hits one gets an error that the gateway turns into 503 with
+// Retry-After (429 for the tenant's bound, which is the tenant's doing);
+// it never hangs and is never silently dropped. One tenant's burst thus
+// cannot fill a cold deployment's hold for everyone.
+//
+// The activator does not order what it holds: when a replica is routed it
+// releases every held request at once. A deployment with a concurrency
+// cap (spec.scaling.maxConcurrency, routing.Route.Capacity) then admits
+// them through a fairqueue.Queue, which serves tenants fairly and
+// interactive requests before batch ones; without a cap they all go
+// through. The activator holds while cold and wakes the autoscaler; the
+// fair queue orders admission while the deployment is saturated.
 package activator
 
 import (
@@ -29,6 +42,9 @@ var (
 	ErrNotFound = errors.New("deployment not found")
 	// ErrQueueFull means too many requests already wait for the deployment.
 	ErrQueueFull = errors.New("too many requests waiting for a replica")
+	// ErrTenantQueueFull means the request's tenant already has
+	// Options.MaxQueuePerTenant requests waiting for the deployment.
+	ErrTenantQueueFull = errors.New("too many requests of the tenant waiting for a replica")
 	// ErrTimeout means no replica became ready within the hold timeout.
 	ErrTimeout = errors.New("timed out waiting for a replica")
 	// ErrScaledToZero means the deployment's owner pinned it at zero
@@ -56,6 +72,11 @@ type Waker interface {
 type Options struct {
 	// MaxQueue is the most requests held per deployment; default 10000.
 	MaxQueue int
+	// MaxQueuePerTenant is the most requests of one tenant held per
+	// deployment; default 1000, a tenth of the default MaxQueue, so ten
+	// tenants' bursts fit at once. Requests that name no tenant (Wait,
+	// or WaitTenant with "") count against MaxQueue alone.
+	MaxQueuePerTenant int
 	// Timeout is the longest a request is held; default 60s.
 	Timeout time.Duration
 	// Clock drives the timeout; default the real clock.
@@ -72,10 +93,14 @@ type Activator struct {
 
 	depth *prometheus.GaugeVec // nil without a Registerer
 
-	// mu guards queued.
-	mu     sync.Mutex
-	queued map[string]int
+	// mu guards queued and tenants.
+	mu      sync.Mutex
+	queued  map[string]int // by deployment
+	tenants map[holder]int // by deployment and tenant, for named tenants
 }
+
+// holder is a tenant holding requests for a deployment.
+type holder struct{ deployment, tenant string }
 
 // New returns an Activator that reads routes and wakes the autoscaler
 // through waker.
@@ -83,13 +108,16 @@ func New(routes Routes, waker Waker, opts Options) *Activator {
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = 10000
 	}
+	if opts.MaxQueuePerTenant <= 0 {
+		opts.MaxQueuePerTenant = 1000
+	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 60 * time.Second
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	a := &Activator{routes: routes, waker: waker, opts: opts, queued: map[string]int{}}
+	a := &Activator{routes: routes, waker: waker, opts: opts, queued: map[string]int{}, tenants: map[holder]int{}}
 	if opts.Registerer != nil {
 		a.depth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ebb_activator_queue_depth",
@@ -105,8 +133,17 @@ func (a *Activator) Timeout() time.Duration { return a.opts.Timeout }
 
 // Wait returns the deployment's route once it has at least one endpoint. It
 // returns at once when the route already has one (the warm path), and
-// otherwise holds the caller as described in the package doc.
+// otherwise holds the caller as described in the package doc. It is
+// WaitTenant for a request of no named tenant.
 func (a *Activator) Wait(ctx context.Context, deployment string) (*routing.Route, error) {
+	return a.WaitTenant(ctx, deployment, "")
+}
+
+// WaitTenant is Wait for a request of tenant, whose held requests for the
+// deployment are bounded by Options.MaxQueuePerTenant ("" names no tenant:
+// only MaxQueue applies). The warm path costs what Wait's does: a route
+// lookup, no allocation.
+func (a *Activator) WaitTenant(ctx context.Context, deployment, tenant string) (*routing.Route, error) {
 	r := a.routes.Lookup(deployment)
 	if r == nil {
 		return nil, ErrNotFound
@@ -117,10 +154,10 @@ func (a *Activator) Wait(ctx context.Context, deployment string) (*routing.Route
 	if r.ScaledToZero {
 		return nil, ErrScaledToZero
 	}
-	if !a.enqueue(deployment) {
-		return nil, fmt.Errorf("%w (%d held for %q)", ErrQueueFull, a.opts.MaxQueue, deployment)
+	if err := a.enqueue(deployment, tenant); err != nil {
+		return nil, err
 	}
-	defer a.dequeue(deployment)
+	defer a.dequeue(deployment, tenant)
 
 	timer := a.opts.Clock.NewTimer(a.opts.Timeout)
 	defer timer.Stop()
@@ -168,22 +205,44 @@ func (a *Activator) QueueDepths() map[string]int {
 	return out
 }
 
-func (a *Activator) enqueue(deployment string) bool {
+// TenantQueueDepth returns how many requests of tenant wait for a
+// deployment.
+func (a *Activator) TenantQueueDepth(deployment, tenant string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.tenants[holder{deployment, tenant}]
+}
+
+// enqueue counts a held request, or says which bound forbids it.
+func (a *Activator) enqueue(deployment, tenant string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.queued[deployment] >= a.opts.MaxQueue {
-		return false
+		return fmt.Errorf("%w (%d held for %q)", ErrQueueFull, a.opts.MaxQueue, deployment)
+	}
+	if tenant != "" {
+		h := holder{deployment, tenant}
+		if a.tenants[h] >= a.opts.MaxQueuePerTenant {
+			return fmt.Errorf("%w (%d held for %q of tenant %q)", ErrTenantQueueFull, a.opts.MaxQueuePerTenant, deployment, tenant)
+		}
+		a.tenants[h]++
 	}
 	a.queued[deployment]++
 	a.setDepthLocked(deployment)
-	return true
+	return nil
 }
 
-func (a *Activator) dequeue(deployment string) {
+func (a *Activator) dequeue(deployment, tenant string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.queued[deployment]--; a.queued[deployment] <= 0 {
 		delete(a.queued, deployment)
+	}
+	if tenant != "" {
+		h := holder{deployment, tenant}
+		if a.tenants[h]--; a.tenants[h] <= 0 {
+			delete(a.tenants, h)
+		}
 	}
 	a.setDepthLocked(deployment)
 }

@@ -3,6 +3,7 @@ package activator
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -211,5 +212,79 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestWaitTenantBound: one tenant's burst fills its own share of a cold
+// deployment's hold, not the hold: its next request fails with
+// ErrTenantQueueFull while other tenants, and requests of no tenant, are
+// still held; the bound is per deployment, and a request that leaves
+// frees its tenant's place.
+func TestWaitTenantBound(t *testing.T) {
+	var tab routing.Table
+	tab.Publish(routing.Route{Deployment: "m"})
+	tab.Publish(routing.Route{Deployment: "n"})
+	a := New(&tab, newWakes(), Options{MaxQueue: 5, MaxQueuePerTenant: 2, Clock: clocktesting.NewFakeClock(time.Now())})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	hold := func(ctx context.Context, deployment, tenant string) {
+		wg.Go(func() { a.WaitTenant(ctx, deployment, tenant) })
+	}
+	leave, leaveNow := context.WithCancel(ctx)
+	hold(ctx, "m", "a")
+	hold(leave, "m", "a")
+	waitFor(t, func() bool { return a.TenantQueueDepth("m", "a") == 2 })
+
+	tests := []struct {
+		name       string
+		deployment string
+		tenant     string
+		wantErr    error // nil: held
+	}{
+		{name: "tenant at its bound", deployment: "m", tenant: "a", wantErr: ErrTenantQueueFull},
+		{name: "another tenant", deployment: "m", tenant: "b"},
+		{name: "no tenant", deployment: "m", tenant: ""},
+		{name: "same tenant, another deployment", deployment: "n", tenant: "a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := a.QueueDepth(tt.deployment)
+			if tt.wantErr != nil {
+				_, err := a.WaitTenant(ctx, tt.deployment, tt.tenant)
+				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), `(2 held for "m" of tenant "a")`) {
+					t.Fatalf("WaitTenant = %v; want %v with the bound", err, tt.wantErr)
+				}
+				if d := a.QueueDepth(tt.deployment); d != before {
+					t.Errorf("QueueDepth = %d after a refusal; want %d", d, before)
+				}
+				return
+			}
+			hold(ctx, tt.deployment, tt.tenant)
+			waitFor(t, func() bool { return a.QueueDepth(tt.deployment) == before+1 })
+		})
+	}
+
+	leaveNow()
+	waitFor(t, func() bool { return a.TenantQueueDepth("m", "a") == 1 })
+	hold(ctx, "m", "a")
+	waitFor(t, func() bool { return a.TenantQueueDepth("m", "a") == 2 && a.QueueDepth("m") == 4 })
+	cancel()
+	wg.Wait()
+	if d, ds := a.TenantQueueDepth("m", "a"), a.QueueDepths(); d != 0 || len(ds) != 0 {
+		t.Errorf("after every request left: tenant a holds %d, depths %v; want none", d, ds)
+	}
+}
+
+// TestWaitTenantWarmAllocatesNothing: naming a tenant costs the warm path
+// nothing.
+func TestWaitTenantWarmAllocatesNothing(t *testing.T) {
+	var tab routing.Table
+	tab.Publish(ready("m"))
+	a := New(&tab, newWakes(), Options{})
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(1000, func() { a.WaitTenant(ctx, "m", "tenant-a") }); n != 0 {
+		t.Errorf("warm WaitTenant allocates %v times; want 0", n)
 	}
 }

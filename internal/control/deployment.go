@@ -523,6 +523,7 @@ func (c *Controller) publish(d *deployment) {
 	rt.Shadow = d.shadowRoute()
 	rt.Routing = d.spec.Routing
 	rt.Scatter = d.spec.Scatter
+	rt.MaxConcurrency = d.spec.Scaling.MaxConcurrency
 	c.routes.Publish(rt)
 	c.publishStatus(d)
 }

@@ -319,6 +319,7 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 	}
 	route.Routing = md.Spec.Routing
 	route.Scatter = md.Spec.Scatter
+	route.MaxConcurrency = md.Spec.Scaling.MaxConcurrency
 	keep := map[string]bool{name: true}
 	var tracksOut []routing.Track
 	for _, t := range split {
@@ -333,6 +334,7 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 		tr.Model = t.Model
 		tr.Routing = route.Routing
 		tr.Scatter = route.Scatter
+		tr.MaxConcurrency = route.MaxConcurrency
 		for _, ts := range md.Status.Traffic {
 			if ts.Tag == t.Tag {
 				tr.Version = serving.OIPVersion(ts.ModelVersion)
@@ -423,7 +425,7 @@ func (r *Routes) meter(key string, on bool) *traffic.Meter {
 
 // publish publishes route unless it is what was published last.
 func (r *Routes) publish(route routing.Route) {
-	key := fmt.Sprintf("%s\x00%t\x00%s\x00%s\x00%t\x00%s\x00%p\x00%p", route.Failure, route.ScaledToZero, route.Version, route.Model, route.Metadata != nil, route.Protocol, route.Meter, route.Shadow)
+	key := fmt.Sprintf("%s\x00%t\x00%s\x00%s\x00%t\x00%s\x00%p\x00%p\x00%d", route.Failure, route.ScaledToZero, route.Version, route.Model, route.Metadata != nil, route.Protocol, route.Meter, route.Shadow, route.MaxConcurrency)
 	if s := route.Split; s != nil {
 		for _, t := range s.Tracks {
 			key += fmt.Sprintf("\x00%s=%s/%d", t.Key, t.Tag, t.Weight)

@@ -394,8 +394,9 @@ func TestRoutesMeterSplits(t *testing.T) {
 	}
 }
 
-// TestRoutesCarryRouting: spec.routing reaches the routes of a deployment
-// and of its split's tracks, and a change of it alone republishes them.
+// TestRoutesCarryRouting: spec.routing and spec.scaling.maxConcurrency
+// reach the routes of a deployment and of its split's tracks, and a change
+// of either alone republishes them.
 func TestRoutesCarryRouting(t *testing.T) {
 	scheme := runtime.NewScheme()
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
@@ -408,6 +409,7 @@ func TestRoutesCarryRouting(t *testing.T) {
 	m.Spec.Model = "/models/m.json"
 	m.Spec.Traffic = []serving.TrafficTarget{{Model: "/models/m.json", Weight: 90, Tag: "v1"}, {Model: "/models/m2.json", Weight: 10, Tag: "canary"}}
 	m.Spec.Routing = &serving.Routing{Policy: serving.RoutingConsistentHash, Key: &serving.RoutingKey{Header: "X-Session"}}
+	m.Spec.Scaling.MaxConcurrency = 4
 	fc := fake.NewClientBuilder().WithScheme(scheme).WithObjects(m).Build()
 	table := &routing.Table{}
 	r := NewRoutes(objectCache{Client: fc}, "ns", FromPods, table, nil)
@@ -416,8 +418,20 @@ func TestRoutesCarryRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"m", "m.canary"} {
-		if rt := table.Lookup(key); rt == nil || rt.Routing == nil || rt.Routing.Key.Header != "X-Session" {
-			t.Fatalf("route %s = %+v; want spec.routing on it", key, rt)
+		if rt := table.Lookup(key); rt == nil || rt.Routing == nil || rt.Routing.Key.Header != "X-Session" || rt.MaxConcurrency != 4 {
+			t.Fatalf("route %s = %+v; want spec.routing and spec.scaling.maxConcurrency on it", key, rt)
+		}
+	}
+	m.Spec.Scaling.MaxConcurrency = 0
+	if err := fc.Update(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.sync(ctx, "m"); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"m", "m.canary"} {
+		if rt := table.Lookup(key); rt.MaxConcurrency != 0 {
+			t.Fatalf("after the cap was removed, route %s has maxConcurrency %d; want 0", key, rt.MaxConcurrency)
 		}
 	}
 	m.Spec.Routing.Key.Header = "X-User"

@@ -27,16 +27,17 @@ type Authenticator interface {
 // metadata (/v2/health/..., /v2) stay open for load balancers and probes.
 // It answers a refused request (401 with WWW-Authenticate, or 403) and
 // reports false. Without Options.Auth it passes everything at once, so
-// open inference costs nothing.
-func (g *Gateway) authorize(ctx *fasthttp.RequestCtx, name []byte) bool {
+// open inference costs nothing. It also returns the request's tenant
+// (tenant.go).
+func (g *Gateway) authorize(ctx *fasthttp.RequestCtx, name []byte) (tenant string, ok bool) {
 	if g.opts.Auth == nil {
-		return true
+		return g.tenantOf(ctx, nil), true
 	}
 	p, err := g.principal(ctx)
 	if err == nil {
 		err = auth.Check(p, auth.Predict, b2s(name))
 		if err != nil && shardAuthLater(g.routes, g.opts.Shards, b2s(name)) {
-			return true // a route object: its target's scope decides (shardroute.go)
+			return g.tenantOf(ctx, &p), true // a route object: its target's scope decides (shardroute.go)
 		}
 	}
 	if err != nil {
@@ -45,9 +46,9 @@ func (g *Gateway) authorize(ctx *fasthttp.RequestCtx, name []byte) bool {
 			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ebb"`)
 		}
 		writeErrorCode(ctx, status, code, msg)
-		return false
+		return "", false
 	}
-	return true
+	return g.tenantOf(ctx, &p), true
 }
 
 // principal authenticates the bearer token of ctx's Authorization header.
@@ -82,9 +83,13 @@ func (g *GRPC) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, 
 		return handler(ctx, req)
 	}
 	p, err := grpcPrincipal(ctx, g.opts.Auth)
+	_, infer := req.(*oipgrpc.ModelInferRequest)
+	if infer && err == nil {
+		ctx = auth.WithPrincipal(ctx, p) // its tenant (tenant.go)
+	}
 	if err == nil {
 		err = auth.Check(p, auth.Predict, name)
-		if _, infer := req.(*oipgrpc.ModelInferRequest); err != nil && infer && shardAuthLater(g.routes, g.opts.Shards, name) {
+		if err != nil && infer && shardAuthLater(g.routes, g.opts.Shards, name) {
 			return handler(ctx, req) // a route object: its target's scope decides (shardroute.go)
 		}
 	}

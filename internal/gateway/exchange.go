@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/fairqueue"
 	"github.com/ebb-ml/ebb/internal/oip"
 	ebbreplica "github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/routing"
@@ -26,7 +27,13 @@ type exchange struct {
 
 	tried   []*balance.Endpoint
 	version string // the version asked for, while forwarding
-	secret  bool   // req carries a replica's secret
+	// tenant and prio are whom the request counts against and its
+	// priority level (tenant.go); admitted, when set, gives back its
+	// slot in its deployment's admission queue (release calls it).
+	tenant   string
+	prio     fairqueue.Priority
+	admitted func()
+	secret   bool // req carries a replica's secret
 	// openAI is the accounting of an OpenAI request, which a stream
 	// ends (openai_stream.go).
 	openAI *openAIRequest
@@ -63,12 +70,17 @@ func (g *Gateway) acquire(ctx *fasthttp.RequestCtx) *exchange {
 
 // release stops x's watch, if any, and puts x back in the pool.
 func (x *exchange) release() {
+	if x.admitted != nil {
+		x.admitted()
+		x.admitted = nil
+	}
 	x.ctx.stop()
 	x.ctx.rc, x.ctx.conn = nil, nil
 	x.req.Reset()
 	x.resp.Reset()
 	clear(x.tried)
 	x.tried, x.body, x.version, x.openAI, x.secret = x.tried[:0], nil, "", nil, false
+	x.tenant, x.prio = "", fairqueue.Interactive
 	x.meter, x.picked = nil, time.Time{}
 	x.key, x.keyState = 0, keyUnknown
 	if cap(x.buf) > maxPooledBody {

@@ -42,9 +42,10 @@ type Routes interface {
 	Lookup(deployment string) *routing.Route
 }
 
-// Holder holds a request until its deployment has a ready replica.
+// Holder holds a request of tenant until its deployment has a ready
+// replica; *activator.Activator is one.
 type Holder interface {
-	Wait(ctx context.Context, deployment string) (*routing.Route, error)
+	WaitTenant(ctx context.Context, deployment, tenant string) (*routing.Route, error)
 }
 
 // Options tune the gateway; zero values take the defaults shown.
@@ -100,6 +101,10 @@ type Options struct {
 	// deployment but a route resolves per request to the deployment its
 	// rules pick (shardroute.go).
 	Shards *routing.Shards
+	// TenantHeader names the header that gives a request's tenant when
+	// Auth is nil (tenant.go); default DefaultTenantHeader. With Auth the
+	// principal's tenant counts and the header is ignored.
+	TenantHeader string
 }
 
 // Gateway is the OIP v2 (and OpenAI API) REST data plane.
@@ -115,6 +120,8 @@ type Gateway struct {
 	mirrors  mirrors // shadow mirrors in flight (shadow.go)
 	// realClock is set when opts.Clock is the real clock (see now).
 	realClock bool
+	// tenantNames interns tenant names from headers (tenant.go).
+	tenantNames names
 }
 
 // New returns a Gateway. It starts nothing: connections to replicas open on
@@ -141,6 +148,9 @@ func New(routes Routes, holder Holder, opts Options) *Gateway {
 	}
 	if opts.MaxConnsPerReplica <= 0 {
 		opts.MaxConnsPerReplica = DefaultMaxConnsPerReplica
+	}
+	if opts.TenantHeader == "" {
+		opts.TenantHeader = DefaultTenantHeader
 	}
 	if opts.Ready == nil {
 		opts.Ready = func() bool { return true }
@@ -183,7 +193,7 @@ func notFound(name string) string {
 // infer sends an infer request to a ready replica of its deployment (of
 // version, if any), holding it while the deployment is cold and retrying on
 // another replica when one fails before answering.
-func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
+func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte, tenant string) {
 	start := g.arrival(ctx)
 	rt := g.routes.Lookup(b2s(name))
 	var x *exchange // set when a route object read the body to pick the deployment
@@ -217,9 +227,16 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte) {
 	}
 	dep := rt.Deployment // the track's, for a split
 	var code int
-	if x == nil {
+	fresh := x == nil // else a route object read the body
+	if fresh {
 		x = g.acquire(ctx)
 		defer x.release()
+	}
+	if x.tenant = tenant; !priority(ctx, x) {
+		s.end(http.StatusBadRequest, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
+		return
+	}
+	if fresh {
 		var held int64
 		if held, code = g.readBody(ctx, x); code != 0 {
 			s.end(code, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
@@ -329,13 +346,24 @@ func (g *Gateway) forwardTo(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.R
 	for first := true; len(x.tried) < g.opts.Attempts; first = false {
 		var err error
 		if !first || rt == nil || len(rt.Endpoints) == 0 {
-			rt, err = holder.Wait(&x.ctx, name)
+			rt, err = holder.WaitTenant(&x.ctx, name, x.tenant)
 		}
 		if m == modeMeta && errors.Is(err, errCold) {
 			return g.metadataAtZero(ctx, name, version)
 		}
 		if err != nil {
 			return g.holdError(ctx, x, name, err)
+		}
+		if q := rt.Queue(); q != nil && x.admitted == nil && m != modeMeta {
+			// A capped deployment: wait for a slot, in fair order
+			// across tenants (tenant.go), then take the route as it is
+			// by then.
+			if code, ok := g.admit(ctx, x, q, name); !ok {
+				return code
+			}
+			if rt = g.routes.Lookup(name); rt == nil || len(rt.Endpoints) == 0 {
+				continue // gone cold while waiting: hold again
+			}
 		}
 		var excluded func(*balance.Endpoint) bool
 		if len(x.tried) > 0 {
@@ -404,6 +432,8 @@ func (g *Gateway) holdError(ctx *fasthttp.RequestCtx, x *exchange, name string, 
 		return writeErrorCode(ctx, http.StatusServiceUnavailable, codeScaledToZero, scaledToZero(name))
 	case errors.As(err, &failed):
 		return writeUnavailable(ctx, 10, fmt.Sprintf("deployment %q cannot start a replica: %s", name, clip(failed.Reason)))
+	case errors.Is(err, activator.ErrTenantQueueFull):
+		return tenantQueueFull(ctx, x.tenant, name, err)
 	case errors.Is(err, activator.ErrQueueFull):
 		return writeUnavailable(ctx, 1, fmt.Sprintf("deployment %q is starting and has too many requests waiting: retry shortly", name))
 	case errors.Is(err, activator.ErrTimeout):

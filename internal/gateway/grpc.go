@@ -12,6 +12,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/activator"
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/connlimit"
+	"github.com/ebb-ml/ebb/internal/fairqueue"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/oipgrpc"
 	ebbreplica "github.com/ebb-ml/ebb/internal/replica"
@@ -303,7 +304,11 @@ func (g *GRPC) forward(ctx context.Context, name, version string, infer *oipgrpc
 		_ = grpc.SetHeader(ctx, metadata.Pairs("ebb-version", t.Tag))
 		rt, name, version, tag = tr, tr.Deployment, v, t.Tag
 	}
-	try := attempt{infer: infer}
+	try := attempt{infer: infer, tenant: g.grpcTenant(ctx)}
+	if err := grpcPriority(ctx, &try); err != nil {
+		g.opts.Metrics.observe(dep, "", http.StatusBadRequest, 0, false)
+		return served{}, err
+	}
 	if rt.Routing != nil {
 		if err := grpcKeyRequired(ctx, &try, rt); err != nil { // affinity.go
 			g.opts.Metrics.observe(dep, "", http.StatusBadRequest, 0, false)
@@ -324,6 +329,9 @@ func (g *GRPC) forward(ctx context.Context, name, version string, infer *oipgrpc
 	// compares the primary's latency so measured with the shadow's.
 	s.try.timed = rt.Meter != nil || s.mirror
 	err := g.forwardTo(ctx, name, version, g.holder, call, &s.try)
+	if s.try.admitted != nil {
+		s.try.admitted()
+	}
 	end := g.opts.Clock.Now()
 	if !s.try.picked.IsZero() {
 		s.latency = end.Sub(s.try.picked)
@@ -347,6 +355,13 @@ type attempt struct {
 	infer    *oipgrpc.ModelInferRequest
 	key      uint64
 	keyState keyState
+
+	// tenant and prio are whom the call counts against and its priority
+	// (tenant.go); admitted, once set, gives back its slot in a capped
+	// deployment's admission queue.
+	tenant   string
+	prio     fairqueue.Priority
+	admitted func()
 }
 
 // pick returns the replica of rt for the call a tells of: by its key on
@@ -393,12 +408,24 @@ func (g *GRPC) forwardTo(ctx context.Context, name, version string, holder Holde
 	}
 	var lastErr error
 	for len(tried) < g.opts.Attempts {
-		rt, err := holder.Wait(ctx, name)
+		rt, err := holder.WaitTenant(ctx, name, a.tenant)
 		if errors.Is(err, errCold) {
 			return err
 		}
 		if err != nil {
-			return g.holdError(ctx, name, err)
+			return g.holdError(ctx, a.tenant, name, err)
+		}
+		if q := rt.Queue(); q != nil && a.admitted == nil && holder != Holder(g.peek) {
+			// A capped deployment: wait for a slot in fair order
+			// (tenant.go), then take the route as it is by then.
+			rel, err := q.Acquire(ctx, a.tenant, a.prio)
+			if err != nil {
+				return g.queueError(ctx, a.tenant, name, err)
+			}
+			a.admitted = rel
+			if rt = g.routes.Lookup(name); rt == nil || len(rt.Endpoints) == 0 {
+				continue // gone cold while waiting: hold again
+			}
 		}
 		if version != "" && !rt.Serves(version) {
 			switch {
@@ -493,12 +520,14 @@ func awaitChange(ctx context.Context, rt *routing.Route, timeout time.Duration) 
 
 // holdError turns an activator error into a status, as Gateway.holdError
 // does into an HTTP response.
-func (g *GRPC) holdError(ctx context.Context, name string, err error) error {
+func (g *GRPC) holdError(ctx context.Context, tenant, name string, err error) error {
 	if ctx.Err() != nil {
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	var failed *activator.FailedError
 	switch {
+	case errors.Is(err, activator.ErrTenantQueueFull):
+		return grpcTenantQueueFull(ctx, tenant, name, err)
 	case errors.Is(err, activator.ErrNotFound):
 		return status.Error(codes.NotFound, notFound(name))
 	case errors.Is(err, activator.ErrScaledToZero):

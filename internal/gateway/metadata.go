@@ -54,7 +54,7 @@ var errCold = errors.New("no ready replica")
 // a ready endpoint, and never holds or wakes.
 type peek struct{ routes Routes }
 
-func (p *peek) Wait(_ context.Context, name string) (*routing.Route, error) {
+func (p *peek) WaitTenant(_ context.Context, name, _ string) (*routing.Route, error) {
 	rt := p.routes.Lookup(name)
 	switch {
 	case rt == nil:

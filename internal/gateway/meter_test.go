@@ -77,7 +77,7 @@ type coldHolder struct {
 	err    error
 }
 
-func (h *coldHolder) Wait(_ context.Context, name string) (*routing.Route, error) {
+func (h *coldHolder) WaitTenant(_ context.Context, name, _ string) (*routing.Route, error) {
 	h.clk.Step(h.hold)
 	if h.err != nil {
 		return nil, h.err

@@ -35,6 +35,8 @@ const (
 	codeScaledToZero    = "deployment/scaled_to_zero"
 	codeVersionNotFound = "deployment/version_not_found"
 	codeNoMetadata      = "deployment/metadata_unavailable"
+	codeTenantQueueFull = "tenant/queue_full"
+	codeBadPriority     = "request/invalid_priority"
 )
 
 func writeErrorCode(ctx *fasthttp.RequestCtx, status int, code, msg string) int {

@@ -96,7 +96,8 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) bool {
 // first (auth.go), known or not.
 func (g *Gateway) serveModel(ctx *fasthttp.RequestCtx, rest []byte) {
 	name, rest, slash := bytes.Cut(rest, []byte("/"))
-	if !g.authorize(ctx, name) {
+	tenant, ok := g.authorize(ctx, name)
+	if !ok {
 		return
 	}
 	var version []byte
@@ -116,7 +117,7 @@ func (g *Gateway) serveModel(ctx *fasthttp.RequestCtx, rest []byte) {
 		}
 	case bytes.Equal(rest, segInfer):
 		if post(ctx) {
-			g.infer(ctx, name, version)
+			g.infer(ctx, name, version, tenant)
 		}
 	default:
 		pageNotFound(ctx)

@@ -127,6 +127,7 @@ type scatterRun struct {
 	rt      *routing.Route // as infer looked it up
 	name    string         // the deployment (a split's track)
 	version string         // the version asked for; "" for any
+	tenant  string         // whom the request counts against
 
 	path, query, contentType, requestID string
 	req                                 oip.InferRequest // the client's; Inputs as parsed
@@ -144,7 +145,7 @@ type scatterRun struct {
 // prepareScatter parses x's request and returns its run when it is to be
 // split: its inputs share a first dimension of more than segRows rows.
 func (g *Gateway) prepareScatter(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.Route, version string, segRows int) (*scatterRun, bool) {
-	r := &scatterRun{g: g, rt: rt, name: rt.Deployment, version: version, jsonLen: len(x.body)}
+	r := &scatterRun{g: g, rt: rt, name: rt.Deployment, version: version, tenant: x.tenant, jsonLen: len(x.body)}
 	if n := ctx.Request.Header.Peek(oip.HeaderInferenceHeaderLength); len(n) > 0 {
 		l, err := strconv.Atoi(b2s(n))
 		if err != nil || l < 0 || l > len(x.body) {
@@ -326,7 +327,7 @@ func (r *scatterRun) segment(ctx context.Context, i int) segmentResult {
 			return segmentResult{cancelled: true, status: http.StatusServiceUnavailable, msg: "cancelled"}
 		}
 		if !first || len(rt.Endpoints) == 0 {
-			if rt, err = g.holder.Wait(ctx, r.name); err != nil {
+			if rt, err = g.holder.WaitTenant(ctx, r.name, r.tenant); err != nil {
 				return r.holdFailed(ctx, err, last, answered)
 			}
 		}

@@ -310,7 +310,7 @@ func (g *Gateway) compareShadow(ctx, base context.Context, m *mirror, primary []
 	var lastErr error
 	want := serving.OIPVersion(sh.Model) // "" for an alias or a path: any replica of the track
 	for len(tried) < g.opts.Attempts {
-		rt, err := g.holder.Wait(ctx, sh.Key)
+		rt, err := g.holder.WaitTenant(ctx, sh.Key, "")
 		if errors.Is(err, activator.ErrNotFound) {
 			// The control loop publishes the shadow's track with the
 			// primary's route, or removes it: nothing to judge.

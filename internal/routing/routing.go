@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/balance"
+	"github.com/ebb-ml/ebb/internal/fairqueue"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
@@ -73,16 +74,40 @@ type Route struct {
 	// Scatter is the deployment's spec.scatter: requests with more rows
 	// than its segmentRows are split over replicas. nil splits none.
 	Scatter *serving.Scatter
+	// MaxConcurrency is the deployment's spec.scaling.maxConcurrency: the
+	// most requests in flight on one replica; 0 sets no cap. Capacity
+	// turns it into the admission capacity of the deployment's queue.
+	MaxConcurrency int32
 
 	changed chan struct{}
-	ring    *balance.Ring // Routing's hash ring over Endpoints (Publish)
+	ring    *balance.Ring    // Routing's hash ring over Endpoints (Publish)
+	queue   *fairqueue.Queue // the admission queue of a capped deployment (Publish)
 }
+
+// Queue returns the fair admission queue of a deployment with
+// MaxConcurrency set, its capacity that of r (Capacity); nil for an
+// uncapped one. Every route published for the deployment while it stays
+// capped shares one Queue, so requests waiting in it outlive route
+// changes.
+func (r *Route) Queue() *fairqueue.Queue { return r.queue }
 
 // Ring returns the consistent-hash ring with bounded loads over r's
 // endpoints, for a spec.routing that hashes a key (consistentHash or
 // prefix); nil otherwise, and while r has no endpoints. Table.Publish
 // builds it, once per published route.
 func (r *Route) Ring() *balance.Ring { return r.ring }
+
+// Capacity returns how many requests the route admits at once:
+// MaxConcurrency per endpoint (so 0, hold everything, while a capped
+// deployment has none), or -1 when MaxConcurrency sets no cap. It is the
+// capacity a fairqueue.Queue for the deployment takes (fairqueue.Unlimited
+// is -1).
+func (r *Route) Capacity() int {
+	if r.MaxConcurrency <= 0 {
+		return -1
+	}
+	return int(r.MaxConcurrency) * len(r.Endpoints)
+}
 
 // Shadow is a deployment's shadow as the data plane sees it
 // (serving.Shadow). Its Tally and InFlight are shared by every route
@@ -148,6 +173,10 @@ func (r *Route) Changed() <-chan struct{} { return r.changed }
 // Table maps deployment names to their current routes. It is safe for
 // concurrent use; lookups take no lock.
 type Table struct {
+	// QueueOptions bound the fair admission queues of capped deployments
+	// (Route.Queue); set them before the first Publish.
+	QueueOptions fairqueue.Options
+
 	routes sync.Map // string → *Route
 }
 
@@ -169,15 +198,33 @@ func (t *Table) Publish(r Route) *Route {
 	if p := r.Routing.PolicyOrDefault(); p != serving.RoutingLeastOutstanding && len(r.Endpoints) > 0 {
 		nr.ring = balance.NewRing(r.Endpoints, r.Routing.LoadFactorOrDefault())
 	}
+	nr.queue = nil
+	var prev *fairqueue.Queue
+	if v, ok := t.routes.Load(r.Deployment); ok {
+		prev = v.(*Route).queue
+	}
+	if r.MaxConcurrency > 0 {
+		nr.queue = prev
+		if nr.queue == nil {
+			nr.queue = fairqueue.New(0, t.QueueOptions)
+		}
+		nr.queue.SetCapacity(nr.Capacity())
+	} else if prev != nil {
+		prev.SetCapacity(fairqueue.Unlimited) // uncapped now: let its waiters go
+	}
 	if old, ok := t.routes.Swap(r.Deployment, nr); ok {
 		close(old.(*Route).changed)
 	}
 	return nr
 }
 
-// Remove deletes a deployment's route and wakes its waiters.
+// Remove deletes a deployment's route and wakes its waiters, those of its
+// admission queue included (they find the deployment gone).
 func (t *Table) Remove(deployment string) {
 	if old, ok := t.routes.LoadAndDelete(deployment); ok {
+		if q := old.(*Route).queue; q != nil {
+			q.SetCapacity(fairqueue.Unlimited)
+		}
 		close(old.(*Route).changed)
 	}
 }

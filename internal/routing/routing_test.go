@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"github.com/ebb-ml/ebb/internal/fairqueue"
 	"testing"
 	"time"
 
@@ -130,5 +131,57 @@ func TestMeasure(t *testing.T) {
 	tab.Publish(Route{Deployment: "m.canary", Meter: m})
 	if got := tab.Measure("m.canary", t0, t0.Add(time.Second)); got.Errors != 1 {
 		t.Errorf("after republishing, Measure = %+v; want 1 error", got)
+	}
+}
+
+func TestCapacity(t *testing.T) {
+	two := []*balance.Endpoint{balance.NewEndpoint("a", "u"), balance.NewEndpoint("b", "u")}
+	tests := []struct {
+		name  string
+		route Route
+		want  int
+	}{
+		{name: "no cap", route: Route{Endpoints: two}, want: -1},
+		{name: "no cap while cold", route: Route{}, want: -1},
+		{name: "cap per replica", route: Route{Endpoints: two, MaxConcurrency: 8}, want: 16},
+		{name: "capped and cold holds everything", route: Route{MaxConcurrency: 8}, want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.route.Capacity(); got != tt.want {
+				t.Errorf("Capacity = %d; want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestPublishQueue: a capped deployment's routes share one admission
+// queue whose capacity follows its endpoints; uncapping or removing it
+// lets its waiters go.
+func TestPublishQueue(t *testing.T) {
+	var tab Table
+	ep := func(id string) *balance.Endpoint { return &balance.Endpoint{ID: id} }
+	cold := tab.Publish(Route{Deployment: "d", MaxConcurrency: 4})
+	q := cold.Queue()
+	if q == nil || q.Capacity() != 0 {
+		t.Fatalf("cold capped route: queue %v, want one of capacity 0", q)
+	}
+	warm := tab.Publish(Route{Deployment: "d", MaxConcurrency: 4, Endpoints: []*balance.Endpoint{ep("a"), ep("b")}})
+	if warm.Queue() != q || q.Capacity() != 8 {
+		t.Errorf("two replicas: queue shared %v, capacity %d; want shared, 8", warm.Queue() == q, q.Capacity())
+	}
+	if un := tab.Publish(Route{Deployment: "d", Endpoints: []*balance.Endpoint{ep("a")}}); un.Queue() != nil || q.Capacity() != fairqueue.Unlimited {
+		t.Errorf("uncapped: route queue %v, old queue capacity %d; want nil, unlimited", un.Queue(), q.Capacity())
+	}
+	q2 := tab.Publish(Route{Deployment: "d", MaxConcurrency: 1, Endpoints: []*balance.Endpoint{ep("a")}}).Queue()
+	if q2 == nil || q2 == q || q2.Capacity() != 1 {
+		t.Errorf("capped again: a new queue of capacity 1 wanted, got %v (old %v)", q2, q2 == q)
+	}
+	tab.Remove("d")
+	if q2.Capacity() != fairqueue.Unlimited {
+		t.Errorf("removed: queue capacity %d, want unlimited", q2.Capacity())
+	}
+	if tab.Publish(Route{Deployment: "e"}).Queue() != nil {
+		t.Error("uncapped deployment got a queue")
 	}
 }

@@ -137,6 +137,15 @@ type Scaling struct {
 	MaxReplicas int32 `json:"maxReplicas"`
 	// +optional
 	TargetConcurrency float64 `json:"targetConcurrency"`
+	// MaxConcurrency caps the requests in flight on one replica: the
+	// gateway admits at most MaxConcurrency × ready replicas at once and
+	// queues the rest, served fairly across tenants and by priority
+	// (internal/fairqueue). 0, the default, sets no cap. Unlike
+	// TargetConcurrency, which the autoscaler aims at, it is a hard limit.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	MaxConcurrency int32 `json:"maxConcurrency,omitempty"`
 	// +optional
 	ScaleToZeroAfter Duration `json:"scaleToZeroAfter"`
 	// StableWindow is the averaging window for normal scaling decisions.

@@ -27,6 +27,10 @@ const (
 // whole host with --max-replicas-total).
 const MaxReplicasLimit = 1000
 
+// MaxConcurrencyLimit bounds spec.scaling.maxConcurrency: more requests in
+// flight on one replica is a typo, not a cap.
+const MaxConcurrencyLimit = 10000
+
 // MaxPythonWorkers bounds spec.python.workers (engine/python.MaxWorkers).
 const MaxPythonWorkers = 64
 
@@ -199,6 +203,9 @@ func (s *Spec) validate() []*FieldError {
 	}
 	if sc.TargetConcurrency <= 0 {
 		add("spec.scaling.targetConcurrency", "must be greater than 0, got %g", sc.TargetConcurrency)
+	}
+	if sc.MaxConcurrency < 0 || sc.MaxConcurrency > MaxConcurrencyLimit {
+		add("spec.scaling.maxConcurrency", "must be between 0 (no cap) and %d, got %d", MaxConcurrencyLimit, sc.MaxConcurrency)
 	}
 	if sc.ScaleToZeroAfter.Duration < 0 {
 		add("spec.scaling.scaleToZeroAfter", "must not be negative, got %s", sc.ScaleToZeroAfter)

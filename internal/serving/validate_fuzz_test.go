@@ -14,6 +14,7 @@ import (
 // encodes and decodes to the same deployment, which is still valid.
 func FuzzValidate(f *testing.F) {
 	f.Add([]byte(`{"name":"diabetes","spec":{"model":"examples/diabetes/model.json","engine":"trees","scaling":{"minReplicas":0,"maxReplicas":4,"targetConcurrency":8,"scaleToZeroAfter":"30s"}}}`))
+	f.Add([]byte(`{"name":"capped","spec":{"model":"m.json","scaling":{"maxConcurrency":4}}}`))
 	f.Add([]byte(`{"name":"d","spec":{"model":"m.json","routing":{"policy":"consistentHash","key":{"header":"X-Session"},"loadFactor":1.5}}}`))
 	f.Add([]byte(`{"name":"llm","spec":{"engine":"http","protocol":"openai","command":["vllm"],"routing":{"policy":"prefix","prefixBytes":512}}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -42,7 +43,8 @@ func FuzzValidate(f *testing.F) {
 			return
 		}
 		sc := d.Spec.Scaling
-		if sc.MinReplicas < 0 || sc.MaxReplicas < 1 || sc.MinReplicas > sc.MaxReplicas || sc.TargetConcurrency <= 0 {
+		if sc.MinReplicas < 0 || sc.MaxReplicas < 1 || sc.MinReplicas > sc.MaxReplicas || sc.TargetConcurrency <= 0 ||
+			sc.MaxConcurrency < 0 || sc.MaxConcurrency > MaxConcurrencyLimit {
 			t.Fatalf("Validate accepted scaling %+v", sc)
 		}
 		if d.Spec.Replicas != nil && *d.Spec.Replicas < 0 {

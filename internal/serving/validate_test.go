@@ -28,6 +28,10 @@ func TestValidate(t *testing.T) {
 		{name: "unknown engine", change: func(d *Deployment) { d.Spec.Engine = "tf" }, want: []string{`unknown engine "tf"`}},
 		{name: "min above max", change: func(d *Deployment) { d.Spec.Scaling.MinReplicas, d.Spec.Scaling.MaxReplicas = 3, 2 }, want: []string{"minReplicas (3) must not exceed maxReplicas (2)"}},
 		{name: "zero target", change: func(d *Deployment) { d.Spec.Scaling.TargetConcurrency = -1 }, want: []string{"targetConcurrency: must be greater than 0"}},
+		{name: "max concurrency", change: func(d *Deployment) { d.Spec.Scaling.MaxConcurrency = 16 }},
+		{name: "max concurrency at the bound", change: func(d *Deployment) { d.Spec.Scaling.MaxConcurrency = MaxConcurrencyLimit }},
+		{name: "negative max concurrency", change: func(d *Deployment) { d.Spec.Scaling.MaxConcurrency = -1 }, want: []string{"spec.scaling.maxConcurrency: must be between 0 (no cap) and 10000, got -1"}},
+		{name: "max concurrency abuse", change: func(d *Deployment) { d.Spec.Scaling.MaxConcurrency = 10001 }, want: []string{"spec.scaling.maxConcurrency: must be between 0 (no cap) and 10000, got 10001"}},
 		{name: "short window", change: func(d *Deployment) { d.Spec.Scaling.StableWindow = D(time.Second) }, want: []string{"stableWindow: must be between 6s and 1h"}},
 		{name: "every problem at once", change: func(d *Deployment) {
 			d.Name, d.Spec.Model, d.Spec.Scaling.MaxReplicas = "", "", 0

@@ -32,6 +32,15 @@ type OutputSelector interface {
 	PredictOutputs(ctx context.Context, inputs []oip.Tensor, outputs []string) ([]oip.Tensor, error)
 }
 
+// Sizer is a Model that knows how many bytes of memory it holds. A replica
+// hosting many models (pool mode) counts a model at its RSS growth across
+// the load; for a model that lives in Go's heap that growth is mostly the
+// garbage of parsing it, so the replica counts ModelBytes instead when the
+// model has it.
+type Sizer interface {
+	ModelBytes() int64
+}
+
 // InputError reports a request the model cannot evaluate because of what the
 // caller sent (wrong shape, datatype or name); servers answer it with 400.
 type InputError struct {

@@ -81,6 +81,10 @@ type replicaFlags struct {
 	secret string
 
 	tls certs.Files // --tls-*: serve (mutual) TLS (tls.go)
+
+	// Pool mode (pool.go): host many models, loaded on demand.
+	pool         bool
+	memoryBudget string
 }
 
 // Delegate returns the command line (a binary's absolute path and its
@@ -154,6 +158,7 @@ gateway. For a manual run, use --addr instead.`,
 	f.tls.AddFlags(fl)
 	fl.Int64Var(&f.maxBodyBytes, "max-body-bytes", server.DefaultMaxRequestBytes, "most bytes of one infer request body (REST: more get 413) or gRPC request message (ResourceExhausted)")
 	fl.Int64Var(&f.maxRequestElements, "max-request-elements", server.DefaultMaxRequestElements, "most tensor elements one infer request may declare, all inputs together; more get 413")
+	addPoolFlags(fl, &f)
 	fl.StringVar(&onnxruntimeLib, "onnxruntime-lib", "", "engine onnx: path of libonnxruntime.so.1 (default: $"+onnx.EnvLibrary+", then where hack/install-onnxruntime.sh installs it)")
 	return cmd
 }
@@ -203,9 +208,12 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 	if err := f.validate(); err != nil {
 		return fail(err)
 	}
-	art, err := fetchModel(ctx, log, f.model, f.fetch)
-	if err != nil {
-		return fail(err)
+	art := fetched{close: func() {}}
+	var err error
+	if !f.pool {
+		if art, err = fetchModel(ctx, log, f.model, f.fetch); err != nil {
+			return fail(err)
+		}
 	}
 	defer art.close()
 	f.model = art.path
@@ -225,6 +233,13 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 		return fail(err)
 	}
 	ln = startReplicaTLS(ctx, ln, f.tls, certFiles, f.limits, log)
+	if f.pool {
+		if err := preparePool(f); err != nil {
+			closeAll(ln, more)
+			return fail(err)
+		}
+		return runPool(ctx, f, ln, more, notify, log)
+	}
 	if f.engine == "http" {
 		return runHTTPReplica(ctx, f, ln, notify, log)
 	}
@@ -275,6 +290,11 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 		},
 	})
 
+	return serveUntilSignal(ctx, s, ln, more)
+}
+
+// serveUntilSignal serves s until SIGTERM or SIGINT, then drains it.
+func serveUntilSignal(ctx context.Context, s *server.Server, ln net.Listener, more []net.Listener) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	go func() {
@@ -289,10 +309,13 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 }
 
 func (f replicaFlags) validate() error {
+	if err := f.validatePool(); err != nil {
+		return err
+	}
 	switch {
 	case f.deployment == "":
 		return errors.New("--deployment is required: the name clients use in /v2/models/{name}")
-	case f.model == "" && f.engine != "echo" && f.engine != "http":
+	case f.model == "" && f.engine != "echo" && f.engine != "http" && !f.pool:
 		return errors.New("--model is required: the path of the model file to serve")
 	case f.listenFD >= 0 && f.addr != "":
 		return errors.New("--listen-fd and --addr are exclusive: give one")

@@ -90,8 +90,14 @@ func (s *Server) newREST() *restServer {
 	if l.BodyTimeout <= 0 {
 		r.postTimeout = r.readTimeout
 	}
+	handler := r.handle
+	if s.pool != nil {
+		// Chosen once: a Server of one model never pays for the lookup
+		// of a model by name.
+		handler = r.handlePool
+	}
 	r.srv = &fasthttp.Server{
-		Handler:        r.handle,
+		Handler:        handler,
 		HeaderReceived: r.headerReceived,
 		ErrorHandler:   r.errorHandler,
 		ConnState:      r.track,
@@ -170,7 +176,12 @@ func (r *restServer) inferRequest(ctx *fasthttp.RequestCtx) (string, bool) {
 
 // infer answers an infer request, as Server.infer does.
 func (r *restServer) infer(ctx *fasthttp.RequestCtx, version string, refused int64) {
-	s := r.s
+	r.inferModel(ctx, r.s, version, refused)
+}
+
+// inferModel answers an infer request to s: r's Server, or a model of its
+// pool.
+func (r *restServer) inferModel(ctx *fasthttp.RequestCtx, s *Server, version string, refused int64) {
 	if refused > s.opts.MaxRequestBytes {
 		r.refuse(ctx, s.tooLarge(refused))
 		return
@@ -187,7 +198,7 @@ func (r *restServer) infer(ctx *fasthttp.RequestCtx, version string, refused int
 	inputs, names, rerr := s.prepare(&req, binary)
 	bp := getBody()
 	defer putBody(bp)
-	status, body, jsonLen := s.answer(s.stopped, &req, inputs, names, rerr, version, (*bp)[:0])
+	status, body, jsonLen := s.answer(r.s.stopped, &req, inputs, names, rerr, version, (*bp)[:0])
 	*bp = body
 	writeFast(ctx, status, body, jsonLen)
 }

@@ -44,6 +44,10 @@ func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 		opts = append(opts, grpc.ChainUnaryInterceptor(s.secretUnary), grpc.ChainStreamInterceptor(s.secretStream))
 	}
 	gs := grpc.NewServer(opts...)
+	if s.pool != nil {
+		oipgrpc.RegisterGRPCInferenceServiceServer(gs, &poolGRPC{s: s})
+		return gs
+	}
 	oipgrpc.RegisterGRPCInferenceServiceServer(gs, &grpcService{s: s, meta: oipgrpc.MetadataResponse(s.meta)})
 	return gs
 }

@@ -1,5 +1,6 @@
 // Package server is the replica-side Open Inference Protocol v2 server: it
-// serves one loaded engine.Model under its deployment's name, answers the
+// serves one loaded engine.Model under its deployment's name (or, made by
+// NewPool, the many models of a multi-model pool, pool.go), answers the
 // health, metadata and infer endpoints, and drains gracefully on shutdown.
 // Infer requests and responses carry tensors of every OIP v2 datatype, as
 // JSON (NaN and infinities as Triton writes them) or as binary tensor data
@@ -113,6 +114,8 @@ type ReplicaInfo struct {
 	Artifact *core.ArtifactFetch `json:"artifact,omitempty"`
 	// ModelVersion is the registry version served ("diabetes:3"), if any.
 	ModelVersion string `json:"modelVersion,omitempty"`
+	// Pool, for a replica that hosts many models (NewPool), is its memory.
+	Pool *PoolInfo `json:"pool,omitempty"`
 }
 
 // Server serves one model over OIP v2 REST. It is an http.Handler; Serve
@@ -148,6 +151,10 @@ type Server struct {
 	// secret is Options.Secret.
 	secret []byte
 
+	// pool is nil for a Server of one model (New), and hosts the models
+	// of a Server made by NewPool (pool.go).
+	pool *modelPool
+
 	mu sync.Mutex
 	// readyAt is when Serve began serving; zero before.
 	readyAt time.Time
@@ -157,31 +164,7 @@ type Server struct {
 // use in /v2/models/{name}. m must be loaded; the Server reports ready until
 // Serve starts draining.
 func New(name string, m engine.Model, opts Options) *Server {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Deployment == "" {
-		opts.Deployment = name
-	}
-	if opts.ModelLoadedAt.IsZero() {
-		opts.ModelLoadedAt = opts.Now()
-	}
-	if opts.DrainTimeout <= 0 {
-		opts.DrainTimeout = DefaultDrainTimeout
-	}
-	if opts.MaxRequestBytes <= 0 {
-		opts.MaxRequestBytes = DefaultMaxRequestBytes
-	}
-	if opts.MaxRequestElements <= 0 {
-		opts.MaxRequestElements = DefaultMaxRequestElements
-	}
-	opts.Limits = opts.Limits.WithDefaults()
-	if opts.Version == "" {
-		opts.Version = "dev"
-	}
+	opts = opts.withDefaults(name)
 	meta := m.Metadata()
 	meta.Name = name
 	if v := core.OIPVersion(opts.ModelVersion); v != "" {
@@ -220,6 +203,36 @@ func New(name string, m engine.Model, opts Options) *Server {
 	s.modelReadyJSON = mustJSON(oip.ModelReady{Name: name, Ready: true})
 	s.modelNotReadyJSON = mustJSON(oip.ModelReady{Name: name, Ready: false})
 	return s
+}
+
+// withDefaults fills the fields left zero, the deployment with name.
+func (opts Options) withDefaults(name string) Options {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Deployment == "" {
+		opts.Deployment = name
+	}
+	if opts.ModelLoadedAt.IsZero() {
+		opts.ModelLoadedAt = opts.Now()
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if opts.MaxRequestElements <= 0 {
+		opts.MaxRequestElements = DefaultMaxRequestElements
+	}
+	opts.Limits = opts.Limits.WithDefaults()
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	return opts
 }
 
 // anyInputsModel is a Model that may take whatever inputs a request
@@ -308,7 +321,15 @@ func (s *Server) Info() ReplicaInfo {
 		ReadyAt:       readyAt,
 		Artifact:      s.opts.Artifact,
 		ModelVersion:  s.opts.ModelVersion,
+		Pool:          s.pool.info(),
 	}
+}
+
+// setDraining makes the server, and each model of a pool, report not
+// ready.
+func (s *Server) setDraining() {
+	s.draining.Store(true)
+	s.pool.drain()
 }
 
 // Serve serves REST on ln, and on each of more with the same handler and
@@ -340,7 +361,7 @@ func (s *Server) serve(ctx context.Context, lns []net.Listener) error {
 	errc, als := rest.serveAll(lns)
 
 	failed := func(r served) error {
-		s.draining.Store(true)
+		s.setDraining()
 		closeAll(lns) // the others stop too
 		for range len(lns) - 1 {
 			<-errc
@@ -364,7 +385,7 @@ func (s *Server) serve(ctx context.Context, lns []net.Listener) error {
 		}
 	}
 
-	s.draining.Store(true)
+	s.setDraining()
 	s.log.Info("draining", "timeout", s.opts.DrainTimeout.String())
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.DrainTimeout)
 	defer cancel()
@@ -412,6 +433,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.allow(w, r, http.MethodGet) {
 			writeJSON(w, http.StatusOK, s.Info())
 		}
+		return
+	}
+	if s.pool != nil {
+		s.pool.serveHTTP(w, r)
 		return
 	}
 	rest, ok := strings.CutPrefix(path, "/v2/models/")

@@ -36,6 +36,26 @@ var env struct {
 	lib string
 }
 
+// Init loads ONNX Runtime from FindLibrary(lib) and creates its
+// environment, as the first Load of a process does, then creates and
+// releases a session of a tiny model. A replica hosting a pool of models
+// calls it before its first load, so that it fails at start when the
+// library is missing and the runtime's own memory, which its first session
+// sets up, is not counted as its first model's.
+func Init(lib string) error {
+	path, err := FindLibrary(lib)
+	if err != nil {
+		return err
+	}
+	if err := initEnvironment(path); err != nil {
+		return err
+	}
+	if err := warmUp(); err != nil {
+		return fmt.Errorf("ONNX Runtime from %s: creating a first session: %w", path, err)
+	}
+	return nil
+}
+
 // initEnvironment loads the shared library at lib and creates the
 // environment, once per process.
 func initEnvironment(lib string) error {

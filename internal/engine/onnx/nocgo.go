@@ -18,6 +18,9 @@ const cgoEnabled = false
 // Model is an ONNX model; in a build without cgo none can be loaded.
 type Model struct{}
 
+// Init always fails in a build without cgo.
+func Init(lib string) error { return errNoCgo }
+
 // Load always fails in a build without cgo.
 func Load(path string, opts Options) (*Model, error) {
 	return nil, fmt.Errorf("onnx model %s: %w", path, errNoCgo)

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"unsafe"
 
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/oip"
@@ -35,7 +36,10 @@ const (
 // context.
 const ctxCheckRows = 256
 
-var _ engine.Model = (*Model)(nil)
+var (
+	_ engine.Model = (*Model)(nil)
+	_ engine.Sizer = (*Model)(nil)
+)
 
 // Model is a loaded XGBoost tree ensemble. It is immutable and safe for
 // concurrent use.
@@ -284,6 +288,22 @@ func cloneMeta(ts []oip.TensorMetadata) []oip.TensorMetadata {
 
 // Objective returns the XGBoost objective the model was trained with.
 func (m *Model) Objective() string { return m.objective }
+
+// ModelBytes returns the bytes the loaded model holds: its flattened
+// trees, their per-tree tables and its metadata. It does not count the
+// JSON it was parsed from, which is garbage once Load returns.
+func (m *Model) ModelBytes() int64 {
+	f := &m.forest
+	n := int64(unsafe.Sizeof(*m)) +
+		int64(cap(f.nodes))*int64(unsafe.Sizeof(node{})) +
+		4*int64(cap(f.roots)+cap(f.groups)+cap(f.weights)+cap(m.base))
+	for _, ts := range [][]oip.TensorMetadata{m.meta.Inputs, m.meta.Outputs} {
+		for _, t := range ts {
+			n += int64(unsafe.Sizeof(t)) + int64(len(t.Name)+len(t.Datatype)) + 8*int64(cap(t.Shape))
+		}
+	}
+	return n + int64(len(m.meta.Name)+len(m.meta.Platform)+len(m.objective))
+}
 
 // NumFeature returns the number of features each input row has.
 func (m *Model) NumFeature() int { return m.numFeature }

@@ -322,3 +322,24 @@ func TestConcurrentPredict(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestModelBytes: a model counts its flattened trees and tables, and a
+// model of one small tree counts less than one of many.
+func TestModelBytes(t *testing.T) {
+	small, err := Parse("small", []byte(`{"learner":{"learner_model_param":{"base_score":"5E-1","num_feature":"1"},"objective":{"name":"reg:squarederror"},`+
+		`"gradient_booster":{"name":"gbtree","model":{"tree_info":[0],"trees":[{"left_children":[1,-1,-1],"right_children":[2,-1,-1],`+
+		`"split_conditions":[0.5,1,2],"split_indices":[0,0,0],"default_left":[1,0,0]}]}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*Model{small, loadTest(t, "binary_logistic.json"), loadTest(t, "multi_softprob.json")} {
+		nodes := int64(len(m.forest.nodes)) * 16
+		got := m.ModelBytes()
+		if got < nodes || got > 2*nodes+4096 {
+			t.Errorf("%s: ModelBytes = %d for %d nodes (%d bytes of them)", m.meta.Name, got, len(m.forest.nodes), nodes)
+		}
+		if m != small && got <= small.ModelBytes() {
+			t.Errorf("%s: ModelBytes = %d, not more than a one-tree model's %d", m.meta.Name, got, small.ModelBytes())
+		}
+	}
+}

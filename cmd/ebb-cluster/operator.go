@@ -208,7 +208,9 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 	mux := http.NewServeMux()
 	admin := home.NewAdminAPI(oa.parts(home.AdminParts{Store: op.APIStore(), Ctl: op.APIController(), Models: models.Service,
 		Events: op, Logs: op.Controller(), Costs: op.Controller(), Home: api.HomeCluster, Version: version, Rollouts: rollouts,
-		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns)}), log) // ModelRoutes, which the gateways watch
+		// Route objects are ModelRoutes, which the gateways watch; tenant
+		// limits are in the SQL store, and the gateways poll them.
+		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns), Limits: st}), log)
 	mux.Handle("/v1/", oa.admin(admin))
 	metrics, err := oa.metrics(o.auth.metrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), log)
 	if err != nil {

@@ -226,7 +226,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: st, Meters: routes, Shadows: routes, Models: models.Service,
 		Event: ctl.RecordEvent, Notify: ctl.Notify}, log)
 	admin := home.NewAdminAPI(home.AdminParts{Store: st, Ctl: ctl, Models: models.Service, Events: ctl, Logs: ctl, Costs: ctl, Home: api.HomeUp,
-		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts, Routes: st, RoutesChanged: shards.changed}, log)
+		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts, Routes: st, RoutesChanged: shards.changed, Limits: st}, log)
 	admin.ConfineModelPaths(o.modelPaths(o.dataDir))
 	var adm *adminServer
 	if o.adminAddr != "" {

@@ -39,6 +39,7 @@ func Authorize(next http.Handler, a auth.Authenticator) http.Handler {
 //	other methods on /v1/deployments…  auth.Deploy (and auth.Exec for a spec that runs code: checkSpecExec)
 //	other methods on /v1/routes…       auth.Deploy
 //	other methods on /v1/models…       auth.ModelsWrite (and auth.Exec to push python: checkPushExec)
+//	other methods on /v1/limits…       auth.Admin (tenant limits)
 //	anything else                      auth.Admin
 func RouteAction(method, path string) auth.Action {
 	under := func(prefix string) bool { return path == prefix || strings.HasPrefix(path, prefix+"/") }
@@ -51,6 +52,8 @@ func RouteAction(method, path string) auth.Action {
 		return auth.Deploy
 	case under("/v1/models"):
 		return auth.ModelsWrite
+	case under("/v1/limits"):
+		return auth.Admin
 	}
 	return auth.Admin
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/fairqueue"
+	"github.com/ebb-ml/ebb/internal/limit"
 	"github.com/ebb-ml/ebb/internal/oip"
 	ebbreplica "github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/routing"
@@ -33,7 +34,8 @@ type exchange struct {
 	tenant   string
 	prio     fairqueue.Priority
 	admitted func()
-	secret   bool // req carries a replica's secret
+	ticket   limit.Ticket // the tenant limits' hold, released with x
+	secret   bool         // req carries a replica's secret
 	// openAI is the accounting of an OpenAI request, which a stream
 	// ends (openai_stream.go).
 	openAI *openAIRequest
@@ -74,6 +76,8 @@ func (x *exchange) release() {
 		x.admitted()
 		x.admitted = nil
 	}
+	x.ticket.Release()
+	x.ticket = limit.Ticket{}
 	x.ctx.stop()
 	x.ctx.rc, x.ctx.conn = nil, nil
 	x.req.Reset()

@@ -31,6 +31,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/activator"
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/connlimit"
+	"github.com/ebb-ml/ebb/internal/limit"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/valyala/fasthttp"
@@ -101,10 +102,18 @@ type Options struct {
 	// deployment but a route resolves per request to the deployment its
 	// rules pick (shardroute.go).
 	Shards *routing.Shards
+	// Limiter, when set, enforces tenant limits (package limit): a
+	// request over its tenant's rate or concurrency gets 429 before its
+	// body is read.
+	Limiter *limit.Limiter
 	// TenantHeader names the header that gives a request's tenant when
 	// Auth is nil (tenant.go); default DefaultTenantHeader. With Auth the
 	// principal's tenant counts and the header is ignored.
 	TenantHeader string
+	// Async, when set, serves async inference (async.go): an infer request
+	// with "Prefer: respond-async" is stored and answered 202, and
+	// GET /v2/async/{id} returns its result.
+	Async *Async
 }
 
 // Gateway is the OIP v2 (and OpenAI API) REST data plane.
@@ -216,7 +225,7 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte, tenant s
 	// The deployment's metrics: a string of its own (name is the
 	// request's bytes), which a split's tracks count under, by version.
 	s := g.opts.Metrics.start(rt.Deployment)
-	v, tag := b2s(version), ""
+	v, tag, named := b2s(version), "", rt.Deployment
 	if rt.Split != nil {
 		tr, tv, t := g.track(ctx, rt, version)
 		if tr == nil {
@@ -234,6 +243,10 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte, tenant s
 	}
 	if x.tenant = tenant; !priority(ctx, x) {
 		s.end(http.StatusBadRequest, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
+		return
+	}
+	if g.opts.Limiter != nil && !g.limitTenant(ctx, x, named, false) { // tenant.go
+		s.end(http.StatusTooManyRequests, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
 		return
 	}
 	if fresh {

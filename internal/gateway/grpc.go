@@ -309,6 +309,12 @@ func (g *GRPC) forward(ctx context.Context, name, version string, infer *oipgrpc
 		g.opts.Metrics.observe(dep, "", http.StatusBadRequest, 0, false)
 		return served{}, err
 	}
+	ticket, err := g.grpcLimitTenant(ctx, try.tenant, dep) // tenant.go
+	if err != nil {
+		g.opts.Metrics.observe(dep, "", http.StatusTooManyRequests, 0, false)
+		return served{}, err
+	}
+	defer ticket.Release()
 	if rt.Routing != nil {
 		if err := grpcKeyRequired(ctx, &try, rt); err != nil { // affinity.go
 			g.opts.Metrics.observe(dep, "", http.StatusBadRequest, 0, false)
@@ -328,7 +334,7 @@ func (g *GRPC) forward(ctx context.Context, name, version string, infer *oipgrpc
 	// exchange.observe), from when a replica was first picked; a mirror
 	// compares the primary's latency so measured with the shadow's.
 	s.try.timed = rt.Meter != nil || s.mirror
-	err := g.forwardTo(ctx, name, version, g.holder, call, &s.try)
+	err = g.forwardTo(ctx, name, version, g.holder, call, &s.try)
 	if s.try.admitted != nil {
 		s.try.admitted()
 	}

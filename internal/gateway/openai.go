@@ -177,6 +177,20 @@ func (g *Gateway) openAIRoute(ctx *fasthttp.RequestCtx, x *exchange) (*openAIReq
 		}
 		rt, tag = tr, t.Tag
 	}
+	x.tenant = g.tenantOf(ctx, nil)
+	if g.opts.Auth != nil {
+		x.tenant = g.tenantOf(ctx, &p)
+	}
+	if !priority(ctx, x) {
+		g.budget.release(held)
+		g.opts.Metrics.observe(named, "", http.StatusBadRequest, 0, false)
+		return nil, http.StatusBadRequest
+	}
+	if g.opts.Limiter != nil && !g.limitTenant(ctx, x, named, true) { // tenant.go
+		g.budget.release(held)
+		g.opts.Metrics.observe(named, "", http.StatusTooManyRequests, 0, false)
+		return nil, http.StatusTooManyRequests
+	}
 	g.opts.Metrics.begin(named)
 	// Demand counts once the body is in, as for OIP requests.
 	if rt.Stats != nil {

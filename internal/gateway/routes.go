@@ -14,7 +14,9 @@ import (
 //	GET  /v2/health/live, /v2/health/ready
 //	GET  /v2/models/{m}[/versions/{v}]          model metadata (metadata.go)
 //	GET  /v2/models/{m}[/versions/{v}]/ready    model readiness
-//	POST /v2/models/{m}[/versions/{v}]/infer    inference
+//	POST /v2/models/{m}[/versions/{v}]/infer    inference; with
+//	     "Prefer: respond-async", stored for later (async.go)
+//	GET  /v2/async/{id}                         an async request's result
 //	     /openai/..., POST /v1/chat/completions, /v1/completions,
 //	     /v1/embeddings                         the OpenAI API (openai.go)
 //
@@ -73,6 +75,8 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) bool {
 		if get(ctx) {
 			g.serverMetadata(ctx)
 		}
+	case bytes.HasPrefix(path, pathAsync):
+		g.serveAsync(ctx, path[len(pathAsync):]) // async.go
 	case bytes.HasPrefix(path, pathV2Slash):
 		pageNotFound(ctx)
 	case bytes.HasPrefix(path, pathOpenAI):
@@ -116,7 +120,12 @@ func (g *Gateway) serveModel(ctx *fasthttp.RequestCtx, rest []byte) {
 			g.modelReady(ctx, name, version)
 		}
 	case bytes.Equal(rest, segInfer):
-		if post(ctx) {
+		if !post(ctx) {
+			break
+		}
+		if g.wantsAsync(ctx) { // Prefer: respond-async (async.go)
+			g.submitAsync(ctx, name, version, tenant)
+		} else {
 			g.infer(ctx, name, version, tenant)
 		}
 	default:

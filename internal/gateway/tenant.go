@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/ebb-ml/ebb/internal/fairqueue"
+	"github.com/ebb-ml/ebb/internal/limit"
 
 	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/valyala/fasthttp"
@@ -193,4 +194,38 @@ func (g *GRPC) queueError(ctx context.Context, tenant, name string, err error) e
 func grpcTenantQueueFull(ctx context.Context, tenant, name string, err error) error {
 	_ = grpc.SetTrailer(ctx, metadata.Pairs("retry-after", "1", "ebb-error-code", codeTenantQueueFull))
 	return status.Errorf(codes.ResourceExhausted, "tenant %q has too many requests waiting for deployment %q: %v; retry in 1s", tenant, name, err)
+}
+
+// limitTenant admits x's request for deployment under its tenant's limits
+// (Options.Limiter, set): x holds the ticket until it is released. Over a
+// limit it answers 429 with Retry-After and the limit's code and message
+// (an OpenAI error for an OpenAI request) and reports false.
+func (g *Gateway) limitTenant(ctx *fasthttp.RequestCtx, x *exchange, deployment string, openAI bool) bool {
+	tk, r, ok := g.opts.Limiter.Admit(x.tenant, deployment, g.opts.Clock.Now())
+	if ok {
+		x.ticket = tk
+		return true
+	}
+	ctx.Response.Header.Set("Retry-After", strconv.Itoa(r.RetryAfterSeconds()))
+	if openAI {
+		writeOpenAIError(ctx, http.StatusTooManyRequests, "rate_limit_error", r.Code(), r.Message())
+	} else {
+		writeErrorCode(ctx, http.StatusTooManyRequests, r.Code(), r.Message())
+	}
+	return false
+}
+
+// grpcLimitTenant is limitTenant for a gRPC call: ResourceExhausted with
+// retry-after and ebb-error-code trailers. The caller releases the ticket
+// when the call ends.
+func (g *GRPC) grpcLimitTenant(ctx context.Context, tenant, deployment string) (limit.Ticket, error) {
+	if g.opts.Limiter == nil {
+		return limit.Ticket{}, nil
+	}
+	tk, r, ok := g.opts.Limiter.Admit(tenant, deployment, g.opts.Clock.Now())
+	if ok {
+		return tk, nil
+	}
+	_ = grpc.SetTrailer(ctx, metadata.Pairs("retry-after", strconv.Itoa(r.RetryAfterSeconds()), "ebb-error-code", r.Code()))
+	return limit.Ticket{}, status.Error(codes.ResourceExhausted, r.Code()+": "+r.Message())
 }

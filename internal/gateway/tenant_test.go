@@ -12,7 +12,9 @@ import (
 	"github.com/ebb-ml/ebb/internal/activator"
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/fairqueue"
+	"github.com/ebb-ml/ebb/internal/limit"
 	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -151,5 +153,75 @@ func TestBadPriority(t *testing.T) {
 	a := <-send(t, url, "a", "urgent")
 	if a.code != http.StatusBadRequest || !strings.Contains(a.body, "Ebb-Priority") {
 		t.Errorf("priority urgent: %d %s; want 400 naming the header", a.code, a.body)
+	}
+}
+
+// limitedFixture serves deployment m on one gated replica (uncapped) with
+// tenant limits.
+func limitedFixture(t *testing.T, limits ...serving.Limit) (*gatedReplica, string) {
+	rep, ep := newGatedReplica(t)
+	tab := &routing.Table{}
+	tab.Publish(routing.Route{Deployment: "m", Endpoints: []*balance.Endpoint{ep}, Stats: &stats.Recorder{}})
+	act := activator.New(tab, &publisher{tab: tab}, activator.Options{Timeout: 5 * time.Second})
+	lim := limit.New(limit.Options{})
+	tt, err := limit.NewTable(limits, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim.Swap(tt)
+	g := New(tab, act, Options{Metrics: NewMetrics(prometheus.NewRegistry()), HoldTimeout: 5 * time.Second, Limiter: lim})
+	t.Cleanup(g.Close)
+	return rep, serve(t, g)
+}
+
+// TestTenantRateLimit: a tenant over its rate gets 429 with Retry-After
+// and a body naming the limit, before anything reaches a replica; another
+// tenant is not affected.
+func TestTenantRateLimit(t *testing.T) {
+	rep, url := limitedFixture(t, serving.Limit{Tenant: "a", Rate: 0.01, Burst: 1})
+	go func() {
+		for range 2 {
+			rep.gate <- struct{}{}
+		}
+	}()
+	if a := <-send(t, url, "a", ""); a.code != http.StatusOK {
+		t.Fatalf("a's first request: %d %s", a.code, a.body)
+	}
+	a := <-send(t, url, "a", "")
+	if a.code != http.StatusTooManyRequests || a.hdr.Get("Retry-After") == "" || !strings.Contains(a.body, "tenant/rate_limited") || !strings.Contains(a.body, "rate limit of") {
+		t.Errorf("a's second request: %d %s (Retry-After %q); want 429 tenant/rate_limited naming the limit, with Retry-After", a.code, a.body, a.hdr.Get("Retry-After"))
+	}
+	if b := <-send(t, url, "b", ""); b.code != http.StatusOK {
+		t.Errorf("b's request: %d %s; want 200", b.code, b.body)
+	}
+	if n := len(rep.arrived()); n != 2 {
+		t.Errorf("%d requests reached the replica, want 2 (the refused one must not)", n)
+	}
+}
+
+// TestTenantConcurrencyLimit: a tenant with as many requests in flight as
+// its limit gets 429 for the next, and is admitted again once one ends.
+func TestTenantConcurrencyLimit(t *testing.T) {
+	rep, url := limitedFixture(t, serving.Limit{Tenant: "*", Concurrency: 1})
+	first := send(t, url, "a", "")
+	waitFor(t, "a's first request at the replica", func() bool { return len(rep.arrived()) == 1 })
+	a := <-send(t, url, "a", "")
+	if a.code != http.StatusTooManyRequests || !strings.Contains(a.body, "tenant/concurrency_limited") || !strings.Contains(a.body, "the default concurrency limit of 1") {
+		t.Errorf("a's second request in flight: %d %s; want 429 tenant/concurrency_limited under the default limit", a.code, a.body)
+	}
+	other := send(t, url, "b", "") // b has its own place under the default
+	waitFor(t, "b's request at the replica", func() bool { return len(rep.arrived()) == 2 })
+	rep.gate <- struct{}{}
+	rep.gate <- struct{}{}
+	if a := <-first; a.code != http.StatusOK {
+		t.Fatalf("a's first: %d %s", a.code, a.body)
+	}
+	if b := <-other; b.code != http.StatusOK {
+		t.Fatalf("b's: %d %s", b.code, b.body)
+	}
+	again := send(t, url, "a", "")
+	rep.gate <- struct{}{}
+	if a := <-again; a.code != http.StatusOK {
+		t.Errorf("a's request after its first ended: %d %s; want 200", a.code, a.body)
 	}
 }

@@ -31,6 +31,7 @@ type Store interface {
 	registry.Store
 	rollout.Store
 	store.RouteStore
+	store.LimitStore
 	Close() error
 }
 
@@ -94,6 +95,11 @@ type AdminParts struct {
 	// gateway's route table; in a cluster the gateways watch).
 	Routes        store.RouteStore
 	RoutesChanged func(ctx context.Context)
+	// Limits, when set, serves /v1/limits: tenant limits, kept in the
+	// SQL store in both homes; LimitsChanged, when set, is called after
+	// each change (the gateways also poll).
+	Limits        store.LimitStore
+	LimitsChanged func(ctx context.Context)
 }
 
 // NewAdminAPI is the admin API (/v1) both homes serve, built in one place
@@ -125,6 +131,9 @@ func NewAdminAPI(p AdminParts, log *slog.Logger) *api.Handler {
 	}
 	if p.Routes != nil {
 		admin.MountRoutes(p.Routes, p.RoutesChanged)
+	}
+	if p.Limits != nil {
+		admin.MountLimits(p.Limits, p.LimitsChanged)
 	}
 	return admin
 }

@@ -175,6 +175,8 @@ func (Dialect) RowLock(l sqlstore.RowLock) string {
 		return "FOR UPDATE"
 	case sqlstore.ForNoKeyUpdate:
 		return "FOR NO KEY UPDATE"
+	case sqlstore.ForUpdateSkipLocked:
+		return "FOR UPDATE SKIP LOCKED"
 	}
 	panic(fmt.Sprintf("postgres: unknown row lock %d", l))
 }

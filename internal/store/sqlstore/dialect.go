@@ -91,6 +91,11 @@ const (
 	// ForNoKeyUpdate locks rows whose keys will not change, so others may
 	// still insert rows that reference them.
 	ForNoKeyUpdate
+	// ForUpdateSkipLocked locks rows as ForUpdate does, skipping rows
+	// another transaction holds: several workers claiming queued requests
+	// at once each take different ones instead of waiting in line
+	// (queue.go).
+	ForUpdateSkipLocked
 )
 
 // TxLock names an exclusive lock a write transaction may take on a key for

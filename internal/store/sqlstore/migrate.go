@@ -144,6 +144,65 @@ var migrations = []string{
 	// 6: the tenant a token's requests count against (auth.Token.Tenant);
 	// '' for tokens made before tenants: their tenant is their name.
 	`ALTER TABLE tokens ADD COLUMN tenant TEXT NOT NULL DEFAULT '';`,
+
+	// 7: tenant limits (limits.go), one row per (tenant, deployment), the
+	// tenant-wide limit with deployment ''. deployment has no foreign key:
+	// a limit may name a deployment not created yet, or a route object,
+	// and in the cluster home deployments are not in this database.
+	`CREATE TABLE limits (
+		tenant     {{.Key}} NOT NULL,
+		deployment {{.Key}} NOT NULL,
+		spec       {{.JSON}} NOT NULL,
+		generation {{.Int64}} NOT NULL,
+		created_at {{.Time}} NOT NULL,
+		updated_at {{.Time}} NOT NULL,
+		PRIMARY KEY (tenant, deployment)
+	);`,
+
+	// 8: the durable async queue (queue.go): one row per request, its
+	// lease, its result and its callback's delivery. Times that queries
+	// compare (leases, expiry, callback schedule) are Int64 Unix
+	// microseconds, which order alike in both databases (SQLite's text
+	// times do not order by value). body and result_body are empty when
+	// the payload is in the artifact store (body_ref, result_body_ref).
+	`CREATE TABLE async_requests (
+		seq                  {{.Serial}},
+		id                   {{.Key}} NOT NULL UNIQUE,
+		tenant               {{.Key}} NOT NULL,
+		deployment           {{.Key}} NOT NULL,
+		version              TEXT NOT NULL,
+		priority             INTEGER NOT NULL,
+		content_type         TEXT NOT NULL,
+		header_length        {{.Int64}} NOT NULL,
+		header               {{.JSON}} NOT NULL,
+		body                 {{.Bytes}} NOT NULL,
+		body_ref             TEXT NOT NULL,
+		callback             TEXT NOT NULL,
+		created_us           {{.Int64}} NOT NULL,
+		deadline_us          {{.Int64}} NOT NULL,
+		result_ttl_us        {{.Int64}} NOT NULL,
+		state                TEXT NOT NULL,
+		attempts             INTEGER NOT NULL,
+		lease_token          TEXT NOT NULL,
+		lease_until_us       {{.Int64}} NOT NULL,
+		expires_us           {{.Int64}} NOT NULL,
+		result_status        INTEGER NOT NULL,
+		result_content_type  TEXT NOT NULL,
+		result_header_length {{.Int64}} NOT NULL,
+		result_body          {{.Bytes}} NOT NULL,
+		result_body_ref      TEXT NOT NULL,
+		completed_us         {{.Int64}} NOT NULL,
+		cb_state             TEXT NOT NULL,
+		cb_attempts          INTEGER NOT NULL,
+		cb_token             TEXT NOT NULL,
+		cb_next_us           {{.Int64}} NOT NULL,
+		cb_error             TEXT NOT NULL
+	);
+	CREATE INDEX async_requests_claim ON async_requests (deployment, state, priority, seq);
+	CREATE INDEX async_requests_pending ON async_requests (state, deployment);
+	CREATE INDEX async_requests_by_tenant ON async_requests (tenant, seq);
+	CREATE INDEX async_requests_expiry ON async_requests (expires_us);
+	CREATE INDEX async_requests_callbacks ON async_requests (cb_state, cb_next_us);`,
 }
 
 // schemaMigrations records the applied migrations, one row a version.

@@ -23,7 +23,9 @@ import (
 	"github.com/ebb-ml/ebb/internal/fairqueue"
 	"github.com/ebb-ml/ebb/internal/gateway"
 	"github.com/ebb-ml/ebb/internal/home"
+	"github.com/ebb-ml/ebb/internal/limit"
 	"github.com/ebb-ml/ebb/internal/logging"
+	"github.com/ebb-ml/ebb/internal/queue"
 	"github.com/ebb-ml/ebb/internal/replica/process"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -42,6 +44,7 @@ type upOptions struct {
 	holdTimeout  time.Duration
 	maxQueue     int
 	maxQueueTen  int // --max-queue-per-tenant
+	async        asyncFlags
 	drainTimeout time.Duration
 	logLevel     string
 	storeDSN     string // PostgreSQL store; empty: SQLite in dataDir
@@ -93,6 +96,7 @@ request to try.`,
 	f.BoolVar(&o.demo, "demo", false, "deploy the bundled diabetes example and print a request to try")
 	f.DurationVar(&o.holdTimeout, "hold-timeout", 60*time.Second, "longest a request is held while its deployment has no ready replica")
 	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment, and waiting per deployment at its spec.scaling.maxConcurrency; more get 503 with Retry-After")
+	o.async.addFlags(f)
 	f.IntVar(&o.maxQueueTen, "max-queue-per-tenant", fairqueue.DefaultMaxQueuePerTenant, "most requests of one tenant held per cold deployment, and waiting per capped deployment; more get 429 with Retry-After")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown or scale-down")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -186,7 +190,24 @@ func runUp(ctx context.Context, o upOptions) error {
 	})
 	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg})
 	shards := newUpShards(st, log) // route objects (up_routes.go)
+	// Tenant limits, from the store (up_async.go); a change through the
+	// API applies at once, and the poll catches the rest.
+	limiter, limits := newLimiter(storeLimits{st}, limit.NewMetrics(reg, 0), nil, log)
+	routes.QueueOptions.Weight = func(tenant string) int { return int(limiter.Weight(tenant, "")) }
+	aq, closeAsync, err := o.async.open(ctx, st, o.registry.Artifacts, o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer closeAsync()
+	secret, err := o.async.secret(o.dataDir)
+	if err != nil {
+		return err
+	}
+	var worker *queue.Worker // runs async requests through gw (below)
 	gwOpts := gateway.Options{
+		Limiter: limiter,
+		Async: &gateway.Async{Queue: aq, Wake: func() { worker.Wake() }, CallbackHosts: o.async.callbackHosts,
+			MaxBodyBytes: o.async.maxBodyBytes},
 		Shards:           shards.table,
 		HoldTimeout:      o.holdTimeout,
 		MaxBodyBytes:     o.maxBodyBytes,
@@ -219,6 +240,9 @@ func runUp(ctx context.Context, o upOptions) error {
 		return fmt.Errorf("invalid --inference-auth %q: use auto (the default) or on", o.infAuth)
 	}
 	gw := gateway.New(routes, act, gwOpts)
+	// Async requests run through the gateway's chain, in process.
+	worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Concurrency: asyncPace(routes), Logger: log,
+		Callbacks: queue.CallbackOptions{Secret: secret, AllowedHosts: o.async.callbackHosts}})
 	// The front server serves the gateway's routes itself (OIP v2 and the
 	// OpenAI API, /v1/chat/completions and the like included) and the rest
 	// here: the admin API and /metrics.
@@ -226,7 +250,8 @@ func runUp(ctx context.Context, o upOptions) error {
 	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: st, Meters: routes, Shadows: routes, Models: models.Service,
 		Event: ctl.RecordEvent, Notify: ctl.Notify}, log)
 	admin := home.NewAdminAPI(home.AdminParts{Store: st, Ctl: ctl, Models: models.Service, Events: ctl, Logs: ctl, Costs: ctl, Home: api.HomeUp,
-		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts, Routes: st, RoutesChanged: shards.changed, Limits: st}, log)
+		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts, Routes: st, RoutesChanged: shards.changed,
+		Limits: st, LimitsChanged: func(ctx context.Context) { _ = limits.Poll(ctx) }}, log)
 	admin.ConfineModelPaths(o.modelPaths(o.dataDir))
 	var adm *adminServer
 	if o.adminAddr != "" {
@@ -270,6 +295,8 @@ func runUp(ctx context.Context, o upOptions) error {
 	go models.Service.RunRetirement(ctlCtx, o.registry.RetireEvery, home.RetireUsage(ctl.InUse, st), o.registry.Retire)
 	go rollouts.Run(ctlCtx)
 	go shards.run(ctlCtx)
+	go limits.Run(ctlCtx)
+	go worker.Run(ctlCtx)
 	go stls.Run(ctlCtx)
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()

@@ -245,6 +245,9 @@ func (c *reqContext) Value(key any) any           { return c.rc.Value(key) }
 
 func (c *reqContext) Done() <-chan struct{} {
 	if c.conn == nil {
+		if p := parentOf(c.rc); p != nil {
+			return p.Done() // an in-process request (Forward)
+		}
 		return c.rc.Done()
 	}
 	c.mu.Lock()
@@ -258,6 +261,9 @@ func (c *reqContext) Done() <-chan struct{} {
 
 func (c *reqContext) Err() error {
 	if c.conn == nil {
+		if p := parentOf(c.rc); p != nil {
+			return p.Err()
+		}
 		return c.rc.Err()
 	}
 	c.mu.Lock()

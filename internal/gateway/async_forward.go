@@ -1,0 +1,58 @@
+package gateway
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/ebb-ml/ebb/internal/queue"
+	"github.com/valyala/fasthttp"
+)
+
+var _ queue.Forwarder = (*Gateway)(nil)
+
+// parentKey is the user value of an in-process request (Forward) that
+// holds its context: reqContext takes Done and Err from it.
+type parentKey struct{}
+
+// Forward runs an async request taken from the queue through the
+// gateway's chain, in process, as a client's request would run: its
+// tenant's limits, its deployment's hold while cold and fair admission at
+// its priority, routing, retries. Its token was checked when it was
+// submitted; it is not checked again. It implements queue.Forwarder: the
+// status, content type and body of the answer, which the worker stores as
+// the request's result (a 429 or 503 it retries later).
+func (g *Gateway) Forward(ctx context.Context, req *queue.Request) (int, string, []byte, error) {
+	r := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(r)
+	r.Header.SetMethod(fasthttp.MethodPost)
+	path := "/v2/models/" + req.Deployment
+	if req.Version != "" {
+		path += "/versions/" + req.Version
+	}
+	r.SetRequestURI(path + "/infer")
+	r.Header.SetContentType(req.ContentType)
+	if req.HeaderLength > 0 {
+		r.Header.Set("Inference-Header-Content-Length", strconv.FormatInt(req.HeaderLength, 10))
+	}
+	for k, v := range req.Header {
+		r.Header.Set(k, v)
+	}
+	if req.Priority < queue.PriorityInteractive {
+		r.Header.Set(PriorityHeader, "batch")
+	}
+	r.Header.Set("X-Request-Id", req.ID)
+	r.SetBody(req.Body)
+
+	var rc fasthttp.RequestCtx
+	rc.Init(r, nil, nil)
+	rc.SetUserValue(parentKey{}, ctx)
+	g.infer(&rc, []byte(req.Deployment), []byte(req.Version), req.Tenant)
+	resp := &rc.Response
+	return resp.StatusCode(), string(resp.Header.ContentType()), append([]byte(nil), resp.Body()...), nil
+}
+
+// parentOf returns the context of an in-process request (Forward), or nil.
+func parentOf(rc *fasthttp.RequestCtx) context.Context {
+	p, _ := rc.UserValue(parentKey{}).(context.Context)
+	return p
+}

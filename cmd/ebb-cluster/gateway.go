@@ -21,7 +21,10 @@ import (
 	"github.com/ebb-ml/ebb/internal/drain"
 	"github.com/ebb-ml/ebb/internal/fairqueue"
 	"github.com/ebb-ml/ebb/internal/gateway"
+	"github.com/ebb-ml/ebb/internal/home"
+	"github.com/ebb-ml/ebb/internal/limit"
 	"github.com/ebb-ml/ebb/internal/operator"
+	"github.com/ebb-ml/ebb/internal/queue"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +44,7 @@ type gatewayOptions struct {
 	holdTimeout  time.Duration
 	maxQueue     int
 	maxQueueTen  int // --max-queue-per-tenant
+	async        home.AsyncFlags
 	drainTimeout time.Duration
 	reportEvery  time.Duration
 	logLevel     string
@@ -90,6 +94,7 @@ cold deployments through it. It keeps no state: run as many as you like.`,
 	f.StringVar(&o.name, "name", "", "this gateway's name in demand reports; default $POD_NAME, else the host name")
 	f.DurationVar(&o.holdTimeout, "hold-timeout", 60*time.Second, "longest a request is held while its deployment has no ready replica")
 	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment, and waiting per deployment at its spec.scaling.maxConcurrency; more get 503 with Retry-After")
+	o.async.AddFlags(f, "async inference is off (Prefer: respond-async is ignored)")
 	f.IntVar(&o.maxQueueTen, "max-queue-per-tenant", fairqueue.DefaultMaxQueuePerTenant, "most requests of one tenant held per cold deployment, and waiting per capped deployment; more get 429 with Retry-After")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown")
 	f.DurationVar(&o.reportEvery, "report-every", time.Second, "how often demand is reported to the operator")
@@ -185,6 +190,20 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	client := discovery.NewClient(o.operatorURL, opClient)
 	waker := discovery.NewWaker(name, client, routes, log)
 	act := activator.New(table, waker, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg})
+	// Tenant limits come from the operator; each gateway enforces its
+	// share, 1/N of N gateways as the operator counts them (docs/limits.md).
+	var reporter *discovery.Reporter
+	limiter, limits := home.NewLimiter(client, limit.NewMetrics(reg, 0), func() float64 { return 1 / float64(reporter.Gateways()) }, log)
+	table.QueueOptions.Weight = func(tenant string) int { return int(limiter.Weight(tenant, "")) }
+	aq, closeAsync, err := o.async.Open(ctx, nil, "", "")
+	if err != nil {
+		return err
+	}
+	defer closeAsync()
+	secret, err := o.async.Secret("")
+	if err != nil {
+		return err
+	}
 	ready := func() bool {
 		select {
 		case <-routes.Synced():
@@ -204,6 +223,11 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 		Version:          version,
 		Ready:            ready,
 		Shards:           shards.table,
+		Limiter:          limiter,
+	}
+	var worker *queue.Worker // runs async requests through gw (below)
+	if aq != nil {
+		gwOpts.Async = &gateway.Async{Queue: aq, Wake: func() { worker.Wake() }, CallbackHosts: o.async.CallbackHosts, MaxBodyBytes: o.async.MaxBodyBytes}
 	}
 	if infAuth != nil {
 		gwOpts.Auth = infAuth
@@ -238,6 +262,12 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	}
 	// The front server serves the gateway's routes itself, the rest here.
 	gw := gateway.New(table, act, gwOpts)
+	if aq != nil {
+		// Every gateway drains the shared queue; leases keep a request
+		// on one of them at a time.
+		worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Concurrency: home.AsyncPace(table), Logger: log,
+			Callbacks: queue.CallbackOptions{Secret: secret, AllowedHosts: o.async.CallbackHosts}})
+	}
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
@@ -256,8 +286,12 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	routesDone := make(chan error, 1)
 	go func() { routesDone <- routes.Run(bgCtx) }()
 	go shards.run(bgCtx)
-	reporter := &discovery.Reporter{Gateway: name, Source: routes, Client: client, Every: o.reportEvery, Logger: log}
+	reporter = &discovery.Reporter{Gateway: name, Source: routes, Client: client, Every: o.reportEvery, Logger: log}
 	go func() { _ = reporter.Run(bgCtx) }()
+	go limits.Run(bgCtx)
+	if worker != nil {
+		go worker.Run(bgCtx)
+	}
 	go stls.Run(bgCtx)
 	go gwToken.run(bgCtx)
 	if opFiles != nil {

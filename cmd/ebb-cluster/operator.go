@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/api"
+	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/ebb-ml/ebb/internal/certs"
 	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/control"
@@ -212,6 +213,12 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 		// limits are in the SQL store, and the gateways poll them.
 		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns), Limits: st}), log)
 	mux.Handle("/v1/", oa.admin(admin))
+	// The gateways read the tenant limits with their own token.
+	var limits http.Handler = admin.LimitList(st)
+	if ga := oa.gateways(); ga.Authenticator != nil {
+		limits = auth.Require(ga.Authenticator, auth.Gateway, limits)
+	}
+	mux.Handle("GET "+operator.LimitsPath, limits)
 	metrics, err := oa.metrics(o.auth.metrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), log)
 	if err != nil {
 		return err

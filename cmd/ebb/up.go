@@ -44,7 +44,7 @@ type upOptions struct {
 	holdTimeout  time.Duration
 	maxQueue     int
 	maxQueueTen  int // --max-queue-per-tenant
-	async        asyncFlags
+	async        home.AsyncFlags
 	drainTimeout time.Duration
 	logLevel     string
 	storeDSN     string // PostgreSQL store; empty: SQLite in dataDir
@@ -96,7 +96,7 @@ request to try.`,
 	f.BoolVar(&o.demo, "demo", false, "deploy the bundled diabetes example and print a request to try")
 	f.DurationVar(&o.holdTimeout, "hold-timeout", 60*time.Second, "longest a request is held while its deployment has no ready replica")
 	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment, and waiting per deployment at its spec.scaling.maxConcurrency; more get 503 with Retry-After")
-	o.async.addFlags(f)
+	o.async.AddFlags(f, "ebb's own store (SQLite in --data-dir, or PostgreSQL with --store-dsn)")
 	f.IntVar(&o.maxQueueTen, "max-queue-per-tenant", fairqueue.DefaultMaxQueuePerTenant, "most requests of one tenant held per cold deployment, and waiting per capped deployment; more get 429 with Retry-After")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown or scale-down")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -190,24 +190,24 @@ func runUp(ctx context.Context, o upOptions) error {
 	})
 	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg})
 	shards := newUpShards(st, log) // route objects (up_routes.go)
-	// Tenant limits, from the store (up_async.go); a change through the
+	// Tenant limits, from the store (home/async.go); a change through the
 	// API applies at once, and the poll catches the rest.
-	limiter, limits := newLimiter(storeLimits{st}, limit.NewMetrics(reg, 0), nil, log)
+	limiter, limits := home.NewLimiter(home.StoreLimits{Store: st}, limit.NewMetrics(reg, 0), nil, log)
 	routes.QueueOptions.Weight = func(tenant string) int { return int(limiter.Weight(tenant, "")) }
-	aq, closeAsync, err := o.async.open(ctx, st, o.registry.Artifacts, o.dataDir)
+	aq, closeAsync, err := o.async.Open(ctx, st, o.registry.Artifacts, o.dataDir)
 	if err != nil {
 		return err
 	}
 	defer closeAsync()
-	secret, err := o.async.secret(o.dataDir)
+	secret, err := o.async.Secret(o.dataDir)
 	if err != nil {
 		return err
 	}
 	var worker *queue.Worker // runs async requests through gw (below)
 	gwOpts := gateway.Options{
 		Limiter: limiter,
-		Async: &gateway.Async{Queue: aq, Wake: func() { worker.Wake() }, CallbackHosts: o.async.callbackHosts,
-			MaxBodyBytes: o.async.maxBodyBytes},
+		Async: &gateway.Async{Queue: aq, Wake: func() { worker.Wake() }, CallbackHosts: o.async.CallbackHosts,
+			MaxBodyBytes: o.async.MaxBodyBytes},
 		Shards:           shards.table,
 		HoldTimeout:      o.holdTimeout,
 		MaxBodyBytes:     o.maxBodyBytes,
@@ -241,8 +241,8 @@ func runUp(ctx context.Context, o upOptions) error {
 	}
 	gw := gateway.New(routes, act, gwOpts)
 	// Async requests run through the gateway's chain, in process.
-	worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Concurrency: asyncPace(routes), Logger: log,
-		Callbacks: queue.CallbackOptions{Secret: secret, AllowedHosts: o.async.callbackHosts}})
+	worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Concurrency: home.AsyncPace(routes), Logger: log,
+		Callbacks: queue.CallbackOptions{Secret: secret, AllowedHosts: o.async.CallbackHosts}})
 	// The front server serves the gateway's routes itself (OIP v2 and the
 	// OpenAI API, /v1/chat/completions and the like included) and the rest
 	// here: the admin API and /metrics.

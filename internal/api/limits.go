@@ -78,6 +78,13 @@ func (h *Handler) MountLimits(st store.LimitStore, changed func(ctx context.Cont
 	}
 }
 
+// LimitList serves every limit in st, with its ETag, as GET /v1/limits
+// does: the operator gives its gateways the limits so (operator.LimitsPath).
+func (h *Handler) LimitList(st store.LimitStore) http.Handler {
+	ls := &limitRoutes{h: h, st: st}
+	return http.HandlerFunc(ls.list)
+}
+
 type limitRoutes struct {
 	h       *Handler
 	st      store.LimitStore

@@ -119,8 +119,12 @@ func TestReportAndWakeReachTheOperator(t *testing.T) {
 	if diff := cmp.Diff(want, rep); diff != "" {
 		t.Errorf("report (-want +got):\n%s", diff)
 	}
-	if err := client.Report(t.Context(), rep); err != nil {
+	ans, err := client.Report(t.Context(), rep)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if ans.Gateways != 1 {
+		t.Errorf("the operator counts %d gateways, want 1 (gw-1)", ans.Gateways)
 	}
 	if got := demand.InFlight("busy"); got != 1 {
 		t.Errorf("operator sees %d in flight for busy, want 1", got)
@@ -138,7 +142,7 @@ func TestReportAndWakeReachTheOperator(t *testing.T) {
 	}
 
 	bad := NewClient("http://127.0.0.1:1", nil)
-	if err := bad.Report(t.Context(), rep); err == nil {
+	if _, err := bad.Report(t.Context(), rep); err == nil {
 		t.Error("reporting to a closed port succeeded")
 	}
 }
@@ -177,7 +181,7 @@ func TestClientSendsItsToken(t *testing.T) {
 		ok    bool
 	}{{"", false}, {"ebb_read", false}, {"ebb_gw", true}} {
 		c := NewClient(srv.URL, nil).WithToken(tc.token)
-		if err := c.Report(t.Context(), rep); (err == nil) != tc.ok {
+		if _, err := c.Report(t.Context(), rep); (err == nil) != tc.ok {
 			t.Errorf("report with token %q: %v, want ok %v", tc.token, err, tc.ok)
 		}
 		if err := c.Wake(t.Context(), "busy", operator.WakeRequest{Gateway: "gw-1", InFlight: 1}); (err == nil) != tc.ok {
@@ -247,15 +251,15 @@ func TestMetersReachTheOperator(t *testing.T) {
 			rep := r.Report(now)
 			switch {
 			case g == 1 && sec >= 10 && sec < 15: // the operator is unreachable
-				if err := bad.Report(t.Context(), rep); err == nil {
+				if _, err := bad.Report(t.Context(), rep); err == nil {
 					t.Fatal("reporting to a closed port succeeded")
 				}
 			case g == 1 && sec >= 20 && sec < 23: // the report arrives, its answer is lost
-				if err := good.Report(t.Context(), rep); err != nil {
+				if _, err := good.Report(t.Context(), rep); err != nil {
 					t.Fatal(err)
 				}
 			default:
-				if err := good.Report(t.Context(), rep); err != nil {
+				if _, err := good.Report(t.Context(), rep); err != nil {
 					t.Fatal(err)
 				}
 				r.Acknowledge()
@@ -309,7 +313,7 @@ func TestOperatorRefusesInvalidMeters(t *testing.T) {
 	srv := httptest.NewServer(demand.Handler(&wakeLog{seen: make(chan struct{}, 1)}))
 	defer srv.Close()
 	rep := operator.DemandReport{Gateway: "gw", Meters: map[string][]traffic.Bucket{"m.canary": {{Start: 1772366400, Requests: 2, Hist: []uint32{4, 1}}}}}
-	err := NewClient(srv.URL, nil).Report(t.Context(), rep)
+	_, err := NewClient(srv.URL, nil).Report(t.Context(), rep)
 	if err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "2 requests but the histogram counts 1") {
 		t.Errorf("report with an invalid bucket: %v; want 400 saying what is wrong", err)
 	}

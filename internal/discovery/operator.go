@@ -11,9 +11,11 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/operator"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
 	"github.com/ebb-ml/ebb/internal/traffic"
 	"k8s.io/utils/clock"
@@ -45,18 +47,22 @@ func (c *Client) WithToken(token string) *Client {
 	return &cc
 }
 
-// Report sends a demand report.
-func (c *Client) Report(ctx context.Context, r operator.DemandReport) error {
-	return c.post(ctx, operator.DemandPath, r)
+// Report sends a demand report and returns the operator's answer (a
+// zero one from an operator that answers none).
+func (c *Client) Report(ctx context.Context, r operator.DemandReport) (operator.DemandAnswer, error) {
+	var a operator.DemandAnswer
+	return a, c.post(ctx, operator.DemandPath, r, &a)
 }
 
 // Wake tells the operator that w.InFlight requests wait for a deployment
 // with no ready replica.
 func (c *Client) Wake(ctx context.Context, deployment string, w operator.WakeRequest) error {
-	return c.post(ctx, operator.WakePath+url.PathEscape(deployment), w)
+	return c.post(ctx, operator.WakePath+url.PathEscape(deployment), w, nil)
 }
 
-func (c *Client) post(ctx context.Context, path string, body any) error {
+// post sends body as JSON to path and decodes a JSON answer into out,
+// when out is set and the answer has a body.
+func (c *Client) post(ctx context.Context, path string, body any, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
@@ -78,8 +84,49 @@ func (c *Client) post(ctx context.Context, path string, body any) error {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("operator at %s answered %s: %s", c.base, resp.Status, bytes.TrimSpace(msg))
 	}
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil && err != io.EOF {
+			return fmt.Errorf("operator at %s: undecodable answer: %w", c.base, err)
+		}
+	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return nil
+}
+
+// ListLimitsIfChanged reads the tenant limits from the operator
+// (operator.LimitsPath): every limit and the list's ETag, or changed
+// false when etag still names the list. It is a limit.Lister.
+func (c *Client) ListLimitsIfChanged(ctx context.Context, etag string) ([]serving.Limit, string, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+operator.LimitsPath, nil)
+	if err != nil {
+		return nil, "", false, err
+	}
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, "", false, fmt.Errorf("operator at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotModified:
+		return nil, etag, false, nil
+	case http.StatusOK:
+	default:
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, "", false, fmt.Errorf("operator at %s answered %s: %s", c.base, resp.Status, bytes.TrimSpace(msg))
+	}
+	var list struct {
+		Items []serving.Limit `json:"items"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list); err != nil {
+		return nil, "", false, fmt.Errorf("operator at %s: undecodable limits: %w", c.base, err)
+	}
+	return list.Items, resp.Header.Get("ETag"), true, nil
 }
 
 // RecorderSource lists the demand recorders of the routed deployments;
@@ -142,7 +189,14 @@ type Reporter struct {
 	acked map[string]time.Time
 	// pending is what acked becomes once the latest report is answered.
 	pending map[string]time.Time
+	// gateways is how many gateways the operator last counted (Gateways).
+	gateways atomic.Int32
 }
+
+// Gateways returns how many gateways the operator counted in its answer
+// to the latest report, at least 1: this gateway's share of each tenant
+// limit is 1/Gateways.
+func (r *Reporter) Gateways() int { return max(int(r.gateways.Load()), 1) }
 
 // Run reports until ctx ends. A failed report is logged and dropped: the
 // next one carries fresh numbers, and the meters' buckets it carried.
@@ -167,10 +221,11 @@ func (r *Reporter) Run(ctx context.Context) error {
 		}
 		rep := r.Report(clk.Now())
 		rctx, cancel := context.WithTimeout(ctx, every*3)
-		err := r.Client.Report(rctx, rep)
+		ans, err := r.Client.Report(rctx, rep)
 		cancel()
 		if err == nil {
 			r.Acknowledge()
+			r.gateways.Store(int32(ans.Gateways))
 		}
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:

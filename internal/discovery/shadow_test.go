@@ -241,7 +241,7 @@ func TestShadowTalliesReachTheOperator(t *testing.T) {
 		{Gateway: "gw-c", Client: client, Source: shadowSource{"m": {ID: earlier.ID(), Tally: stale.Snapshot()}}},
 	}
 	for _, r := range reps {
-		if err := client.Report(t.Context(), r.Report(time.Now())); err != nil {
+		if _, err := client.Report(t.Context(), r.Report(time.Now())); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -16,7 +16,17 @@ import (
 const (
 	DemandPath = "/ebb/v1/demand"
 	WakePath   = "/ebb/v1/wake/"
+	// LimitsPath is where gateways read the tenant limits (GET, with an
+	// ETag), which the operator serves from its SQL store.
+	LimitsPath = "/ebb/v1/limits"
 )
+
+// DemandAnswer answers a demand report.
+type DemandAnswer struct {
+	// Gateways counts the gateways whose reports are current, the
+	// reporter included: each enforces 1/Gateways of every tenant limit.
+	Gateways int `json:"gateways"`
+}
 
 // DemandReport is what one gateway pod measured since its previous report.
 // Deployments it saw no request for may be left out.
@@ -67,9 +77,10 @@ type Demand struct {
 	meters  *Meters
 	shadows *Shadows
 
-	// mu guards deps.
+	// mu guards deps and seen.
 	mu   sync.Mutex
 	deps map[string]map[string]*gatewayDemand // deployment → gateway → demand
+	seen map[string]time.Time                 // gateway → its latest report
 }
 
 // gatewayDemand accumulates one gateway's reports for one deployment
@@ -92,7 +103,21 @@ func NewDemand(expiry time.Duration, now func() time.Time) *Demand {
 	if now == nil {
 		now = time.Now
 	}
-	return &Demand{expiry: expiry, now: now, meters: NewMeters(now), shadows: NewShadows(now), deps: map[string]map[string]*gatewayDemand{}}
+	return &Demand{expiry: expiry, now: now, meters: NewMeters(now), shadows: NewShadows(now), deps: map[string]map[string]*gatewayDemand{}, seen: map[string]time.Time{}}
+}
+
+// Gateways counts the gateways whose latest report is younger than the
+// expiry, forgetting the others.
+func (d *Demand) Gateways() int {
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for gw, t := range d.seen {
+		if now.Sub(t) > d.expiry {
+			delete(d.seen, gw)
+		}
+	}
+	return len(d.seen)
 }
 
 // Meters returns the request meters the gateways report, merged: what a
@@ -117,6 +142,7 @@ func (d *Demand) Report(r DemandReport) {
 	now := d.now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.seen[r.Gateway] = now
 	for name, gws := range d.deps {
 		if g := gws[r.Gateway]; g != nil {
 			if _, ok := r.Deployments[name]; !ok {
@@ -235,7 +261,8 @@ func (d *Demand) Handler(w Waker) http.Handler {
 			return
 		}
 		d.Report(rep)
-		rw.WriteHeader(http.StatusNoContent)
+		rw.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(rw).Encode(DemandAnswer{Gateways: max(d.Gateways(), 1)})
 	})
 	mux.HandleFunc("POST "+WakePath+"{deployment}", func(rw http.ResponseWriter, r *http.Request) {
 		var wr WakeRequest

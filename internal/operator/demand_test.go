@@ -138,10 +138,10 @@ func TestDemandHandler(t *testing.T) {
 		name, path, body string
 		code             int
 	}{
-		{"report", DemandPath, `{"gateway":"g1","deployments":{"m":{"inFlight":2,"concurrency":1.5,"requests":3}}}`, http.StatusNoContent},
+		{"report", DemandPath, `{"gateway":"g1","deployments":{"m":{"inFlight":2,"concurrency":1.5,"requests":3}}}`, http.StatusOK},
 		{"report without gateway", DemandPath, `{"deployments":{}}`, http.StatusBadRequest},
 		{"report not JSON", DemandPath, `{`, http.StatusBadRequest},
-		{"report with meters", DemandPath, `{"gateway":"g2","deployments":{},"meters":{"m.canary":[{"t":1772366400,"n":2,"e":1,"h":[4,2]}]}}`, http.StatusNoContent},
+		{"report with meters", DemandPath, `{"gateway":"g2","deployments":{},"meters":{"m.canary":[{"t":1772366400,"n":2,"e":1,"h":[4,2]}]}}`, http.StatusOK},
 		{"report with an invalid meter", DemandPath, `{"gateway":"g2","deployments":{},"meters":{"m":[{"t":1772366400,"n":2,"h":[4,1]}]}}`, http.StatusBadRequest},
 		{"wake", WakePath + "cold", `{"gateway":"g1","inFlight":4}`, http.StatusNoContent},
 		{"wake without body", WakePath + "bare", ``, http.StatusNoContent},

@@ -173,8 +173,8 @@ func TestDemandHandlerTakesShadows(t *testing.T) {
 		body string
 		code int
 	}{
-		{`{"gateway":"g1","deployments":{},"shadows":{"m":{"id":"` + id + `","tally":{"compared":4,"agreed":3,"primaryLatencyNs":4000,"shadowLatencyNs":6000}}}}`, http.StatusNoContent},
-		{`{"gateway":"g2","deployments":{},"shadows":{"m":{"id":"` + id + `","tally":{"compared":1,"agreed":1}}}}`, http.StatusNoContent},
+		{`{"gateway":"g1","deployments":{},"shadows":{"m":{"id":"` + id + `","tally":{"compared":4,"agreed":3,"primaryLatencyNs":4000,"shadowLatencyNs":6000}}}}`, http.StatusOK},
+		{`{"gateway":"g2","deployments":{},"shadows":{"m":{"id":"` + id + `","tally":{"compared":1,"agreed":1}}}}`, http.StatusOK},
 		{`{"gateway":"g3","deployments":{},"shadows":{"m":{"id":"` + id + `","tally":{"compared":1,"agreed":2}}}}`, http.StatusBadRequest},
 	} {
 		resp, err := http.Post(srv.URL+DemandPath, "application/json", bytes.NewBufferString(tc.body))

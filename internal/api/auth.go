@@ -38,6 +38,7 @@ func Authorize(next http.Handler, a auth.Authenticator) http.Handler {
 //	GET, HEAD anything else            auth.Read
 //	other methods on /v1/deployments…  auth.Deploy (and auth.Exec for a spec that runs code: checkSpecExec)
 //	other methods on /v1/routes…       auth.Deploy
+//	other methods on /v1/jobs…         auth.Deploy (and auth.Exec for a job whose own deployment runs code)
 //	other methods on /v1/models…       auth.ModelsWrite (and auth.Exec to push python: checkPushExec)
 //	other methods on /v1/limits…       auth.Admin (tenant limits)
 //	anything else                      auth.Admin
@@ -48,7 +49,7 @@ func RouteAction(method, path string) auth.Action {
 		return auth.Admin
 	case method == http.MethodGet || method == http.MethodHead:
 		return auth.Read
-	case under("/v1/deployments"), under("/v1/routes"):
+	case under("/v1/deployments"), under("/v1/routes"), under("/v1/jobs"):
 		return auth.Deploy
 	case under("/v1/models"):
 		return auth.ModelsWrite

@@ -63,6 +63,30 @@ func New(location string, opts Options) (*Store, error) {
 	if err != nil || u.Scheme != "s3" || u.Host == "" {
 		return nil, fmt.Errorf("artifact store location %q is not s3://bucket[/prefix]", location)
 	}
+	client, err := NewClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.TempDir == "" {
+		opts.TempDir = os.TempDir()
+	}
+	if opts.PartSize == 0 {
+		opts.PartSize = 16 << 20
+	}
+	return &Store{
+		client:   client,
+		bucket:   u.Host,
+		prefix:   strings.Trim(u.Path, "/"),
+		tempDir:  opts.TempDir,
+		partSize: opts.PartSize,
+	}, nil
+}
+
+// NewClient returns a client for the S3 server opts name, with the
+// environment's defaults filled in as New does (endpoint, keys, region).
+// It makes no request. Other readers and writers of S3 (batch jobs'
+// datasets) share the artifact store's configuration through it.
+func NewClient(opts Options) (*minio.Client, error) {
 	if opts.Endpoint == "" {
 		opts.Endpoint = os.Getenv("EBB_S3_ENDPOINT")
 	}
@@ -94,19 +118,7 @@ func New(location string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("S3 endpoint %q: %v", opts.Endpoint, err)
 	}
-	if opts.TempDir == "" {
-		opts.TempDir = os.TempDir()
-	}
-	if opts.PartSize == 0 {
-		opts.PartSize = 16 << 20
-	}
-	return &Store{
-		client:   client,
-		bucket:   u.Host,
-		prefix:   strings.Trim(u.Path, "/"),
-		tempDir:  opts.TempDir,
-		partSize: opts.PartSize,
-	}, nil
+	return client, nil
 }
 
 // Location returns the store's s3://bucket/prefix.

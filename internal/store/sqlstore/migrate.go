@@ -203,6 +203,30 @@ var migrations = []string{
 	CREATE INDEX async_requests_by_tenant ON async_requests (tenant, seq);
 	CREATE INDEX async_requests_expiry ON async_requests (expires_us);
 	CREATE INDEX async_requests_callbacks ON async_requests (cb_state, cb_next_us);`,
+
+	// 9: batch inference jobs (jobs.go) and the checkpoints of their
+	// chunks, one row per finished chunk, keyed by (job, id) so that a
+	// chunk recorded twice is recorded once. seq orders jobs by
+	// submission. job_chunks.job has no foreign key: DeleteJob removes a
+	// job's chunks with it, in one transaction.
+	`CREATE TABLE jobs (
+		seq        {{.Serial}},
+		name       {{.Key}} NOT NULL UNIQUE,
+		spec       {{.JSON}} NOT NULL,
+		status     {{.JSON}} NOT NULL,
+		generation {{.Int64}} NOT NULL,
+		created_at {{.Time}} NOT NULL,
+		updated_at {{.Time}} NOT NULL
+	);
+	CREATE TABLE job_chunks (
+		job          {{.Key}} NOT NULL,
+		id           {{.Key}} NOT NULL,
+		chunk_index  {{.Int64}} NOT NULL,
+		row_count    {{.Int64}} NOT NULL,
+		skipped_rows {{.Int64}} NOT NULL,
+		done_at      {{.Time}} NOT NULL,
+		PRIMARY KEY (job, id)
+	);`,
 }
 
 // schemaMigrations records the applied migrations, one row a version.

@@ -1,0 +1,197 @@
+package jobs
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/ebb-ml/ebb/internal/oip"
+)
+
+// A part holds the results of one chunk, as JSON lines: a header line
+// (partHeader) that names the id field and the outputs with their
+// datatypes, then one object per good input row, in input order:
+//
+//	{"ebbPart":1,"id":"row","idText":false,"outputs":[{"name":"predict","datatype":"FP64","width":1}]}
+//	{"row":0,"predict":151.2}
+//	{"row":1,"predict":75.9}
+//
+// An output of width 1 is a number (or string, or boolean); wider ones are
+// arrays. NaN and the infinities, which JSON lacks, are null. The lines
+// after the header are the final output's lines for format jsonl; csv and
+// parquet outputs are converted from them (output.go).
+
+// partHeader is the first line of a part.
+type partHeader struct {
+	Part    int         `json:"ebbPart"`
+	ID      string      `json:"id"`
+	IDText  bool        `json:"idText"`
+	Outputs []outColumn `json:"outputs"`
+}
+
+// outColumn is one output tensor of a chunk's response.
+type outColumn struct {
+	Name     string `json:"name"`
+	Datatype string `json:"datatype"`
+	// Width is the elements per row: 1 for shape [rows] or [rows, 1].
+	Width int `json:"width"`
+	vals  values
+}
+
+// values are a tensor's elements in one of five Go forms.
+type values struct {
+	f    []float64
+	bits int // of the floats: 32 for FP32 and smaller, 64 for FP64
+	i    []int64
+	u    []uint64
+	b    []bool
+	s    []string
+	n    int
+}
+
+// valuesOf normalizes OIP tensor data.
+func valuesOf(data any) (values, error) {
+	var v values
+	floats := func(n int, at func(int) float64, bits int) {
+		v.f, v.bits = make([]float64, n), bits
+		for k := range n {
+			v.f[k] = at(k)
+		}
+	}
+	ints := func(n int, at func(int) int64) {
+		v.i = make([]int64, n)
+		for k := range n {
+			v.i[k] = at(k)
+		}
+	}
+	switch d := data.(type) {
+	case []float64:
+		v.f, v.bits = d, 64
+	case []float32:
+		floats(len(d), func(k int) float64 { return float64(d[k]) }, 32)
+	case []oip.Float16:
+		floats(len(d), func(k int) float64 { return float64(d[k].Float32()) }, 32)
+	case []oip.BFloat16:
+		floats(len(d), func(k int) float64 { return float64(d[k].Float32()) }, 32)
+	case []int64:
+		v.i = d
+	case []int32:
+		ints(len(d), func(k int) int64 { return int64(d[k]) })
+	case []int16:
+		ints(len(d), func(k int) int64 { return int64(d[k]) })
+	case []int8:
+		ints(len(d), func(k int) int64 { return int64(d[k]) })
+	case []uint8:
+		ints(len(d), func(k int) int64 { return int64(d[k]) })
+	case []uint16:
+		ints(len(d), func(k int) int64 { return int64(d[k]) })
+	case []uint32:
+		ints(len(d), func(k int) int64 { return int64(d[k]) })
+	case []uint64:
+		v.u = d
+	case []bool:
+		v.b = d
+	case []string:
+		v.s = d
+	default:
+		return v, fmt.Errorf("tensor data of type %T", data)
+	}
+	v.n = len(v.f) + len(v.i) + len(v.u) + len(v.b) + len(v.s)
+	return v, nil
+}
+
+// appendJSON appends element k as JSON.
+func (v *values) appendJSON(b []byte, k int) []byte {
+	switch {
+	case v.f != nil:
+		f := v.f[k]
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return append(b, "null"...)
+		}
+		return strconv.AppendFloat(b, f, 'g', -1, v.bits)
+	case v.i != nil:
+		return strconv.AppendInt(b, v.i[k], 10)
+	case v.u != nil:
+		return strconv.AppendUint(b, v.u[k], 10)
+	case v.b != nil:
+		return strconv.AppendBool(b, v.b[k])
+	}
+	q, _ := json.Marshal(v.s[k])
+	return append(b, q...)
+}
+
+// decodeResponse reads an infer response for rows rows into its output
+// columns; every output must have rows as its first dimension.
+func decodeResponse(body []byte, rows int) ([]outColumn, error) {
+	resp, err := oip.ParseResponse(body, len(body))
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Outputs) == 0 {
+		return nil, fmt.Errorf("the response has no outputs")
+	}
+	out := make([]outColumn, len(resp.Outputs))
+	for i, t := range resp.Outputs {
+		v, err := valuesOf(t.Data)
+		if err != nil {
+			return nil, fmt.Errorf("output %q: %v", t.Name, err)
+		}
+		if rows == 0 || len(t.Shape) == 0 || t.Shape[0] != int64(rows) || v.n%rows != 0 {
+			return nil, fmt.Errorf("output %q has shape %v for %d rows: a job needs one result per row (shape [rows, ...])", t.Name, t.Shape, rows)
+		}
+		out[i] = outColumn{Name: t.Name, Datatype: t.Datatype, Width: v.n / rows, vals: v}
+	}
+	return out, nil
+}
+
+// encodePart writes a chunk's part: the header, then a line per id.
+func encodePart(m *mapping, ids []outID, outs []outColumn) ([]byte, error) {
+	h := partHeader{Part: 1, ID: m.idName, IDText: m.idIndex >= 0, Outputs: outs}
+	head, err := json.Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(head) + len(ids)*(24+16*len(outs)))
+	buf.Write(head)
+	buf.WriteByte('\n')
+	idKey, _ := json.Marshal(m.idName)
+	keys := make([][]byte, len(outs))
+	for i, o := range outs {
+		keys[i], _ = json.Marshal(o.Name)
+	}
+	line := make([]byte, 0, 256)
+	for r, id := range ids {
+		line = append(line[:0], '{')
+		line = append(line, idKey...)
+		line = append(line, ':')
+		if h.IDText {
+			q, _ := json.Marshal(id.text)
+			line = append(line, q...)
+		} else {
+			line = strconv.AppendInt(line, id.row, 10)
+		}
+		for i, o := range outs {
+			line = append(line, ',')
+			line = append(line, keys[i]...)
+			line = append(line, ':')
+			if o.Width == 1 {
+				line = o.vals.appendJSON(line, r)
+				continue
+			}
+			line = append(line, '[')
+			for k := range o.Width {
+				if k > 0 {
+					line = append(line, ',')
+				}
+				line = o.vals.appendJSON(line, r*o.Width+k)
+			}
+			line = append(line, ']')
+		}
+		line = append(line, '}', '\n')
+		buf.Write(line)
+	}
+	return buf.Bytes(), nil
+}

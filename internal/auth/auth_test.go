@@ -286,6 +286,8 @@ func TestTokenTenant(t *testing.T) {
 	}{
 		{auth.Token{Name: "ci"}, "ci"},
 		{auth.Token{Name: "acme-prod", Tenant: "acme"}, "acme"},
+		{auth.Token{ID: "0a1b", Name: "admin (ebb operator)"}, "token-0a1b"},
+		{auth.Token{ID: "0a1b"}, "token-0a1b"},
 	} {
 		if got := tt.tok.TenantOf(); got != tt.want {
 			t.Errorf("%+v.TenantOf() = %q, want %q", tt.tok, got, tt.want)

@@ -171,7 +171,7 @@ func (r *Remote) Authenticate(ctx context.Context, token string) (Principal, err
 	if resp.Valid {
 		c.p = Principal{TokenID: resp.ID, Name: resp.Name, Scopes: resp.Scopes, Tenant: resp.Tenant}
 		if c.p.Tenant == "" { // an operator from before tenants: Token.TenantOf's rule
-			c.p.Tenant = resp.Name
+			c.p.Tenant = Token{ID: resp.ID, Name: resp.Name}.TenantOf()
 		}
 		c.expires = resp.ExpiresAt
 	} else {

@@ -48,13 +48,17 @@ func ValidateTenant(name string) error {
 	return nil
 }
 
-// TenantOf returns the tenant of t's requests: Tenant, or Name when
-// Tenant is empty.
+// TenantOf returns the tenant of t's requests: Tenant, or else Name when
+// it is a valid tenant name, or else "token-ID" (a name with spaces, such
+// as "admin (ebb operator)", names no tenant a limit could be set for).
 func (t Token) TenantOf() string {
-	if t.Tenant != "" {
+	switch {
+	case t.Tenant != "":
 		return t.Tenant
+	case ValidateTenant(t.Name) == nil:
+		return t.Name
 	}
-	return t.Name
+	return "token-" + t.ID
 }
 
 // Expired reports whether t has expired at now.

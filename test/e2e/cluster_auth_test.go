@@ -53,9 +53,22 @@ func TestClusterAuth(t *testing.T) {
 		want        int
 	}{
 		{"no token", "", http.StatusUnauthorized},
-		{"admin token", admin.token, http.StatusNoContent},
-		{"gateway token", gwToken, http.StatusNoContent},
+		{"admin token", admin.token, http.StatusOK},
+		{"gateway token", gwToken, http.StatusOK},
 	} {
+		// The tenant limits the gateways poll need the same token.
+		lreq, _ := http.NewRequest(http.MethodGet, opBase+operator.LimitsPath, nil)
+		if tc.token != "" {
+			lreq.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		lresp, err := http.DefaultClient.Do(lreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lresp.Body.Close()
+		if lresp.StatusCode != tc.want {
+			t.Errorf("GET %s with %s: %d, want %d", operator.LimitsPath, tc.name, lresp.StatusCode, tc.want)
+		}
 		req, _ := http.NewRequest(http.MethodPost, opBase+operator.DemandPath, bytes.NewReader(report))
 		req.Header.Set("Content-Type", "application/json")
 		if tc.token != "" {

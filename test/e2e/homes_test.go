@@ -355,6 +355,7 @@ func runHome(t *testing.T, h *home) {
 	runUndo(t, h, v1, v2, rows)
 	runShadow(t, h, v1, v2, rows)
 	runRoutesAndCost(t, h, v1, v2, rows)
+	runTenantLimits(t, h, v1, v2, rows)
 
 	// Delete.
 	h.cli("delete", "deployment", "diabetes")

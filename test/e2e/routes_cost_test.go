@@ -50,3 +50,59 @@ func runRoutesAndCost(t *testing.T, h *home, v1, v2 golden, rows []int) {
 		t.Errorf("[%s] ebb cost diabetes: %+v; want the replica-seconds the scenario used, under always-on at the peak", h.name, c)
 	}
 }
+
+// runTenantLimits is the part of the scenario both homes pass for tenant
+// limits: a tenant's rate limit on diabetes, set with `ebb limits`,
+// reaches the gateways (ebb up's at once; a cluster's by their poll) and
+// refuses the tenant's second request in a row with 429 naming the
+// limit, while another tenant is served. The tenant is a token's (ebb
+// tokens create --tenant) where inference needs a token, else the
+// Ebb-Tenant header.
+func runTenantLimits(t *testing.T, h *home, v1, v2 golden, rows []int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	as := func(tenant string) map[string]string {
+		if h.token == "" {
+			return map[string]string{"Ebb-Tenant": tenant}
+		}
+		var tok struct {
+			Secret string `json:"secret"`
+		}
+		out := h.cli("tokens", "create", "--scope", "predict:diabetes", "--name", tenant+"-e2e", "--tenant", tenant, "-o", "json")
+		if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Secret == "" {
+			t.Fatalf("[%s] ebb tokens create --tenant %s: %v\n%s", h.name, tenant, err, out)
+		}
+		// Where inference is open (ebb up on loopback) the token is not
+		// checked and the header names the tenant; where it needs a token,
+		// the token's tenant counts and the header is ignored.
+		return map[string]string{"Authorization": "Bearer " + tok.Secret, "Ebb-Tenant": tenant}
+	}
+	limited, other := as("e2e-limited"), as("e2e-other")
+	h.cli("limits", "set", "e2e-limited", "--deployment", "diabetes", "--rate", "0.01", "--burst", "1")
+	defer h.cli("limits", "delete", "e2e-limited", "--deployment", "diabetes")
+	k := rows[0]
+	deadline := time.Now().Add(30 * time.Second) // a cluster's gateways poll every 2s
+	for {
+		_, code, body, _ := h.inferRowWith(ctx, "/v2/models/diabetes/infer", v1.Rows[k], limited)
+		if code == http.StatusTooManyRequests {
+			if !strings.Contains(body, "tenant/rate_limited") || !strings.Contains(body, `\"e2e-limited\"`) {
+				t.Errorf("[%s] refused request: %s; want tenant/rate_limited naming the tenant", h.name, body)
+			}
+			break
+		}
+		if code != http.StatusOK {
+			t.Fatalf("[%s] limited tenant's request: %d %s", h.name, code, body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("[%s] the limited tenant was never refused within 30s", h.name)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got, code, body, _ := h.inferRowWith(ctx, "/v2/models/diabetes/infer", v1.Rows[k], other)
+	if code != http.StatusOK || (!near(got, v1.Predictions[k]) && !near(got, v2.Predictions[k])) {
+		t.Errorf("[%s] another tenant's request: %d %s (%v); want diabetes's answer", h.name, code, body, got)
+	}
+	if out := h.cli("limits", "list"); !strings.Contains(out, "e2e-limited") {
+		t.Errorf("[%s] ebb limits list: %q; want e2e-limited", h.name, out)
+	}
+}

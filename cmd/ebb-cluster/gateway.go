@@ -189,6 +189,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	}
 	client := discovery.NewClient(o.operatorURL, opClient)
 	waker := discovery.NewWaker(name, client, routes, log)
+	reg.MustRegister(gateway.NewQueueCollector(table)) // the fair queues of capped deployments
 	act := activator.New(table, waker, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg})
 	// Tenant limits come from the operator; each gateway enforces its
 	// share, 1/N of N gateways as the operator counts them (docs/limits.md).

@@ -188,6 +188,7 @@ func runUp(ctx context.Context, o upOptions) error {
 
 		MaxReplicasTotal: o.maxReplicasTotal,
 	})
+	reg.MustRegister(gateway.NewQueueCollector(routes)) // the fair queues of capped deployments
 	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg})
 	shards := newUpShards(st, log) // route objects (up_routes.go)
 	// Tenant limits, from the store (home/async.go); a change through the

@@ -18,6 +18,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/stats"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // gatedReplica is a replica that answers one request per token sent on
@@ -225,3 +226,41 @@ func TestTenantConcurrencyLimit(t *testing.T) {
 		t.Errorf("a's request after its first ended: %d %s; want 200", a.code, a.body)
 	}
 }
+
+// TestQueueCollector: the queue of a capped deployment shows its waiting
+// requests by tenant, its slots in use and its capacity.
+func TestQueueCollector(t *testing.T) {
+	rep, rt, url := cappedFixture(t, fairqueue.Options{})
+	q := rt.Queue()
+	first := send(t, url, "a", "")
+	waitFor(t, "the first request at the replica", func() bool { return len(rep.arrived()) == 1 })
+	second := send(t, url, "b", "")
+	waitFor(t, "b's request waiting", func() bool { return q.Depth() == 1 })
+	tab := &routing.Table{}
+	tab.Publish(routing.Route{Deployment: "uncapped"})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewQueueCollector(routesOf{rt, tab.Lookup("uncapped")}))
+	want := `
+# HELP ebb_gateway_queue_capacity Slots of a capped deployment: spec.scaling.maxConcurrency per ready replica.
+# TYPE ebb_gateway_queue_capacity gauge
+ebb_gateway_queue_capacity{deployment="m"} 1
+# HELP ebb_gateway_queue_depth Requests waiting for a slot of a deployment at its spec.scaling.maxConcurrency, by tenant (10 deepest; the rest as (other)).
+# TYPE ebb_gateway_queue_depth gauge
+ebb_gateway_queue_depth{deployment="m",tenant="b"} 1
+# HELP ebb_gateway_queue_in_flight Requests holding a slot of a capped deployment.
+# TYPE ebb_gateway_queue_in_flight gauge
+ebb_gateway_queue_in_flight{deployment="m"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	rep.gate <- struct{}{}
+	rep.gate <- struct{}{}
+	<-first
+	<-second
+}
+
+// routesOf lists fixed routes.
+type routesOf []*routing.Route
+
+func (r routesOf) All() []*routing.Route { return r }

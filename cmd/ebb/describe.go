@@ -39,7 +39,11 @@ func newDescribeCmd() *cobra.Command {
 				return err
 			}
 			evs, evErr := c.Events(cmd.Context(), args[0])
-			return writeDescribe(cmd.OutOrStdout(), d, evs, evErr, time.Now())
+			if err := writeDescribe(cmd.OutOrStdout(), d, evs, evErr, time.Now()); err != nil {
+				return err
+			}
+			recs, err := c.Decisions(cmd.Context(), args[0])
+			return writeDecisions(cmd.OutOrStdout(), d.Name, recs, err, time.Now())
 		},
 	})
 	return cmd

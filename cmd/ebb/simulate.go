@@ -36,19 +36,26 @@ type simulateOutput struct {
 func newSimulateCmd() *cobra.Command {
 	var (
 		traceFile, scenario, file, writeTrace, output, start string
+		fromHistory                                          string
 		coldStarts, serviceTimes                             []time.Duration
 		slo                                                  time.Duration
 		peak                                                 float64
 		capacity                                             int
 	)
 	cmd := &cobra.Command{
-		Use:   "simulate (--trace FILE | --scenario business-hours) [-f DEPLOYMENT.yaml]",
+		Use:   "simulate (--trace FILE | --scenario business-hours) [-f DEPLOYMENT.yaml] | --from-history DEPLOYMENT",
 		Short: "Replay a request trace through the autoscaler and report replica-seconds against always-on",
 		Long: `Replay a request trace, a week in seconds, through ebb's own autoscaler
 and schedule code with a simulated clock, and report what the deployment
 would use: replica-seconds against running its peak all the time (the
 reduction factor), the requests that met the latency objective, and its
 cold starts. Nothing is started; no server is needed.
+
+--from-history DEPLOYMENT instead replays the decisions the server's
+autoscaler took for a deployment, each from the inputs it recorded
+(window averages, requests in flight, ready replicas, panic state, the
+policy and any schedule window), and shows whether it comes out the same:
+why it scaled, checked.
 
 The trace is a CSV file of SECOND,REQUESTS rows (seconds from the start,
 those without requests left out: export it from your access logs), or a
@@ -62,11 +69,18 @@ measure them with ebb describe (a replica's cold-start phases) or the
 bench.`,
 		Example: `  ebb simulate --scenario business-hours -f examples/schedule/deployment.yaml --service-time 200ms,300ms,400ms --cold-start 20ms
   ebb simulate --trace week.csv -f deployment.yaml --slo 500ms -o json
-  ebb simulate --scenario business-hours --write-trace week.csv   # the scenario's trace, to edit or share`,
+  ebb simulate --scenario business-hours --write-trace week.csv   # the scenario's trace, to edit or share
+  ebb simulate --from-history diabetes                             # why did it scale?`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			if fromHistory != "" {
+				if traceFile != "" || scenario != "" || file != "" {
+					return errors.New("--from-history replays recorded decisions: give it alone, without --trace, --scenario or -f")
+				}
+				return simulateHistory(cmd, fromHistory, output)
 			}
 			var trace simulate.Counts
 			begin := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC) // a Monday
@@ -164,6 +178,7 @@ bench.`,
 	fl.IntVar(&capacity, "capacity", 0, "requests one replica serves at once (default twice the target concurrency)")
 	fl.StringVar(&start, "start", "", "the simulated time of the trace's start, RFC 3339 (default Monday 2026-12-07 00:00, Europe/Paris for the scenario)")
 	fl.StringVar(&writeTrace, "write-trace", "", "also write the trace replayed to this CSV file")
+	fl.StringVar(&fromHistory, "from-history", "", "replay the decisions the server's autoscaler recorded for this deployment instead")
 	fl.StringVarP(&output, "output", "o", outputTable, "output format: table, json or yaml")
 	return cmd
 }

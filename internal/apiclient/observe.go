@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ebb-ml/ebb/internal/autoscale"
 	"io"
 	"net/http"
 	"net/url"
@@ -118,4 +119,12 @@ func sinceQuery(since string) string {
 		return ""
 	}
 	return "?since=" + url.QueryEscape(since)
+}
+
+// Decisions returns a deployment's latest autoscaler decisions with their
+// inputs, oldest first.
+func (c *Client) Decisions(ctx context.Context, deployment string) ([]autoscale.Record, error) {
+	var out api.DecisionList
+	_, err := c.doJSON(ctx, http.MethodGet, deploymentPath(deployment)+"/decisions", "", nil, &out)
+	return out.Items, err
 }

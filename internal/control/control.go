@@ -132,6 +132,9 @@ type Controller struct {
 	// lastTick is when onTick last ran: replica-seconds count the time
 	// between ticks.
 	lastTick time.Time
+
+	// decisions are the autoscaler's latest decisions (decisions.go).
+	decisions decisions
 }
 
 // New returns a Controller. It starts nothing until Run.

@@ -352,6 +352,7 @@ func (c *Controller) decide(d *deployment, now time.Time) bool {
 	spec.Scaling.MinReplicas, spec.Scaling.MaxReplicas = d.bounds.MinReplicas, d.bounds.MaxReplicas
 	m := autoscale.Observe(now, d.window, c.inFlight(d), ready, spec.Scaling)
 	dec := autoscale.Scale(now, &spec, m, d.scale)
+	c.decisions.add(d.name, autoscale.NewRecord(now, spec.Scaling, spec.Replicas, d.bounds.Status().Applies(), m, d.scale, dec))
 	if w := d.bounds.Status().Applies(); w != "" && spec.Replicas == nil {
 		dec.Reason += " (" + w + ")"
 	}
@@ -490,6 +491,7 @@ func (c *Controller) retire(d *deployment) {
 		c.statusMu.Unlock()
 		c.opts.Metrics.forget(d.name)
 		c.history.forget(d.name)
+		c.decisions.forget(d.name)
 	}
 }
 

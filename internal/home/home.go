@@ -111,6 +111,11 @@ func NewAdminAPI(p AdminParts, log *slog.Logger) *api.Handler {
 		admin.MountModels(p.Models)
 	}
 	admin.MountEvents(p.Events)
+	if ds, ok := p.Costs.(api.Decisions); ok {
+		// The control loop that reports costs also keeps the
+		// autoscaler's decisions (control.Controller).
+		admin.MountDecisions(ds)
+	}
 	if p.Costs != nil {
 		admin.MountCosts(p.Costs)
 	}

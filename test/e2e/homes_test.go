@@ -356,6 +356,7 @@ func runHome(t *testing.T, h *home) {
 	runShadow(t, h, v1, v2, rows)
 	runRoutesAndCost(t, h, v1, v2, rows)
 	runTenantLimits(t, h, v1, v2, rows)
+	runDecisions(t, h)
 
 	// Delete.
 	h.cli("delete", "deployment", "diabetes")

@@ -106,3 +106,28 @@ func runTenantLimits(t *testing.T, h *home, v1, v2 golden, rows []int) {
 		t.Errorf("[%s] ebb limits list: %q; want e2e-limited", h.name, out)
 	}
 }
+
+// runDecisions is the part of the scenario both homes pass for recorded
+// scale decisions: the autoscaler's decisions for diabetes, with their
+// inputs, show in ebb describe, and ebb simulate --from-history replays
+// every one of them to the same decision.
+func runDecisions(t *testing.T, h *home) {
+	var out struct {
+		Decisions []struct {
+			Desired int32  `json:"desired"`
+			Reason  string `json:"reason"`
+		} `json:"decisions"`
+		Replayed int `json:"replayed"`
+		Differ   int `json:"differ"`
+	}
+	raw := h.cli("simulate", "--from-history", "diabetes", "-o", "json")
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		t.Fatalf("[%s] ebb simulate --from-history diabetes -o json: %v\n%s", h.name, err, raw)
+	}
+	if len(out.Decisions) < 2 || out.Differ != 0 || out.Replayed != len(out.Decisions) {
+		t.Errorf("[%s] recorded decisions of diabetes: %d, %d replayed the same, %d differ; want several, all the same\n%s", h.name, len(out.Decisions), out.Replayed, out.Differ, raw)
+	}
+	if d := h.cli("describe", "deployment", "diabetes"); !strings.Contains(d, "Decisions (the autoscaler's latest") || !strings.Contains(d, "DESIRED") {
+		t.Errorf("[%s] ebb describe deployment diabetes shows no decisions:\n%s", h.name, d)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/queue"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/server"
+	"github.com/ebb-ml/ebb/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -62,6 +63,8 @@ type gatewayOptions struct {
 	metricsAuth string         // --metrics-auth: token or open (gateway_metrics.go)
 	tokenFile   string         // the gateway's own token, reread on change (gateway_auth.go)
 	oidc        auth.OIDCFlags // the same flags as ebb up's
+
+	tracing telemetry.Config // --otlp-*, --trace-sample-ratio (home/tracing.go)
 }
 
 // replicaClientTLS are the gateway's --replica-tls-* flags: with a client
@@ -109,6 +112,7 @@ cold deployments through it. It keeps no state: run as many as you like.`,
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the gateway's own token (scope gateway), reread when it changes, so a rotated Secret needs no restart; default $"+gatewayTokenEnv)
 	addMetricsAuthFlag(f, &o.metricsAuth)
 	o.oidc.AddFlags(f)
+	o.tracing.AddFlags(f)
 	f.StringVar(&o.replicaTLS.certFile, "replica-tls-cert", "", "PEM client certificate the gateway presents to replicas: with it, replicas are dialled over https (mutual TLS; the operator's --replica-tls-secret); reloaded when the file changes")
 	f.StringVar(&o.replicaTLS.keyFile, "replica-tls-key", "", "PEM private key of --replica-tls-cert")
 	f.StringVar(&o.replicaTLS.caFile, "replica-tls-ca", "", "PEM file of the CA that signed the replicas' certificate, the only one trusted for them (default: the system's CAs); reloaded when the file changes")
@@ -129,6 +133,11 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 		return err
 	}
 	defer stop()
+	tr, err := home.StartTracing(ctx, o.tracing, "ebb-gateway", log)
+	if err != nil {
+		return err
+	}
+	defer tr.Stop()
 	name := o.name
 	if name == "" {
 		name = os.Getenv("POD_NAME")
@@ -190,7 +199,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	client := discovery.NewClient(o.operatorURL, opClient)
 	waker := discovery.NewWaker(name, client, routes, log)
 	reg.MustRegister(gateway.NewQueueCollector(table)) // the fair queues of capped deployments
-	act := activator.New(table, waker, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg})
+	act := activator.New(table, waker, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg, Tracer: tr.Tracer})
 	// Tenant limits come from the operator; each gateway enforces its
 	// share, 1/N of N gateways as the operator counts them (docs/limits.md).
 	var reporter *discovery.Reporter
@@ -225,6 +234,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 		Ready:            ready,
 		Shards:           shards.table,
 		Limiter:          limiter,
+		Tracer:           tr.Tracer,
 	}
 	var worker *queue.Worker // runs async requests through gw (below)
 	if aq != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/replica/kube"
 	"github.com/ebb-ml/ebb/internal/server"
+	"github.com/ebb-ml/ebb/internal/telemetry"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -61,6 +62,8 @@ type operatorOptions struct {
 	dataDir       string
 	followAliases time.Duration
 	registry      home.RegistryOptions
+	jobs          home.JobsFlags   // --jobs-concurrency, --jobs-queue
+	tracing       telemetry.Config // --otlp-*, --trace-sample-ratio (home/tracing.go), passed to replica pods too
 
 	limits connlimit.Limits
 	tls    certs.Files
@@ -103,6 +106,8 @@ sends requests to it.`,
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/ebb", "directory of the SQLite registry store when no --store-dsn is given")
 	f.DurationVar(&o.followAliases, "follow-aliases-every", 10*time.Second, "how often the leader re-resolves deployments that follow an alias, so that alias moves made through a standby roll them too")
 	o.registry.AddFlags(f)
+	o.jobs.AddFlags(f, true)
+	o.tracing.AddFlags(f)
 	addOperatorAuthFlags(f, &o.auth)
 	f.StringVar(&o.warmPoolClass, "warm-pool-priority-class", "", "PriorityClass of warm-pool placeholder pods (spec.coldStart.warmPool): negative value, preemptionPolicy Never; the Helm chart creates one. Empty: no warm pools (the operator has no cluster-wide rights to create the class)")
 	return cmd
@@ -120,6 +125,12 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 		return err
 	}
 	defer stop()
+	tr, err := home.StartTracing(ctx, o.tracing, "ebb-operator", log)
+	if err != nil {
+		return err
+	}
+	defer tr.Stop()
+	o.replicaOptions.tracingArgs = tr.ReplicaArgs(false) // a pod has not the operator's CA file
 	ctrl.SetLogger(logrFromSlog(log))
 	scheme, err := operator.NewScheme()
 	if err != nil {
@@ -181,6 +192,7 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 			Metrics:      control.NewMetrics(reg),
 			DrainTimeout: o.drainTimeout,
 			Resolver:     models.Resolver,
+			ColdStarts:   tr.ColdStarts,
 		},
 		Auth: oa.gateways(),
 	})
@@ -206,12 +218,24 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 		return err
 	}
 
+	// Batch jobs run on the leader; their chunks reach the gateways
+	// through the async queue they drain (--jobs-queue).
+	jobsFw, closeJobs, err := o.jobs.Forwarder(ctx, st, o.storeDSN)
+	if err != nil {
+		return err
+	}
+	defer closeJobs()
+	jobsMgr := home.NewJobs(home.JobParts{Store: st, Deployments: op.APIStore(), Ctl: op.APIController(), Forwarder: jobsFw, Registerer: reg}, o.jobs.Options(), log)
+	if err := op.RunOnLeader(func(ctx context.Context) { _ = jobsMgr.Run(ctx) }); err != nil {
+		return err
+	}
+
 	mux := http.NewServeMux()
 	admin := home.NewAdminAPI(oa.parts(home.AdminParts{Store: op.APIStore(), Ctl: op.APIController(), Models: models.Service,
 		Events: op, Logs: op.Controller(), Costs: op.Controller(), Home: api.HomeCluster, Version: version, Rollouts: rollouts,
 		// Route objects are ModelRoutes, which the gateways watch; tenant
 		// limits are in the SQL store, and the gateways poll them.
-		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns), Limits: st}), log)
+		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns), Limits: st, Jobs: jobsMgr}), log)
 	mux.Handle("/v1/", oa.admin(admin))
 	// The gateways read the tenant limits with their own token.
 	var limits http.Handler = admin.LimitList(st)
@@ -346,6 +370,8 @@ type replicaPodOptions struct {
 	// (--max-body-bytes, --max-request-elements).
 	maxBodyBytes       int64
 	maxRequestElements int64
+	// tracingArgs are the operator's own tracing flags, for every replica.
+	tracingArgs []string
 }
 
 // artifactStorePath is where a volume artifact store is mounted, in the
@@ -413,10 +439,10 @@ func addReplicaPodFlags(f *pflag.FlagSet, o *replicaPodOptions) {
 
 // replicaArgs are the limits every replica pod gets on its command line.
 func (o replicaPodOptions) replicaArgs() []string {
-	return []string{
+	return append([]string{
 		"--max-body-bytes", strconv.FormatInt(o.maxBodyBytes, 10),
 		"--max-request-elements", strconv.FormatInt(o.maxRequestElements, 10),
-	}
+	}, o.tracingArgs...)
 }
 
 // newPodBackend returns the pod backend, its pods customized by their

@@ -30,6 +30,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
+	"github.com/ebb-ml/ebb/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,6 +46,8 @@ type upOptions struct {
 	maxQueue     int
 	maxQueueTen  int // --max-queue-per-tenant
 	async        home.AsyncFlags
+	jobs         home.JobsFlags   // --jobs-concurrency
+	tracing      telemetry.Config // --otlp-*, --trace-sample-ratio (home/tracing.go)
 	drainTimeout time.Duration
 	logLevel     string
 	storeDSN     string // PostgreSQL store; empty: SQLite in dataDir
@@ -97,6 +100,8 @@ request to try.`,
 	f.DurationVar(&o.holdTimeout, "hold-timeout", 60*time.Second, "longest a request is held while its deployment has no ready replica")
 	f.IntVar(&o.maxQueue, "max-queue", 10000, "most requests held per cold deployment, and waiting per deployment at its spec.scaling.maxConcurrency; more get 503 with Retry-After")
 	o.async.AddFlags(f, "ebb's own store (SQLite in --data-dir, or PostgreSQL with --store-dsn)")
+	o.jobs.AddFlags(f, false)
+	o.tracing.AddFlags(f)
 	f.IntVar(&o.maxQueueTen, "max-queue-per-tenant", fairqueue.DefaultMaxQueuePerTenant, "most requests of one tenant held per cold deployment, and waiting per capped deployment; more get 429 with Retry-After")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown or scale-down")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -124,6 +129,11 @@ func runUp(ctx context.Context, o upOptions) error {
 	if err := o.upLimits.check(); err != nil {
 		return err
 	}
+	tr, err := home.StartTracing(ctx, o.tracing, "ebb", log) // spans of the gateway, activator and control loop
+	if err != nil {
+		return err
+	}
+	defer tr.Stop()
 	onnxEnv, err := onnxRuntimeEnv(o.onnxruntimeLib)
 	if err != nil {
 		return err
@@ -171,7 +181,7 @@ func runUp(ctx context.Context, o upOptions) error {
 		NoSecrets:    !o.replicaSecrets,
 		Sockets:      o.replicaSockets,
 		SocketDir:    filepath.Join(o.dataDir, "sockets"),
-		ReplicaArgs:  o.upLimits.replicaArgs(),
+		ReplicaArgs:  append(o.upLimits.replicaArgs(), tr.ReplicaArgs(true)...),
 		Env: append([]string{
 			artifactCacheEnv + "=" + models.CacheDir,
 			artifactCacheMaxEnv + "=" + strconv.FormatInt(models.CacheMaxBytes, 10),
@@ -187,9 +197,11 @@ func runUp(ctx context.Context, o upOptions) error {
 		Resolver:     models.Resolver,
 
 		MaxReplicasTotal: o.maxReplicasTotal,
+		ColdStarts:       tr.ColdStarts,
 	})
 	reg.MustRegister(gateway.NewQueueCollector(routes)) // the fair queues of capped deployments
-	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg})
+	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg,
+		Tracer: tr.Tracer, ColdStarts: tr.ColdStarts})
 	shards := newUpShards(st, log) // route objects (up_routes.go)
 	// Tenant limits, from the store (home/async.go); a change through the
 	// API applies at once, and the poll catches the rest.
@@ -218,6 +230,7 @@ func runUp(ctx context.Context, o upOptions) error {
 		Logger:           log,
 		Metrics:          gateway.NewMetrics(reg),
 		Version:          version,
+		Tracer:           tr.Tracer,
 		Ready: func() bool {
 			select {
 			case <-ctl.Loaded():
@@ -244,6 +257,8 @@ func runUp(ctx context.Context, o upOptions) error {
 	// Async requests run through the gateway's chain, in process.
 	worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Concurrency: home.AsyncPace(routes), Logger: log,
 		Callbacks: queue.CallbackOptions{Secret: secret, AllowedHosts: o.async.CallbackHosts}})
+	// Batch jobs: their chunks run through gw in process (home/jobs.go).
+	jobsMgr := home.NewJobs(home.JobParts{Store: st, Deployments: st, Ctl: ctl, Forwarder: gw, Registerer: reg}, o.jobs.Options(), log)
 	// The front server serves the gateway's routes itself (OIP v2 and the
 	// OpenAI API, /v1/chat/completions and the like included) and the rest
 	// here: the admin API and /metrics.
@@ -252,7 +267,7 @@ func runUp(ctx context.Context, o upOptions) error {
 		Event: ctl.RecordEvent, Notify: ctl.Notify}, log)
 	admin := home.NewAdminAPI(home.AdminParts{Store: st, Ctl: ctl, Models: models.Service, Events: ctl, Logs: ctl, Costs: ctl, Home: api.HomeUp,
 		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts, Routes: st, RoutesChanged: shards.changed,
-		Limits: st, LimitsChanged: func(ctx context.Context) { _ = limits.Poll(ctx) }}, log)
+		Limits: st, LimitsChanged: func(ctx context.Context) { _ = limits.Poll(ctx) }, Jobs: jobsMgr}, log)
 	admin.ConfineModelPaths(o.modelPaths(o.dataDir))
 	var adm *adminServer
 	if o.adminAddr != "" {
@@ -324,6 +339,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	}
 	// After Loaded: the replicas to recover are known and their logs kept.
 	go maintainReplicaLogs(ctlCtx, backend, log)
+	go jobsMgr.Run(ctlCtx) // resumes the jobs a stop left running
 	base := stls.Scheme() + "://" + ln.Addr().String()
 	log.Info("ebb is up", "addr", base, "dataDir", o.dataDir, "version", version)
 	if o.demo {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/utils/clock"
 )
 
@@ -83,6 +84,13 @@ type Options struct {
 	Clock clock.WithTicker
 	// Registerer, when set, receives the ebb_activator_queue_depth gauge.
 	Registerer prometheus.Registerer
+	// Tracer, when set, records a telemetry.SpanHold for each held
+	// request whose context carries a sampled span (trace.go); nil: no
+	// tracing, and no cost.
+	Tracer trace.Tracer
+	// ColdStarts, when set with Tracer, gives the cold start a released
+	// hold links to.
+	ColdStarts ColdStarts
 }
 
 // Activator holds requests until their deployment has a ready endpoint.
@@ -154,7 +162,17 @@ func (a *Activator) WaitTenant(ctx context.Context, deployment, tenant string) (
 	if r.ScaledToZero {
 		return nil, ErrScaledToZero
 	}
-	if err := a.enqueue(deployment, tenant); err != nil {
+	if a.opts.Tracer != nil {
+		return a.holdTraced(ctx, r, deployment, tenant) // trace.go
+	}
+	return a.hold(ctx, r, deployment, tenant, nil)
+}
+
+// hold holds a request for deployment, whose route r has no endpoint, as
+// WaitTenant says; depth, when not nil, is set to the number of requests
+// held for the deployment when this one joined them.
+func (a *Activator) hold(ctx context.Context, r *routing.Route, deployment, tenant string, depth *int) (*routing.Route, error) {
+	if err := a.enqueue(deployment, tenant, depth); err != nil {
 		return nil, err
 	}
 	defer a.dequeue(deployment, tenant)
@@ -213,10 +231,14 @@ func (a *Activator) TenantQueueDepth(deployment, tenant string) int {
 	return a.tenants[holder{deployment, tenant}]
 }
 
-// enqueue counts a held request, or says which bound forbids it.
-func (a *Activator) enqueue(deployment, tenant string) error {
+// enqueue counts a held request, or says which bound forbids it; depth,
+// when not nil, is set to the requests held before this one.
+func (a *Activator) enqueue(deployment, tenant string, depth *int) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if depth != nil {
+		*depth = a.queued[deployment]
+	}
 	if a.queued[deployment] >= a.opts.MaxQueue {
 		return fmt.Errorf("%w (%d held for %q)", ErrQueueFull, a.opts.MaxQueue, deployment)
 	}

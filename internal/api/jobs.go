@@ -146,6 +146,12 @@ func (js *jobRoutes) create(w http.ResponseWriter, r *http.Request) {
 			js.h.writeError(w, r, err)
 			return
 		}
+		// The job's own deployment is created as the API would create
+		// it: its model must resolve, and a path be within the roots.
+		if err := js.h.checkModel(ctx, *s); err != nil {
+			js.h.writeError(w, r, err)
+			return
+		}
 	}
 	if err := js.checkDeployment(ctx, j.Spec); err != nil {
 		js.h.writeError(w, r, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -165,6 +166,42 @@ func TestJobsRouteAction(t *testing.T) {
 	} {
 		if got := api.RouteAction(tt.method, tt.path); got != tt.want {
 			t.Errorf("RouteAction(%s %s) = %v; want %v", tt.method, tt.path, got, tt.want)
+		}
+	}
+}
+
+// TestJobsServingModelConfined checks that a job's own model is checked
+// as a deployment's would be: a path outside the model roots is refused.
+func TestJobsServingModelConfined(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ebb.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	root := t.TempDir()
+	inside := filepath.Join(root, "model.json")
+	if err := os.WriteFile(inside, []byte(`{}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := api.New(st, &fakeController{}, nil)
+	h.ConfineModelPaths(api.ModelPaths{Roots: []string{root}})
+	h.MountJobs(st, fakeAdmitter{}, nil)
+	for _, tt := range []struct {
+		name, model string
+		want        int
+	}{
+		{"outside", "/etc/hostname", 400},
+		{"inside", inside, 201},
+	} {
+		body := strings.Replace(jobJSON("own-"+tt.name, ""), `"deployment":"iris"`,
+			fmt.Sprintf(`"serving":{"model":%q,"engine":"trees"}`, tt.model), 1)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(body)))
+		if rec.Code != tt.want {
+			t.Errorf("%s: POST /v1/jobs = %d %s; want %d", tt.name, rec.Code, rec.Body, tt.want)
+		}
+		if tt.want == 400 && !strings.Contains(rec.Body.String(), "outside the directories models may be read from") {
+			t.Errorf("%s: %s; want it to say the model is outside the roots", tt.name, rec.Body)
 		}
 	}
 }

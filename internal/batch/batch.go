@@ -31,6 +31,8 @@ import (
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/serving/core"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Predictor runs a model on a batch. outputs names the outputs the batch's
@@ -64,6 +66,12 @@ type Options struct {
 	// instance count); defaults to 1. While every instance is busy,
 	// requests keep queueing and later batches grow.
 	Instances int
+	// Tracer, when set, records a telemetry.SpanBatchWait and a
+	// telemetry.SpanEngineCall for each request whose context carries a
+	// sampled span (trace.go), with SpanAttrs on the engine call; nil: no
+	// tracing, and no cost.
+	Tracer    trace.Tracer
+	SpanAttrs []attribute.KeyValue
 }
 
 // Batcher queues requests and sends them to its Predictor in batches. It is
@@ -75,6 +83,8 @@ type Batcher struct {
 	preferred []bool // preferred[n]: n rows is a preferred batch size
 	delay     time.Duration
 	instances int
+	tracer    trace.Tracer // nil: no tracing
+	spanAttrs []attribute.KeyValue
 
 	// wake tells the dispatcher to look at the queue again: a request came
 	// or left, or a batch finished.
@@ -109,6 +119,12 @@ type request struct {
 
 	// Guarded by Batcher.mu.
 	group *group // nil once taken into a batch or removed
+
+	// With tracing (trace.go), set when the request is taken into a
+	// batch: when, why and the batch's rows.
+	taken     time.Time
+	trigger   string
+	batchRows int
 }
 
 type result struct {
@@ -146,6 +162,8 @@ func New(model Predictor, policy core.Batching, opts Options) (*Batcher, error) 
 		preferred: preferred,
 		delay:     policy.MaxQueueDelay.Duration,
 		instances: opts.Instances,
+		tracer:    opts.Tracer,
+		spanAttrs: opts.SpanAttrs,
 		wake:      make(chan struct{}, 1),
 		groups:    make(map[string]*group),
 	}, nil
@@ -331,6 +349,9 @@ func (b *Batcher) nextLocked(now time.Time) ([]*request, time.Duration) {
 	}
 	batch := make([]*request, bestN)
 	copy(batch, best.reqs)
+	if b.tracer != nil {
+		b.markTaken(batch, best.reqs[bestN:], now) // trace.go
+	}
 	for _, r := range batch {
 		r.group = nil
 	}
@@ -388,6 +409,9 @@ func (b *Batcher) execute(batch []*request) {
 		b.mu.Unlock()
 		b.signal()
 	}()
+	if b.tracer != nil {
+		b.traceWait(batch) // trace.go
+	}
 	outs, err := b.run(batch)
 	var ie *engine.InputError
 	if len(batch) > 1 && errors.As(err, &ie) {
@@ -424,7 +448,7 @@ func (b *Batcher) run(batch []*request) ([][]oip.Tensor, error) {
 	defer release()
 	first := batch[0]
 	if len(batch) == 1 {
-		out, err := b.call(ctx, first.inputs, first.outputs)
+		out, err := b.call(ctx, batch, first.inputs, first.outputs)
 		if err != nil {
 			return nil, err
 		}
@@ -445,7 +469,7 @@ func (b *Batcher) run(batch []*request) ([][]oip.Tensor, error) {
 		}
 		inputs[i] = t
 	}
-	out, err := b.call(ctx, inputs, first.outputs)
+	out, err := b.call(ctx, batch, inputs, first.outputs)
 	if err != nil {
 		return nil, err
 	}
@@ -468,7 +492,10 @@ func (b *Batcher) run(batch []*request) ([][]oip.Tensor, error) {
 
 // call runs the model, turning a panic into an error so one bad batch
 // cannot take down the process.
-func (b *Batcher) call(ctx context.Context, inputs []oip.Tensor, outputs []string) (out []oip.Tensor, err error) {
+func (b *Batcher) call(ctx context.Context, batch []*request, inputs []oip.Tensor, outputs []string) (out []oip.Tensor, err error) {
+	if b.tracer != nil {
+		defer b.traceCall(batch, b.clock.Now(), &err) // trace.go
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("internal error in the model engine: %v", p)

@@ -23,6 +23,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
+	"github.com/ebb-ml/ebb/internal/telemetry"
 	"k8s.io/utils/clock"
 )
 
@@ -88,6 +89,9 @@ type Options struct {
 	// status.reason. Zero or less: no cap (the cluster, where the
 	// scheduler places pods).
 	MaxReplicasTotal int
+	// ColdStarts, when set, records each replica's cold start as spans
+	// (trace.go); nil: no tracing.
+	ColdStarts *telemetry.ColdStarts
 }
 
 // Controller reconciles deployments with replicas. Create it with New and

@@ -261,6 +261,7 @@ func (c *Controller) becameReady(d *deployment, r *replicaRec, st replica.Startu
 	}
 	if !r.recovered {
 		c.opts.Metrics.coldStart(r.phases)
+		c.traceColdStart(d.name, r) // trace.go
 		d.coldStart = 0
 		for _, p := range r.phases {
 			d.coldStart += p.Duration.Duration

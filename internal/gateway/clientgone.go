@@ -212,6 +212,9 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 type reqContext struct {
 	rc   *fasthttp.RequestCtx
 	conn *watchConn
+	// traced, while the request is traced, holds its span: Value looks
+	// there first (trace.go).
+	traced context.Context
 
 	// mu guards gone and watching: Done may be called from more than one
 	// goroutine (context.WithTimeout watches its parent).
@@ -223,7 +226,7 @@ type reqContext struct {
 var _ context.Context = (*reqContext)(nil)
 
 func (c *reqContext) init(rc *fasthttp.RequestCtx) {
-	c.rc, c.conn, c.watching, c.gone = rc, connOf(rc), false, nil
+	c.rc, c.conn, c.watching, c.gone, c.traced = rc, connOf(rc), false, nil, nil
 }
 
 // connOf returns rc's watchConn, or nil.
@@ -241,7 +244,15 @@ func asWatchConn(c net.Conn) *watchConn {
 }
 
 func (c *reqContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *reqContext) Value(key any) any           { return c.rc.Value(key) }
+
+func (c *reqContext) Value(key any) any {
+	if c.traced != nil {
+		if v := c.traced.Value(key); v != nil {
+			return v
+		}
+	}
+	return c.rc.Value(key)
+}
 
 func (c *reqContext) Done() <-chan struct{} {
 	if c.conn == nil {

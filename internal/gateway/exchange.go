@@ -12,8 +12,10 @@ import (
 	"github.com/ebb-ml/ebb/internal/oip"
 	ebbreplica "github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/routing"
+	"github.com/ebb-ml/ebb/internal/telemetry"
 	"github.com/ebb-ml/ebb/internal/traffic"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // exchange is the state of one forwarded request, pooled: its context, its
@@ -52,6 +54,10 @@ type exchange struct {
 	// excludeTried and excludeOther are x.tried1 and x.otherVersion, bound
 	// once per exchange rather than once per request.
 	excludeTried, excludeOther func(*balance.Endpoint) bool
+
+	// span is the request's telemetry.SpanRequest while it is traced
+	// (trace.go); release ends it.
+	span trace.Span
 }
 
 var exchanges = sync.Pool{New: func() any {
@@ -72,6 +78,9 @@ func (g *Gateway) acquire(ctx *fasthttp.RequestCtx) *exchange {
 
 // release stops x's watch, if any, and puts x back in the pool.
 func (x *exchange) release() {
+	if x.span != nil {
+		x.endTrace() // trace.go
+	}
 	if x.admitted != nil {
 		x.admitted()
 		x.admitted = nil
@@ -129,6 +138,8 @@ func (g *Gateway) send(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.Route,
 				req.Header.SetCanonical(headerRequestID, v)
 			case bytes.Equal(k, headerInferenceLength):
 				req.Header.SetCanonical(headerInferenceLength, v) // binary tensor data follows the JSON
+			case bytes.Equal(k, headerTraceparent), bytes.Equal(k, headerTracestate):
+				req.Header.SetCanonical(k, v) // W3C trace context; a traced request's own replaces it (traceProxy)
 			}
 		}
 		u := req.URI()
@@ -150,10 +161,17 @@ func (g *Gateway) send(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.Route,
 		x.secret = false
 	}
 	x.resp.Header.SetNoDefaultContentType(true)
+	var proxy trace.Span
+	if x.span != nil {
+		proxy = g.traceProxy(x, ep) // trace.go: a span per try, in the request's traceparent
+	}
 	ep.Acquire()
 	err = up.hc.Do(req, &x.resp)
 	if err != nil || m != modeOpenAI {
 		ep.Release()
+	}
+	if proxy != nil {
+		endProxy(proxy, x.resp.StatusCode(), err)
 	}
 	return err
 }
@@ -192,4 +210,6 @@ var (
 	headerRequestID       = []byte("X-Request-Id")
 	headerInferenceLength = []byte(http.CanonicalHeaderKey(oip.HeaderInferenceHeaderLength))
 	headerSecret          = []byte(http.CanonicalHeaderKey(ebbreplica.SecretHeader))
+	headerTraceparent     = []byte(http.CanonicalHeaderKey(telemetry.HeaderTraceparent))
+	headerTracestate      = []byte(http.CanonicalHeaderKey(telemetry.HeaderTracestate))
 )

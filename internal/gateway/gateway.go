@@ -35,6 +35,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/utils/clock"
 )
 
@@ -114,6 +115,9 @@ type Options struct {
 	// with "Prefer: respond-async" is stored and answered 202, and
 	// GET /v2/async/{id} returns its result.
 	Async *Async
+	// Tracer, when set, traces inference requests (trace.go); nil: no
+	// spans, and an incoming traceparent passes to the replica as it came.
+	Tracer trace.Tracer
 }
 
 // Gateway is the OIP v2 (and OpenAI API) REST data plane.
@@ -240,6 +244,9 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte, tenant s
 	if fresh {
 		x = g.acquire(ctx)
 		defer x.release()
+	}
+	if g.opts.Tracer != nil {
+		g.traceRequest(ctx, x, dep, v, tenant, start) // trace.go; x.release ends the span
 	}
 	if x.tenant = tenant; !priority(ctx, x) {
 		s.end(http.StatusBadRequest, versionLabel(rt, nil, tag), g.opts.Clock.Since(start))
@@ -418,7 +425,7 @@ func (g *Gateway) forwardTo(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.R
 				return writeError(ctx, http.StatusServiceUnavailable, "request cancelled by the client")
 			}
 			lastErr = err
-			g.opts.Logger.Debug("replica failed before answering; retrying", "deployment", name, "replica", ep.ID, "err", err)
+			g.opts.Logger.DebugContext(&x.ctx, "replica failed before answering; retrying", "deployment", name, "replica", ep.ID, "err", err)
 			g.opts.Metrics.retried(name)
 			continue
 		}

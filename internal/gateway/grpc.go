@@ -84,6 +84,7 @@ func (g *GRPC) NewServer(opts ...grpc.ServerOption) *grpc.Server {
 	if m := g.opts.Metrics; m != nil {
 		opts = append(opts, connlimit.CountSizeRefusals(func() { m.limit(limitGRPCMessageSize) }))
 	}
+	opts = append(opts, g.traceOptions()...) // trace.go: before auth, so refusals are traced too
 	if g.opts.Auth != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(g.authUnary))
 	}
@@ -474,7 +475,7 @@ func (g *GRPC) forwardTo(ctx context.Context, name, version string, holder Holde
 			return err
 		}
 		lastErr = err
-		g.opts.Logger.Debug("replica failed before answering; retrying", "deployment", name, "replica", ep.ID, "err", err)
+		g.opts.Logger.DebugContext(ctx, "replica failed before answering; retrying", "deployment", name, "replica", ep.ID, "err", err)
 		g.opts.Metrics.retried(name)
 	}
 	return unavailable(ctx, 1, fmt.Sprintf("%d replicas of %q failed to answer, last: %v", len(tried), name, lastErr))
@@ -491,9 +492,10 @@ func (g *GRPC) send(ctx context.Context, rt *routing.Route, ep *balance.Endpoint
 	if ep.Secret != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, ebbreplica.SecretHeader, ep.Secret)
 	}
+	ctx, proxy := g.traceCall(ctx, ep) // trace.go: the call's trace context, and its span when traced
 	ep.Acquire()
 	defer ep.Release()
-	return call(ctx, rt, ep, c)
+	return endCall(proxy, call(ctx, rt, ep, c))
 }
 
 // retryable reports whether err means the replica did not answer: the call

@@ -32,6 +32,7 @@ type Store interface {
 	rollout.Store
 	store.RouteStore
 	store.LimitStore
+	store.JobStore
 	Close() error
 }
 
@@ -100,6 +101,9 @@ type AdminParts struct {
 	// each change (the gateways also poll).
 	Limits        store.LimitStore
 	LimitsChanged func(ctx context.Context)
+	// Jobs, when set, serves /v1/jobs: batch jobs, kept in the SQL store
+	// and run by this manager (on the leader, in a cluster).
+	Jobs *Jobs
 }
 
 // NewAdminAPI is the admin API (/v1) both homes serve, built in one place
@@ -139,6 +143,9 @@ func NewAdminAPI(p AdminParts, log *slog.Logger) *api.Handler {
 	}
 	if p.Limits != nil {
 		admin.MountLimits(p.Limits, p.LimitsChanged)
+	}
+	if p.Jobs != nil {
+		admin.MountJobs(p.Jobs.Store(), p.Jobs.Admission(), p.Jobs.Submitted)
 	}
 	return admin
 }

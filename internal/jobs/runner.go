@@ -402,6 +402,7 @@ func (x *run) writeStatus(ctx context.Context) (cancel bool) {
 		cancel = j.Status.CancelRequested
 		s := x.status
 		s.CancelRequested = cancel
+		s.Floor = j.Status.Floor // the Scaler's to write
 		j.Status = s
 		return nil
 	})

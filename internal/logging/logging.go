@@ -1,12 +1,15 @@
 // Package logging sets up the log of ebb's long-running commands (ebb up,
 // the operator, the gateway): JSON lines when stderr is not a terminal (a
-// pod's log, a file), text on a terminal.
+// pod's log, a file), text on a terminal. A record logged with the context
+// of a traced request carries its trace_id and span_id.
 package logging
 
 import (
 	"fmt"
 	"log/slog"
 	"os"
+
+	"github.com/ebb-ml/ebb/internal/telemetry"
 )
 
 // New returns a logger to stderr at level (debug, info, warn or error,
@@ -21,7 +24,7 @@ func New(level string) (*slog.Logger, error) {
 	if isTerminal(os.Stderr) {
 		h = slog.NewTextHandler(os.Stderr, opts)
 	}
-	l := slog.New(h)
+	l := slog.New(telemetry.NewLogHandler(h)) // trace_id and span_id of a traced request's records
 	slog.SetDefault(l)
 	return l, nil
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/engine/trees"
 	"github.com/ebb-ml/ebb/internal/server"
 	"github.com/ebb-ml/ebb/internal/serving/core"
+	"github.com/ebb-ml/ebb/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
@@ -85,6 +86,8 @@ type replicaFlags struct {
 	// Pool mode (pool.go): host many models, loaded on demand.
 	pool         bool
 	memoryBudget string
+
+	tracing telemetry.Config // --otlp-*, --trace-sample-ratio (tracing.go)
 }
 
 // Delegate returns the command line (a binary's absolute path and its
@@ -159,6 +162,7 @@ gateway. For a manual run, use --addr instead.`,
 	fl.Int64Var(&f.maxBodyBytes, "max-body-bytes", server.DefaultMaxRequestBytes, "most bytes of one infer request body (REST: more get 413) or gRPC request message (ResourceExhausted)")
 	fl.Int64Var(&f.maxRequestElements, "max-request-elements", server.DefaultMaxRequestElements, "most tensor elements one infer request may declare, all inputs together; more get 413")
 	addPoolFlags(fl, &f)
+	f.tracing.AddFlags(fl)
 	fl.StringVar(&onnxruntimeLib, "onnxruntime-lib", "", "engine onnx: path of libonnxruntime.so.1 (default: $"+onnx.EnvLibrary+", then where hack/install-onnxruntime.sh installs it)")
 	return cmd
 }
@@ -208,8 +212,12 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 	if err := f.validate(); err != nil {
 		return fail(err)
 	}
+	tracer, stopTracing, err := startTracing(ctx, f) // tracing.go
+	if err != nil {
+		return fail(err)
+	}
+	defer stopTracing()
 	art := fetched{close: func() {}}
-	var err error
 	if !f.pool {
 		if art, err = fetchModel(ctx, log, f.model, f.fetch); err != nil {
 			return fail(err)
@@ -277,6 +285,8 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 		Limits:             f.limits,
 		Metrics:            newReplicaMetrics(),
 		Secret:             f.secret,
+		Tracer:             tracer,
+		Engine:             f.engine,
 		OnReady: func(readyAt time.Time) {
 			log.Info("ready", "model", f.model, "engine", f.engine,
 				"load", loadedAt.Sub(started).String(), "startup", readyAt.Sub(started).String())
@@ -415,9 +425,9 @@ func LoadModel(engineName, path, onnxLib string) (engine.Model, error) {
 // newLogger logs JSON to w unless w is a terminal, where text reads better.
 func newLogger(w *os.File) *slog.Logger {
 	if isTerminal(w) {
-		return slog.New(slog.NewTextHandler(w, nil))
+		return slog.New(telemetry.NewLogHandler(slog.NewTextHandler(w, nil)))
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return slog.New(telemetry.NewLogHandler(slog.NewJSONHandler(w, nil)))
 }
 
 // buildVersion is the main module's version as the Go toolchain recorded it.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/serving/core"
+	"github.com/ebb-ml/ebb/internal/telemetry"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
@@ -198,7 +199,11 @@ func (r *restServer) inferModel(ctx *fasthttp.RequestCtx, s *Server, version str
 	inputs, names, rerr := s.prepare(&req, binary)
 	bp := getBody()
 	defer putBody(bp)
-	status, body, jsonLen := s.answer(r.s.stopped, &req, inputs, names, rerr, version, (*bp)[:0])
+	ictx := r.s.stopped
+	if s.opts.Tracer != nil {
+		ictx = telemetry.ExtractFastHTTP(ictx, &ctx.Request.Header)
+	}
+	status, body, jsonLen := s.answer(ictx, &req, inputs, names, rerr, version, (*bp)[:0])
 	*bp = body
 	writeFast(ctx, status, body, jsonLen)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/oipgrpc"
+	"github.com/ebb-ml/ebb/internal/telemetry"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -164,6 +165,9 @@ func (g *grpcService) ModelInfer(ctx context.Context, req *oipgrpc.ModelInferReq
 		return nil, err
 	}
 	inputs, err = s.CheckInputs(inputs)
+	if s.opts.Tracer != nil {
+		ctx = telemetry.ExtractGRPC(ctx)
+	}
 	var outputs []oip.Tensor
 	if err == nil {
 		outputs, err = s.Infer(ctx, inputs, names)

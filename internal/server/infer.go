@@ -14,6 +14,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/oip"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // infer answers POST /v2/models/{name}[/versions/{version}]/infer served
@@ -40,7 +41,11 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request, version string) {
 	release()
 	bp := getBody()
 	defer putBody(bp)
-	status, body, jsonLen := s.answer(r.Context(), &req, inputs, names, rerr, version, (*bp)[:0])
+	ctx := r.Context()
+	if s.opts.Tracer != nil {
+		ctx = extractHTTP(ctx, r.Header) // trace.go
+	}
+	status, body, jsonLen := s.answer(ctx, &req, inputs, names, rerr, version, (*bp)[:0])
 	*bp = body
 	h := w.Header()
 	if jsonLen < len(body) {
@@ -103,7 +108,7 @@ func (s *Server) answer(ctx context.Context, req *oip.InferRequest, inputs []oip
 			// this answer.
 			s.log.Debug("infer abandoned by the client", "id", req.ID, "error", err)
 		default:
-			s.log.Error("infer failed", "id", req.ID, "error", err)
+			s.log.ErrorContext(ctx, "infer failed", "id", req.ID, "error", err)
 		}
 		return errorBody(dst, http.StatusInternalServerError, "model "+s.name+": "+err.Error())
 	}
@@ -173,7 +178,14 @@ func (s *Server) run(ctx context.Context, inputs []oip.Tensor, outputs []string)
 	if s.batcher != nil && !emptyBatch(inputs) {
 		return s.batcher.Predict(ctx, inputs, outputs)
 	}
+	var span trace.Span
+	if s.opts.Tracer != nil {
+		ctx, span = s.traceEngineCall(ctx) // trace.go
+	}
 	out, err := s.predict(ctx, inputs, outputs)
+	if span != nil {
+		endSpan(span, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/serving/core"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults for Options fields left zero.
@@ -99,6 +100,10 @@ type Options struct {
 	// that metadata key (gRPC) by every request but health checks and
 	// /ebb/v1/replica; others get 401 (Unauthenticated). See secret.go.
 	Secret string
+	// Tracer, when set, traces infer requests that come with a sampled
+	// traceparent (trace.go); Engine names the engine in their spans.
+	Tracer trace.Tracer
+	Engine string
 }
 
 // ReplicaInfo is the body of GET /ebb/v1/replica: who this replica is, so the
@@ -257,7 +262,7 @@ func (s *Server) newBatcher(policy *core.Batching, instances int) *batch.Batcher
 		s.log.Info("batching is off: "+reason, "model", s.name)
 		return nil
 	}
-	b, err := batch.New(batch.PredictFunc(s.predict), *policy, batch.Options{Instances: instances})
+	b, err := batch.New(batch.PredictFunc(s.predict), *policy, batch.Options{Instances: instances, Tracer: s.opts.Tracer, SpanAttrs: s.engineAttrs()})
 	if err != nil {
 		s.log.Error("batching is off: invalid policy; fix the deployment's spec.batching", "model", s.name, "error", err)
 		return nil

@@ -188,6 +188,25 @@ type JobStatus struct {
 	StartedAt *time.Time `json:"startedAt,omitempty"`
 	// +optional
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+	// Floor, while a job that feeds an existing deployment holds replicas
+	// on it, records the deployment's own spec.scaling.minReplicas, so
+	// that it is restored when the job ends, after a crash too. The home
+	// that runs jobs writes it; the runner keeps it as the store has it.
+	// +optional
+	Floor *JobFloor `json:"floor,omitempty"`
+}
+
+// JobFloor is a floor of replicas a job holds on a deployment it feeds:
+// spec.scaling.minReplicas raised from MinReplicas, the deployment's own,
+// to Set while the job runs. At the end MinReplicas comes back, unless
+// the deployment's owner changed the value in the meantime (it is no
+// longer Set): the owner's change is kept.
+//
+// +kubebuilder:object:generate=false
+type JobFloor struct {
+	Deployment  string `json:"deployment"`
+	MinReplicas int32  `json:"minReplicas"`
+	Set         int32  `json:"set"`
 }
 
 // MaxJobEvents bounds JobStatus.Events; MaxJobBadRows JobStatus.BadRows.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ebb-ml/ebb/internal/telemetry/jaegertest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/attribute"
@@ -18,12 +19,12 @@ import (
 // Jaeger, and reads them back through Jaeger's query API: names, the span
 // tree, links, attributes, resource and timing.
 func TestOTLPToJaeger(t *testing.T) {
-	j := startJaeger(t)
+	j := jaegertest.Start(t)
 	for _, tc := range []struct {
 		protocol, endpoint string
 	}{
-		{ProtocolGRPC, j.otlpGRPC},
-		{ProtocolHTTP, "http://" + j.otlpHTTP},
+		{ProtocolGRPC, j.OTLPGRPC},
+		{ProtocolHTTP, "http://" + j.OTLPHTTP},
 	} {
 		t.Run(tc.protocol, func(t *testing.T) {
 			gwService, replicaService := "ebb-test-gateway-"+tc.protocol, "ebb-test-replica-"+tc.protocol
@@ -52,7 +53,7 @@ func TestOTLPToJaeger(t *testing.T) {
 			gwDone()
 			replicaDone()
 
-			tr := j.waitTrace(t, gwService, traceID, len(wantSpans))
+			tr := j.WaitTrace(t, gwService, traceID, len(wantSpans))
 			checkColdTrace(t, tr, gwService, replicaService, tc.protocol)
 		})
 	}
@@ -122,10 +123,10 @@ func coldRequest(t *testing.T, gw, replica trace.Tracer) string {
 	return req.SpanContext().TraceID().String()
 }
 
-func checkColdTrace(t *testing.T, tr jTrace, gwService, replicaService, protocol string) {
+func checkColdTrace(t *testing.T, tr jaegertest.Trace, gwService, replicaService, protocol string) {
 	t.Helper()
-	byID := map[string]jSpan{}
-	byName := map[string]jSpan{}
+	byID := map[string]jaegertest.Span{}
+	byName := map[string]jaegertest.Span{}
 	for _, s := range tr.Spans {
 		byID[s.SpanID] = s
 		if _, dup := byName[s.OperationName]; dup {
@@ -157,7 +158,7 @@ func checkColdTrace(t *testing.T, tr jTrace, gwService, replicaService, protocol
 		}
 		service := map[byte]string{'g': gwService, 'r': replicaService}[w.service]
 		p := tr.Processes[s.ProcessID]
-		if p.ServiceName != service || tagMap(p.Tags)["ebb.test.protocol"] != protocol {
+		if p.ServiceName != service || jaegertest.TagMap(p.Tags)["ebb.test.protocol"] != protocol {
 			t.Errorf("%s: process %+v; want service %s with ebb.test.protocol=%s", name, p, service, protocol)
 		}
 	}
@@ -172,7 +173,7 @@ func checkColdTrace(t *testing.T, tr jTrace, gwService, replicaService, protocol
 		SpanBatchWait:            {"ebb.batch.size": float64(4), "ebb.batch.trigger": "delay"},
 		SpanEngineCall:           {"ebb.engine": "onnx", "ebb.model.version": "3"},
 	} {
-		got := tagMap(byName[name].Tags)
+		got := jaegertest.TagMap(byName[name].Tags)
 		for k, v := range want {
 			if diff := cmp.Diff(v, got[k]); diff != "" {
 				t.Errorf("%s: tag %s (-want +got):\n%s", name, k, diff)
@@ -192,7 +193,7 @@ func checkColdTrace(t *testing.T, tr jTrace, gwService, replicaService, protocol
 	}
 }
 
-func keys(m map[string]jSpan) string {
+func keys(m map[string]jaegertest.Span) string {
 	var ks []string
 	for k := range m {
 		ks = append(ks, k)

@@ -1,10 +1,17 @@
-package telemetry
+// Package jaegertest runs a real Jaeger v2 (an OpenTelemetry Collector
+// build with an in-memory trace store and Jaeger's query API) for tests
+// that export traces over OTLP and read them back: the binary that
+// hack/build-jaeger.sh builds from the Go module proxy, found through
+// $EBB_JAEGER or that script's cache. Without it a test is skipped, or
+// fails when $CI is "true".
+package jaegertest
 
 import (
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,11 +20,10 @@ import (
 	"time"
 )
 
-// jaeger is a Jaeger v2 all-in-one (an OpenTelemetry Collector build with
-// an in-memory trace store and Jaeger's query API) on loopback ports.
-type jaeger struct {
-	otlpGRPC, otlpHTTP string // host:port of the OTLP receivers
-	query              string // http://host:port of the query API
+// Jaeger is a Jaeger v2 all-in-one on loopback ports.
+type Jaeger struct {
+	OTLPGRPC, OTLPHTTP string // host:port of the OTLP receivers
+	Query              string // http://host:port of the query API
 }
 
 // jaegerBinary returns the jaeger binary: $EBB_JAEGER, else the one
@@ -40,10 +46,10 @@ func jaegerBinary() (string, bool) {
 	return p, err == nil && fi.Mode()&0o111 != 0
 }
 
-// startJaeger starts jaeger for the test and stops it, by its PID, when
-// the test ends. Without the binary the test is skipped, or fails when
-// $CI is "true".
-func startJaeger(t *testing.T) *jaeger {
+// Start starts jaeger for the test and stops it, by its PID, when the
+// test ends. Without the binary the test is skipped, or fails when $CI is
+// "true".
+func Start(t *testing.T) *Jaeger {
 	t.Helper()
 	bin, ok := jaegerBinary()
 	if !ok {
@@ -103,12 +109,12 @@ exporters:
     trace_storage: mem
 `
 
-func tryJaeger(t *testing.T, bin string) (*jaeger, error) {
+func tryJaeger(t *testing.T, bin string) (*Jaeger, error) {
 	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
-	j := &jaeger{otlpGRPC: ports[2], otlpHTTP: ports[3], query: "http://" + ports[0]}
+	j := &Jaeger{OTLPGRPC: ports[2], OTLPHTTP: ports[3], Query: "http://" + ports[0]}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "jaeger.yaml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, ports[0], ports[1], ports[2], ports[3]), 0o600); err != nil {
@@ -167,13 +173,13 @@ func tryJaeger(t *testing.T, bin string) (*jaeger, error) {
 
 // ready reports whether the query API answers and both receivers accept
 // connections.
-func (j *jaeger) ready() bool {
-	resp, err := http.Get(j.query + "/api/services")
+func (j *Jaeger) ready() bool {
+	resp, err := http.Get(j.Query + "/api/services")
 	if err != nil {
 		return false
 	}
 	resp.Body.Close()
-	for _, a := range []string{j.otlpGRPC, j.otlpHTTP} {
+	for _, a := range []string{j.OTLPGRPC, j.OTLPHTTP} {
 		c, err := net.DialTimeout("tcp", a, time.Second)
 		if err != nil {
 			return false
@@ -196,41 +202,52 @@ func freePorts(n int) ([]string, error) {
 	return addrs, nil
 }
 
-// Jaeger's query API (api/traces), the parts the test reads.
-type jTraces struct {
-	Data []jTrace `json:"data"`
+// Jaeger's query API (api/traces), the parts tests read.
+type traces struct {
+	Data []Trace `json:"data"`
 }
 
-type jTrace struct {
-	TraceID   string              `json:"traceID"`
-	Spans     []jSpan             `json:"spans"`
-	Processes map[string]jProcess `json:"processes"`
+// Trace is one trace as the query API returns it.
+type Trace struct {
+	TraceID   string             `json:"traceID"`
+	Spans     []Span             `json:"spans"`
+	Processes map[string]Process `json:"processes"`
 }
 
-type jSpan struct {
-	SpanID        string `json:"spanID"`
-	OperationName string `json:"operationName"`
-	References    []struct {
-		RefType string `json:"refType"`
-		SpanID  string `json:"spanID"`
-	} `json:"references"`
-	StartTime int64  `json:"startTime"` // µs since the epoch
-	Duration  int64  `json:"duration"`  // µs
-	Tags      []jTag `json:"tags"`
-	ProcessID string `json:"processID"`
+// Span is one span of a Trace. Its References are its parent (CHILD_OF)
+// and its links (FOLLOWS_FROM).
+type Span struct {
+	TraceID       string      `json:"traceID"`
+	SpanID        string      `json:"spanID"`
+	OperationName string      `json:"operationName"`
+	References    []Reference `json:"references"`
+	StartTime     int64       `json:"startTime"` // µs since the epoch
+	Duration      int64       `json:"duration"`  // µs
+	Tags          []Tag       `json:"tags"`
+	ProcessID     string      `json:"processID"`
 }
 
-type jTag struct {
+// Reference is a span's parent or link.
+type Reference struct {
+	RefType string `json:"refType"`
+	TraceID string `json:"traceID"`
+	SpanID  string `json:"spanID"`
+}
+
+// Tag is an attribute; numbers are float64.
+type Tag struct {
 	Key   string `json:"key"`
 	Value any    `json:"value"`
 }
 
-type jProcess struct {
+// Process is the resource of a span: its service and attributes.
+type Process struct {
 	ServiceName string `json:"serviceName"`
-	Tags        []jTag `json:"tags"`
+	Tags        []Tag  `json:"tags"`
 }
 
-func tagMap(tags []jTag) map[string]any {
+// TagMap returns tags by key.
+func TagMap(tags []Tag) map[string]any {
 	m := make(map[string]any, len(tags))
 	for _, t := range tags {
 		m[t.Key] = t.Value
@@ -238,21 +255,34 @@ func tagMap(tags []jTag) map[string]any {
 	return m
 }
 
-// waitTrace polls the query API for service's traces until one has the
-// trace id and at least want spans.
-func (j *jaeger) waitTrace(t *testing.T, service, traceID string, want int) jTrace {
+// WaitTrace polls the query API for service's traces until one has the
+// trace id and at least want spans, and returns it; the test fails after
+// 30s.
+func (j *Jaeger) WaitTrace(t *testing.T, service, traceID string, want int) Trace {
+	t.Helper()
+	return j.wait(t, "/api/traces?service="+url.QueryEscape(service)+"&limit=20&lookback=1h", traceID, want)
+}
+
+// WaitTraceID polls the query API for the trace of traceID until it has
+// at least want spans, and returns it; the test fails after 30s.
+func (j *Jaeger) WaitTraceID(t *testing.T, traceID string, want int) Trace {
+	t.Helper()
+	return j.wait(t, "/api/traces/"+traceID, traceID, want)
+}
+
+func (j *Jaeger) wait(t *testing.T, path, traceID string, want int) Trace {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	var last jTraces
+	var last traces
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(j.query + "/api/traces?service=" + service + "&limit=20&lookback=1h")
+		resp, err := http.Get(j.Query + path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		last = jTraces{}
+		last = traces{}
 		err = json.NewDecoder(resp.Body).Decode(&last)
 		resp.Body.Close()
-		if err != nil {
+		if err != nil && resp.StatusCode == http.StatusOK {
 			t.Fatal(err)
 		}
 		for _, tr := range last.Data {
@@ -262,6 +292,6 @@ func (j *jaeger) waitTrace(t *testing.T, service, traceID string, want int) jTra
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("jaeger has no trace %s with %d spans for %s; last answer: %+v", traceID, want, service, last)
-	return jTrace{}
+	t.Fatalf("jaeger has no trace %s with %d spans at %s; last answer: %+v", traceID, want, path, last)
+	return Trace{}
 }

@@ -1,0 +1,79 @@
+package home
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ebb-ml/ebb/internal/serving"
+)
+
+// jobPhases are the phases ebb_job_phase has a series of, per job.
+var jobPhases = []string{serving.JobPending, serving.JobPlanning, serving.JobRunning, serving.JobSucceeded,
+	serving.JobFailed, serving.JobCancelled, serving.JobRefused}
+
+// jobMetrics exports the jobs the manager last read from the store, and
+// only those: a deleted job's series go with it.
+//
+//	ebb_job_rows_total{job}             input rows done (bad rows skipped included)
+//	ebb_job_replica_seconds_total{job}  replica-seconds the job has used of its lease
+//	ebb_job_phase{job,phase}            1 for the job's phase, 0 for the others
+type jobMetrics struct {
+	rows, seconds, phase *prometheus.Desc
+
+	mu   sync.Mutex
+	jobs []jobSample
+}
+
+type jobSample struct {
+	name, phase  string
+	rows         int64
+	replicaHours float64
+}
+
+func newJobMetrics() *jobMetrics {
+	return &jobMetrics{
+		rows: prometheus.NewDesc("ebb_job_rows_total",
+			"Input rows a batch job has done, bad rows it skipped included.", []string{"job"}, nil),
+		seconds: prometheus.NewDesc("ebb_job_replica_seconds_total",
+			"Replica-seconds a batch job has used of its lease.", []string{"job"}, nil),
+		phase: prometheus.NewDesc("ebb_job_phase",
+			"1 for a batch job's phase (Pending, Planning, Running, Succeeded, Failed, Cancelled, Refused), 0 for the others.", []string{"job", "phase"}, nil),
+	}
+}
+
+// set replaces the jobs exported.
+func (x *jobMetrics) set(all []serving.Job) {
+	s := make([]jobSample, len(all))
+	for i, j := range all {
+		s[i] = jobSample{name: j.Name, phase: j.Status.Phase, rows: j.Status.RowsDone, replicaHours: j.Status.ReplicaHours}
+	}
+	x.mu.Lock()
+	x.jobs = s
+	x.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (x *jobMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- x.rows
+	ch <- x.seconds
+	ch <- x.phase
+}
+
+// Collect implements prometheus.Collector.
+func (x *jobMetrics) Collect(ch chan<- prometheus.Metric) {
+	x.mu.Lock()
+	s := x.jobs
+	x.mu.Unlock()
+	for _, j := range s {
+		ch <- prometheus.MustNewConstMetric(x.rows, prometheus.CounterValue, float64(j.rows), j.name)
+		ch <- prometheus.MustNewConstMetric(x.seconds, prometheus.CounterValue, j.replicaHours*3600, j.name)
+		for _, p := range jobPhases {
+			v := 0.0
+			if p == j.phase {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(x.phase, prometheus.GaugeValue, v, j.name, p)
+		}
+	}
+}

@@ -71,6 +71,12 @@ func (e *Env) Start(o StartOptions, argv ...string) (*Proc, error) {
 	return e.start(o, e.ServerCPUs, argv)
 }
 
+// StartLoad is Start for a load generator: argv runs pinned to the load
+// CPUs, beside the harness, not the servers.
+func (e *Env) StartLoad(o StartOptions, argv ...string) (*Proc, error) {
+	return e.start(o, e.LoadCPUs, argv)
+}
+
 func (e *Env) start(o StartOptions, cpus string, argv []string) (*Proc, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("start %s: empty command", o.Name)

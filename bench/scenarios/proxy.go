@@ -207,6 +207,7 @@ func stageTable(ctx context.Context, env *harness.Env, res *harness.Result) {
 	res.Tables = append(res.Tables, harness.Table{
 		Caption: fmt.Sprintf("Cost per stage of a request through the gateway (`go test -bench '^Benchmark(Stage|Direct|Load)' ./internal/gateway`, %d iterations each, pinned to the server CPUs; client, server and replica share the process): "+
 			"StageAuth is the auth stage with a cached token, StageRoute the route lookup among 1,000 deployments and the pick of a replica, StageBody reading a body within the limits and the budget, "+
+			"StageLimit a tenant's limits (Admit and Release; a rate-limited tenant among 1,000 tenants' limits, and one no limit binds), StageFair a capped deployment's fair admission queue while a slot is free, "+
 			"StageUpstream the request to a replica and its answer, StageServer a whole request from a client through the front server, and StageServerAuth the same with a predict token; "+
 			"Direct is the client to the replica alone, so StageServer minus Direct is what the gateway adds to one request. "+
 			"LoadGateway is the front server and the gateway (auth on) under 32 concurrent clients in front of a minimal fasthttp replica, LoadRef a bare fasthttp proxy in its place: their difference is what the gateway adds at throughput.", n),

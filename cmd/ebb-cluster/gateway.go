@@ -276,7 +276,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	if aq != nil {
 		// Every gateway drains the shared queue; leases keep a request
 		// on one of them at a time.
-		worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Concurrency: home.AsyncPace(table), Logger: log,
+		worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Lease: o.async.Lease, Concurrency: home.AsyncPace(table), Logger: log,
 			Callbacks: queue.CallbackOptions{Secret: secret, AllowedHosts: o.async.CallbackHosts}})
 	}
 

@@ -255,7 +255,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	}
 	gw := gateway.New(routes, act, gwOpts)
 	// Async requests run through the gateway's chain, in process.
-	worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Concurrency: home.AsyncPace(routes), Logger: log,
+	worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Lease: o.async.Lease, Concurrency: home.AsyncPace(routes), Logger: log,
 		Callbacks: queue.CallbackOptions{Secret: secret, AllowedHosts: o.async.CallbackHosts}})
 	// Batch jobs: their chunks run through gw in process (home/jobs.go).
 	jobsMgr := home.NewJobs(home.JobParts{Store: st, Deployments: st, Ctl: ctl, Forwarder: gw, Registerer: reg}, o.jobs.Options(), log)

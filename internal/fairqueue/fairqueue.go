@@ -5,7 +5,9 @@
 // with a weight per tenant, 1 unless Options.Weight says otherwise). One
 // tenant's burst therefore never starves another: a tenant with a request
 // waiting is served after at most the sum of the other waiting tenants'
-// weights in grants at its level. It is the fair queueing of Kubernetes
+// weights in grants at its level, and a tenant that was idle joins the
+// current round, ahead of the tenants that already used their turn in it
+// (order.go). It is the fair queueing of Kubernetes
 // API Priority and Fairness cut down to one queue per tenant and two
 // levels.
 //

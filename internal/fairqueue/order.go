@@ -4,13 +4,17 @@ import "fmt"
 
 // The order in which waiters are granted slots. Each tenant with requests
 // waiting has one lane per priority level, its waiters oldest first. A
-// level's lanes with waiters form a ring; the lane whose turn it is (cur)
-// is granted up to its tenant's weight in slots, then the turn passes to
-// the next lane. A lane that starts waiting joins the ring just before
-// cur, behind every lane already waiting (the tail of deficit round
-// robin's active list), so a newcomer neither jumps the tenants already
-// waiting nor waits for more than one turn of each. Every operation is
-// O(1) but the scan over the two levels.
+// level serves its lanes in rounds (deficit round robin): in a round each
+// lane gets up to its tenant's weight in grants, in the order the lanes
+// joined the round; a lane that used its grants moves to the next round,
+// and the next round begins when this one has no lane left. A lane that
+// starts waiting joins the current round, behind the lanes still in it.
+// So a tenant that was idle is served before the backlogged tenants'
+// next turn — as start-time fair queueing serves a flow that was idle at
+// the current virtual time — and waits only for the requests already
+// running and the lanes that came before it in this round, however deep
+// another tenant's backlog is; tenants waiting at once are served in turn.
+// Every operation is O(1) but the scan over the two levels.
 
 // waiter is one request waiting for a slot.
 type waiter struct {
@@ -25,8 +29,9 @@ type lane struct {
 	tenant     *tenant
 	level      Priority
 	head, tail *waiter
-	prev, next *lane // neighbours in the level's ring; nil while empty
-	credit     int   // grants left in the lane's current turn
+	prev, next *lane     // neighbours in its round's list
+	in         *laneList // the round it waits in; nil while empty
+	credit     int       // grants left in the lane's current round
 }
 
 // tenant is one tenant with requests waiting.
@@ -37,9 +42,12 @@ type tenant struct {
 	lanes  [levels]lane
 }
 
-// ring is the circle of one level's lanes with waiters; cur is the lane
-// whose turn it is, nil when none waits.
-type ring struct{ cur *lane }
+// laneList is the lanes of one round, in the order they joined it.
+type laneList struct{ head, tail *lane }
+
+// ring is one level's lanes with waiters: those the current round still
+// serves (now) and those that used their grants in it (next).
+type ring struct{ now, next laneList }
 
 // pushLocked queues w in tenant's lane at level prio, or says which bound
 // forbids it.
@@ -62,7 +70,8 @@ func (q *Queue) pushLocked(w *waiter, name string, prio Priority) error {
 	w.lane = l
 	if l.tail == nil {
 		l.head, l.tail = w, w
-		q.turns[prio].join(l)
+		l.credit = t.weight
+		q.turns[prio].now.push(l) // the current round, behind those in it
 	} else {
 		w.prev, l.tail.next, l.tail = l.tail, w, w
 	}
@@ -86,7 +95,8 @@ func (q *Queue) removeLocked(w *waiter) {
 	}
 	w.prev, w.next, w.lane = nil, nil, nil
 	if l.head == nil {
-		q.turns[l.level].leave(l)
+		l.in.remove(l)
+		l.credit = 0
 	}
 	t := l.tenant
 	if t.queued--; t.queued == 0 {
@@ -96,49 +106,55 @@ func (q *Queue) removeLocked(w *waiter) {
 }
 
 // nextLocked takes the waiter whose turn it is out of the queue: the
-// highest level with a waiter, the oldest waiter of the lane whose turn it
-// is there. It returns nil when none waits.
+// highest level with a waiter; there, the oldest waiter of the first lane
+// of the current round, beginning the next round when the current one is
+// done. It returns nil when none waits.
 func (q *Queue) nextLocked() *waiter {
 	for i := range q.turns {
 		r := &q.turns[i]
-		l := r.cur
-		if l == nil {
-			continue
+		if r.now.head == nil {
+			if r.next.head == nil {
+				continue
+			}
+			r.now, r.next = r.next, laneList{} // a new round
+			for l := r.now.head; l != nil; l = l.next {
+				l.in, l.credit = &r.now, l.tenant.weight
+			}
 		}
-		if l.credit <= 0 {
-			l.credit = l.tenant.weight
-		}
-		if l.credit--; l.credit == 0 {
-			r.cur = l.next
-		}
+		l := r.now.head
 		w := l.head
+		if l.credit--; l.credit <= 0 && w.next != nil {
+			r.now.remove(l) // its grants in this round are used
+			r.next.push(l)
+		}
 		q.removeLocked(w)
 		return w
 	}
 	return nil
 }
 
-// join adds l, which just got its first waiter, to the ring behind every
-// lane already in it.
-func (r *ring) join(l *lane) {
-	if r.cur == nil {
-		l.prev, l.next, r.cur = l, l, l
-		return
+// push appends l to the list.
+func (ls *laneList) push(l *lane) {
+	l.in, l.next, l.prev = ls, nil, ls.tail
+	if ls.tail != nil {
+		ls.tail.next = l
+	} else {
+		ls.head = l
 	}
-	l.prev, l.next = r.cur.prev, r.cur
-	r.cur.prev.next = l
-	r.cur.prev = l
+	ls.tail = l
 }
 
-// leave removes l, which has no waiter left, from the ring.
-func (r *ring) leave(l *lane) {
-	if l.next == l {
-		r.cur = nil
+// remove takes l out of the list.
+func (ls *laneList) remove(l *lane) {
+	if l.prev != nil {
+		l.prev.next = l.next
 	} else {
-		l.prev.next, l.next.prev = l.next, l.prev
-		if r.cur == l {
-			r.cur = l.next
-		}
+		ls.head = l.next
 	}
-	l.prev, l.next, l.credit = nil, nil, 0
+	if l.next != nil {
+		l.next.prev = l.prev
+	} else {
+		ls.tail = l.prev
+	}
+	l.prev, l.next, l.in = nil, nil, nil
 }

@@ -78,8 +78,12 @@ func TestOrder(t *testing.T) {
 			steps: []string{"+a", "+a", "=a", "+a", "=a a", "="},
 		},
 		{
-			name:  "a newcomer waits behind every tenant already waiting",
-			steps: []string{"+a", "+a", "+b", "+b", "=a", "+c", "=b a c b", "="},
+			name:  "a newcomer joins the current round, behind the tenants still in it and ahead of those that used their turn",
+			steps: []string{"+a", "+a", "+b", "+b", "=a", "+c", "=b c a b", "="},
+		},
+		{
+			name:  "beside a flood, a tenant that sends now and then is next",
+			steps: []string{"+f", "+f", "+f", "+f", "=f", "+s", "=s f", "+s", "=s f f", "="},
 		},
 		{
 			name:  "interactive before batch, whoever came first",

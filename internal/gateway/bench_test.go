@@ -14,8 +14,11 @@ import (
 	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/engine/echo"
+	"github.com/ebb-ml/ebb/internal/fairqueue"
+	"github.com/ebb-ml/ebb/internal/limit"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/server"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -29,6 +32,8 @@ import (
 //	BenchmarkStageAuth      the auth stage: bearer token, cached verify, predict:GLOB
 //	BenchmarkStageRoute     route lookup among 1,000 deployments, and the pick of a replica
 //	BenchmarkStageBody      reading a body within the limits and the buffered-bytes budget
+//	BenchmarkStageLimit     a tenant's limits: Limiter.Admit and Ticket.Release, bound by a rate or by none
+//	BenchmarkStageFair      a capped deployment's fair admission queue with free slots: Acquire and release
 //	BenchmarkStageUpstream  the request to a replica and its answer (the client), loopback
 //	BenchmarkStageServer    a whole request through the front server, loopback both ways
 //	BenchmarkLoadGateway    the front server and the gateway (auth on) under 32 concurrent clients
@@ -108,6 +113,64 @@ func BenchmarkStageRoute(b *testing.B) {
 		ep := g.balancer.Pick(rt.Endpoints, nil)
 		ep.Acquire()
 		ep.Release()
+	}
+}
+
+// BenchmarkStageLimit measures the tenant limit stage (limitTenant): a
+// request's Admit and the release of its ticket, among 1,000 tenants'
+// limits, for a tenant bound by a rate limit (tenant-wide and on the
+// deployment, each with a concurrency bound too: the bucket's critical
+// section and the counts) and for one that no limit binds (a map lookup).
+func BenchmarkStageLimit(b *testing.B) {
+	limits := make([]serving.Limit, 0, 1002)
+	for i := range 1000 {
+		limits = append(limits, serving.Limit{Tenant: fmt.Sprintf("tenant-%d", i), Rate: serving.MaxLimitRate, Burst: serving.MaxLimitBurst})
+	}
+	limits = append(limits,
+		serving.Limit{Tenant: "acme", Rate: serving.MaxLimitRate, Burst: serving.MaxLimitBurst, Concurrency: serving.MaxLimitConcurrency},
+		serving.Limit{Tenant: "acme", Deployment: "m", Rate: serving.MaxLimitRate, Burst: serving.MaxLimitBurst, Concurrency: serving.MaxLimitConcurrency})
+	tab, err := limit.NewTable(limits, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l := limit.New(limit.Options{})
+	l.Swap(tab)
+	for _, tt := range []struct{ name, tenant string }{{"rate limited tenant", "acme"}, {"unlimited tenant", "nobody"}} {
+		b.Run(tt.name, func(b *testing.B) {
+			now := time.Now()
+			b.ReportAllocs()
+			for b.Loop() {
+				now = now.Add(time.Microsecond)
+				tk, r, ok := l.Admit(tt.tenant, "m", now)
+				if !ok {
+					b.Fatalf("refused: %v", r)
+				}
+				tk.Release()
+			}
+		})
+	}
+}
+
+// BenchmarkStageFair measures the fair queueing stage (admit): a request
+// to a capped deployment (spec.scaling.maxConcurrency) taking a slot of
+// its admission queue while one is free and nobody waits, and giving it
+// back.
+func BenchmarkStageFair(b *testing.B) {
+	tab := &routing.Table{}
+	tab.Publish(routing.Route{Deployment: "m", MaxConcurrency: 8,
+		Endpoints: []*balance.Endpoint{balance.NewEndpoint("r1", "http://127.0.0.1:1")}})
+	q := tab.Lookup("m").Queue()
+	if q == nil {
+		b.Fatal("a capped route has no admission queue")
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		release, err := q.Acquire(ctx, "acme", fairqueue.Interactive)
+		if err != nil {
+			b.Fatal(err)
+		}
+		release()
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
@@ -39,6 +40,9 @@ type AsyncFlags struct {
 	CallbackSecret string
 	// MaxBodyBytes bounds an async request body; 0: --max-body-bytes.
 	MaxBodyBytes int64
+	// Lease is how long a worker holds a request it runs: after a crash,
+	// a request in flight is run again once its lease ends.
+	Lease time.Duration
 }
 
 // AddFlags adds the flags; storeHelp says what an empty --async-store
@@ -47,6 +51,7 @@ func (a *AsyncFlags) AddFlags(f *pflag.FlagSet, storeHelp string) {
 	f.StringVar(&a.Store, "async-store", "", "where async requests (Prefer: respond-async) are kept: a NATS JetStream URL (nats://host:4222), a PostgreSQL URL (postgres://...), or empty: "+storeHelp)
 	f.StringSliceVar(&a.CallbackHosts, strings.TrimPrefix(gateway.CallbackHostsFlag, "--"), nil, "hosts (host or host:port) that async callback URLs may name; empty, the default, allows none")
 	f.StringVar(&a.CallbackSecret, "async-callback-secret-file", "", "file whose content keys the HMAC-SHA256 Ebb-Signature of async callbacks (docs/async.md); ebb up: default DATA-DIR/async-callback.secret, created when missing")
+	f.DurationVar(&a.Lease, "async-lease", 5*time.Minute, "how long a worker holds an async request it runs: longer than a request may take, cold start included; after a crash, requests in flight run again once it ends")
 	f.Int64Var(&a.MaxBodyBytes, strings.TrimPrefix(gateway.AsyncMaxBodyFlag, "--"), 0, "most bytes of one async request body (413 beyond it); default and at most --max-body-bytes")
 }
 

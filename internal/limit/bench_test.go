@@ -16,16 +16,16 @@ import (
 func BenchmarkAdmit(b *testing.B) {
 	var many []serving.Limit
 	for i := range 1000 {
-		many = append(many, serving.Limit{Tenant: fmt.Sprintf("tenant-%d", i), Rate: 1e6, Burst: 1e6, Concurrency: 1 << 20})
+		many = append(many, serving.Limit{Tenant: fmt.Sprintf("tenant-%d", i), Rate: 1e6, Burst: 1e6, Concurrency: 1_000_000})
 	}
 	bound := append(many[:len(many):len(many)],
-		serving.Limit{Tenant: "acme", Rate: 1e6, Burst: 1e6, Concurrency: 1 << 20},
-		serving.Limit{Tenant: "acme", Deployment: "d", Rate: 1e6, Burst: 1e6, Concurrency: 1 << 20},
+		serving.Limit{Tenant: "acme", Rate: 1e6, Burst: 1e6, Concurrency: 1_000_000},
+		serving.Limit{Tenant: "acme", Deployment: "d", Rate: 1e6, Burst: 1e6, Concurrency: 1_000_000},
 		serving.Limit{Tenant: "slow", Rate: serving.MinLimitRate, Burst: 1},
 	)
 	defaults := []serving.Limit{
-		{Tenant: "*", Rate: 1e6, Burst: 1e6, Concurrency: 1 << 20},
-		{Tenant: "*", Deployment: "d", Concurrency: 1 << 20},
+		{Tenant: "*", Rate: 1e6, Burst: 1e6, Concurrency: 1_000_000},
+		{Tenant: "*", Deployment: "d", Concurrency: 1_000_000},
 	}
 	tests := []struct {
 		name   string

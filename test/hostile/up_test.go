@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,7 +23,11 @@ type up struct {
 	// admin is the admin token ebb up keeps in its data dir.
 	admin string
 	cmd   *exec.Cmd
+	done  chan struct{} // closed when cmd has exited
 	log   string
+
+	mu       sync.Mutex
+	replicas []replicaProc // deploy's, for killLeftovers
 }
 
 // startUp runs `ebb up` on a free loopback port (gRPC off) with models
@@ -38,28 +43,39 @@ func startUp(t *testing.T, roots string, flags ...string) *up {
 	ln.Close()
 	dir := t.TempDir()
 	u := &up{base: "http://" + addr, addr: addr, dataDir: filepath.Join(dir, "data"), log: filepath.Join(dir, "ebb-up.log")}
-	logFile, err := os.Create(u.log)
+	u.launch(t, roots, flags...)
+	return u
+}
+
+// launch starts `ebb up` at u's address and data directory (again, after
+// kill) and returns once it answers; it is stopped with SIGTERM at the
+// test's end unless it has exited by then.
+func (u *up) launch(t *testing.T, roots string, flags ...string) {
+	t.Helper()
+	logFile, err := os.OpenFile(u.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	args := append([]string{"up", "--addr", addr, "--grpc-addr=", "--data-dir", u.dataDir, "--model-roots", roots, "--drain-timeout", "5s"}, flags...)
-	u.cmd = exec.Command(ebb, args...)
-	u.cmd.Dir = dir
-	u.cmd.Stdout, u.cmd.Stderr = logFile, logFile
-	if err := u.cmd.Start(); err != nil {
+	args := append([]string{"up", "--addr", u.addr, "--grpc-addr=", "--data-dir", u.dataDir, "--model-roots", roots, "--drain-timeout", "5s"}, flags...)
+	cmd := exec.Command(ebb, args...)
+	cmd.Dir = filepath.Dir(u.log)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { u.cmd.Wait(); close(done) }()
+	go func() { cmd.Wait(); close(done) }()
+	u.cmd, u.done = cmd, done
 	t.Cleanup(func() {
-		_ = u.cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-done:
 		case <-time.After(20 * time.Second):
-			_ = u.cmd.Process.Kill()
+			_ = cmd.Process.Kill()
 			<-done
 		}
+		u.killLeftovers(t)
 		if t.Failed() {
 			b, _ := os.ReadFile(u.log)
 			if len(b) > 4000 {
@@ -75,7 +91,7 @@ func startUp(t *testing.T, roots string, flags ...string) *up {
 			resp.Body.Close()
 			if b, err := os.ReadFile(filepath.Join(u.dataDir, "admin.token")); err == nil && resp.StatusCode == http.StatusOK {
 				u.admin = strings.TrimSpace(string(b))
-				return u
+				return
 			}
 		}
 		select {
@@ -88,6 +104,29 @@ func startUp(t *testing.T, roots string, flags ...string) *up {
 			t.Fatal("ebb up not ready within 30s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill ends ebb up with SIGKILL (by its PID) and waits for it to exit;
+// its replicas keep running, as after a crash.
+func (u *up) kill(t *testing.T) {
+	t.Helper()
+	if err := u.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL ebb up: %v", err)
+	}
+	<-u.done
+}
+
+// stop ends ebb up with SIGTERM and waits for it to exit.
+func (u *up) stop(t *testing.T) {
+	t.Helper()
+	if err := u.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM ebb up: %v", err)
+	}
+	select {
+	case <-u.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("ebb up did not exit within 30s of SIGTERM")
 	}
 }
 
@@ -110,7 +149,11 @@ func (u *up) do(t *testing.T, r req) (int, string) {
 }
 
 // try sends r and returns the status and the body; safe from any goroutine.
-func (u *up) try(r req) (int, string, error) {
+func (u *up) try(r req) (int, string, error) { return u.tryWith(r, nil) }
+
+// tryWith is try that gives the answer to seen, when set, before its body
+// is read.
+func (u *up) tryWith(r req, seen func(*http.Response)) (int, string, error) {
 	method := r.method
 	if method == "" {
 		method = http.MethodGet
@@ -143,6 +186,9 @@ func (u *up) try(r req) (int, string, error) {
 		return 0, "", fmt.Errorf("%s %s: %w", method, r.path, err)
 	}
 	defer resp.Body.Close()
+	if seen != nil {
+		seen(resp)
+	}
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), nil
 }

@@ -60,6 +60,8 @@ func registry() (*harness.Registry, error) {
 		scenarios.ClusterE2E{},
 		scenarios.Ring{},
 		scenarios.Scatter{},
+		scenarios.Fairness{},
+		scenarios.Async{},
 	} {
 		if err := r.Register(s); err != nil {
 			return nil, err

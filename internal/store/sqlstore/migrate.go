@@ -227,6 +227,13 @@ var migrations = []string{
 		done_at      {{.Time}} NOT NULL,
 		PRIMARY KEY (job, id)
 	);`,
+
+	// 10: claims of async requests take the highest priority first, then
+	// the oldest: an index in that order, so a claim reads the first rows
+	// instead of sorting every pending one (a backlog of 20,000 took 26 ms
+	// a claim).
+	`DROP INDEX async_requests_claim;
+	CREATE INDEX async_requests_claim_order ON async_requests (deployment, state, priority DESC, seq);`,
 }
 
 // schemaMigrations records the applied migrations, one row a version.

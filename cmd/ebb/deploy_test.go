@@ -215,8 +215,12 @@ func TestSplitYAML(t *testing.T) {
 	}
 }
 
-// deployCommand finds `ebb deploy -f FILE` in documentation.
-var deployCommand = regexp.MustCompile("ebb deploy -f ([\\w./-]+\\.(?:ya?ml|json))")
+// deployCommand finds `ebb deploy -f FILE` in documentation, and
+// poolCommand `ebb pools apply -f FILE` (a pool its deployments need).
+var (
+	deployCommand = regexp.MustCompile("ebb deploy -f ([\\w./-]+\\.(?:ya?ml|json))")
+	poolCommand   = regexp.MustCompile("ebb pools apply -f ([\\w./-]+\\.(?:ya?ml|json))")
+)
 
 // TestDocumentedDeploysRunAsWritten runs every `ebb deploy -f FILE` that
 // the repository's Markdown shows (README.md, deploy/README.md, the
@@ -228,6 +232,7 @@ func TestDocumentedDeploysRunAsWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	found := map[string][]string{} // file → where it is shown
+	pools := map[string]bool{}
 	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -246,6 +251,9 @@ func TestDocumentedDeploysRunAsWritten(t *testing.T) {
 		for _, m := range deployCommand.FindAllStringSubmatch(string(b), -1) {
 			found[m[1]] = append(found[m[1]], rel)
 		}
+		for _, m := range poolCommand.FindAllStringSubmatch(string(b), -1) {
+			pools[m[1]] = true
+		}
 		return nil
 	})
 	if err != nil {
@@ -260,6 +268,11 @@ func TestDocumentedDeploysRunAsWritten(t *testing.T) {
 	e := newFullEnv(t)
 	e.mustRun(t, "", "models", "push", diabetesFile(t), "--name", "diabetes", "--alias", "champion")
 	t.Chdir(root)
+	for file := range pools {
+		if _, err := e.run(t, "", "pools", "apply", "-f", file); err != nil {
+			t.Errorf("`ebb pools apply -f %s`: %v", file, err)
+		}
+	}
 	for file, where := range found {
 		data, err := os.ReadFile(file)
 		if err != nil {

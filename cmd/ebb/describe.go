@@ -92,6 +92,17 @@ func writeDescribe(w io.Writer, d serving.Deployment, evs []serving.Event, evErr
 	row("  ", "Schedule", scheduleText(sp.Scaling.Schedule, st.Schedule, now))
 	row("  ", "Reason", st.Reason)
 	row("  ", "Failure", st.Failure)
+	if ps := st.Pool; ps != nil {
+		where := "pool " + ps.Pool + ", not loaded"
+		if len(ps.Replicas) > 0 {
+			where = fmt.Sprintf("pool %s, loaded in slots %s", ps.Pool, strings.Join(ps.Replicas, ", "))
+		}
+		if ps.Bytes > 0 {
+			where += fmt.Sprintf(" (%d bytes measured)", ps.Bytes)
+		}
+		row("  ", "Pool", where)
+		row("  ", "Quarantine", ps.Quarantine)
+	}
 	for i, ig := range st.Ignored {
 		if i == 0 {
 			row("  ", "Ignored", ig)

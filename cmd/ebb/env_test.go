@@ -85,6 +85,7 @@ func newFullEnv(t *testing.T) *fullEnv {
 		return e.events[name], nil
 	}))
 	h.MountVersion(api.VersionInfo{Version: "v9.9.9", Home: api.HomeCluster})
+	h.MountPools(st)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.mu.Lock()
 		e.auth = r.Header.Get("Authorization")

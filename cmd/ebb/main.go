@@ -44,6 +44,7 @@ func newRootCmd() *cobra.Command {
 		newRolloutCmd(),
 		newShadowCmd(),
 		newRoutesCmd(),
+		newPoolsCmd(),
 		newJobsCmd(),
 		newLimitsCmd(),
 		newScaleCmd(),

@@ -60,6 +60,7 @@ type Handler struct {
 	models modelResolver    // nil until MountModels
 	paths  *ModelPaths      // nil until ConfineModelPaths (modelpath.go)
 	routes store.RouteStore // nil until MountRoutes (routes.go)
+	pools  store.PoolStore  // nil until MountPools (pools.go)
 }
 
 // New returns a Handler over st and ctl that logs to log (nil discards).
@@ -263,6 +264,9 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = h.checkModel(r.Context(), d.Spec)
 	}
+	if err == nil {
+		err = h.checkPool(r.Context(), d.Name, d.Spec) // pools.go
+	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -281,6 +285,9 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 	d, err := readDeployment(w, r, name)
 	if err == nil {
 		err = h.checkModel(r.Context(), d.Spec)
+	}
+	if err == nil {
+		err = h.checkPool(r.Context(), name, d.Spec) // pools.go
 	}
 	if err != nil {
 		h.writeError(w, r, err)
@@ -370,6 +377,11 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request) {
 		}
 		if modelsChanged(cur.Spec, next.Spec) {
 			if err := h.checkModel(r.Context(), next.Spec); err != nil {
+				return err
+			}
+		}
+		if modelsChanged(cur.Spec, next.Spec) || poolName(cur.Spec) != poolName(next.Spec) {
+			if err := h.checkPool(r.Context(), name, next.Spec); err != nil { // pools.go
 				return err
 			}
 		}

@@ -130,6 +130,14 @@ type Controller struct {
 
 	// deps is owned by the Run goroutine.
 	deps map[string]*deployment
+	// pools and pooled are the multi-model pools and the deployments
+	// hosted in them, by name (pool.go); owned by the Run goroutine.
+	// poolStatus, guarded by statusMu, is each pool's published status;
+	// poolHTTP talks to the pools' replicas.
+	pools      map[string]*poolState
+	pooled     map[string]*poolModel
+	poolStatus map[string]serving.PoolStatus
+	poolHTTP   *http.Client
 
 	history eventLog // recent events per deployment (events.go)
 	costs   costBook // replica-seconds per deployment (cost.go)
@@ -202,6 +210,11 @@ func New(st Store, backend replica.Backend, routes *routing.Table, opts Options)
 		tracks:  map[string][]serving.Track{},
 		deps:    map[string]*deployment{},
 		costs:   costBook{started: opts.Clock.Now()},
+
+		pools:      map[string]*poolState{},
+		pooled:     map[string]*poolModel{},
+		poolStatus: map[string]serving.PoolStatus{},
+		poolHTTP:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second}},
 	}
 }
 
@@ -333,6 +346,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			for _, n := range wakes {
 				c.onWake(ctx, n)
 			}
+			c.flushPoolWakes() // pool.go
 		case ev := <-c.events:
 			c.handle(ctx, ev)
 		case req := <-c.syncs:
@@ -357,7 +371,14 @@ func (c *Controller) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("control: load deployments: %w", err)
 	}
+	if err := c.loadPools(ctx); err != nil { // pool.go
+		return err
+	}
 	for _, d := range deps {
+		if d.Spec.Pool != nil {
+			c.upsertPooled(ctx, d)
+			continue
+		}
 		c.upsertAll(ctx, d)
 	}
 	handles, err := c.store.ListReplicas(ctx)

@@ -17,6 +17,9 @@ type Demand interface {
 }
 
 func (c *Controller) sample(d *deployment, now time.Time) stats.Sample {
+	if d.pool != nil {
+		return c.samplePool(d.pool, now) // pool.go
+	}
 	if c.opts.Demand != nil {
 		return c.opts.Demand.Sample(d.name, now)
 	}
@@ -24,6 +27,9 @@ func (c *Controller) sample(d *deployment, now time.Time) stats.Sample {
 }
 
 func (c *Controller) inFlight(d *deployment) int {
+	if d.pool != nil {
+		return poolInFlight(d.pool)
+	}
 	if c.opts.Demand != nil {
 		return c.opts.Demand.InFlight(d.name)
 	}

@@ -95,6 +95,9 @@ type deployment struct {
 	unresolved string
 
 	deleted bool
+	// pool, for the deployment that runs a pool's replicas, is the pool
+	// (pool.go); nil for every other.
+	pool *poolState
 }
 
 // replicaRec is one replica of a deployment.
@@ -121,6 +124,12 @@ type replicaRec struct {
 func (d *deployment) replicaSpec(id string) replica.Spec {
 	s := replica.SpecFor(d.served, d.run.Spec)
 	s.ID = id
+	if d.pool != nil {
+		// A replica of a pool: no model, a budget, and the lowest free
+		// slot.
+		s.Model = ""
+		s.Pool = &replica.PoolReplica{MemoryBudget: d.pool.budget, Slot: d.freeSlot()}
+	}
 	s.Track = d.track
 	s.Artifact = d.run.Artifact
 	s.Version = d.run.Version
@@ -169,7 +178,14 @@ func sameJSON(a, b any) bool {
 // current one when it runs exactly what the current one runs, else an
 // older one.
 func (d *deployment) generationOf(s replica.Spec) int64 {
-	if d.run != nil && sameJSON(d.replicaSpec(s.ID), s) {
+	if d.run == nil {
+		return d.generation - 1
+	}
+	want := d.replicaSpec(s.ID)
+	if want.Pool != nil && s.Pool != nil {
+		want.Pool.Slot = s.Pool.Slot // any slot runs the same
+	}
+	if sameJSON(want, s) {
 		return d.generation
 	}
 	return d.generation - 1
@@ -223,6 +239,9 @@ func (c *Controller) upsert(ctx context.Context, key, served, track string, spec
 			local:    !c.opts.Cluster,
 		}
 		c.deps[key] = d
+		if name, ok := serving.PoolOfKey(key); ok && c.pools[name] != nil {
+			d.pool, c.pools[name].dep = c.pools[name], d // the replicas of a pool
+		}
 		c.resolve(ctx, d)
 		return d
 	}
@@ -264,8 +283,19 @@ func windowAge(s serving.Spec) time.Duration {
 
 // reload re-reads a deployment after the API changed it, with its tracks.
 func (c *Controller) reload(ctx context.Context, name string) {
+	if pool, ok := serving.PoolOfKey(name); ok {
+		c.reloadPool(ctx, pool) // pool.go
+		return
+	}
 	name = serving.ParentOf(name)
 	sd, err := c.store.GetDeployment(ctx, name)
+	if err == nil && sd.Spec.Pool != nil {
+		c.upsertPooled(ctx, sd) // pool.go
+		return
+	}
+	if err == nil || errors.Is(err, store.ErrNotFound) {
+		c.dropPooled(name) // deleted, or out of its pool
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		for _, d := range c.deps {
@@ -305,6 +335,7 @@ func (c *Controller) onTick(ctx context.Context) {
 			c.opts.Metrics.replicaSeconds(name, float64(n)*elapsed.Seconds())
 		}
 	}()
+	defer c.poolTick(now) // pool_act.go
 	for _, d := range c.deps {
 		if n := len(d.replicas); n > 0 {
 			used[d.served] += n
@@ -328,6 +359,10 @@ func (c *Controller) onTick(ctx context.Context) {
 
 // onWake reacts at once to a request waiting for a cold deployment.
 func (c *Controller) onWake(ctx context.Context, name string) {
+	if m := c.pooled[name]; m != nil {
+		c.onPoolWake(ctx, m) // pool.go
+		return
+	}
 	d := c.deps[name]
 	if d == nil {
 		return
@@ -477,9 +512,20 @@ func (c *Controller) retire(d *deployment) {
 			c.stopReplica(d, r)
 		}
 	}
-	c.routes.Remove(d.name)
+	if c.pooled[d.name] == nil {
+		c.routes.Remove(d.name) // else a pool serves it now
+	}
 	d.meter = nil // a track that comes back is measured afresh
+	if d.pool != nil {
+		c.syncPoolReplicas(d.pool)
+	}
 	if len(d.replicas) == 0 {
+		if p := d.pool; p != nil && p.dep == d {
+			p.dep = nil
+			if !p.stored && len(p.models) == 0 {
+				delete(c.pools, p.name)
+			}
+		}
 		if d.name == d.served {
 			c.costs.forget(d.name)
 		}
@@ -493,87 +539,6 @@ func (c *Controller) retire(d *deployment) {
 		c.history.forget(d.name)
 		c.decisions.forget(d.name)
 	}
-}
-
-// publish routes d's ready replicas.
-func (c *Controller) publish(d *deployment) {
-	if d.deleted {
-		return
-	}
-	var eps []*balance.Endpoint
-	for _, r := range d.replicas {
-		if r.state == serving.ReplicaReady && !r.stopping && r.ep != nil {
-			eps = append(eps, r.ep)
-		}
-	}
-	slices.SortFunc(eps, func(a, b *balance.Endpoint) int { return cmp.Compare(a.ID, b.ID) })
-	failure := ""
-	if len(eps) == 0 {
-		failure = d.failure
-	}
-	rt := routing.Route{Deployment: d.name, Endpoints: eps, Failure: failure, Stats: d.rec, ScaledToZero: d.spec.ScaledToZero()}
-	if d.spec.OpenAI() {
-		rt.Protocol = serving.ProtocolOpenAI
-	}
-	if d.run != nil {
-		rt.Version = serving.OIPVersion(d.run.Version)
-		rt.Model = cmp.Or(d.run.Version, d.run.Spec.Model)
-		rt.Metadata = registryMetadata(d.served, d.run)
-	}
-	rt.Split = splitOf(d.tracks)
-	rt.Meter = d.splitMeter()
-	rt.Shadow = d.shadowRoute()
-	rt.Routing = d.spec.Routing
-	rt.Scatter = d.spec.Scatter
-	rt.MaxConcurrency = d.spec.Scaling.MaxConcurrency
-	c.routes.Publish(rt)
-	c.publishStatus(d)
-}
-
-// splitMeter returns d's Meter when d is a unit of a traffic split (the
-// primary of one, or a track), creating it on first need and keeping it
-// across publishes; otherwise it drops any Meter d had, and returns nil: a
-// deployment without a split meters nothing.
-func (d *deployment) splitMeter() *traffic.Meter {
-	if d.tracks == nil && d.track == "" {
-		d.meter = nil
-		return nil
-	}
-	if d.meter == nil {
-		d.meter = traffic.NewMeter(0, 0)
-	}
-	return d.meter
-}
-
-// shadowRoute returns the data plane's view of d's spec.shadow; nil for
-// none, and for a track (a track has no shadow of its own). Its Tally and
-// InFlight are kept while the shadow is unchanged, and start afresh with a
-// new one.
-func (d *deployment) shadowRoute() *routing.Shadow {
-	sh := d.spec.Shadow
-	switch {
-	case sh == nil || d.track != "":
-		d.shadow = nil
-	case d.shadow == nil || d.shadow.ID != sh.ID():
-		d.shadow = routing.NewShadow(d.name, sh)
-	}
-	return d.shadow
-}
-
-// splitOf returns the routing split of tracks; nil for none.
-func splitOf(tracks []serving.Track) *routing.Split {
-	if len(tracks) == 0 {
-		return nil
-	}
-	out := make([]routing.Track, len(tracks))
-	for i, t := range tracks {
-		out[i] = routing.Track{Key: t.Key, Tag: t.Tag, Weight: t.Weight}
-	}
-	s, err := routing.NewSplit(out)
-	if err != nil {
-		return nil // a stored spec is valid; were it not, the primary takes all
-	}
-	return s
 }
 
 // newReplicaID returns "<deployment>-<6 random base-36 chars>".

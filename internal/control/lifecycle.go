@@ -24,6 +24,7 @@ type event struct {
 	res        resolve.Resolution // evResolved
 	seq        int                // evResolved
 	exit       replica.Exit
+	pool       *poolEvent // evPool (pool_act.go)
 	err        error
 }
 
@@ -35,6 +36,7 @@ const (
 	evExited                    // the replica ended
 	evProbe                     // a health probe finished (err set on failure)
 	evResolved                  // a model resolution finished (err set on failure)
+	evPool                      // a pool's background work reported (pool_act.go)
 )
 
 // earlyCrash is how long a replica must stay ready for its exit not to count
@@ -122,6 +124,10 @@ func (c *Controller) goStop(h replica.Handle) {
 
 // handle applies one event to the loop's state.
 func (c *Controller) handle(ctx context.Context, ev event) {
+	if ev.kind == evPool {
+		c.handlePoolEvent(ev)
+		return
+	}
 	d := c.deps[ev.deployment]
 	if ev.kind == evResolved {
 		if d == nil {
@@ -151,6 +157,9 @@ func (c *Controller) handle(ctx context.Context, ev event) {
 		return
 	}
 	log := c.log.With("deployment", d.name, "replica", ev.id)
+	if d.pool != nil && ev.kind == evExited {
+		c.poolReplicaExited(d.pool, r, ev.exit) // before it leaves d.replicas
+	}
 	switch ev.kind {
 	case evStarted:
 		if ev.err != nil {

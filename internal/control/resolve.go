@@ -42,6 +42,11 @@ func isRef(spec serving.Spec) bool {
 func (c *Controller) resolve(ctx context.Context, d *deployment) {
 	d.resolveSeq++
 	seq, spec, name := d.resolveSeq, d.spec, d.name
+	if _, ok := serving.PoolOfKey(name); ok {
+		// A pool's replicas start with no model: nothing to resolve.
+		c.resolved(ctx, d, seq, resolve.Resolution{Spec: spec}, nil)
+		return
+	}
 	if !isRef(spec) {
 		res, err := c.opts.Resolver.Resolve(ctx, spec)
 		c.resolved(ctx, d, seq, res, err)
@@ -159,6 +164,12 @@ func (c *Controller) NotifyModel(model string) { c.signal(c.models, model) }
 // reresolve resolves again every deployment that names a registry version
 // of model ("" for all), unless one is already under way.
 func (c *Controller) reresolve(ctx context.Context, model string) {
+	for _, m := range c.pooled {
+		ref, ok := serving.ParseModelRef(m.spec.Model)
+		if p := c.pools[m.pool]; ok && p != nil && !m.resolving && (model == "" || ref.Model == model) {
+			c.resolvePooled(ctx, p, m)
+		}
+	}
 	for _, d := range c.deps {
 		ref, ok := serving.ParseModelRef(d.spec.Model)
 		if !ok || d.resolving || d.deleted || (model != "" && ref.Model != model) {

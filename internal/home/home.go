@@ -141,6 +141,11 @@ func NewAdminAPI(p AdminParts, log *slog.Logger) *api.Handler {
 	if p.Routes != nil {
 		admin.MountRoutes(p.Routes, p.RoutesChanged)
 	}
+	if ps, ok := p.Store.(store.PoolStore); ok {
+		// Pools where the store keeps them (ebb up's SQL store); the
+		// control loop finds them there too.
+		admin.MountPools(ps)
+	}
 	if p.Limits != nil {
 		admin.MountLimits(p.Limits, p.LimitsChanged)
 	}

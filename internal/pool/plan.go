@@ -168,8 +168,27 @@ type Decision struct {
 // sizes, estimates for the rest) exceeds its budget after the actions,
 // unless it was over already and holds nothing it may evict.
 func Plan(now time.Time, s State, demand []Demand, p Policy) Decision {
+	return plan(now, s, demand, p, true)
+}
+
+// PlanActions is Plan without Decision.Routes (nil): for a caller that
+// routes each model itself, as the control loop does (only where a load
+// is READY), and plans often over many models: the routes of every hosted
+// model are most of a plan's work.
+func PlanActions(now time.Time, s State, demand []Demand, p Policy) Decision {
+	return plan(now, s, demand, p, false)
+}
+
+func plan(now time.Time, s State, demand []Demand, p Policy, withRoutes bool) Decision {
 	p = p.withDefaults()
-	d := Decision{Routes: map[string][]string{}, Models: map[string]Model{}, Unplaced: map[string]error{}}
+	hosted := 0
+	for _, r := range s.Replicas {
+		hosted += len(r.Models)
+	}
+	d := Decision{Models: map[string]Model{}, Unplaced: map[string]error{}}
+	if withRoutes {
+		d.Routes = make(map[string][]string, hosted)
+	}
 	rec := func(model string) Model {
 		if m, ok := d.Models[model]; ok {
 			return m
@@ -229,7 +248,7 @@ func Plan(now time.Time, s State, demand []Demand, p Policy) Decision {
 		for _, id := range rk.rank(dm.Model, m.Width.Replicas) {
 			rp := reps[id]
 			rp.protected[dm.Model] = true
-			h, ok := rp.hosted[dm.Model]
+			h, ok := rp.holds(dm.Model)
 			switch {
 			case !ok:
 				loads = append(loads, pending{id, dm.Model})
@@ -281,6 +300,23 @@ func Plan(now time.Time, s State, demand []Demand, p Policy) Decision {
 		}
 		rp.load(l.model, size)
 	}
+	// Each model's route starts in one shared array, room for a shard
+	// each: one allocation, not one per model.
+	width := min(p.Replicas, max(n, 1))
+	var arena []string
+	if withRoutes {
+		arena = make([]string, 0, (hosted+len(loads))*width)
+	}
+	route := func(model, id string) {
+		if !withRoutes {
+			return
+		}
+		r, ok := d.Routes[model]
+		if !ok {
+			r, arena = arena[len(arena):len(arena):len(arena)+width], arena[:len(arena)+width]
+		}
+		d.Routes[model] = append(r, id)
+	}
 	for _, id := range ids {
 		rp := reps[id]
 		// A replica over budget without loads (a model measured larger
@@ -290,11 +326,11 @@ func Plan(now time.Time, s State, demand []Demand, p Policy) Decision {
 		d.Actions = append(d.Actions, rp.loads...)
 		for _, h := range rp.order {
 			if !rp.gone[h.Model] && h.State != Unavailable {
-				d.Routes[h.Model] = append(d.Routes[h.Model], id)
+				route(h.Model, id)
 			}
 		}
 		for _, a := range rp.loads {
-			d.Routes[a.Model] = append(d.Routes[a.Model], id)
+			route(a.Model, id)
 		}
 	}
 	for _, r := range d.Routes {

@@ -157,6 +157,11 @@ func TestPlanMemory(t *testing.T) {
 				t.Errorf("new unplaced: %v, want an error containing %q", err, tt.refused)
 			}
 			checkBudgets(t, tt.state, d, tt.p)
+			// PlanActions decides the same, without the routes.
+			a := PlanActions(now, tt.state, tt.demand, tt.p)
+			if diff := cmp.Diff(steps(d.Actions), steps(a.Actions)); diff != "" || a.Routes != nil || len(a.Unplaced) != len(d.Unplaced) {
+				t.Errorf("PlanActions: routes %v, unplaced %v; actions (-Plan +PlanActions):\n%s", a.Routes, a.Unplaced, diff)
+			}
 		})
 	}
 }

@@ -14,12 +14,14 @@ type replicaPlan struct {
 	budget int64
 	// used counts every model held or loading, at its measured size (or
 	// the plan's estimate for one the plan loads), less those unloaded.
-	used   int64
-	hosted map[string]*Hosted
-	// counted is the size used counts each hosted model at.
-	counted map[string]int64
-	// order is hosted in the order of the replica's index.
-	order []*Hosted
+	used int64
+	// hosted indexes order and counted by model: one map, as a plan over
+	// 10,000 models builds it for every replica.
+	hosted map[string]int
+	// order is what the replica holds, in the order of its index, and
+	// counted the size used counts each at.
+	order   []*Hosted
+	counted []int64
 	// protected models are not evicted: those with demand on this replica
 	// and those the plan loads here.
 	protected map[string]bool
@@ -31,23 +33,33 @@ type replicaPlan struct {
 // newReplicaPlan starts the plan of r, counting a model still loading and
 // not yet measured at estimate bytes.
 func newReplicaPlan(r *Replica, estimate int64) *replicaPlan {
-	rp := &replicaPlan{id: r.ID, budget: r.Budget, hosted: make(map[string]*Hosted, len(r.Models)),
-		counted: make(map[string]int64, len(r.Models)), protected: map[string]bool{}, gone: map[string]bool{}}
+	rp := &replicaPlan{id: r.ID, budget: r.Budget, hosted: make(map[string]int, len(r.Models)),
+		order: make([]*Hosted, 0, len(r.Models)), counted: make([]int64, 0, len(r.Models)),
+		protected: map[string]bool{}, gone: map[string]bool{}}
 	for i := range r.Models {
 		h := &r.Models[i]
 		if _, dup := rp.hosted[h.Model]; dup {
 			continue
 		}
-		rp.hosted[h.Model] = h
+		rp.hosted[h.Model] = len(rp.order)
 		rp.order = append(rp.order, h)
 		size := h.Bytes
 		if h.State == Loading && size == 0 {
 			size = estimate
 		}
-		rp.counted[h.Model] = size
+		rp.counted = append(rp.counted, size)
 		rp.used += size
 	}
 	return rp
+}
+
+// holds returns the replica's entry for model, if it holds or loads it.
+func (rp *replicaPlan) holds(model string) (*Hosted, bool) {
+	i, ok := rp.hosted[model]
+	if !ok {
+		return nil, false
+	}
+	return rp.order[i], true
 }
 
 // unload plans to unload h.
@@ -56,7 +68,7 @@ func (rp *replicaPlan) unload(h *Hosted, reason string) {
 		return
 	}
 	rp.gone[h.Model] = true
-	size := rp.counted[h.Model]
+	size := rp.counted[rp.hosted[h.Model]]
 	rp.used -= size
 	rp.unloads = append(rp.unloads, Action{Kind: Unload, Replica: rp.id, Model: h.Model, Bytes: size, Reason: reason})
 }

@@ -55,11 +55,31 @@ type Spec struct {
 	// empty for a model given by path. The replica reports it in its model
 	// metadata and serves /v2/models/{m}/versions/{v} for it only.
 	Version string `json:"version,omitempty"`
+
+	// Pool, when set, makes the replica one of a multi-model pool's
+	// (Deployment names the pool): it starts with no model, Model is
+	// empty, and the control loop loads models into it on demand.
+	Pool *PoolReplica `json:"pool,omitempty"`
+}
+
+// PoolReplica is what a replica of a multi-model pool needs beyond a
+// Spec: `ebb replica --pool --memory-budget`.
+type PoolReplica struct {
+	// MemoryBudget is the most bytes its models may hold together.
+	MemoryBudget int64 `json:"memoryBudget"`
+	// Slot is the replica's place in the pool ("0", "1", ...), its name in
+	// placement: a replica started again in the slot of one that died
+	// hosts the same models.
+	Slot string `json:"slot"`
 }
 
 // Key is the name the control loop knows the replica's track by: the
-// deployment's name, or name.track (serving.Track.Key).
+// deployment's name, or name.track (serving.Track.Key); for a pool's
+// replica, serving.PoolKey of the pool's name.
 func (s Spec) Key() string {
+	if s.Pool != nil {
+		return serving.PoolKey(s.Deployment)
+	}
 	if s.Track == "" {
 		return s.Deployment
 	}
@@ -208,9 +228,13 @@ func Args(spec Spec, socket ...string) []string {
 	args := []string{
 		"--deployment", spec.Deployment,
 		"--id", spec.ID,
-		"--model", spec.Model,
-		"--engine", spec.Engine,
 	}
+	if p := spec.Pool; p != nil {
+		args = append(args, "--pool", "--memory-budget", strconv.FormatInt(p.MemoryBudget, 10))
+	} else {
+		args = append(args, "--model", spec.Model)
+	}
+	args = append(args, "--engine", spec.Engine)
 	if spec.Version != "" {
 		args = append(args, "--model-version", spec.Version)
 	}

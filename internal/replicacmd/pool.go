@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/engine/onnx"
@@ -32,6 +35,17 @@ func addPoolFlags(fl *pflag.FlagSet, f *replicaFlags) {
 	fl.BoolVar(&f.pool, "pool", false, "host many models of --engine, loaded on demand by POST /v2/repository/models/{m}/load (engines trees and onnx); --deployment names the pool and --model is not given")
 	fl.StringVar(&f.memoryBudget, "memory-budget", "", "with --pool: the most memory the loaded models may hold together, measured after each load (e.g. 512MiB, 2Gi); a load that does not fit is refused with 507")
 }
+
+// poolRSSMargin is taken off a pool's replica's soft memory limit for
+// the pages it touches outside the memory Go holds as it serves (its code
+// and data, first read by the first loads), which the limit does not
+// count but its resident memory does.
+const poolRSSMargin = 4 << 20
+
+// poolGCPercent is a pool's replica's GOGC: its heap is mostly models,
+// long-lived, so collecting more often costs little and keeps its
+// resident memory near what they hold.
+const poolGCPercent = 50
 
 // poolEngines are the engines that can host several models in one process.
 var poolEngines = map[string]bool{"trees": true, "onnx": true}
@@ -85,6 +99,19 @@ func preparePool(f replicaFlags) error {
 // runPool serves a pool of models, none loaded at first, until a signal.
 func runPool(ctx context.Context, f replicaFlags, ln net.Listener, more []net.Listener, notify io.WriteCloser, log *slog.Logger) error {
 	budget, _ := f.poolBudget() // validated
+	// The garbage collector keeps the heap near what the models hold,
+	// rather than letting it reach twice that (GOGC's 100%), so that the
+	// replica's resident memory grows by its budget at most: it collects
+	// at half the live heap's growth, and the memory Go holds may grow by
+	// no more than the budget over what it holds now, with no model.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(poolGCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		debug.SetMemoryLimit(max(budget+int64(ms.Sys-ms.HeapReleased)-poolRSSMargin, budget))
+	}
 	started := time.Now()
 	s := server.NewPool(f.deployment, server.Options{
 		ReplicaID:          f.id,
@@ -110,7 +137,7 @@ func runPool(ctx context.Context, f replicaFlags, ln net.Listener, more []net.Li
 			}
 			notify.Close()
 		},
-	}, server.PoolOptions{Budget: budget, Engine: f.engine, Load: poolLoader(f, log)})
+	}, server.PoolOptions{Budget: budget, Engine: f.engine, Load: poolLoader(f, log), ServingBytes: server.DefaultServingBytes})
 	return serveUntilSignal(ctx, s, ln, more)
 }
 

@@ -39,6 +39,11 @@ func (s *Status) DeepCopyInto(out *Status) {
 		}
 		out.Schedule = &c
 	}
+	if s.Pool != nil {
+		c := *s.Pool
+		c.Replicas = append([]string(nil), s.Pool.Replicas...)
+		out.Pool = &c
+	}
 }
 
 // DeepCopy returns a copy of s.

@@ -105,6 +105,11 @@ type Spec struct {
 	// and joins their outputs in row order.
 	// +optional
 	Scatter *Scatter `json:"scatter,omitempty"`
+	// Pool, when set, hosts the model in a multi-model pool (serving.Pool)
+	// instead of replicas of its own: the pool's replicas load it on
+	// demand. Clients call it by the deployment's name all the same.
+	// +optional
+	Pool *PoolRef `json:"pool,omitempty"`
 }
 
 // OpenAI reports whether the deployment's server speaks the OpenAI API
@@ -223,6 +228,10 @@ type Status struct {
 	// one machine"). Only `ebb up` ignores any; a cluster honours them all.
 	// +optional
 	Ignored []string `json:"ignored,omitempty"`
+	// Pool, for a model hosted in a pool (spec.pool), says where it is
+	// loaded and whether it is quarantined.
+	// +optional
+	Pool *PoolModelStatus `json:"pool,omitempty"`
 }
 
 // Replica states.

@@ -34,6 +34,12 @@ const (
 	// ReasonResolveFailed: the deployment's model reference cannot be
 	// resolved or fetched.
 	ReasonResolveFailed = "ResolveFailed"
+	// ReasonModelLoaded and ReasonModelLoadFailed: a pool's replica loaded
+	// a pooled deployment's model, or failed to; ReasonQuarantined: the
+	// pool no longer places the model, which crashed its replicas.
+	ReasonModelLoaded     = "ModelLoaded"
+	ReasonModelLoadFailed = "ModelLoadFailed"
+	ReasonQuarantined     = "Quarantined"
 )
 
 // Event is one thing that happened to a deployment, for people: a scale

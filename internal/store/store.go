@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -129,6 +130,53 @@ func ApplyRouteUpdate(old serving.Route, fn func(*serving.Route) error, now time
 		return serving.Route{}, nil, nil, fmt.Errorf("encode spec: %w", err)
 	}
 	out = serving.Route{Name: old.Name, Spec: r.Spec, Generation: old.Generation,
+		CreatedAt: old.CreatedAt, UpdatedAt: now}
+	if string(oldSpec) != string(spec) {
+		out.Generation++
+	}
+	return out, spec, nil, nil
+}
+
+// PoolStore keeps multi-model pools (serving.Pool): the SQL store in ebb
+// up. Errors wrap ErrNotFound, ErrExists and ErrUnavailable as the
+// deployment methods' do. The control loop and the admin API find it on
+// their store when the store keeps pools; a store without it (the
+// cluster's, for now) has no pools.
+type PoolStore interface {
+	// CreatePool stores p with Generation 1 and CreatedAt and UpdatedAt
+	// now; p's Status, Generation and times are ignored.
+	CreatePool(ctx context.Context, p serving.Pool) (serving.Pool, error)
+	GetPool(ctx context.Context, name string) (serving.Pool, error)
+	// ListPools returns every pool, sorted by name.
+	ListPools(ctx context.Context) ([]serving.Pool, error)
+	// UpdatePool follows ApplyPoolUpdate in one transaction; fn's error is
+	// returned unwrapped and nothing is written.
+	UpdatePool(ctx context.Context, name string, fn func(*serving.Pool) error) (serving.Pool, error)
+	DeletePool(ctx context.Context, name string) error
+}
+
+// ApplyPoolUpdate is ApplyUpdate for a pool: fn edits a copy of old; only
+// its Spec is kept (Name may not change); Generation increases when the
+// Spec changed; UpdatedAt is now. It returns the pool to write and its
+// spec as JSON; fnErr is fn's own error.
+func ApplyPoolUpdate(old serving.Pool, fn func(*serving.Pool) error, now time.Time) (out serving.Pool, spec []byte, fnErr, err error) {
+	p := old
+	p.Spec.Env = maps.Clone(old.Spec.Env)
+	if err := fn(&p); err != nil {
+		return serving.Pool{}, nil, err, err
+	}
+	if p.Name != old.Name {
+		return serving.Pool{}, nil, nil, fmt.Errorf("cannot rename pool %q to %q: delete it and create a new one", old.Name, p.Name)
+	}
+	oldSpec, err := json.Marshal(old.Spec)
+	if err != nil {
+		return serving.Pool{}, nil, nil, err
+	}
+	spec, err = json.Marshal(p.Spec)
+	if err != nil {
+		return serving.Pool{}, nil, nil, fmt.Errorf("encode spec: %w", err)
+	}
+	out = serving.Pool{Name: old.Name, Spec: p.Spec, Generation: old.Generation,
 		CreatedAt: old.CreatedAt, UpdatedAt: now}
 	if string(oldSpec) != string(spec) {
 		out.Generation++

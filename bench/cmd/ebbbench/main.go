@@ -62,6 +62,7 @@ func registry() (*harness.Registry, error) {
 		scenarios.Scatter{},
 		scenarios.Fairness{},
 		scenarios.Async{},
+		scenarios.Pools{},
 	} {
 		if err := r.Register(s); err != nil {
 			return nil, err

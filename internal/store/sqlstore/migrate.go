@@ -234,6 +234,19 @@ var migrations = []string{
 	// a claim).
 	`DROP INDEX async_requests_claim;
 	CREATE INDEX async_requests_claim_order ON async_requests (deployment, state, priority DESC, seq);`,
+
+	// 11: multi-model pools (pools.go), whose spec is a JSON column as a
+	// deployment's is. The deployments that a pool hosts name it in their
+	// spec, with no foreign key: a deployment may name a pool not created
+	// yet, and the admin API keeps a pool that hosts models from being
+	// deleted.
+	`CREATE TABLE pools (
+		name       {{.Key}} PRIMARY KEY,
+		spec       {{.JSON}} NOT NULL,
+		generation {{.Int64}} NOT NULL,
+		created_at {{.Time}} NOT NULL,
+		updated_at {{.Time}} NOT NULL
+	);`,
 }
 
 // schemaMigrations records the applied migrations, one row a version.

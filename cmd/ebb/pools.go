@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ebb-ml/ebb/internal/api"
+	"github.com/ebb-ml/ebb/internal/pool"
+	"github.com/ebb-ml/ebb/internal/serving"
+)
+
+// The multi-model pools' commands: `ebb pools apply|get|delete`.
+
+func newPoolsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "pools",
+		Aliases: []string{"pool"},
+		Short:   "Create, list and delete multi-model pools: a few replicas that host many models, loaded on demand",
+		Long: `A pool is a set of replicas of one engine (trees or onnx) that host many
+models each, loading and unloading them on demand within a memory budget per
+replica. A deployment joins a pool by naming it in its spec:
+
+  spec:
+    model: models/customer-42.json
+    pool: {name: customers}
+
+Clients call it by the deployment's name, as any deployment. The pool scales
+0:N on the demand of all its models; each model is placed on shardSize of its
+replicas (more while it is hot), so a model that crashes its replicas harms
+only the models placed with it, and after three crashes it is quarantined.`,
+	}
+	addServerFlag(cmd)
+	get := &getFlags{}
+	cmd.AddCommand(newPoolsApplyCmd(), newPoolsGetCmd(get), newPoolsDeleteCmd())
+	return cmd
+}
+
+func newPoolsApplyCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Create pools, or replace their specs, from a file",
+		Long: `Apply reads one or more pools, YAML or JSON, separated by "---" lines, each
+with its name and spec, as ` + "`ebb pools get NAME -o yaml`" + ` prints it:
+
+  name: customers
+  spec:
+    engine: trees
+    memoryBudget: 256MiB
+    shardSize: 2
+    minReplicas: 0
+    maxReplicas: 4`,
+		Example: `  ebb pools apply -f customers-pool.yaml`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("give the pool file with -f FILE (\"-\" for standard input)")
+			}
+			data, err := readInput(cmd, file)
+			if err != nil {
+				return err
+			}
+			docs, err := poolDocs(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", displayName(file), err)
+			}
+			c := newAPIClient(cmd)
+			for _, d := range docs {
+				_, created, err := c.ApplyPoolJSON(cmd.Context(), d.name, d.body)
+				if err != nil {
+					return fmt.Errorf("pool %s: %w", d.name, err)
+				}
+				verb := "configured"
+				if created {
+					verb = "created"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "pool/%s %s\n", d.name, verb)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", `pool file, YAML or JSON ("-" for standard input)`)
+	return cmd
+}
+
+// poolDoc is one pool of a file, in the form the admin API takes.
+type poolDoc struct {
+	name string
+	body []byte // {"name": ..., "spec": ...}
+}
+
+// poolDocs reads data, YAML documents or one JSON object, into pools.
+func poolDocs(data []byte) ([]poolDoc, error) {
+	var docs []poolDoc
+	var errs []error
+	for i, p := range splitYAML(data) {
+		body, err := yaml.YAMLToJSON(p)
+		if t := bytes.TrimSpace(body); err == nil && (len(t) == 0 || string(t) == "null") {
+			continue
+		}
+		var top map[string]json.RawMessage
+		if err == nil && json.Unmarshal(body, &top) != nil {
+			err = errors.New("must hold one pool, a mapping with name and spec")
+		}
+		var name string
+		if err == nil {
+			if _, ok := top["kind"]; ok {
+				err = errors.New("pools have no Kubernetes manifest yet: write name and spec (as `ebb pools get NAME -o yaml` prints them)")
+			} else {
+				name, err = stringField(top, "name", `add a line such as "name: customers" at the top`)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("document %d: %w", i+1, err))
+			continue
+		}
+		docs = append(docs, poolDoc{name: name, body: body})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if len(docs) == 0 {
+		return nil, errors.New("holds no pool: write one with name and spec")
+	}
+	return docs, nil
+}
+
+func newPoolsGetCmd(f *getFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "get [NAME]",
+		Aliases: []string{"list"},
+		Short:   "List pools, or show one with its replicas, memory and quarantined models",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(f.output); err != nil {
+				return err
+			}
+			c, w, now := newAPIClient(cmd), cmd.OutOrStdout(), time.Now()
+			if len(args) == 1 {
+				p, err := c.GetPool(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return writeOutput(w, f.output, p, func(w io.Writer) error { return writePoolDetail(w, p, now) })
+			}
+			ps, err := c.ListPools(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return writeOutput(w, f.output, api.PoolList{Items: ps}, func(w io.Writer) error {
+				if len(ps) == 0 {
+					_, err := fmt.Fprintln(w, "No pools. Create one with `ebb pools apply -f pool.yaml`.")
+					return err
+				}
+				rows := make([][]string, len(ps))
+				for i, p := range ps {
+					st := p.Status
+					rows[i] = []string{p.Name, p.Spec.Engine, p.Spec.MemoryBudget, fmt.Sprintf("%d/%d", st.ReadyReplicas, st.DesiredReplicas),
+						fmt.Sprintf("%d/%d", st.Loaded, st.Models), fmt.Sprint(len(st.Quarantined)), age(now, p.CreatedAt)}
+				}
+				return writeRows(w, []string{"NAME", "ENGINE", "BUDGET", "READY", "LOADED", "QUARANTINED", "AGE"}, rows)
+			})
+		},
+	}
+	addOutputFlag(cmd, &f.output)
+	return cmd
+}
+
+// writePoolDetail shows one pool: its spec, its replicas' memory, and
+// the models it quarantined.
+func writePoolDetail(w io.Writer, p serving.Pool, now time.Time) error {
+	s, st := p.Spec, p.Status
+	fmt.Fprintf(w, "Name:          %s\nEngine:        %s\nMemory budget: %s per replica\nShard size:    %d\nReplicas:      %d ready, %d desired (%d to %d)\nModels:        %d, %d loaded\nGeneration:    %d\nAge:           %s\n",
+		p.Name, s.Engine, s.MemoryBudget, s.ShardSize, st.ReadyReplicas, st.DesiredReplicas, s.MinReplicas, s.MaxReplicas, st.Models, st.Loaded, p.Generation, age(now, p.CreatedAt))
+	if st.Reason != "" {
+		fmt.Fprintf(w, "Reason:        %s\n", st.Reason)
+	}
+	if st.Failure != "" {
+		fmt.Fprintf(w, "Failure:       %s\n", st.Failure)
+	}
+	if len(st.ReplicaStatuses) > 0 {
+		fmt.Fprintln(w)
+		rows := make([][]string, len(st.ReplicaStatuses))
+		for i, r := range st.ReplicaStatuses {
+			rows[i] = []string{r.ID, orNone(r.Slot), r.State, fmt.Sprint(r.Models), pool.FormatBytes(r.UsedBytes) + " of " + pool.FormatBytes(r.BudgetBytes)}
+		}
+		if err := writeRows(w, []string{"REPLICA", "SLOT", "STATE", "MODELS", "MEMORY"}, rows); err != nil {
+			return err
+		}
+	}
+	if len(st.Quarantined) > 0 {
+		fmt.Fprintln(w, "\nQuarantined:")
+		for _, q := range st.Quarantined {
+			fmt.Fprintf(w, "  %s: %s\n", q.Model, strings.TrimSpace(q.Reason))
+		}
+	}
+	return nil
+}
+
+func newPoolsDeleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a pool that no deployment names; its replicas stop",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := newAPIClient(cmd).DeletePool(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pool/%s deleted\n", args[0])
+			return nil
+		},
+	}
+}

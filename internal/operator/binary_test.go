@@ -121,7 +121,10 @@ func TestBinaries(t *testing.T) {
 	census := e.watchPods(t, "diabetes")
 
 	opAddr := freeAddr(t)
+	// The operators' SQLite store in the test's directory, as on a PVC,
+	// not in the host's /var/lib/ebb (the default), which outlives a run.
 	operatorArgs := []string{"operator", "--kubeconfig", e.c.Kubeconfig, "--namespace", e.ns, "--addr", opAddr, "--auth=off",
+		"--data-dir", filepath.Join(dir, "operator-data"),
 		"--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "250ms", "--drain-timeout", "5s", "--log-level", "debug"}
 	op := startEbb(t, cluster, dir, "operator-1", operatorArgs...)
 	waitOK(t, "http://"+opAddr+"/readyz", 60*time.Second)

@@ -8,7 +8,8 @@ import "fmt"
 // lane gets up to its tenant's weight in grants, in the order the lanes
 // joined the round; a lane that used its grants moves to the next round,
 // and the next round begins when this one has no lane left. A lane that
-// starts waiting joins the current round, behind the lanes still in it.
+// starts waiting joins the current round, behind the lanes still in it,
+// unless its tenant already had its weight in grants in this round.
 // So a tenant that was idle is served before the backlogged tenants'
 // next turn — as start-time fair queueing serves a flow that was idle at
 // the current virtual time — and waits only for the requests already
@@ -46,8 +47,14 @@ type tenant struct {
 type laneList struct{ head, tail *lane }
 
 // ring is one level's lanes with waiters: those the current round still
-// serves (now) and those that used their grants in it (next).
-type ring struct{ now, next laneList }
+// serves (now) and those that used their grants in it (next). spent
+// counts each tenant's grants in the current round, so a tenant whose
+// lane empties and fills again within a round gets no more than its
+// weight in it.
+type ring struct {
+	now, next laneList
+	spent     map[string]int
+}
 
 // pushLocked queues w in tenant's lane at level prio, or says which bound
 // forbids it.
@@ -70,8 +77,14 @@ func (q *Queue) pushLocked(w *waiter, name string, prio Priority) error {
 	w.lane = l
 	if l.tail == nil {
 		l.head, l.tail = w, w
-		l.credit = t.weight
-		q.turns[prio].now.push(l) // the current round, behind those in it
+		r := &q.turns[prio]
+		if used := r.spent[name]; used < t.weight {
+			l.credit = t.weight - used
+			r.now.push(l) // the current round, behind those in it
+		} else {
+			l.credit = t.weight
+			r.next.push(l) // its turn in this round is used
+		}
 	} else {
 		w.prev, l.tail.next, l.tail = l.tail, w, w
 	}
@@ -120,9 +133,14 @@ func (q *Queue) nextLocked() *waiter {
 			for l := r.now.head; l != nil; l = l.next {
 				l.in, l.credit = &r.now, l.tenant.weight
 			}
+			clear(r.spent)
 		}
 		l := r.now.head
 		w := l.head
+		if r.spent == nil {
+			r.spent = map[string]int{}
+		}
+		r.spent[l.tenant.name]++
 		if l.credit--; l.credit <= 0 && w.next != nil {
 			r.now.remove(l) // its grants in this round are used
 			r.next.push(l)

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,7 +107,7 @@ func (a AsyncFlags) Open(ctx context.Context, st any, artifacts, dataDir string)
 	case dataDir != "":
 		location = filepath.Join(dataDir, "async")
 	default:
-		return queue.NewSpilling(base, nil, math.MaxInt), close, nil // inline, within --async-max-body-bytes
+		return base, close, nil // payloads inline, within --async-max-body-bytes
 	}
 	blobs, err := backend.Open(location, backend.Options{})
 	if err != nil {

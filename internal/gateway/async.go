@@ -74,9 +74,6 @@ type Async struct {
 	// Wake, when set, is called once a request is stored
 	// (queue.Worker.Wake), so that it runs without waiting for a poll.
 	Wake func()
-	// Tenant, when set, gives a request's tenant in place of the
-	// gateway's own (tenant.go).
-	Tenant func(*fasthttp.RequestCtx) string
 	// MaxBodyBytes bounds an async request body (413 beyond it, naming
 	// AsyncMaxBodyFlag); default, and at most, Options.MaxBodyBytes.
 	MaxBodyBytes int64
@@ -151,9 +148,6 @@ func (g *Gateway) submitAsync(ctx *fasthttp.RequestCtx, name, version []byte, te
 	if a == nil {
 		g.infer(ctx, name, version, tenant)
 		return
-	}
-	if a.Tenant != nil {
-		tenant = a.Tenant(ctx)
 	}
 	keep, ok := g.asyncTarget(ctx, b2s(name), b2s(version))
 	if !ok {
@@ -323,9 +317,6 @@ func (g *Gateway) serveAsync(ctx *fasthttp.RequestCtx, id []byte) {
 		p = &pr
 	}
 	tenant := g.tenantOf(ctx, p)
-	if a.Tenant != nil {
-		tenant = a.Tenant(ctx)
-	}
 	missing := func() {
 		writeErrorCode(ctx, http.StatusNotFound, codeAsyncNotFound, fmt.Sprintf("async request %q not found (unknown, expired, or not yours)", id))
 	}

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/ebb-ml/ebb/internal/api"
+	"github.com/ebb-ml/ebb/internal/apiclient"
 	"github.com/ebb-ml/ebb/internal/pool"
 	"github.com/ebb-ml/ebb/internal/serving"
 )
@@ -44,12 +44,16 @@ only the models placed with it, and after three crashes it is quarantined.`,
 }
 
 func newPoolsApplyCmd() *cobra.Command {
-	var file string
-	cmd := &cobra.Command{
-		Use:   "apply -f FILE",
-		Short: "Create pools, or replace their specs, from a file",
-		Long: `Apply reads one or more pools, YAML or JSON, separated by "---" lines, each
-with its name and spec, as ` + "`ebb pools get NAME -o yaml`" + ` prints it:
+	return newApplyFileCmd(applyFile{
+		noun: "pool",
+		docs: poolDocs,
+		apply: func(ctx context.Context, c *apiclient.Client, name string, body []byte) (bool, error) {
+			_, created, err := c.ApplyPoolJSON(ctx, name, body)
+			return created, err
+		},
+	}, "Create pools, or replace their specs, from a file",
+		`Apply reads one or more pools, YAML or JSON, separated by "---" lines, each
+with its name and spec, as `+"`ebb pools get NAME -o yaml`"+` prints it:
 
   name: customers
   spec:
@@ -58,79 +62,22 @@ with its name and spec, as ` + "`ebb pools get NAME -o yaml`" + ` prints it:
     shardSize: 2
     minReplicas: 0
     maxReplicas: 4`,
-		Example: `  ebb pools apply -f customers-pool.yaml`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return errors.New("give the pool file with -f FILE (\"-\" for standard input)")
-			}
-			data, err := readInput(cmd, file)
-			if err != nil {
-				return err
-			}
-			docs, err := poolDocs(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", displayName(file), err)
-			}
-			c := newAPIClient(cmd)
-			for _, d := range docs {
-				_, created, err := c.ApplyPoolJSON(cmd.Context(), d.name, d.body)
-				if err != nil {
-					return fmt.Errorf("pool %s: %w", d.name, err)
-				}
-				verb := "configured"
-				if created {
-					verb = "created"
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "pool/%s %s\n", d.name, verb)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&file, "filename", "f", "", `pool file, YAML or JSON ("-" for standard input)`)
-	return cmd
-}
-
-// poolDoc is one pool of a file, in the form the admin API takes.
-type poolDoc struct {
-	name string
-	body []byte // {"name": ..., "spec": ...}
+		`  ebb pools apply -f customers-pool.yaml`)
 }
 
 // poolDocs reads data, YAML documents or one JSON object, into pools.
-func poolDocs(data []byte) ([]poolDoc, error) {
-	var docs []poolDoc
-	var errs []error
-	for i, p := range splitYAML(data) {
-		body, err := yaml.YAMLToJSON(p)
-		if t := bytes.TrimSpace(body); err == nil && (len(t) == 0 || string(t) == "null") {
-			continue
-		}
+func poolDocs(data []byte) ([]specDoc, error) {
+	return specDocs(data, func(body []byte) (specDoc, error) {
 		var top map[string]json.RawMessage
-		if err == nil && json.Unmarshal(body, &top) != nil {
-			err = errors.New("must hold one pool, a mapping with name and spec")
+		if json.Unmarshal(body, &top) != nil {
+			return specDoc{}, errors.New("must hold one pool, a mapping with name and spec")
 		}
-		var name string
-		if err == nil {
-			if _, ok := top["kind"]; ok {
-				err = errors.New("pools have no Kubernetes manifest yet: write name and spec (as `ebb pools get NAME -o yaml` prints them)")
-			} else {
-				name, err = stringField(top, "name", `add a line such as "name: customers" at the top`)
-			}
+		if _, ok := top["kind"]; ok {
+			return specDoc{}, errors.New("pools have no Kubernetes manifest yet: write name and spec (as `ebb pools get NAME -o yaml` prints them)")
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("document %d: %w", i+1, err))
-			continue
-		}
-		docs = append(docs, poolDoc{name: name, body: body})
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	if len(docs) == 0 {
-		return nil, errors.New("holds no pool: write one with name and spec")
-	}
-	return docs, nil
+		name, err := stringField(top, "name", `add a line such as "name: customers" at the top`)
+		return specDoc{name: name, body: body}, err
+	}, "holds no pool: write one with name and spec")
 }
 
 func newPoolsGetCmd(f *getFlags) *cobra.Command {

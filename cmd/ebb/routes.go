@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/ebb-ml/ebb/internal/api"
 	"github.com/ebb-ml/ebb/internal/apiclient"
@@ -103,116 +102,61 @@ func routeFromFlags(name, header, input, def string, rules []string) (serving.Ro
 }
 
 func newRoutesApplyCmd() *cobra.Command {
-	var file string
-	cmd := &cobra.Command{
-		Use:   "apply -f FILE",
-		Short: "Create route objects, or replace their rules, from a file",
-		Long: `Apply reads one or more routes, YAML or JSON, separated by "---" lines: each
-in ebb's form (name and spec, as ` + "`ebb get routes NAME -o yaml`" + ` prints it) or a
+	return newApplyFileCmd(applyFile{
+		noun: "route",
+		docs: routeDocs,
+		apply: func(ctx context.Context, c *apiclient.Client, name string, body []byte) (bool, error) {
+			_, created, err := c.ApplyRouteJSON(ctx, name, body)
+			return created, err
+		},
+	}, "Create route objects, or replace their rules, from a file",
+		`Apply reads one or more routes, YAML or JSON, separated by "---" lines: each
+in ebb's form (name and spec, as `+"`ebb get routes NAME -o yaml`"+` prints it) or a
 ModelRoute manifest (apiVersion serving.ebb.dev/v1alpha1, kind ModelRoute,
 metadata.name, spec), as kubectl applies it.`,
-		Example: `  ebb routes apply -f classify-route.yaml`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return errors.New("give the route file with -f FILE (\"-\" for standard input)")
-			}
-			data, err := readInput(cmd, file)
-			if err != nil {
-				return err
-			}
-			docs, err := routeDocs(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", displayName(file), err)
-			}
-			c := newAPIClient(cmd)
-			for _, d := range docs {
-				_, created, err := c.ApplyRouteJSON(cmd.Context(), d.name, d.body)
-				if err != nil {
-					return fmt.Errorf("route %s: %w", d.name, err)
-				}
-				verb := "configured"
-				if created {
-					verb = "created"
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "route/%s %s\n", d.name, verb)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&file, "filename", "f", "", `route file, YAML or JSON ("-" for standard input)`)
-	return cmd
-}
-
-// routeDoc is one route of a file, in the form the admin API takes.
-type routeDoc struct {
-	name string
-	body []byte // {"name": ..., "spec": ...}
+		`  ebb routes apply -f classify-route.yaml`)
 }
 
 // routeDocs reads data, YAML documents or one JSON object, into routes.
-func routeDocs(data []byte) ([]routeDoc, error) {
-	var docs []routeDoc
-	var errs []error
-	for i, p := range splitYAML(data) {
-		body, err := yaml.YAMLToJSON(p)
-		if t := bytes.TrimSpace(body); err == nil && (len(t) == 0 || string(t) == "null") {
-			continue
-		}
-		var d routeDoc
-		if err == nil {
-			d, err = routeDoc1(body)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("document %d: %w", i+1, err))
-			continue
-		}
-		docs = append(docs, d)
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	if len(docs) == 0 {
-		return nil, errors.New("holds no route: write one with name and spec, or a ModelRoute manifest")
-	}
-	return docs, nil
+func routeDocs(data []byte) ([]specDoc, error) {
+	return specDocs(data, routeDoc1, "holds no route: write one with name and spec, or a ModelRoute manifest")
 }
 
 // routeDoc1 converts one document, as JSON, to ebb's form.
-func routeDoc1(body []byte) (routeDoc, error) {
+func routeDoc1(body []byte) (specDoc, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
-		return routeDoc{}, errors.New("must hold one route, a mapping with name and spec (or a ModelRoute manifest)")
+		return specDoc{}, errors.New("must hold one route, a mapping with name and spec (or a ModelRoute manifest)")
 	}
 	_, hasKind := top["kind"]
 	_, hasMetadata := top["metadata"]
 	if !hasKind && !hasMetadata {
 		name, err := stringField(top, "name", `add a line such as "name: classify" at the top`)
-		return routeDoc{name: name, body: body}, err
+		return specDoc{name: name, body: body}, err
 	}
 	kind, err := stringField(top, "kind", "kind: "+routeManifestKind)
 	if err != nil {
-		return routeDoc{}, err
+		return specDoc{}, err
 	}
 	if kind != routeManifestKind {
-		return routeDoc{}, fmt.Errorf("kind %s is not a route: use kind %s (deployments go to `ebb deploy -f`)", kind, routeManifestKind)
+		return specDoc{}, fmt.Errorf("kind %s is not a route: use kind %s (deployments go to `ebb deploy -f`)", kind, routeManifestKind)
 	}
 	if v, ok := top["apiVersion"]; ok && string(v) != `"`+manifestAPIVersion+`"` {
-		return routeDoc{}, fmt.Errorf("apiVersion %s is not %s", v, manifestAPIVersion)
+		return specDoc{}, fmt.Errorf("apiVersion %s is not %s", v, manifestAPIVersion)
 	}
 	var meta map[string]json.RawMessage
 	if err := json.Unmarshal(top["metadata"], &meta); err != nil {
-		return routeDoc{}, errors.New("metadata must be a mapping with name")
+		return specDoc{}, errors.New("metadata must be a mapping with name")
 	}
 	name, err := stringField(meta, "name", "add metadata.name")
 	if err != nil {
-		return routeDoc{}, fmt.Errorf("metadata.%w", err)
+		return specDoc{}, fmt.Errorf("metadata.%w", err)
 	}
 	spec, ok := top["spec"]
 	if !ok {
-		return routeDoc{}, errors.New("spec is required: the route's match, rules and default")
+		return specDoc{}, errors.New("spec is required: the route's match, rules and default")
 	}
-	return routeDoc{name: name, body: mustJSON(map[string]json.RawMessage{"name": mustJSON(name), "spec": spec})}, nil
+	return specDoc{name: name, body: mustJSON(map[string]json.RawMessage{"name": mustJSON(name), "spec": spec})}, nil
 }
 
 func newRoutesGetCmd(f *getFlags) *cobra.Command {

@@ -26,6 +26,10 @@ import (
 // wait less.
 var busyTimeout = 10 * time.Second
 
+// maxIdleConns is how many connections to a database file stay open
+// between uses.
+const maxIdleConns = 8
+
 // Store is the SQL store; Open returns one on SQLite. The name remains so
 // that callers may keep writing *sqlite.Store.
 type Store = sqlstore.Store
@@ -88,13 +92,19 @@ func openDB(path string) (*sql.DB, error) {
 		// Dialect.SerialWrites promises.
 		"_txlock=immediate",
 	}, "&")
-	db, err := sql.Open("sqlite", dsn)
+	conn, err := sqlite.NewConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
+	db := sql.OpenDB(stmtCache{conn})
 	if memory {
 		// Every connection would open its own empty database.
 		db.SetMaxOpenConns(1)
+	} else {
+		// Keep what concurrent readers opened (and the statements they
+		// prepared) rather than the default two: opening one runs the
+		// pragmas above, and its statements are parsed anew.
+		db.SetMaxIdleConns(maxIdleConns)
 	}
 	return db, nil
 }

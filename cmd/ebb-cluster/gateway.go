@@ -238,7 +238,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	}
 	var worker *queue.Worker // runs async requests through gw (below)
 	if aq != nil {
-		gwOpts.Async = &gateway.Async{Queue: aq, Wake: func() { worker.Wake() }, CallbackHosts: o.async.CallbackHosts, MaxBodyBytes: o.async.MaxBodyBytes}
+		gwOpts.Async = &gateway.Async{Queue: aq, Wake: func(dep string) { worker.Enqueued(dep) }, CallbackHosts: o.async.CallbackHosts, MaxBodyBytes: o.async.MaxBodyBytes}
 	}
 	if infAuth != nil {
 		gwOpts.Auth = infAuth

@@ -219,7 +219,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	var worker *queue.Worker // runs async requests through gw (below)
 	gwOpts := gateway.Options{
 		Limiter: limiter,
-		Async: &gateway.Async{Queue: aq, Wake: func() { worker.Wake() }, CallbackHosts: o.async.CallbackHosts,
+		Async: &gateway.Async{Queue: aq, Wake: func(dep string) { worker.Enqueued(dep) }, CallbackHosts: o.async.CallbackHosts,
 			MaxBodyBytes: o.async.MaxBodyBytes},
 		Shards:           shards.table,
 		HoldTimeout:      o.holdTimeout,

@@ -71,9 +71,10 @@ type AsyncQueue interface {
 type Async struct {
 	// Queue stores the requests; required.
 	Queue AsyncQueue
-	// Wake, when set, is called once a request is stored
-	// (queue.Worker.Wake), so that it runs without waiting for a poll.
-	Wake func()
+	// Wake, when set, is called with the deployment once a request is
+	// stored (queue.Worker.Enqueued), so that it runs without waiting for
+	// a poll.
+	Wake func(deployment string)
 	// MaxBodyBytes bounds an async request body (413 beyond it, naming
 	// AsyncMaxBodyFlag); default, and at most, Options.MaxBodyBytes.
 	MaxBodyBytes int64
@@ -213,7 +214,7 @@ func (g *Gateway) submitAsync(ctx *fasthttp.RequestCtx, name, version []byte, te
 		return
 	}
 	if a.Wake != nil {
-		a.Wake()
+		a.Wake(r.Deployment)
 	}
 	loc := string(pathAsync) + r.ID
 	ctx.Response.Header.Set("Location", loc)

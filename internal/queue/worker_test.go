@@ -300,3 +300,68 @@ func TestWorkerCallbacks(t *testing.T) {
 		})
 	}
 }
+
+// claimCounter records how many requests each Claim that found some
+// returned.
+type claimCounter struct {
+	*sqlstore.Queue
+	mu     sync.Mutex
+	claims []int
+}
+
+func (q *claimCounter) Claim(ctx context.Context, dep string, n int, lease time.Duration) ([]*queue.Request, error) {
+	rs, err := q.Queue.Claim(ctx, dep, n, lease)
+	if len(rs) > 0 {
+		q.mu.Lock()
+		q.claims = append(q.claims, len(rs))
+		q.mu.Unlock()
+	}
+	return rs, err
+}
+
+// TestWorkerClaimBatches: with a backlog deeper than its pace, the worker
+// claims a quarter of the pace or more at a time, not one request per
+// request finished; woken only by Enqueued and by its own requests
+// finishing (the poll is an hour), it still drains every request.
+func TestWorkerClaimBatches(t *testing.T) {
+	sq, c := openQueue(t)
+	q := &claimCounter{Queue: sq}
+	f := &forwarder{answer: func(r *queue.Request, _ int) (int, string, []byte, error) {
+		time.Sleep(3 * time.Millisecond)
+		return 200, "text/plain", r.Body, nil
+	}}
+	const pace, n = 8, 60
+	w := queue.NewWorker(q, f, queue.WorkerOptions{Poll: time.Hour, Concurrency: func(string) int { return pace }})
+	runWorker(t, w)
+	var ids []string
+	for range n {
+		r := queuetest.Request(c, "", "iris")
+		if err := q.Enqueue(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+		w.Enqueued(r.Deployment)
+		ids = append(ids, r.ID)
+	}
+	for _, id := range ids {
+		await(t, q, "", id, isDone)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.peak["iris"] > pace {
+		t.Errorf("%d ran at once, want at most %d", f.peak["iris"], pace)
+	}
+	// The first claims may be single requests (nothing in flight yet, or
+	// a backlog within the pace); once the backlog is deep, batches.
+	small := 0
+	for _, k := range q.claims {
+		if k < pace/4 {
+			small++
+		}
+	}
+	if len(q.claims) > n/2 || small > pace {
+		t.Errorf("claims took %v: %d claims, %d of them under %d requests; want at most %d claims, at most %d small",
+			q.claims, len(q.claims), small, pace/4, n/2, pace)
+	}
+}

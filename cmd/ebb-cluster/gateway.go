@@ -236,9 +236,10 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 		Limiter:          limiter,
 		Tracer:           tr.Tracer,
 	}
-	var worker *queue.Worker // runs async requests through gw (below)
+	var worker *queue.Worker    // runs async requests through gw (below)
+	waiters := &queue.Waiters{} // the results it stores wake GETs waiting for them
 	if aq != nil {
-		gwOpts.Async = &gateway.Async{Queue: aq, Wake: func(dep string) { worker.Enqueued(dep) }, CallbackHosts: o.async.CallbackHosts, MaxBodyBytes: o.async.MaxBodyBytes}
+		gwOpts.Async = &gateway.Async{Queue: aq, Waiters: waiters, Wake: func(dep string) { worker.Enqueued(dep) }, CallbackHosts: o.async.CallbackHosts, MaxBodyBytes: o.async.MaxBodyBytes}
 	}
 	if infAuth != nil {
 		gwOpts.Auth = infAuth
@@ -276,7 +277,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	if aq != nil {
 		// Every gateway drains the shared queue; leases keep a request
 		// on one of them at a time.
-		worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Lease: o.async.Lease, Concurrency: home.AsyncPace(table), Logger: log,
+		worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Lease: o.async.Lease, Concurrency: home.AsyncPace(table), Logger: log, Waiters: waiters,
 			Callbacks: queue.CallbackOptions{Secret: secret, AllowedHosts: o.async.CallbackHosts}})
 	}
 

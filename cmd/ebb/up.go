@@ -216,10 +216,11 @@ func runUp(ctx context.Context, o upOptions) error {
 	if err != nil {
 		return err
 	}
-	var worker *queue.Worker // runs async requests through gw (below)
+	var worker *queue.Worker    // runs async requests through gw (below)
+	waiters := &queue.Waiters{} // the results it stores wake GETs waiting for them
 	gwOpts := gateway.Options{
 		Limiter: limiter,
-		Async: &gateway.Async{Queue: aq, Wake: func(dep string) { worker.Enqueued(dep) }, CallbackHosts: o.async.CallbackHosts,
+		Async: &gateway.Async{Queue: aq, Waiters: waiters, Wake: func(dep string) { worker.Enqueued(dep) }, CallbackHosts: o.async.CallbackHosts,
 			MaxBodyBytes: o.async.MaxBodyBytes},
 		Shards:           shards.table,
 		HoldTimeout:      o.holdTimeout,
@@ -255,7 +256,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	}
 	gw := gateway.New(routes, act, gwOpts)
 	// Async requests run through the gateway's chain, in process.
-	worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Lease: o.async.Lease, Concurrency: home.AsyncPace(routes), Logger: log,
+	worker = queue.NewWorker(aq, gw, queue.WorkerOptions{Lease: o.async.Lease, Concurrency: home.AsyncPace(routes), Logger: log, Waiters: waiters,
 		Callbacks: queue.CallbackOptions{Secret: secret, AllowedHosts: o.async.CallbackHosts}})
 	// Batch jobs: their chunks run through gw in process (home/jobs.go).
 	jobsMgr := home.NewJobs(home.JobParts{Store: st, Deployments: st, Ctl: ctl, Forwarder: gw, Registerer: reg}, o.jobs.Options(), log)

@@ -91,6 +91,13 @@ type Async struct {
 	RetryAfter int
 	// Timeout bounds storing a request; default 10s.
 	Timeout time.Duration
+	// Waiters, when set, is told of the results this process's worker
+	// stores (queue.WorkerOptions.Waiters): a GET waiting for one
+	// (Prefer: wait) answers at once.
+	Waiters *queue.Waiters
+	// MaxWait bounds the wait a GET may ask for; default
+	// DefaultAsyncMaxWait.
+	MaxWait time.Duration
 }
 
 // withDefaults fills a's defaults, bounded by the gateway's options.
@@ -109,6 +116,9 @@ func (a Async) withDefaults(o Options) *Async {
 	}
 	if a.Timeout <= 0 {
 		a.Timeout = 10 * time.Second
+	}
+	if a.MaxWait <= 0 {
+		a.MaxWait = DefaultAsyncMaxWait
 	}
 	return &a
 }
@@ -325,9 +335,21 @@ func (g *Gateway) serveAsync(ctx *fasthttp.RequestCtx, id []byte) {
 		missing()
 		return
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), a.Timeout)
-	defer cancel()
-	rec, err := a.Queue.Get(sctx, tenant, string(id))
+	wait := preferredWait(ctx, a.MaxWait)
+	done, stop := (<-chan struct{})(nil), func() {}
+	if wait > 0 {
+		done, stop = a.watch(string(id)) // before the read: a result stored after it wakes the wait
+	}
+	rec, err := a.get(tenant, string(id))
+	if err == nil && p != nil && auth.Check(*p, auth.Predict, rec.Deployment) != nil {
+		err = queue.ErrNotFound
+	}
+	if err == nil && wait > 0 && !finished(rec.State) {
+		ctx.Response.Header.Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
+		rec, err = a.await(tenant, rec, wait, done, stop)
+	} else {
+		stop()
+	}
 	switch {
 	case errors.Is(err, queue.ErrNotFound):
 		missing()
@@ -335,9 +357,6 @@ func (g *Gateway) serveAsync(ctx *fasthttp.RequestCtx, id []byte) {
 	case err != nil:
 		ctx.Response.Header.Set("Retry-After", "5")
 		writeErrorCode(ctx, http.StatusServiceUnavailable, codeAsyncUnavailable, fmt.Sprintf("the async queue cannot be read now: %v", err))
-		return
-	case p != nil && auth.Check(*p, auth.Predict, rec.Deployment) != nil:
-		missing()
 		return
 	}
 	switch rec.State {

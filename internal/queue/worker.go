@@ -57,6 +57,9 @@ type WorkerOptions struct {
 	Clock clock.WithTicker
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Waiters, when set, is told of every result the worker stores, so
+	// that readers waiting for it (Prefer: wait) answer at once.
+	Waiters *Waiters
 }
 
 // CallbackOptions configure callbacks.
@@ -302,6 +305,9 @@ func (w *Worker) complete(ctx context.Context, log *slog.Logger, r *Request, res
 	case !stored:
 		log.Debug("async request already had a result; this run's is dropped")
 	default:
+		if w.opts.Waiters != nil {
+			w.opts.Waiters.Done(r.ID)
+		}
 		if r.Callback != "" {
 			w.cbDue.Store(true)
 			w.Wake() // its callback is due

@@ -1,0 +1,77 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ebb-ml/ebb/internal/queue"
+)
+
+// TestAsyncPreferWait: a GET with "Prefer: wait=N" answers as soon as the
+// result is stored: at once when this process's worker stores it (the
+// Waiters wake it), within a recheck when something else does; with no
+// result by then, the usual 202 after the wait. A wait another tenant
+// asks for is a 404, as without it.
+func TestAsyncPreferWait(t *testing.T) {
+	waiters := &queue.Waiters{}
+	f := newAsyncFixture(t, Async{Waiters: waiters, MaxWait: 3 * time.Second}, nil)
+	get := func(id string, headers ...string) (*http.Response, string, time.Duration) {
+		start := time.Now()
+		resp, out := do(t, "GET", f.url+"/v2/async/"+id, "", append([]string{DefaultTenantHeader, "acme"}, headers...)...)
+		return resp, out, time.Since(start)
+	}
+
+	// Nothing runs it: 202 after the wait, which is capped at MaxWait.
+	id := f.submit(t, DefaultTenantHeader, "acme")
+	resp, out, took := get(id, "Prefer", "wait=1")
+	if resp.StatusCode != http.StatusAccepted || took < time.Second || resp.Header.Get("Preference-Applied") != "wait=1" {
+		t.Errorf("wait=1 with no worker = %d %s after %v (Preference-Applied %q), want 202 after 1s with wait=1 applied",
+			resp.StatusCode, out, took, resp.Header.Get("Preference-Applied"))
+	}
+	if n := waiters.Len(); n != 0 {
+		t.Errorf("%d ids still have waiters after the GET ended", n)
+	}
+	if resp, out, _ = get(id, "Prefer", "wait=nope"); resp.StatusCode != http.StatusAccepted || resp.Header.Get("Preference-Applied") != "" {
+		t.Errorf("malformed wait = %d %s (Preference-Applied %q), want an immediate 202 without it", resp.StatusCode, out, resp.Header.Get("Preference-Applied"))
+	}
+	if resp, _ = do(t, "GET", f.url+"/v2/async/"+id, "", DefaultTenantHeader, "globex", "Prefer", "wait=2"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("another tenant's wait = %d, want 404", resp.StatusCode)
+	}
+
+	// This process's worker stores the result: the waiting GET answers
+	// at once.
+	w := queue.NewWorker(f.q, f.g, queue.WorkerOptions{Poll: time.Hour, Waiters: waiters})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	id2 := f.submit(t, DefaultTenantHeader, "acme")
+	go func() { time.Sleep(300 * time.Millisecond); w.Wake() }()
+	resp, out, took = get(id2, "Prefer", "wait=30")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(out, `"data":[1,2]`) || took > 2*time.Second {
+		t.Errorf("wait=30 with the worker = %d %s after %v, want 200 with the answer well before MaxWait (3s)", resp.StatusCode, out, took)
+	}
+
+	// A result stored by another process (here: straight into the queue,
+	// as another gateway's worker would) is seen within a recheck.
+	cancel()
+	<-done
+	id3 := f.submit(t, DefaultTenantHeader, "acme")
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		rs, err := f.q.Claim(context.Background(), "m", 1, time.Minute)
+		if err != nil || len(rs) != 1 {
+			t.Errorf("Claim = %v, %v", rs, err)
+			return
+		}
+		if _, err := f.q.Complete(context.Background(), rs[0].ID, rs[0].LeaseToken, queue.Result{Status: 200, ContentType: "application/json", Body: []byte(`{"elsewhere":true}`)}); err != nil {
+			t.Error(err)
+		}
+	}()
+	resp, out, took = get(id3, "Prefer", "wait=3")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(out, "elsewhere") || took > 200*time.Millisecond+2*asyncRecheck {
+		t.Errorf("wait=3, stored elsewhere = %d %s after %v, want 200 within a recheck (%v) of the store", resp.StatusCode, out, took, asyncRecheck)
+	}
+}

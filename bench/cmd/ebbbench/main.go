@@ -63,6 +63,7 @@ func registry() (*harness.Registry, error) {
 		scenarios.Fairness{},
 		scenarios.Async{},
 		scenarios.Pools{},
+		scenarios.Jobs{},
 	} {
 		if err := r.Register(s); err != nil {
 			return nil, err

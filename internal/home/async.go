@@ -109,6 +109,11 @@ func (a AsyncFlags) Open(ctx context.Context, st any, artifacts, dataDir string)
 	default:
 		return base, close, nil // payloads inline, within --async-max-body-bytes
 	}
+	location, err = dirLocation(location)
+	if err != nil {
+		close()
+		return nil, nil, fmt.Errorf("async payload store %s: %w", location, err)
+	}
 	blobs, err := backend.Open(location, backend.Options{})
 	if err != nil {
 		close()
@@ -195,4 +200,14 @@ func (s StoreLimits) ListLimitsIfChanged(ctx context.Context, etag string) ([]se
 func NewLimiter(lister limit.Lister, m *limit.Metrics, fraction func() float64, log *slog.Logger) (*limit.Limiter, *limit.Source) {
 	lim := limit.New(limit.Options{Metrics: m})
 	return lim, limit.NewSource(lister, lim, limit.SourceOptions{Fraction: fraction, Log: log})
+}
+
+// dirLocation returns location as the artifact backends take it: a plain
+// directory, relative ones included (--data-dir .ebb), as an absolute
+// path; a URL (file://, s3://) as it is.
+func dirLocation(location string) (string, error) {
+	if strings.Contains(location, "://") {
+		return location, nil
+	}
+	return filepath.Abs(location)
 }

@@ -122,3 +122,32 @@ func TestShadowRoutes(t *testing.T) {
 		t.Errorf("status without a source = %+v; want active, pending as no gateway reported", got)
 	}
 }
+
+// TestRelativeDataDir opens what ebb up opens in a relative --data-dir
+// (its default is .ebb): the async payload store and the registry's
+// artifact store take it as the absolute directory it names.
+func TestRelativeDataDir(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	st := openTestStore(t)
+	q, closeQ, err := AsyncFlags{}.Open(context.Background(), st, "", ".ebb")
+	if err != nil {
+		t.Fatalf("async queue in a relative data dir: %v", err)
+	}
+	defer closeQ()
+	if q == nil {
+		t.Fatal("async queue in a relative data dir: nil")
+	}
+	for _, rel := range []string{"", "arts"} {
+		if _, err := dirLocation(rel); err != nil {
+			t.Errorf("dirLocation(%q): %v", rel, err)
+		}
+	}
+	got, err := dirLocation("arts")
+	if want := filepath.Join(dir, "arts"); err != nil || got != want {
+		t.Errorf("dirLocation(arts) = %q, %v; want %q", got, err, want)
+	}
+	if got, _ := dirLocation("s3://b/p"); got != "s3://b/p" {
+		t.Errorf("dirLocation(s3://b/p) = %q; want it as it is", got)
+	}
+}

@@ -84,11 +84,11 @@ func NewRegistry(o RegistryOptions, dataDir string, st registry.Store, reg prome
 	}
 	location := o.Artifacts
 	if location == "" {
-		abs, err := filepath.Abs(filepath.Join(dataDir, "artifacts"))
-		if err != nil {
-			return nil, err
-		}
-		location = abs
+		location = filepath.Join(dataDir, "artifacts")
+	}
+	location, err := dirLocation(location)
+	if err != nil {
+		return nil, fmt.Errorf("--artifacts: %w", err)
 	}
 	arts, err := backend.Open(location, backend.Options{})
 	if err != nil {

@@ -3,7 +3,6 @@ package home
 import (
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -92,13 +91,28 @@ func (g *fakeGateway) Forward(ctx context.Context, req *queue.Request) (int, str
 	if d.Spec.Replicas != nil && *d.Spec.Replicas == 0 {
 		return http.StatusServiceUnavailable, "application/json", []byte(`{"error":"scaled to zero"}`), nil
 	}
+	// The request as ebb's replica server reads it: JSON, or a JSON header
+	// of req.HeaderLength bytes and binary tensor data.
+	n := int(req.HeaderLength)
+	if n == 0 {
+		n = len(req.Body)
+	}
 	var ir oip.InferRequest
-	if err := oip.ParseRequest(req.Body, &ir); err != nil {
+	if err := oip.ParseRequest(req.Body[:n], &ir); err != nil {
 		return http.StatusBadRequest, "application/json", []byte(`{"error":"` + err.Error() + `"}`), nil
+	}
+	binary, err := oip.BinaryInputs(&ir, req.Body[n:])
+	if err != nil {
+		return http.StatusBadRequest, "application/json", []byte(`{"error":"bad binary data"}`), nil
 	}
 	inputs := make([]oip.Tensor, len(ir.Inputs))
 	for i, in := range ir.Inputs {
-		if inputs[i], err = oip.Decode(in); err != nil {
+		if binary != nil && binary[i] != nil {
+			inputs[i], err = oip.DecodeBinary(in, binary[i])
+		} else {
+			inputs[i], err = oip.Decode(in)
+		}
+		if err != nil {
 			return http.StatusBadRequest, "application/json", []byte(`{"error":"bad tensor"}`), nil
 		}
 	}
@@ -113,8 +127,20 @@ func (g *fakeGateway) Forward(ctx context.Context, req *queue.Request) (int, str
 	g.maxFloor[d.Name] = max(g.maxFloor[d.Name], d.Spec.Scaling.MinReplicas)
 	g.ok++
 	g.mu.Unlock()
-	body, err := json.Marshal(oip.InferResponse{ModelName: d.Name, Outputs: outs})
-	return http.StatusOK, "application/json", body, err
+	names := make([]string, len(outs))
+	for i, t := range outs {
+		names[i] = t.Name
+	}
+	bin, err := oip.BinaryOutputs(&ir, names)
+	if err != nil {
+		return http.StatusBadRequest, "application/json", []byte(`{"error":"bad parameters"}`), nil
+	}
+	body, jsonLen, err := oip.AppendResponse(nil, &oip.InferResponse{ModelName: d.Name, Outputs: outs}, bin)
+	ct := "application/json"
+	if jsonLen < len(body) {
+		ct = "application/octet-stream"
+	}
+	return http.StatusOK, ct, body, err
 }
 
 // fakeCtl is the control loop as the admin API sees it.

@@ -2,6 +2,7 @@ package home
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,8 +19,10 @@ var jobPhases = []string{serving.JobPending, serving.JobPlanning, serving.JobRun
 //	ebb_job_rows_total{job}             input rows done (bad rows skipped included)
 //	ebb_job_replica_seconds_total{job}  replica-seconds the job has used of its lease
 //	ebb_job_phase{job,phase}            1 for the job's phase, 0 for the others
+//	ebb_job_deadline_timestamp_seconds{job}  when its last row must be done
+//	ebb_job_eta_timestamp_seconds{job}  when its last row is expected at the measured rate (once measured)
 type jobMetrics struct {
-	rows, seconds, phase *prometheus.Desc
+	rows, seconds, phase, deadline, eta *prometheus.Desc
 
 	mu   sync.Mutex
 	jobs []jobSample
@@ -29,6 +32,8 @@ type jobSample struct {
 	name, phase  string
 	rows         int64
 	replicaHours float64
+	deadline     time.Time
+	eta          *time.Time
 }
 
 func newJobMetrics() *jobMetrics {
@@ -39,6 +44,10 @@ func newJobMetrics() *jobMetrics {
 			"Replica-seconds a batch job has used of its lease.", []string{"job"}, nil),
 		phase: prometheus.NewDesc("ebb_job_phase",
 			"1 for a batch job's phase (Pending, Planning, Running, Succeeded, Failed, Cancelled, Refused), 0 for the others.", []string{"job", "phase"}, nil),
+		deadline: prometheus.NewDesc("ebb_job_deadline_timestamp_seconds",
+			"When a batch job's last row must be done (its spec.deadline), in Unix seconds.", []string{"job"}, nil),
+		eta: prometheus.NewDesc("ebb_job_eta_timestamp_seconds",
+			"When a batch job's last row is expected at its measured rate, in Unix seconds; absent until measured.", []string{"job"}, nil),
 	}
 }
 
@@ -46,7 +55,8 @@ func newJobMetrics() *jobMetrics {
 func (x *jobMetrics) set(all []serving.Job) {
 	s := make([]jobSample, len(all))
 	for i, j := range all {
-		s[i] = jobSample{name: j.Name, phase: j.Status.Phase, rows: j.Status.RowsDone, replicaHours: j.Status.ReplicaHours}
+		s[i] = jobSample{name: j.Name, phase: j.Status.Phase, rows: j.Status.RowsDone, replicaHours: j.Status.ReplicaHours,
+			deadline: j.Spec.Deadline, eta: j.Status.ETA}
 	}
 	x.mu.Lock()
 	x.jobs = s
@@ -58,6 +68,8 @@ func (x *jobMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- x.rows
 	ch <- x.seconds
 	ch <- x.phase
+	ch <- x.deadline
+	ch <- x.eta
 }
 
 // Collect implements prometheus.Collector.
@@ -68,6 +80,12 @@ func (x *jobMetrics) Collect(ch chan<- prometheus.Metric) {
 	for _, j := range s {
 		ch <- prometheus.MustNewConstMetric(x.rows, prometheus.CounterValue, float64(j.rows), j.name)
 		ch <- prometheus.MustNewConstMetric(x.seconds, prometheus.CounterValue, j.replicaHours*3600, j.name)
+		if !j.deadline.IsZero() {
+			ch <- prometheus.MustNewConstMetric(x.deadline, prometheus.GaugeValue, float64(j.deadline.UnixMilli())/1e3, j.name)
+		}
+		if j.eta != nil {
+			ch <- prometheus.MustNewConstMetric(x.eta, prometheus.GaugeValue, float64(j.eta.UnixMilli())/1e3, j.name)
+		}
 		for _, p := range jobPhases {
 			v := 0.0
 			if p == j.phase {

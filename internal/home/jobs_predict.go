@@ -35,25 +35,32 @@ type forwardPredictor struct {
 // 429 and 503 (a tenant limit, a deployment still cold, a queue full),
 // 404 (a deployment so new a gateway does not know it yet), 408 and 5xx
 // are sent again; any other 4xx says the request itself is wrong, and
-// wraps jobs.ErrPermanent.
-func (p forwardPredictor) Infer(ctx context.Context, deployment string, body []byte) ([]byte, error) {
+// wraps jobs.ErrPermanent. A request with binary tensor data goes with
+// its header length (the queue keeps it for a cluster's gateways); the
+// answer's is not kept by a Forwarder, so the result leaves it 0 for the
+// runner to find.
+func (p forwardPredictor) Infer(ctx context.Context, deployment string, req jobs.Message) (jobs.Message, error) {
+	ct := "application/json"
+	if req.HeaderLength > 0 && req.HeaderLength < len(req.Body) {
+		ct = "application/octet-stream"
+	}
 	status, _, resp, err := p.fw.Forward(ctx, &queue.Request{ID: queue.NewID(), Tenant: p.tenant, Deployment: deployment,
-		Priority: queue.PriorityBatch, ContentType: "application/json", Body: body})
+		Priority: queue.PriorityBatch, ContentType: ct, HeaderLength: int64(req.HeaderLength), Body: req.Body})
 	if err != nil {
-		return nil, err
+		return jobs.Message{}, err
 	}
 	if status >= 200 && status < 300 {
-		return resp, nil
+		return jobs.Message{Body: resp}, nil
 	}
 	err = fmt.Errorf("deployment %s answered %d: %s", deployment, status, answerText(resp))
 	switch {
 	case status == http.StatusTooManyRequests, status == http.StatusServiceUnavailable,
 		status == http.StatusNotFound, status == http.StatusRequestTimeout, status >= 500:
-		return nil, err
+		return jobs.Message{}, err
 	case status >= 400:
-		return nil, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+		return jobs.Message{}, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
 	}
-	return nil, err
+	return jobs.Message{}, err
 }
 
 // answerText is an error answer's body, short enough for a job's status.

@@ -100,8 +100,15 @@ func TestJobsRun(t *testing.T) {
 			if values[`ebb_job_replica_seconds_total{job="scores"}`] <= 0 {
 				t.Errorf("ebb_job_replica_seconds_total is 0 after the job ran on replicas")
 			}
-			if want := map[string]int{"ebb_job_rows_total": 1, "ebb_job_replica_seconds_total": 1, "ebb_job_phase": 7}; !maps.Equal(counts, want) {
+			want := map[string]int{"ebb_job_rows_total": 1, "ebb_job_replica_seconds_total": 1, "ebb_job_phase": 7, "ebb_job_deadline_timestamp_seconds": 1}
+			if got.Status.ETA != nil {
+				want["ebb_job_eta_timestamp_seconds"] = 1
+			}
+			if !maps.Equal(counts, want) {
 				t.Errorf("series per metric %v; want %v", counts, want)
+			}
+			if v, w := values[`ebb_job_deadline_timestamp_seconds{job="scores"}`], float64(got.Spec.Deadline.UnixMilli())/1e3; v != w {
+				t.Errorf("ebb_job_deadline_timestamp_seconds = %v, want %v", v, w)
 			}
 		})
 	}
@@ -284,7 +291,8 @@ func TestForwardPredictor(t *testing.T) {
 			}
 			return tt.status, "application/json", []byte(`{"outputs":[]}`), tt.err
 		})
-		body, err := forwardPredictor{fw: fw, tenant: "job:x"}.Infer(context.Background(), "d", []byte(`{}`))
+		resp, err := forwardPredictor{fw: fw, tenant: "job:x"}.Infer(context.Background(), "d", jobs.Message{Body: []byte(`{}`)})
+		body := resp.Body
 		if (err != nil) != tt.wantErr || errors.Is(err, jobs.ErrPermanent) != tt.wantPr {
 			t.Errorf("status %d, err %v: got %v (permanent %v); want an error %v, permanent %v",
 				tt.status, tt.err, err, errors.Is(err, jobs.ErrPermanent), tt.wantErr, tt.wantPr)
@@ -455,12 +463,15 @@ func TestQueueForwarder(t *testing.T) {
 		stop()
 		<-wdone
 	}()
-	body, err := forwardPredictor{fw: qf, tenant: "job:q"}.Infer(ctx, "d", []byte(`{"n":2}`))
-	if err != nil || string(body) != `{"echo":{"n":2}}` {
+	// A chunk with binary tensor data: its header length goes through
+	// the queue with it.
+	resp, err := forwardPredictor{fw: qf, tenant: "job:q"}.Infer(ctx, "d", jobs.Message{Body: []byte("{\"n\":2}\x01\x02"), HeaderLength: 7})
+	if body := resp.Body; err != nil || string(body) != "{\"echo\":{\"n\":2}\x01\x02}" {
 		t.Fatalf("Infer through the queue: %q, %v", body, err)
 	}
-	if r := <-seen; r.Priority != queue.PriorityBatch || r.Tenant != "job:q" || r.Deployment != "d" {
-		t.Errorf("the worker ran %+v; want batch priority, tenant job:q, deployment d", r)
+	if r := <-seen; r.Priority != queue.PriorityBatch || r.Tenant != "job:q" || r.Deployment != "d" ||
+		r.HeaderLength != 7 || r.ContentType != "application/octet-stream" {
+		t.Errorf("the worker ran %+v; want batch priority, tenant job:q, deployment d, header length 7, application/octet-stream", r)
 	}
 }
 

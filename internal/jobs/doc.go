@@ -31,7 +31,10 @@
 //     plans from the rate of the last (the first pays the cold start);
 //     a job that cannot fit is Refused here, before more replicas start;
 //  4. sends the rest through the Predictor, Options.PerReplica chunks in
-//     flight per replica, scaling through the Scaler as the plan says,
+//     flight per replica, the input read a few chunks ahead, each chunk
+//     an OIP v2 request with binary tensor data that asks for binary
+//     outputs (JSON for tensors of a thousand rows costs more CPU than
+//     the model), scaling through the Scaler as the plan says,
 //     pausing outside the windows, re-planning as the rate drifts,
 //     counting the replica-hours it holds and failing when the budget is
 //     spent;
@@ -42,7 +45,9 @@
 //
 // A chunk's results go to a part file (file://: a hidden directory beside
 // the output; s3://: objects under OUTPUT.parts/) named by the chunk's id,
-// written whole or not at all (renamed into place; one PUT). Then the
+// written whole or not at all (renamed into place after an fsync; one
+// PUT; the directory is not synced: a rename lost in a crash loses the
+// part, and its chunk is sent again). Then the
 // chunk is recorded in the store (store.JobStore's job_chunks), keyed by
 // (job, chunk id), which keeps the first record of a chunk put twice. The
 // checkpoint of a chunk is both: its record and its part. After a crash

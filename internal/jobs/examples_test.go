@@ -23,24 +23,16 @@ import (
 // replica would behind the gateway.
 type inProcess struct{ m *trees.Model }
 
-func (p inProcess) Infer(ctx context.Context, deployment string, body []byte) ([]byte, error) {
-	var req oip.InferRequest
-	if err := oip.ParseRequest(body, &req); err != nil {
-		return nil, err
-	}
-	inputs := make([]oip.Tensor, len(req.Inputs))
-	for i, in := range req.Inputs {
-		t, err := oip.Decode(in)
-		if err != nil {
-			return nil, err
-		}
-		inputs[i] = t
+func (p inProcess) Infer(ctx context.Context, deployment string, msg Message) (Message, error) {
+	req, inputs, err := replicaRequest(msg)
+	if err != nil {
+		return Message{}, err
 	}
 	outs, err := p.m.Predict(ctx, inputs)
 	if err != nil {
-		return nil, err
+		return Message{}, err
 	}
-	return json.Marshal(oip.InferResponse{ModelName: deployment, Outputs: outs})
+	return replicaResponse(&req, deployment, outs, false)
 }
 
 func readJobYAML(t *testing.T, path string) serving.Job {

@@ -190,11 +190,59 @@ type sumModel struct {
 	ids map[string]int // calls by request id: the chunk's
 }
 
-func (m *sumModel) Infer(ctx context.Context, deployment string, body []byte) ([]byte, error) {
-	n := m.calls.Add(1)
+// replicaRequest decodes a chunk as ebb's replica server does: JSON, or
+// a JSON header and binary tensor data.
+func replicaRequest(msg Message) (oip.InferRequest, []oip.Tensor, error) {
 	var req oip.InferRequest
-	if err := oip.ParseRequest(body, &req); err != nil {
-		return nil, err
+	n := msg.HeaderLength
+	if n == 0 {
+		n = len(msg.Body)
+	}
+	if err := oip.ParseRequest(msg.Body[:n], &req); err != nil {
+		return req, nil, err
+	}
+	binary, err := oip.BinaryInputs(&req, msg.Body[n:])
+	if err != nil {
+		return req, nil, err
+	}
+	inputs := make([]oip.Tensor, len(req.Inputs))
+	for i, in := range req.Inputs {
+		if binary != nil && binary[i] != nil {
+			inputs[i], err = oip.DecodeBinary(in, binary[i])
+		} else {
+			inputs[i], err = oip.Decode(in)
+		}
+		if err != nil {
+			return req, nil, err
+		}
+	}
+	return req, inputs, nil
+}
+
+// replicaResponse encodes outputs as ebb's replica server does: as binary
+// tensor data when req asks for it. hideLength drops the header length,
+// as a Forwarder that does not keep the header would.
+func replicaResponse(req *oip.InferRequest, deployment string, outs []oip.Tensor, hideLength bool) (Message, error) {
+	names := make([]string, len(outs))
+	for i, t := range outs {
+		names[i] = t.Name
+	}
+	binary, err := oip.BinaryOutputs(req, names)
+	if err != nil {
+		return Message{}, err
+	}
+	body, n, err := oip.AppendResponse(nil, &oip.InferResponse{ModelName: deployment, ID: req.ID, Outputs: outs}, binary)
+	if hideLength {
+		n = 0
+	}
+	return Message{Body: body, HeaderLength: n}, err
+}
+
+func (m *sumModel) Infer(ctx context.Context, deployment string, msg Message) (Message, error) {
+	n := m.calls.Add(1)
+	req, inputs, err := replicaRequest(msg)
+	if err != nil {
+		return Message{}, err
 	}
 	m.mu.Lock()
 	if m.ids == nil {
@@ -204,20 +252,16 @@ func (m *sumModel) Infer(ctx context.Context, deployment string, body []byte) ([
 	m.mu.Unlock()
 	if m.before != nil {
 		if err := m.before(ctx, n); err != nil {
-			return nil, err
+			return Message{}, err
 		}
 	}
 	var rows int
 	var ys []float64
 	var pair []float32
 	for k, in := range req.Inputs {
-		tensor, err := oip.Decode(in)
+		v, err := valuesOf(inputs[k].Data)
 		if err != nil {
-			return nil, err
-		}
-		v, err := valuesOf(tensor.Data)
-		if err != nil {
-			return nil, err
+			return Message{}, err
 		}
 		rows = int(in.Shape[0])
 		width := int(in.Shape[1])
@@ -242,10 +286,10 @@ func (m *sumModel) Infer(ctx context.Context, deployment string, body []byte) ([
 			}
 		}
 	}
-	return json.Marshal(oip.InferResponse{ModelName: deployment, Outputs: []oip.Tensor{
+	return replicaResponse(&req, deployment, []oip.Tensor{
 		{Name: "y", Datatype: oip.FP64, Shape: []int64{int64(rows)}, Data: ys},
 		{Name: "pair", Datatype: oip.FP32, Shape: []int64{int64(rows), 2}, Data: pair},
-	}})
+	}, n%2 == 0)
 }
 
 // callsOf is how often the chunk whose id ends in suffix was sent.

@@ -27,6 +27,9 @@ type input struct {
 	// dataset are never taken for this one's.
 	identity  string
 	chunkRows int64
+	// plainCSV is a CSV input without a quote, read without encoding/csv
+	// (see countCSV).
+	plainCSV bool
 }
 
 // openInput opens spec's dataset, checks that it has the mapped columns
@@ -51,7 +54,11 @@ func openInput(ctx context.Context, st *Storage, spec serving.JobSpec) (*input, 
 	if err != nil {
 		return nil, err
 	}
-	in.rows, err = countRows(in.format, obj, info.size)
+	if in.format == serving.FormatCSV {
+		in.rows, in.plainCSV, err = countCSV(obj, info.size)
+	} else {
+		in.rows, err = countRows(in.format, obj, info.size)
+	}
 	obj.Close()
 	if err != nil {
 		return nil, fmt.Errorf("input %s: %w", l.uri, err)
@@ -105,6 +112,14 @@ func (in *input) reopen(ctx context.Context) (object, error) {
 		return nil, fmt.Errorf("input %s changed while the job ran: its chunks' results would mix two datasets", in.l.uri)
 	}
 	return obj, nil
+}
+
+// rowsOf returns a reader of the rows of obj, the dataset reopened.
+func (in *input) rowsOf(obj object) (rowReader, error) {
+	if in.plainCSV {
+		return newPlainCSVRows(obj, in.m.wanted)
+	}
+	return openRows(in.format, obj, in.info.size, in.m.wanted)
 }
 
 // chunks is the number of chunks of the dataset.

@@ -29,7 +29,7 @@ func (x *run) produce(ctx context.Context, tasks chan<- *task, errc chan<- error
 		return
 	}
 	defer obj.Close()
-	rr, err := openRows(in.format, obj, in.info.size, in.m.wanted)
+	rr, err := in.rowsOf(obj)
 	if err != nil {
 		fail(fmt.Errorf("input %s: %w", in.l.uri, err))
 		return
@@ -71,7 +71,7 @@ func (x *run) produce(ctx context.Context, tasks chan<- *task, errc chan<- error
 		}
 		t := &task{index: i, id: in.chunkID(i), rows: n, batch: b}
 		if b.rows() > 0 {
-			if t.body, err = b.body(t.id); err != nil {
+			if t.req, err = b.request(t.id); err != nil {
 				fail(fmt.Errorf("chunk %d: %w", i, err))
 				return
 			}
@@ -94,8 +94,8 @@ func (x *run) process(ctx context.Context, t *task) result {
 		var err error
 		backoff := x.r.opts.RetryBackoff
 		for attempt := 0; ; attempt++ {
-			var resp []byte
-			resp, err = x.r.pred.Infer(ctx, x.deployment, t.body)
+			var resp Message
+			resp, err = x.r.pred.Infer(ctx, x.deployment, t.req)
 			if err == nil {
 				outs, err = decodeResponse(resp, rows)
 			}
@@ -112,7 +112,7 @@ func (x *run) process(ctx context.Context, t *task) result {
 			return result{t: t, err: fmt.Errorf("chunk %d (rows %d to %d) failed: %w", t.index, first, last, err)}
 		}
 	}
-	part, err := encodePart(x.in.m, t.batch.ids, outs)
+	part, err := encodePart(x.in.m, t.batch.ids, outs, x.job.Spec.Output.Format)
 	if err == nil {
 		err = x.r.storage.putPart(ctx, x.out, t.id, part)
 	}

@@ -2,13 +2,15 @@ package jobs
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -23,6 +25,7 @@ func (st *Storage) assemble(ctx context.Context, out loc, format string, ids []s
 	return st.publish(ctx, out, func(w io.Writer) error {
 		var sink rowSink
 		var first partHeader
+		r := bufio.NewReaderSize(nil, 1<<16)
 		for i, id := range ids {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -33,13 +36,13 @@ func (st *Storage) assemble(ctx context.Context, out loc, format string, ids []s
 			}
 			err = func() error {
 				defer rc.Close()
-				r := bufio.NewReaderSize(rc, 1<<16)
+				r.Reset(rc)
 				head, err := readLine(r)
 				if err != nil {
 					return fmt.Errorf("part of chunk %d has no header: %w", i, err)
 				}
 				var h partHeader
-				if err := json.Unmarshal(head, &h); err != nil || h.Part != 1 {
+				if err := json.Unmarshal(head, &h); err != nil || !(h.Part == 1 || h.Part == 2 && h.Format == serving.FormatCSV) {
 					return fmt.Errorf("part of chunk %d: the header %.100q is not a part's", i, head)
 				}
 				if sink == nil {
@@ -50,18 +53,26 @@ func (st *Storage) assemble(ctx context.Context, out loc, format string, ids []s
 				} else if !sameOutputs(h, first) {
 					return fmt.Errorf("chunk %d's outputs %v differ from chunk 0's %v: did the model change during the job?", i, h.Outputs, first.Outputs)
 				}
+				if h.Format == serving.FormatCSV { // the output's own lines
+					cs, ok := sink.(*csvSink)
+					if !ok {
+						return fmt.Errorf("part of chunk %d holds CSV; the output is %s", i, format)
+					}
+					_, err := r.WriteTo(cs.w)
+					return err
+				}
 				for {
-					line, err := readLine(r)
+					l, err := readLine(r)
 					if err == io.EOF {
 						return nil
 					}
 					if err != nil {
 						return err
 					}
-					if len(line) == 0 {
+					if len(l) == 0 {
 						continue
 					}
-					if err := sink.line(line); err != nil {
+					if err := sink.line(l); err != nil {
 						return fmt.Errorf("part of chunk %d: %w", i, err)
 					}
 				}
@@ -85,8 +96,17 @@ func sameOutputs(a, b partHeader) bool {
 }
 
 // readLine returns the next line without its newline; io.EOF at the end.
+// The line is r's until the next read: a sink uses it before it returns.
 func readLine(r *bufio.Reader) ([]byte, error) {
-	line, err := r.ReadBytes('\n')
+	line, err := r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull { // longer than the buffer
+		long := bytes.Clone(line)
+		for err == bufio.ErrBufferFull {
+			line, err = r.ReadSlice('\n')
+			long = append(long, line...)
+		}
+		line = long
+	}
 	if err == io.EOF && len(line) > 0 {
 		return line, nil
 	}
@@ -164,28 +184,95 @@ func flatten(h partHeader, l []byte, dst []json.RawMessage) ([]json.RawMessage, 
 	return dst, nil
 }
 
+// csvSink writes CSV as encoding/csv's Writer does (a comma, "\n" line
+// ends, a field quoted when it must be), from the part's raw values
+// without converting each to a string.
 type csvSink struct {
-	h   partHeader
-	w   *csv.Writer
+	sp  splitter
+	w   io.Writer
 	raw []json.RawMessage
-	rec []string
+	buf []byte
 }
 
 func newCSVSink(w io.Writer, h partHeader) (*csvSink, error) {
-	s := &csvSink{h: h, w: csv.NewWriter(w)}
-	return s, s.w.Write(columnNames(h))
+	s := &csvSink{sp: newSplitter(h), w: w}
+	for _, name := range columnNames(h) {
+		s.buf = appendCSVField(s.buf, []byte(name))
+	}
+	return s, s.flush()
 }
 
 func (s *csvSink) line(l []byte) error {
 	var err error
-	if s.raw, err = flatten(s.h, l, s.raw); err != nil {
+	if s.raw, err = s.sp.split(l, s.raw); err != nil {
 		return err
 	}
-	s.rec = s.rec[:0]
 	for _, v := range s.raw {
-		s.rec = append(s.rec, csvText(v))
+		switch {
+		case len(v) == 0 || string(v) == "null":
+			s.buf = appendCSVField(s.buf, nil)
+		case v[0] == '"':
+			s.buf = appendCSVField(s.buf, jsonText(v))
+		default:
+			s.buf = appendCSVField(s.buf, v)
+		}
 	}
-	return s.w.Write(s.rec)
+	return s.flush()
+}
+
+// flush ends the record in buf and writes it.
+func (s *csvSink) flush() error {
+	if len(s.buf) > 0 {
+		s.buf[len(s.buf)-1] = '\n' // the last field's comma
+	} else {
+		s.buf = append(s.buf, '\n')
+	}
+	_, err := s.w.Write(s.buf)
+	s.buf = s.buf[:0]
+	return err
+}
+
+// appendCSVField appends field and a comma, quoting the field as
+// encoding/csv's Writer does.
+func appendCSVField(b, field []byte) []byte {
+	if !csvNeedsQuotes(field) {
+		return append(append(b, field...), ',')
+	}
+	b = append(b, '"')
+	for _, c := range field {
+		if c == '"' {
+			b = append(b, '"')
+		}
+		b = append(b, c)
+	}
+	return append(b, '"', ',')
+}
+
+// csvNeedsQuotes is encoding/csv's rule for a comma-separated field.
+func csvNeedsQuotes(field []byte) bool {
+	if len(field) == 0 {
+		return false
+	}
+	if string(field) == `\.` {
+		return true
+	}
+	if bytes.ContainsAny(field, "\n\r\",") {
+		return true
+	}
+	r, _ := utf8.DecodeRune(field)
+	return unicode.IsSpace(r)
+}
+
+// jsonText is a JSON string's text.
+func jsonText(v json.RawMessage) []byte {
+	if len(v) >= 2 && bytes.IndexByte(v, '\\') < 0 {
+		return v[1 : len(v)-1]
+	}
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return []byte(s)
+	}
+	return v
 }
 
 // csvText is a JSON value as a CSV field: a string unquoted, null empty,
@@ -195,24 +282,18 @@ func csvText(v json.RawMessage) string {
 	case len(v) == 0 || string(v) == "null":
 		return ""
 	case v[0] == '"':
-		var s string
-		if json.Unmarshal(v, &s) == nil {
-			return s
-		}
+		return string(jsonText(v))
 	}
 	return string(v)
 }
 
-func (s *csvSink) close() error {
-	s.w.Flush()
-	return s.w.Error()
-}
+func (s *csvSink) close() error { return nil }
 
 // parquetSink writes a Parquet file of optional columns, typed by the
 // outputs' datatypes: FP64 as DOUBLE, other floats as FLOAT, integers as
 // INT64 (UINT64 as unsigned), BOOL as BOOLEAN, BYTES as strings.
 type parquetSink struct {
-	h     partHeader
+	sp    splitter
 	w     *parquet.Writer
 	names []string
 	kinds []byte // per column: 'd' double, 'f' float, 'i' int64, 'u' uint64, 'b' bool, 's' string
@@ -221,7 +302,7 @@ type parquetSink struct {
 }
 
 func newParquetSink(w io.Writer, h partHeader) (*parquetSink, error) {
-	s := &parquetSink{h: h, names: columnNames(h), row: map[string]any{}}
+	s := &parquetSink{sp: newSplitter(h), names: columnNames(h), row: map[string]any{}}
 	group := parquet.Group{}
 	add := func(name string, kind byte) error {
 		if _, dup := group[name]; dup {
@@ -284,7 +365,7 @@ func parquetKind(datatype string) byte {
 
 func (s *parquetSink) line(l []byte) error {
 	var err error
-	if s.raw, err = flatten(s.h, l, s.raw); err != nil {
+	if s.raw, err = s.sp.split(l, s.raw); err != nil {
 		return err
 	}
 	clear(s.row)

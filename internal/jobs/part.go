@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/ebb-ml/ebb/internal/oip"
+	"github.com/ebb-ml/ebb/internal/serving"
 )
 
 // A part holds the results of one chunk, as JSON lines: a header line
@@ -20,12 +21,24 @@ import (
 //
 // An output of width 1 is a number (or string, or boolean); wider ones are
 // arrays. NaN and the infinities, which JSON lacks, are null. The lines
-// after the header are the final output's lines for format jsonl; csv and
-// parquet outputs are converted from them (output.go).
+// after the header are the final output's lines for format jsonl; parquet
+// outputs are converted from them (output.go).
+//
+// A job whose output is CSV writes its parts as CSV records instead
+// (version 2, "format":"csv"): after the same header, the output's own
+// lines, which the output copies (columns as columnNames says, a value
+// as in JSON but null empty, fields quoted as encoding/csv quotes them):
+//
+//	{"ebbPart":2,"format":"csv","id":"row","idText":false,"outputs":[...]}
+//	0,151.2
+//	1,75.9
+//
+// Parts of version 1 stay readable for every format.
 
 // partHeader is the first line of a part.
 type partHeader struct {
 	Part    int         `json:"ebbPart"`
+	Format  string      `json:"format,omitempty"` // "csv" in version 2
 	ID      string      `json:"id"`
 	IDText  bool        `json:"idText"`
 	Outputs []outColumn `json:"outputs"`
@@ -118,14 +131,31 @@ func (v *values) appendJSON(b []byte, k int) []byte {
 	case v.b != nil:
 		return strconv.AppendBool(b, v.b[k])
 	}
-	q, _ := json.Marshal(v.s[k])
-	return append(b, q...)
+	return appendJSONString(b, v.s[k])
+}
+
+// appendJSONString appends s as json.Marshal writes it: plain text as it
+// is, quoted, without a call to json.Marshal for it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // decodeResponse reads an infer response for rows rows into its output
 // columns; every output must have rows as its first dimension.
-func decodeResponse(body []byte, rows int) ([]outColumn, error) {
-	resp, err := oip.ParseResponse(body, len(body))
+func decodeResponse(msg Message, rows int) ([]outColumn, error) {
+	n := msg.HeaderLength
+	if n <= 0 || n > len(msg.Body) {
+		n = jsonLength(msg.Body)
+	}
+	resp, err := oip.ParseResponse(msg.Body, n)
 	if err != nil {
 		return nil, err
 	}
@@ -146,8 +176,29 @@ func decodeResponse(body []byte, rows int) ([]outColumn, error) {
 	return out, nil
 }
 
-// encodePart writes a chunk's part: the header, then a line per id.
-func encodePart(m *mapping, ids []outID, outs []outColumn) ([]byte, error) {
+// jsonLength is the length of the JSON value at the start of body: all of
+// body when it is JSON alone, less when binary tensor data follows. A
+// body that does not start with a JSON value is all taken for JSON, for
+// its parser to say what is wrong with it.
+func jsonLength(body []byte) int {
+	d := json.NewDecoder(bytes.NewReader(body))
+	var v json.RawMessage
+	if err := d.Decode(&v); err != nil {
+		return len(body)
+	}
+	n := int(d.InputOffset())
+	if len(bytes.TrimSpace(body[n:])) == 0 {
+		return len(body)
+	}
+	return n
+}
+
+// encodePart writes a chunk's part: the header, then a line per id, as
+// CSV records for a CSV output (format), else as JSON objects.
+func encodePart(m *mapping, ids []outID, outs []outColumn, format string) ([]byte, error) {
+	if format == serving.FormatCSV {
+		return encodeCSVPart(m, ids, outs)
+	}
 	h := partHeader{Part: 1, ID: m.idName, IDText: m.idIndex >= 0, Outputs: outs}
 	head, err := json.Marshal(h)
 	if err != nil {
@@ -168,8 +219,7 @@ func encodePart(m *mapping, ids []outID, outs []outColumn) ([]byte, error) {
 		line = append(line, idKey...)
 		line = append(line, ':')
 		if h.IDText {
-			q, _ := json.Marshal(id.text)
-			line = append(line, q...)
+			line = appendJSONString(line, id.text)
 		} else {
 			line = strconv.AppendInt(line, id.row, 10)
 		}
@@ -194,4 +244,47 @@ func encodePart(m *mapping, ids []outID, outs []outColumn) ([]byte, error) {
 		buf.Write(line)
 	}
 	return buf.Bytes(), nil
+}
+
+// encodeCSVPart writes a part of version 2: the header, then a CSV record
+// per id.
+func encodeCSVPart(m *mapping, ids []outID, outs []outColumn) ([]byte, error) {
+	h := partHeader{Part: 2, Format: serving.FormatCSV, ID: m.idName, IDText: m.idIndex >= 0, Outputs: outs}
+	head, err := json.Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, len(head)+1+len(ids)*(12+12*len(outs)))
+	b = append(append(b, head...), '\n')
+	for r, id := range ids {
+		if h.IDText {
+			b = appendCSVField(b, []byte(id.text))
+		} else {
+			b = append(strconv.AppendInt(b, id.row, 10), ',')
+		}
+		for _, o := range outs {
+			for k := range o.Width {
+				b = o.vals.appendCSV(b, r*o.Width+k)
+			}
+		}
+		b[len(b)-1] = '\n' // the last field's comma
+	}
+	return b, nil
+}
+
+// appendCSV appends element k as a CSV field and a comma: as appendJSON
+// writes it, but NaN and the infinities empty (JSON's null) and a string
+// as its text.
+func (v *values) appendCSV(b []byte, k int) []byte {
+	switch {
+	case v.f != nil:
+		f := v.f[k]
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return append(b, ',')
+		}
+		return append(strconv.AppendFloat(b, f, 'g', -1, v.bits), ',')
+	case v.s != nil:
+		return appendCSVField(b, []byte(v.s[k]))
+	}
+	return append(v.appendJSON(b, k), ',')
 }

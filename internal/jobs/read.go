@@ -83,19 +83,8 @@ func countRows(format string, obj object, size int64) (int64, error) {
 		}
 		return f.NumRows(), nil
 	case serving.FormatCSV:
-		r := csv.NewReader(bufio.NewReaderSize(obj, 1<<16))
-		r.FieldsPerRecord, r.ReuseRecord = -1, true
-		var n int64
-		for {
-			_, err := r.Read()
-			if err == io.EOF {
-				return max(n-1, 0), nil // less the header
-			}
-			if err != nil {
-				return 0, fmt.Errorf("not CSV: %w", err)
-			}
-			n++
-		}
+		n, _, err := countCSV(obj, size)
+		return n, err
 	case serving.FormatJSONL:
 		r := &jsonlRows{r: bufio.NewReaderSize(obj, 1<<16)}
 		var n int64
@@ -137,6 +126,9 @@ func (e *SchemaError) Error() string {
 	return msg
 }
 
+// errEmptyCSV is a CSV input without even a header line.
+var errEmptyCSV = errors.New("the CSV input is empty: it needs a header line")
+
 // csvRows reads CSV with a header line.
 type csvRows struct {
 	r   *csv.Reader
@@ -148,11 +140,21 @@ func newCSVRows(obj io.Reader, wanted []string) (*csvRows, error) {
 	r.FieldsPerRecord, r.ReuseRecord = -1, true
 	header, err := r.Read()
 	if err == io.EOF {
-		return nil, errors.New("the CSV input is empty: it needs a header line")
+		return nil, errEmptyCSV
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the CSV header cannot be read: %w", err)
 	}
+	idx, err := headerIndex(header, wanted)
+	if err != nil {
+		return nil, err
+	}
+	return &csvRows{r: r, idx: idx}, nil
+}
+
+// headerIndex returns the column of each wanted name in a CSV header: a
+// *SchemaError names the first one missing.
+func headerIndex(header, wanted []string) ([]int, error) {
 	cols := map[string]int{}
 	names := make([]string, len(header))
 	for i, h := range header {
@@ -165,15 +167,15 @@ func newCSVRows(obj io.Reader, wanted []string) (*csvRows, error) {
 			cols[h] = i
 		}
 	}
-	c := &csvRows{r: r, idx: make([]int, len(wanted))}
+	idx := make([]int, len(wanted))
 	for i, w := range wanted {
 		j, ok := cols[w]
 		if !ok {
 			return nil, &SchemaError{Column: w, Have: names}
 		}
-		c.idx[i] = j
+		idx[i] = j
 	}
-	return c, nil
+	return idx, nil
 }
 
 func (c *csvRows) next(row []cell) error {

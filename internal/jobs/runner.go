@@ -12,13 +12,30 @@ import (
 	"github.com/ebb-ml/ebb/internal/store"
 )
 
-// Predictor sends one chunk, an OIP v2 infer request in JSON, to a
-// deployment at batch priority and returns the response body. The
-// gateway implements it with the header Ebb-Priority: batch, so that
-// online requests go first. A failed chunk is sent again (Options.Retries)
-// unless its error wraps ErrPermanent.
+// Predictor sends one chunk, an OIP v2 infer request, to a deployment at
+// batch priority and returns the response. The gateway implements it with
+// the header Ebb-Priority: batch, so that online requests go first. A
+// failed chunk is sent again (Options.Retries) unless its error wraps
+// ErrPermanent.
+//
+// The runner sends its chunks with binary tensor data (the OIP v2 binary
+// data extension): req.Body is a JSON header of req.HeaderLength bytes
+// (the Inference-Header-Content-Length to send) followed by the inputs'
+// raw little-endian data, and the request asks for its outputs as binary
+// data too ("binary_data_output": true).
 type Predictor interface {
-	Infer(ctx context.Context, deployment string, body []byte) ([]byte, error)
+	Infer(ctx context.Context, deployment string, req Message) (Message, error)
+}
+
+// Message is the body of an OIP v2 infer request or response: JSON, then,
+// when HeaderLength is less than len(Body), binary tensor data.
+type Message struct {
+	Body []byte
+	// HeaderLength is the length of Body's JSON part, the
+	// Inference-Header-Content-Length. In a request, 0 means that Body is
+	// all JSON. In a response, 0 means unknown (a Forwarder that does not
+	// keep the header): the runner finds where the JSON ends itself.
+	HeaderLength int
 }
 
 // ErrPermanent marks a Predictor's error that sending the chunk again
@@ -52,6 +69,9 @@ type Store interface {
 	PutJobChunk(ctx context.Context, c store.JobChunk) error
 	ListJobChunks(ctx context.Context, job string) ([]store.JobChunk, error)
 }
+
+// readAhead is how many chunks the input is read ahead of the requests.
+const readAhead = 8
 
 // Clock tells the time.
 type Clock interface{ Now() time.Time }
@@ -183,7 +203,7 @@ type task struct {
 	id    string
 	rows  int64 // input rows, bad ones included
 	batch *batch
-	body  []byte
+	req   Message
 }
 
 // result is a chunk done, or failed.
@@ -243,7 +263,10 @@ func (x *run) run(ctx context.Context) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	tasks, errc := make(chan *task), make(chan error, 1)
+	// The producer reads ahead of the workers by readAhead chunks: it
+	// parses the input while the first replica starts, and while the
+	// replicas compute.
+	tasks, errc := make(chan *task, readAhead), make(chan error, 1)
 	x.wg.Go(func() { x.produce(runCtx, tasks, errc) })
 	stop := func() {
 		cancel()

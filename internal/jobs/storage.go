@@ -190,10 +190,13 @@ func (st *Storage) putPart(ctx context.Context, out loc, id string, data []byte)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("parts of %s: %w", out.uri, err)
 		}
-		return writeFileAtomic(filepath.Join(dir, id+".jsonl"), func(w io.Writer) error {
+		// The directory is not synced: a part whose rename a crash
+		// undoes is missing at the resume, and its chunk is sent again
+		// whether its checkpoint was recorded or not.
+		return writeAtomic(filepath.Join(dir, id+".jsonl"), func(w io.Writer) error {
 			_, err := w.Write(data)
 			return err
-		})
+		}, false, false)
 	}
 	c, err := st.s3Client()
 	if err != nil {
@@ -311,6 +314,14 @@ func (st *Storage) publish(ctx context.Context, out loc, write func(w io.Writer)
 // writeFileAtomic writes path through a temporary file in its directory,
 // synced and renamed into place.
 func writeFileAtomic(path string, write func(w io.Writer) error) error {
+	return writeAtomic(path, write, true, true)
+}
+
+// writeAtomic is writeFileAtomic, writing to the file through a buffer
+// when buffered (for many small writes), straight to it when not (one
+// write of what is in memory already), and syncing the directory after
+// the rename when syncDir.
+func writeAtomic(path string, write func(w io.Writer) error, buffered, syncDir bool) error {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(b[:]))
@@ -318,10 +329,14 @@ func writeFileAtomic(path string, write func(w io.Writer) error) error {
 	if err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	err = write(bw)
-	if err == nil {
-		err = bw.Flush()
+	if buffered {
+		bw := bufio.NewWriterSize(f, 1<<20)
+		err = write(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+	} else {
+		err = write(f)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -335,6 +350,9 @@ func writeFileAtomic(path string, write func(w io.Writer) error) error {
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if !syncDir {
+		return nil
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		_ = d.Sync() // the rename survives a crash

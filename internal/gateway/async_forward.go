@@ -21,7 +21,7 @@ type parentKey struct{}
 // submitted; it is not checked again. It implements queue.Forwarder: the
 // status, content type and body of the answer, which the worker stores as
 // the request's result (a 429 or 503 it retries later).
-func (g *Gateway) Forward(ctx context.Context, req *queue.Request) (int, string, []byte, error) {
+func (g *Gateway) Forward(ctx context.Context, req *queue.Request) (queue.Result, error) {
 	r := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(r)
 	r.Header.SetMethod(fasthttp.MethodPost)
@@ -48,7 +48,11 @@ func (g *Gateway) Forward(ctx context.Context, req *queue.Request) (int, string,
 	rc.SetUserValue(parentKey{}, ctx)
 	g.infer(&rc, []byte(req.Deployment), []byte(req.Version), req.Tenant)
 	resp := &rc.Response
-	return resp.StatusCode(), string(resp.Header.ContentType()), append([]byte(nil), resp.Body()...), nil
+	res := queue.Result{Status: resp.StatusCode(), ContentType: string(resp.Header.ContentType()), Body: append([]byte(nil), resp.Body()...)}
+	if n, err := strconv.ParseInt(string(resp.Header.Peek("Inference-Header-Content-Length")), 10, 64); err == nil && n > 0 && n <= int64(len(res.Body)) {
+		res.HeaderLength = n // binary tensor data follows the JSON header
+	}
+	return res, nil
 }
 
 // parentOf returns the context of an in-process request (Forward), or nil.

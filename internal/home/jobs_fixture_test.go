@@ -60,7 +60,12 @@ func newFakeGateway(t *testing.T, st Store) *fakeGateway {
 		maxFloor: map[string]int32{}, inFlight: map[string]int{}}
 }
 
-func (g *fakeGateway) Forward(ctx context.Context, req *queue.Request) (int, string, []byte, error) {
+func (g *fakeGateway) Forward(ctx context.Context, req *queue.Request) (queue.Result, error) {
+	status, ct, body, err := g.forward(ctx, req)
+	return queue.Result{Status: status, ContentType: ct, Body: body}, err
+}
+
+func (g *fakeGateway) forward(ctx context.Context, req *queue.Request) (int, string, []byte, error) {
 	g.mu.Lock()
 	g.calls++
 	call := g.calls

@@ -21,7 +21,7 @@ import (
 // *gateway.Gateway is one, in process (ebb up); QueueForwarder reaches
 // the gateways of a cluster through their async queue.
 type Forwarder interface {
-	Forward(ctx context.Context, req *queue.Request) (status int, contentType string, body []byte, err error)
+	Forward(ctx context.Context, req *queue.Request) (queue.Result, error)
 }
 
 // forwardPredictor is a job's jobs.Predictor: each chunk through the
@@ -36,21 +36,21 @@ type forwardPredictor struct {
 // 404 (a deployment so new a gateway does not know it yet), 408 and 5xx
 // are sent again; any other 4xx says the request itself is wrong, and
 // wraps jobs.ErrPermanent. A request with binary tensor data goes with
-// its header length (the queue keeps it for a cluster's gateways); the
-// answer's is not kept by a Forwarder, so the result leaves it 0 for the
-// runner to find.
+// its header length (the queue keeps it for a cluster's gateways), and so
+// does the answer.
 func (p forwardPredictor) Infer(ctx context.Context, deployment string, req jobs.Message) (jobs.Message, error) {
 	ct := "application/json"
 	if req.HeaderLength > 0 && req.HeaderLength < len(req.Body) {
 		ct = "application/octet-stream"
 	}
-	status, _, resp, err := p.fw.Forward(ctx, &queue.Request{ID: queue.NewID(), Tenant: p.tenant, Deployment: deployment,
+	res, err := p.fw.Forward(ctx, &queue.Request{ID: queue.NewID(), Tenant: p.tenant, Deployment: deployment,
 		Priority: queue.PriorityBatch, ContentType: ct, HeaderLength: int64(req.HeaderLength), Body: req.Body})
 	if err != nil {
 		return jobs.Message{}, err
 	}
+	status, resp := res.Status, res.Body
 	if status >= 200 && status < 300 {
-		return jobs.Message{Body: resp}, nil
+		return jobs.Message{Body: resp, HeaderLength: int(res.HeaderLength)}, nil
 	}
 	err = fmt.Errorf("deployment %s answered %d: %s", deployment, status, answerText(resp))
 	switch {
@@ -91,7 +91,7 @@ type QueueForwarder struct {
 // Forward implements Forwarder. A request the queue gave up on (its
 // deadline passed) answers what the gateway stored, 504; a ctx that ends
 // cancels the request.
-func (f *QueueForwarder) Forward(ctx context.Context, req *queue.Request) (int, string, []byte, error) {
+func (f *QueueForwarder) Forward(ctx context.Context, req *queue.Request) (queue.Result, error) {
 	timeout, poll := f.Timeout, f.Poll
 	if timeout <= 0 {
 		timeout = 10 * time.Minute
@@ -106,7 +106,7 @@ func (f *QueueForwarder) Forward(ctx context.Context, req *queue.Request) (int, 
 	now := time.Now()
 	r.CreatedAt, r.Deadline, r.ResultTTL = now, now.Add(timeout), 10*time.Minute
 	if err := f.Queue.Enqueue(ctx, r); err != nil {
-		return 0, "", nil, err
+		return queue.Result{}, err
 	}
 	t := time.NewTimer(poll)
 	defer t.Stop()
@@ -116,17 +116,17 @@ func (f *QueueForwarder) Forward(ctx context.Context, req *queue.Request) (int, 
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			_ = f.Queue.Cancel(cctx, r.Tenant, r.ID)
 			cancel()
-			return 0, "", nil, ctx.Err()
+			return queue.Result{}, ctx.Err()
 		case <-t.C:
 		}
 		rec, err := f.Queue.Get(ctx, r.Tenant, r.ID)
 		switch {
 		case errors.Is(err, queue.ErrNotFound):
-			return 0, "", nil, fmt.Errorf("async request %s is gone from the queue", r.ID)
+			return queue.Result{}, fmt.Errorf("async request %s is gone from the queue", r.ID)
 		case err == nil && rec.State == queue.Done && rec.Result != nil:
-			return rec.Result.Status, rec.Result.ContentType, rec.Result.Body, nil
+			return *rec.Result, nil
 		case err == nil && rec.State == queue.Cancelled:
-			return 0, "", nil, fmt.Errorf("async request %s was cancelled", r.ID)
+			return queue.Result{}, fmt.Errorf("async request %s was cancelled", r.ID)
 		}
 		// Pending, or the queue unreachable for now: look again.
 		poll = min(2*poll, 2*time.Second)

@@ -305,8 +305,9 @@ func TestForwardPredictor(t *testing.T) {
 
 type forwarderFunc func(ctx context.Context, req *queue.Request) (int, string, []byte, error)
 
-func (f forwarderFunc) Forward(ctx context.Context, req *queue.Request) (int, string, []byte, error) {
-	return f(ctx, req)
+func (f forwarderFunc) Forward(ctx context.Context, req *queue.Request) (queue.Result, error) {
+	status, ct, body, err := f(ctx, req)
+	return queue.Result{Status: status, ContentType: ct, Body: body}, err
 }
 
 var _ api.JobAdmitter = (*jobs.Admission)(nil)
@@ -439,7 +440,7 @@ func TestQueueForwarder(t *testing.T) {
 	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	req := &queue.Request{ID: queue.NewID(), Tenant: "job:q", Deployment: "d", Priority: queue.PriorityBatch,
 		ContentType: "application/json", Body: []byte(`{"n":1}`)}
-	if _, _, _, err := qf.Forward(cctx, req); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := qf.Forward(cctx, req); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Forward without a worker: %v; want the caller's deadline", err)
 	}
 	cancel()

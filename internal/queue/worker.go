@@ -19,7 +19,7 @@ import (
 // answer with any status is a result, except the retryable ones (see
 // Retryable).
 type Forwarder interface {
-	Forward(ctx context.Context, req *Request) (status int, contentType string, body []byte, err error)
+	Forward(ctx context.Context, req *Request) (Result, error)
 }
 
 // Retryable reports whether an answer of the chain leaves the request for
@@ -276,9 +276,10 @@ func (w *Worker) run(ctx context.Context, r *Request) {
 		fctx, cancel = context.WithDeadline(ctx, r.Deadline)
 		defer cancel()
 	}
-	status, ct, body, err := w.fwd.Forward(fctx, r)
+	res, err := w.fwd.Forward(fctx, r)
+	status := res.Status
 	if err == nil && !Retryable(status) {
-		w.complete(ctx, log, r, Result{Status: status, ContentType: ct, Body: body})
+		w.complete(ctx, log, r, Result{Status: status, ContentType: res.ContentType, HeaderLength: res.HeaderLength, Body: res.Body})
 		return
 	}
 	fin, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)

@@ -29,7 +29,12 @@ type forwarder struct {
 	peak    map[string]int
 }
 
-func (f *forwarder) Forward(ctx context.Context, r *queue.Request) (int, string, []byte, error) {
+func (f *forwarder) Forward(ctx context.Context, r *queue.Request) (queue.Result, error) {
+	status, ct, body, err := f.forward(ctx, r)
+	return queue.Result{Status: status, ContentType: ct, Body: body}, err
+}
+
+func (f *forwarder) forward(ctx context.Context, r *queue.Request) (int, string, []byte, error) {
 	f.mu.Lock()
 	if f.calls == nil {
 		f.calls, f.running, f.peak = map[string]int{}, map[string]int{}, map[string]int{}

@@ -26,6 +26,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/replica/kube"
 	"github.com/ebb-ml/ebb/internal/server"
+	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/telemetry"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -236,6 +237,19 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 		// Route objects are ModelRoutes, which the gateways watch; tenant
 		// limits are in the SQL store, and the gateways poll them.
 		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns), Limits: st, Jobs: jobsMgr}), log)
+	// ModelJobs and the jobs of the store are one set (operator/jobsync.go):
+	// the leader submits kubectl's through the API's checks, and shows
+	// the API's as ModelJobs.
+	jobSync, err := operator.NewJobSync(operator.JobSyncParts{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Namespace: ns, Store: st,
+		Check: func(ctx context.Context, j *serving.Job, now time.Time) error {
+			return admin.CheckJob(ctx, j, jobsMgr.Admission(), now)
+		}, Submitted: jobsMgr.Submitted}, operator.JobSyncOptions{Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := op.RunOnLeader(func(ctx context.Context) { _ = jobSync.Run(ctx) }); err != nil {
+		return err
+	}
 	mux.Handle("/v1/", oa.admin(admin))
 	// The gateways read the tenant limits with their own token.
 	var limits http.Handler = admin.LimitList(st)

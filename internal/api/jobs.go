@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ebb-ml/ebb/internal/auth"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
@@ -136,32 +137,9 @@ func (js *jobRoutes) create(w http.ResponseWriter, r *http.Request) {
 	if j.Name == "" {
 		j.Name = newJobName()
 	}
-	j.Spec.Default()
-	if err := j.Validate(js.now()); err != nil {
-		js.h.writeError(w, r, &apiError{http.StatusBadRequest, codeJobInvalid, err.Error()})
+	if err := js.h.CheckJob(ctx, &j, js.admit, js.now()); err != nil {
+		js.refuse(w, r, err)
 		return
-	}
-	if s := j.Spec.Serving; s != nil {
-		if err := checkSpecExec(ctx, serving.Spec{}, *s); err != nil {
-			js.h.writeError(w, r, err)
-			return
-		}
-		// The job's own deployment is created as the API would create
-		// it: its model must resolve, and a path be within the roots.
-		if err := js.h.checkModel(ctx, *s); err != nil {
-			js.h.writeError(w, r, err)
-			return
-		}
-	}
-	if err := js.checkDeployment(ctx, j.Spec); err != nil {
-		js.h.writeError(w, r, err)
-		return
-	}
-	if js.admit != nil {
-		if err := js.admit.Admit(ctx, &j); err != nil {
-			js.refuse(w, r, err)
-			return
-		}
 	}
 	j.Status.AddEvent(js.now(), "submitted")
 	created, err := js.st.CreateJob(ctx, j)
@@ -177,8 +155,8 @@ func (js *jobRoutes) create(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, created)
 }
 
-// refuse answers an admission's error: 422 job/refused with the numbers,
-// or 422 job/input.
+// refuse answers CheckJob's error: 422 job/refused with the numbers, or
+// the error as it is.
 func (js *jobRoutes) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	if refusal, ok := errors.AsType[*serving.JobRefusal](err); ok {
 		var body refusedBody
@@ -187,26 +165,71 @@ func (js *jobRoutes) refuse(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSON(w, http.StatusUnprocessableEntity, body)
 		return
 	}
-	if r.Context().Err() != nil || errors.Is(err, store.ErrUnavailable) {
-		js.h.writeError(w, r, err)
-		return
-	}
-	js.h.writeError(w, r, &apiError{http.StatusUnprocessableEntity, codeJobInput, err.Error()})
+	js.h.writeError(w, r, err)
 }
 
-// checkDeployment checks that the deployment a job feeds exists and, when
-// its model's inputs are known, takes the tensors the mapping makes.
-func (js *jobRoutes) checkDeployment(ctx context.Context, s serving.JobSpec) error {
+// CheckJob checks j as POST /v1/jobs does before it stores it, for a job
+// that reaches the store another way (a ModelJob that kubectl created):
+// it defaults j's spec and validates it at now, checks the model of its
+// own deployment and the deployment it feeds, then, with admit, its
+// input, output and lease, which may fill j's status. JobRejected tells a
+// job at fault from a check that could not be made (the store
+// unavailable); the error's message says what is wrong, and a refused
+// lease has a *serving.JobRefusal with the numbers in its chain.
+func (h *Handler) CheckJob(ctx context.Context, j *serving.Job, admit JobAdmitter, now time.Time) error {
+	j.Spec.Default()
+	if err := j.Validate(now); err != nil {
+		return &apiError{http.StatusBadRequest, codeJobInvalid, err.Error()}
+	}
+	if s := j.Spec.Serving; s != nil {
+		if err := checkSpecExec(ctx, serving.Spec{}, *s); err != nil {
+			return err
+		}
+		// The job's own deployment is created as the API would create
+		// it: its model must resolve, and a path be within the roots.
+		if err := h.checkModel(ctx, *s); err != nil {
+			return err
+		}
+	}
+	if err := h.checkJobDeployment(ctx, j.Spec); err != nil {
+		return err
+	}
+	if admit == nil {
+		return nil
+	}
+	err := admit.Admit(ctx, j)
+	if _, refused := errors.AsType[*serving.JobRefusal](err); err == nil || refused || ctx.Err() != nil || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	return &apiError{http.StatusUnprocessableEntity, codeJobInput, err.Error()}
+}
+
+// JobRejected reports whether err, from CheckJob, refuses the job for
+// what it is (the API answers 4xx): checking it again will not help.
+func JobRejected(err error) bool {
+	if _, ok := errors.AsType[*serving.JobRefusal](err); ok {
+		return true
+	}
+	if e, ok := errors.AsType[*apiError](err); ok {
+		return e.status < http.StatusInternalServerError
+	}
+	_, ok := errors.AsType[*auth.Error](err)
+	return ok
+}
+
+// checkJobDeployment checks that the deployment a job feeds exists and,
+// when its model's inputs are known, takes the tensors the mapping makes.
+func (h *Handler) checkJobDeployment(ctx context.Context, s serving.JobSpec) error {
 	if s.Deployment == "" {
 		return nil
 	}
-	if _, err := js.h.st.GetDeployment(ctx, s.Deployment); errors.Is(err, store.ErrNotFound) {
+	if _, err := h.st.GetDeployment(ctx, s.Deployment); errors.Is(err, store.ErrNotFound) {
 		return &apiError{http.StatusUnprocessableEntity, codeJobInput,
 			fmt.Sprintf("spec.deployment: deployment %q not found: list deployments with `ebb get deployments`, or give the job its own model in spec.serving", s.Deployment)}
 	} else if err != nil {
 		return err
 	}
-	meta := js.h.ctl.Status(s.Deployment).Metadata
+	meta := h.ctl.Status(s.Deployment).Metadata
 	if meta == nil || len(meta.Inputs) == 0 {
 		return nil
 	}
@@ -232,15 +255,9 @@ func (js *jobRoutes) checkDeployment(ctx context.Context, s serving.JobSpec) err
 func (js *jobRoutes) cancel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	j, err := js.st.UpdateJob(r.Context(), name, func(j *serving.Job) error {
-		if serving.JobFinished(j.Status.Phase) {
+		if !j.RequestCancel(js.now(), "cancel requested") {
 			return &apiError{http.StatusConflict, codeJobFinished,
 				fmt.Sprintf("job %q is %s already: nothing to cancel", name, j.Status.Phase)}
-		}
-		now := js.now()
-		j.Status.CancelRequested = true
-		j.Status.AddEvent(now, "cancel requested")
-		if j.Status.Phase == serving.JobPending || j.Status.Phase == "" {
-			j.Status.Phase, j.Status.Message, j.Status.FinishedAt = serving.JobCancelled, "cancelled before it started", &now
 		}
 		return nil
 	})

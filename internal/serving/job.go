@@ -46,6 +46,9 @@ type JobSpec struct {
 	// Output is where the results go, written once every row is done.
 	Output JobOutput `json:"output"`
 	// Deadline is when the last row must be done, RFC 3339.
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	Deadline time.Time `json:"deadline"`
 	// Lease bounds what the job may spend.
 	Lease Lease `json:"lease"`
@@ -135,6 +138,23 @@ func JobFinished(phase string) bool {
 	return false
 }
 
+// RequestCancel asks j to stop at now, and records why among its events
+// (the API's cancel: "cancel requested"): a job not started yet is
+// Cancelled at once; a running one is left to its runner, which ends it
+// at its next step. It reports false, changing nothing, for a job that
+// is finished already.
+func (j *Job) RequestCancel(now time.Time, why string) bool {
+	if JobFinished(j.Status.Phase) {
+		return false
+	}
+	j.Status.CancelRequested = true
+	j.Status.AddEvent(now, "%s", why)
+	if j.Status.Phase == JobPending || j.Status.Phase == "" {
+		j.Status.Phase, j.Status.Message, j.Status.FinishedAt = JobCancelled, "cancelled before it started", &now
+	}
+	return true
+}
+
 // JobStatus is where a job stands.
 //
 // +kubebuilder:object:generate=false
@@ -161,6 +181,9 @@ type JobStatus struct {
 	RowsPerSecond float64 `json:"rowsPerSecond,omitempty"`
 	// ETA is when the last row is expected, at the measured rate.
 	// +optional
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	ETA *time.Time `json:"eta,omitempty"`
 	// Replicas is how many replicas the job holds now.
 	Replicas int32 `json:"replicas"`
@@ -185,8 +208,14 @@ type JobStatus struct {
 	// +optional
 	CancelRequested bool `json:"cancelRequested,omitempty"`
 	// +optional
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	StartedAt *time.Time `json:"startedAt,omitempty"`
 	// +optional
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 	// Floor, while a job that feeds an existing deployment holds replicas
 	// on it, records the deployment's own spec.scaling.minReplicas, so
@@ -219,6 +248,9 @@ const (
 //
 // +kubebuilder:object:generate=false
 type JobEvent struct {
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	Time    time.Time `json:"time"`
 	Message string    `json:"message"`
 }
@@ -243,7 +275,13 @@ type JobPlan struct {
 	// ReplicaHours is what the rest of the job is predicted to use.
 	ReplicaHours float64 `json:"replicaHours"`
 	// Finish is the predicted end of the last row.
-	Finish    time.Time `json:"finish"`
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	Finish time.Time `json:"finish"`
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
 	PlannedAt time.Time `json:"plannedAt"`
 }
 
@@ -252,9 +290,12 @@ type JobPlan struct {
 //
 // +kubebuilder:object:generate=false
 type JobRefusal struct {
-	Rows                    int64     `json:"rows"`
-	RowsPerSecondPerReplica float64   `json:"rowsPerSecondPerReplica"`
-	Deadline                time.Time `json:"deadline"`
+	Rows                    int64   `json:"rows"`
+	RowsPerSecondPerReplica float64 `json:"rowsPerSecondPerReplica"`
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	Deadline time.Time `json:"deadline"`
 	// AllowedHours is the time the job may run before its deadline
 	// (inside its windows, if any).
 	AllowedHours float64 `json:"allowedHours"`

@@ -160,6 +160,7 @@ func TestPoolConcurrentLoad(t *testing.T) {
 		})
 	}
 	inferred := make(chan error, 1)
+	loading := make(chan struct{}) // the index shows the load under way
 	go func() {
 		for {
 			if st := index(t, c.Base); len(st) == 1 && st[0].State == pool.Loading {
@@ -167,9 +168,13 @@ func TestPoolConcurrentLoad(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
+		close(loading)
 		_, err := c.PostREST("m", oip.InferRequest{}, twoRows, false)
 		inferred <- err
 	}()
+	// The load cannot end before the gate opens, so the poll above sees
+	// it loading however slow the machine is.
+	<-loading
 	time.Sleep(50 * time.Millisecond)
 	select {
 	case err := <-inferred:

@@ -15,8 +15,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// serviceMonitorCRD stands in for prometheus-operator's CRD, which the
-// chart's ServiceMonitor needs: only its names, any content accepted.
+// serviceMonitorCRD stands in for prometheus-operator's CRDs, which the
+// chart's ServiceMonitor and PrometheusRule need: only their names, any
+// content accepted.
 const serviceMonitorCRD = `
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -25,6 +26,21 @@ metadata:
 spec:
   group: monitoring.coreos.com
   names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: prometheusrules.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
   scope: Namespaced
   versions:
     - name: v1

@@ -47,6 +47,10 @@ type chartCase struct {
 	tls *tlsSecrets
 	// oidc are the --oidc-* args the operator and gateways get; nil: none.
 	oidc []string
+	// tracing are the --otlp-* and --trace-sample-ratio args the operator
+	// and gateways get, nil: none; tracingCA the Secret of their CA file.
+	tracing   []string
+	tracingCA string
 }
 
 // tlsSecrets are the Secrets of the tls.* values.
@@ -61,7 +65,7 @@ var chartCases = []chartCase{
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "ebb-operator", gatewaySA: "ebb-gateway", watchNamespace: defaultNamespace,
 		kinds: map[string]int{
-			"CustomResourceDefinition": 2, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"CustomResourceDefinition": 3, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
 			"NetworkPolicy": 1,
 		},
@@ -73,9 +77,9 @@ var chartCases = []chartCase{
 		image:      "registry.example.com/ml/ebb:test",
 		operatorSA: "ebb-all-operator-sa", gatewaySA: "ebb-all-gateway", watchNamespace: "ml-models",
 		kinds: map[string]int{
-			"CustomResourceDefinition": 2, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"CustomResourceDefinition": 3, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1, "ServiceMonitor": 1,
-			"NetworkPolicy": 1,
+			"NetworkPolicy": 1, "PrometheusRule": 1, "ConfigMap": 1,
 		},
 		rbac: true, grpc: true, priorityClass: "ebb-all-balloons",
 		tokenSecrets: []string{"ebb-all-admin", "ebb-all-gateways"},
@@ -85,23 +89,30 @@ var chartCases = []chartCase{
 			"--oidc-issuer=https://keycloak.example/realms/ml", "--oidc-audience=ebb", "--oidc-scopes-claim=realm_access.roles",
 			"--oidc-scope-map=ml-admins=admin", "--oidc-scope-map=ml-deployers=deploy+models:write", "--oidc-scope-map=team-fraud=predict:fraud-*",
 		},
+		tracing: []string{
+			"--otlp-endpoint=https://otel-collector.observability:4317", "--otlp-protocol=grpc", "--trace-sample-ratio=0.1",
+			"--otlp-ca-file=/etc/ebb/otlp-ca/ca.crt",
+		},
+		tracingCA: "ebb-all-otlp-ca",
 	},
 	{
 		name: "tls, one Secret for the replicas", release: defaultRelease, namespace: defaultNamespace,
 		args: []string{
 			"--set", "tls.gateway.secretName=gw-tls", "--set", "tls.operator.secretName=op-tls",
 			"--set", "tls.replicas.secretName=replica-tls",
+			"--set", "tracing.endpoint=http://127.0.0.1:4318", "--set", "tracing.protocol=http",
 		},
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "ebb-operator", gatewaySA: "ebb-gateway", watchNamespace: defaultNamespace,
 		kinds: map[string]int{
-			"CustomResourceDefinition": 2, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"CustomResourceDefinition": 3, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
 			"NetworkPolicy": 1,
 		},
 		rbac: true, grpc: true, priorityClass: "ebb-warm-pool",
 		tokenSecrets: []string{"ebb-admin-token", "ebb-gateway-token"},
 		tls:          &tlsSecrets{gateway: "gw-tls", operator: "op-tls", replicas: "replica-tls", replicaClient: "replica-tls", replicaServerName: "ebb-replica"},
+		tracing:      []string{"--otlp-endpoint=http://127.0.0.1:4318", "--otlp-protocol=http", "--trace-sample-ratio=1"},
 	},
 	{
 		name: "all-off", release: "bare", namespace: "bare", args: []string{
@@ -114,7 +125,7 @@ var chartCases = []chartCase{
 		},
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "default", gatewaySA: "default", watchNamespace: "bare",
-		kinds: map[string]int{"CustomResourceDefinition": 2, "Deployment": 2, "Service": 2},
+		kinds: map[string]int{"CustomResourceDefinition": 3, "Deployment": 2, "Service": 2},
 	},
 }
 
@@ -127,6 +138,8 @@ var (
 		"serving.ebb.dev/modeldeployments/scale":      {"get", "patch", "update"},
 		"serving.ebb.dev/modeldeployments/finalizers": {"update"},
 		"serving.ebb.dev/modelroutes":                 {"create", "delete", "get", "list", "patch", "update", "watch"},
+		"serving.ebb.dev/modeljobs":                   {"create", "delete", "get", "list", "patch", "update", "watch"},
+		"serving.ebb.dev/modeljobs/status":            {"get", "patch", "update"},
 		"core/pods":                                   {"create", "delete", "get", "list", "patch", "watch"},
 		"core/pods/log":                               {"get"},
 		"core/services":                               {"create", "delete", "get", "list", "patch", "update", "watch"},
@@ -352,6 +365,7 @@ func checkWiring(t *testing.T, objs []*unstructured.Unstructured, deps map[strin
 
 	checkAuthWiring(t, deps, tc)
 	checkTLSWiring(t, deps, tc)
+	checkTracingWiring(t, deps, tc) // chart_tracing_test.go
 
 	pcs := byKind(objs, "PriorityClass")
 	if len(pcs) != 0 && tc.priorityClass == "" || len(pcs) == 0 && tc.priorityClass != "" {

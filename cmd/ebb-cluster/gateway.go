@@ -25,6 +25,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/limit"
 	"github.com/ebb-ml/ebb/internal/operator"
 	"github.com/ebb-ml/ebb/internal/queue"
+	"github.com/ebb-ml/ebb/internal/reqstats"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/server"
 	"github.com/ebb-ml/ebb/internal/telemetry"
@@ -65,6 +66,8 @@ type gatewayOptions struct {
 	oidc        auth.OIDCFlags // the same flags as ebb up's
 
 	tracing telemetry.Config // --otlp-*, --trace-sample-ratio (home/tracing.go)
+
+	predictions home.PredictionLogFlags // --prediction-log-* (gateway_predlog.go)
 }
 
 // replicaClientTLS are the gateway's --replica-tls-* flags: with a client
@@ -113,6 +116,7 @@ cold deployments through it. It keeps no state: run as many as you like.`,
 	addMetricsAuthFlag(f, &o.metricsAuth)
 	o.oidc.AddFlags(f)
 	o.tracing.AddFlags(f)
+	o.predictions.AddFlags(f, "empty, the default, turns the log off (the chart sets it with gateway.predictionLog.enabled)")
 	f.StringVar(&o.replicaTLS.certFile, "replica-tls-cert", "", "PEM client certificate the gateway presents to replicas: with it, replicas are dialled over https (mutual TLS; the operator's --replica-tls-secret); reloaded when the file changes")
 	f.StringVar(&o.replicaTLS.keyFile, "replica-tls-key", "", "PEM private key of --replica-tls-cert")
 	f.StringVar(&o.replicaTLS.caFile, "replica-tls-ca", "", "PEM file of the CA that signed the replicas' certificate, the only one trusted for them (default: the system's CAs); reloaded when the file changes")
@@ -164,6 +168,11 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	table := &routing.Table{QueueOptions: fairqueue.Options{MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Timeout: o.holdTimeout}}
 	routes := discovery.NewRoutes(c, ns, source, table, log)
+	driftMon := home.NewGatewayDrift(name, reg, log)                                       // counts the logged predictions for the operator (home/drift.go)
+	preds, err := openGatewayPredictions(ctx, o.predictions, c, reg, log, driftMon.Sink()) // before the cache starts (routes.Run)
+	if err != nil {
+		return err
+	}
 	shards, err := newGatewayShards(cfg, scheme, ns, log) // route objects (gateway_routes.go)
 	if err != nil {
 		return err
@@ -222,6 +231,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 			return false
 		}
 	}
+	reqReg := prometheus.NewRegistry() // the request metrics alone, which the demand reports read (gateway_reqstats.go)
 	gwOpts := gateway.Options{
 		MaxBodyBytes:     o.maxBodyBytes,
 		MaxBufferedBytes: o.maxBufferedBytes,
@@ -229,12 +239,13 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 		Limits:           o.limits,
 		HoldTimeout:      o.holdTimeout,
 		Logger:           log,
-		Metrics:          gateway.NewMetrics(reg),
+		Metrics:          gateway.NewMetrics(teeRegisterer{reg, reqReg}),
 		Version:          version,
 		Ready:            ready,
 		Shards:           shards.table,
 		Limiter:          limiter,
 		Tracer:           tr.Tracer,
+		Predictions:      preds.gateway(),
 	}
 	var worker *queue.Worker    // runs async requests through gw (below)
 	waiters := &queue.Waiters{} // the results it stores wake GETs waiting for them
@@ -271,6 +282,8 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 			return err
 		}
 		mux.Handle("/v1/", liftStreamDeadlines(admin))
+		mux.Handle("/ui", admin) // the dashboard, served by the operator beside its API
+		mux.Handle("/ui/", admin)
 	}
 	// The front server serves the gateway's routes itself, the rest here.
 	gw := gateway.New(table, act, gwOpts)
@@ -295,10 +308,17 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
+	preds.start()
+	if preds != nil {
+		go driftMon.Run(bgCtx, o.operatorURL, opClient)
+	}
+	defer preds.finish()
 	routesDone := make(chan error, 1)
 	go func() { routesDone <- routes.Run(bgCtx) }()
 	go shards.run(bgCtx)
-	reporter = &discovery.Reporter{Gateway: name, Source: routes, Client: client, Every: o.reportEvery, Logger: log}
+	reporter = &discovery.Reporter{Gateway: name, Source: routes, Client: client, Every: o.reportEvery, Logger: log,
+		Requests: reqstats.Gathered{Gatherer: reqReg}} // for the operator's request statistics
+
 	go func() { _ = reporter.Run(bgCtx) }()
 	go limits.Run(bgCtx)
 	if worker != nil {
@@ -345,6 +365,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	if err := <-grpcDone; err != nil {
 		log.Warn("gRPC gateway drain incomplete", "err", err)
 	}
+	preds.finish() // after the drain: the requests it finished are logged
 	stopBG()
 	<-routesDone
 	return nil

@@ -20,14 +20,17 @@ import (
 	"github.com/ebb-ml/ebb/internal/certs"
 	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/ebb-ml/ebb/internal/control"
+	"github.com/ebb-ml/ebb/internal/drift"
 	"github.com/ebb-ml/ebb/internal/home"
 	"github.com/ebb-ml/ebb/internal/logging"
 	"github.com/ebb-ml/ebb/internal/operator"
 	"github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/replica/kube"
+	"github.com/ebb-ml/ebb/internal/reqstats"
 	"github.com/ebb-ml/ebb/internal/server"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/telemetry"
+	"github.com/ebb-ml/ebb/internal/ui"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -231,12 +234,28 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 		return err
 	}
 
+	// Drift: the gateways count what their prediction logs sample and
+	// ship it to the leader, which merges it (home/drift.go).
+	driftHub := home.NewOperatorDrift(op.APIStore(), models.Service, reg, log)
+	if err := op.RunOnLeader(func(ctx context.Context) { _ = driftHub.Run(ctx) }); err != nil {
+		return err
+	}
+
 	mux := http.NewServeMux()
-	admin := home.NewAdminAPI(oa.parts(home.AdminParts{Store: op.APIStore(), Ctl: op.APIController(), Models: models.Service,
+	// Request statistics (the dashboard's charts): the gateways send
+	// their request counters with their demand reports; the leader sums
+	// them (operator/requests.go) and samples the sums. A new leader
+	// starts a fresh series.
+	reqStats := reqstats.New(op.Demand().Requests(), reqstats.Options{})
+	if err := op.RunOnLeader(func(ctx context.Context) { _ = reqStats.Run(ctx) }); err != nil {
+		return err
+	}
+
+	admin := home.NewAdminAPI(oa.parts(home.AdminParts{Store: op.APIStore(), Ctl: op.APIController(), Models: models.Service, Stats: reqStats,
 		Events: op, Logs: op.Controller(), Costs: op.Controller(), Home: api.HomeCluster, Version: version, Rollouts: rollouts,
 		// Route objects are ModelRoutes, which the gateways watch; tenant
 		// limits are in the SQL store, and the gateways poll them.
-		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns), Limits: st, Jobs: jobsMgr}), log)
+		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns), Limits: st, Jobs: jobsMgr, Drift: driftHub.Hub, Labels: driftHub.Hub}), log)
 	// ModelJobs and the jobs of the store are one set (operator/jobsync.go):
 	// the leader submits kubectl's through the API's checks, and shows
 	// the API's as ModelJobs.
@@ -251,12 +270,17 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 		return err
 	}
 	mux.Handle("/v1/", oa.admin(admin))
+	mux.Handle("/ui", ui.Handler()) // the dashboard, beside the admin API it reads
+	mux.Handle("/ui/", ui.Handler())
 	// The gateways read the tenant limits with their own token.
 	var limits http.Handler = admin.LimitList(st)
 	if ga := oa.gateways(); ga.Authenticator != nil {
 		limits = auth.Require(ga.Authenticator, auth.Gateway, limits)
 	}
 	mux.Handle("GET "+operator.LimitsPath, limits)
+	driftAPI := driftHub.Handler(oa.gateways().Authenticator)
+	mux.Handle(drift.ProfilesPath, driftAPI)
+	mux.Handle(drift.WindowsPath, driftAPI)
 	metrics, err := oa.metrics(o.auth.metrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), log)
 	if err != nil {
 		return err

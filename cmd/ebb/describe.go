@@ -83,6 +83,9 @@ func writeDescribe(w io.Writer, d serving.Deployment, evs []serving.Event, evErr
 	row("", "Upstream model", sp.UpstreamModel)
 	row("", "Protocol", sp.Protocol)
 	row("", "Env", joinMap(sp.Env, func(s string) string { return s }))
+	if sp.PredictionLog != nil {
+		row("", "Prediction log", sp.PredictionLog.String())
+	}
 	fmt.Fprintln(tw, "Status:\t")
 	row("  ", "Serving", st.ModelVersion)
 	row("  ", "Replicas", fmt.Sprintf("%d ready, %d desired, %d in all", st.ReadyReplicas, st.DesiredReplicas, st.Replicas))

@@ -50,6 +50,8 @@ func newRootCmd() *cobra.Command {
 		newScaleCmd(),
 		newSimulateCmd(),
 		newCostCmd(),
+		newDriftCmd(),
+		newMonitorCmd(),
 		newDeleteCmd(),
 		newPredictCmd(),
 		newClusterCmd("operator", "Run the Kubernetes operator: ModelDeployments to replica pods, scaled 0:N"),

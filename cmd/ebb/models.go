@@ -44,6 +44,7 @@ func newModelsCmd() *cobra.Command {
 		newModelsPushCmd(&output),
 		newModelsImportCmd(&output),
 		newModelsTagCmd(&output),
+		newModelsProfileCmd(&output),
 		newModelsDeleteCmd(),
 	)
 	return cmd

@@ -17,12 +17,14 @@ import (
 type pushFlags struct {
 	name, alias, description string
 	tags                     []string
+	profile                  profileFlags // --profile-* (models_profile.go)
 }
 
 func (f *pushFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.alias, "alias", "", "point this alias (such as champion) at the new version")
 	cmd.Flags().StringVar(&f.description, "description", "", "description of the model, when this push creates it")
 	cmd.Flags().StringArrayVar(&f.tags, "tag", nil, "tag KEY=VALUE on the version (repeatable)")
+	f.profile.add(cmd.Flags(), "profile-")
 }
 
 func newModelsPushCmd(output *string) *cobra.Command {
@@ -34,6 +36,7 @@ func newModelsPushCmd(output *string) *cobra.Command {
 		Short: "Register a model file or directory as a new version; the engine must load it",
 		Example: `  ebb models push examples/diabetes/model.json --name diabetes --alias champion \
       --data-uri s3://data/diabetes.csv --param max_depth=4 --metric rmse=54.1 --code-commit $(git rev-parse HEAD)
+  ebb models push model.json --name churn --profile-data train-sample.csv --profile-output-column label
   ebb models push ./my-python-model --name churn --engine python`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -109,14 +112,31 @@ func pushModel(cmd *cobra.Command, output string, f pushFlags, md api.PushMetada
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("cannot read the model: %w", err)
 	}
-	v, err := newAPIClient(cmd).PushVersion(cmd.Context(), name, md, path)
+	// The profile is built first: a sample that cannot be read fails the
+	// push before anything is stored.
+	prof, err := f.profile.build("--profile-data")
 	if err != nil {
 		return err
+	}
+	c := newAPIClient(cmd)
+	v, err := c.PushVersion(cmd.Context(), name, md, path)
+	if err != nil {
+		return err
+	}
+	if prof != nil {
+		withProfile, err := c.PutProfile(cmd.Context(), v.Model, v.Version, prof)
+		if err != nil {
+			return fmt.Errorf("%s pushed, but its reference profile was not stored: %w (set it with `ebb models profile %s --data %s`)", v.Ref(), err, v.Ref(), f.profile.data)
+		}
+		v = withProfile
 	}
 	return writeOutput(cmd.OutOrStdout(), output, v, func(w io.Writer) error {
 		fmt.Fprintf(w, "%s pushed (engine %s, sha256 %s, %s)\n", v.Ref(), v.Engine, shortSum(v.SHA256), humanBytes(v.Size))
 		if md.Alias != "" {
 			fmt.Fprintf(w, "alias %s@%s -> version %d\n", v.Model, md.Alias, v.Version)
+		}
+		if prof != nil {
+			fmt.Fprintf(w, "reference profile from %s: %s\n", f.profile.data, describeProfile(prof))
 		}
 		return nil
 	})

@@ -27,10 +27,12 @@ import (
 	"github.com/ebb-ml/ebb/internal/logging"
 	"github.com/ebb-ml/ebb/internal/queue"
 	"github.com/ebb-ml/ebb/internal/replica/process"
+	"github.com/ebb-ml/ebb/internal/reqstats"
 	"github.com/ebb-ml/ebb/internal/routing"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
 	"github.com/ebb-ml/ebb/internal/telemetry"
+	"github.com/ebb-ml/ebb/internal/ui"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -46,8 +48,9 @@ type upOptions struct {
 	maxQueue     int
 	maxQueueTen  int // --max-queue-per-tenant
 	async        home.AsyncFlags
-	jobs         home.JobsFlags   // --jobs-concurrency
-	tracing      telemetry.Config // --otlp-*, --trace-sample-ratio (home/tracing.go)
+	jobs         home.JobsFlags          // --jobs-concurrency
+	tracing      telemetry.Config        // --otlp-*, --trace-sample-ratio (home/tracing.go)
+	predictions  home.PredictionLogFlags // --prediction-log-* (up_predlog.go)
 	drainTimeout time.Duration
 	logLevel     string
 	storeDSN     string // PostgreSQL store; empty: SQLite in dataDir
@@ -102,6 +105,7 @@ request to try.`,
 	o.async.AddFlags(f, "ebb's own store (SQLite in --data-dir, or PostgreSQL with --store-dsn)")
 	o.jobs.AddFlags(f, false)
 	o.tracing.AddFlags(f)
+	o.predictions.AddFlags(f, "default DATA-DIR/predictions")
 	f.IntVar(&o.maxQueueTen, "max-queue-per-tenant", fairqueue.DefaultMaxQueuePerTenant, "most requests of one tenant held per cold deployment, and waiting per capped deployment; more get 429 with Retry-After")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown or scale-down")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -199,7 +203,13 @@ func runUp(ctx context.Context, o upOptions) error {
 		MaxReplicasTotal: o.maxReplicasTotal,
 		ColdStarts:       tr.ColdStarts,
 	})
-	reg.MustRegister(gateway.NewQueueCollector(routes)) // the fair queues of capped deployments
+	reg.MustRegister(gateway.NewQueueCollector(routes))               // the fair queues of capped deployments
+	driftMon := home.NewUpDrift(st, models.Service, reg, log)         // counts the logged predictions (home/drift.go)
+	preds, err := openUpPredictions(o, st, reg, log, driftMon.Sink()) // up_predlog.go
+	if err != nil {
+		return err
+	}
+	defer preds.stop()
 	act := activator.New(routes, ctl, activator.Options{Timeout: o.holdTimeout, MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Registerer: reg,
 		Tracer: tr.Tracer, ColdStarts: tr.ColdStarts})
 	shards := newUpShards(st, log) // route objects (up_routes.go)
@@ -232,6 +242,7 @@ func runUp(ctx context.Context, o upOptions) error {
 		Metrics:          gateway.NewMetrics(reg),
 		Version:          version,
 		Tracer:           tr.Tracer,
+		Predictions:      preds.gateway(),
 		Ready: func() bool {
 			select {
 			case <-ctl.Loaded():
@@ -266,9 +277,12 @@ func runUp(ctx context.Context, o upOptions) error {
 	mux := http.NewServeMux()
 	rollouts := home.NewRollouts(home.RolloutParts{Store: st, Deployments: st, Meters: routes, Shadows: routes, Models: models.Service,
 		Event: ctl.RecordEvent, Notify: ctl.Notify}, log)
-	admin := home.NewAdminAPI(home.AdminParts{Store: st, Ctl: ctl, Models: models.Service, Events: ctl, Logs: ctl, Costs: ctl, Home: api.HomeUp,
+	// Recent request rate, errors and latency per deployment, sampled
+	// from the gateway's metrics for the dashboard (/v1/.../stats).
+	reqStats := reqstats.New(reqstats.Gathered{Gatherer: reg}, reqstats.Options{})
+	admin := home.NewAdminAPI(home.AdminParts{Store: st, Ctl: preds.controller(ctl), Models: models.Service, Events: ctl, Logs: ctl, Costs: ctl, Home: api.HomeUp,
 		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts, Routes: st, RoutesChanged: shards.changed,
-		Limits: st, LimitsChanged: func(ctx context.Context) { _ = limits.Poll(ctx) }, Jobs: jobsMgr}, log)
+		Limits: st, LimitsChanged: func(ctx context.Context) { _ = limits.Poll(ctx) }, Jobs: jobsMgr, Stats: reqStats, Drift: driftMon.Monitor, Labels: driftMon.Labels}, log)
 	admin.ConfineModelPaths(o.modelPaths(o.dataDir))
 	var adm *adminServer
 	if o.adminAddr != "" {
@@ -279,6 +293,8 @@ func runUp(ctx context.Context, o upOptions) error {
 		mux.Handle("/v1/", adminElsewhere())
 	} else {
 		mux.Handle("/v1/", ua.admin(admin))
+		mux.Handle("/ui", ui.Handler()) // the dashboard, beside the admin API it reads
+		mux.Handle("/ui/", ui.Handler())
 	}
 	mux.Handle("GET /metrics", ua.metrics(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 
@@ -314,7 +330,10 @@ func runUp(ctx context.Context, o upOptions) error {
 	go shards.run(ctlCtx)
 	go limits.Run(ctlCtx)
 	go worker.Run(ctlCtx)
+	go driftMon.Run(ctlCtx)
+	go reqStats.Run(ctlCtx)
 	go stls.Run(ctlCtx)
+	preds.start(ctlCtx)
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	adminBase := stls.Scheme() + "://" + ln.Addr().String()
@@ -342,7 +361,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	go maintainReplicaLogs(ctlCtx, backend, log)
 	go jobsMgr.Run(ctlCtx) // resumes the jobs a stop left running
 	base := stls.Scheme() + "://" + ln.Addr().String()
-	log.Info("ebb is up", "addr", base, "dataDir", o.dataDir, "version", version)
+	log.Info("ebb is up", "addr", base, "dashboard", adminBase+ui.Prefix, "dataDir", o.dataDir, "version", version)
 	if o.demo {
 		if err := deployDemo(ctx, st, ctl, o.dataDir, base, adminBase, ua); err != nil {
 			log.Error("demo deployment failed", "err", err)
@@ -378,6 +397,7 @@ func runUp(ctx context.Context, o upOptions) error {
 	if err := <-grpcDone; err != nil {
 		log.Warn("gRPC gateway drain incomplete", "err", err)
 	}
+	preds.stop() // after the drain: the requests it finished are logged
 	stopCtl()
 	err = <-ctlDone
 	ctl.Wait()

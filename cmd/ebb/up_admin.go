@@ -10,6 +10,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/api"
 	"github.com/ebb-ml/ebb/internal/certs"
 	"github.com/ebb-ml/ebb/internal/drain"
+	"github.com/ebb-ml/ebb/internal/ui"
 )
 
 // adminServer is ebb up's admin API on an address of its own
@@ -34,6 +35,8 @@ func listenAdmin(o upOptions, h http.Handler, stls *certs.Server, capped func(ne
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", h)
+	mux.Handle("/ui", ui.Handler()) // the dashboard, beside the admin API it reads
+	mux.Handle("/ui/", ui.Handler())
 	srv := o.limits.Server(mux)
 	return &adminServer{srv: srv, ln: stls.HTTPListener(capped(ln)), drain: drain.New(srv), done: make(chan error, 1)}, nil
 }

@@ -69,7 +69,7 @@ func New(st Store, ctl Controller, log *slog.Logger) *Handler {
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{st: st, ctl: ctl, log: log, mux: http.NewServeMux()}
-	h.mux.HandleFunc("GET /v1/deployments", h.list)
+	h.mux.HandleFunc("GET /v1/deployments", h.listPage) // deployments_page.go
 	h.mux.HandleFunc("POST /v1/deployments", h.create)
 	h.mux.HandleFunc("/v1/deployments", methodNotAllowed("GET, HEAD, POST"))
 	h.mux.HandleFunc("GET /v1/deployments/{name}", h.get)

@@ -161,6 +161,7 @@ func (h *Handler) MountModels(svc *registry.Service) {
 	h.mux.HandleFunc("/v1/models/{name}/aliases/{alias}", methodNotAllowed("DELETE, GET, HEAD, PUT"))
 	h.mux.HandleFunc("GET /v1/models/{name}/aliases/{alias}/history", m.aliasHistory)
 	h.mux.HandleFunc("GET /v1/deployments/{name}/history", m.servingHistory)
+	h.mountProfiles(m) // profile.go
 }
 
 type modelRoutes struct {

@@ -404,6 +404,7 @@ func (c *Controller) loadedOn(p *poolState, r *poolReplica, m *poolModel, pe *po
 	m.loads++
 	m.phases[r.rec.h.Spec.ID] = phases
 	c.opts.Metrics.coldStart(phases)
+	c.tracePoolLoad(p, r, m, phases) // trace.go
 	c.record(m.name, serving.EventNormal, serving.ReasonModelLoaded, "replica %s (slot %s of pool %s) loaded the model (%s): cold start %s",
 		r.rec.h.Spec.ID, r.slot, p.name, pool.FormatBytes(pe.entry.Bytes), coldStartText(phases))
 }

@@ -17,7 +17,7 @@ import (
 // reports its phases, and checks the spans: a cold start of the
 // deployment from the replica's start, a span per phase under it with the
 // telemetry names, each from the end of the one before, and the
-// artifact's size and cache hit.
+// artifact's URI, size and cache hit.
 func TestTraceColdStart(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	cs := telemetry.NewColdStarts(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
@@ -25,7 +25,7 @@ func TestTraceColdStart(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	hit := false
-	r := &replicaRec{h: replica.Handle{Spec: replica.Spec{ID: "iris-7"}, ScheduledAt: t0}, version: "iris:3", phases: []serving.Phase{
+	r := &replicaRec{h: replica.Handle{Spec: replica.Spec{ID: "iris-7", Model: "s3://models/iris/3"}, ScheduledAt: t0}, version: "iris:3", phases: []serving.Phase{
 		{Name: "scheduled", At: at(100), Duration: serving.D(100 * time.Millisecond)},
 		{Name: "image_pulled", At: at(900), Duration: serving.D(700 * time.Millisecond)},
 		{Name: "container_started", At: at(1000), Duration: serving.D(100 * time.Millisecond)},
@@ -60,7 +60,7 @@ func TestTraceColdStart(t *testing.T) {
 		telemetry.SpanPhaseScheduled:       {telemetry.SpanColdStart, 0, 100, none},
 		telemetry.SpanPhaseImage:           {telemetry.SpanColdStart, 100, 900, none},
 		telemetry.SpanPhaseProcessStarted:  {telemetry.SpanColdStart, 900, 1000, none},
-		telemetry.SpanPhaseArtifactFetched: {telemetry.SpanColdStart, 1000, 1500, map[string]string{"ebb.artifact.bytes": "4096", "ebb.artifact.cached": "false"}},
+		telemetry.SpanPhaseArtifactFetched: {telemetry.SpanColdStart, 1000, 1500, map[string]string{"ebb.artifact.bytes": "4096", "ebb.artifact.cached": "false", "ebb.artifact.uri": "s3://models/iris/3"}},
 		telemetry.SpanPhaseModelLoaded:     {telemetry.SpanColdStart, 1500, 1800, none},
 		telemetry.SpanPhaseReady:           {telemetry.SpanColdStart, 1800, 1810, none},
 	}

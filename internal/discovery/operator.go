@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/operator"
+	"github.com/ebb-ml/ebb/internal/reqstats"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/stats"
 	"github.com/ebb-ml/ebb/internal/traffic"
@@ -181,6 +182,13 @@ type Reporter struct {
 	Clock clock.WithTicker
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Requests, when set, is read at each report for the gateway's
+	// cumulative request counters (reqstats.Gathered over its own
+	// metrics), which the report carries (requests.go).
+	Requests reqstats.Source
+
+	// reqs is what the operator holds of the Requests counters.
+	reqs requestsSent
 
 	// mu guards acked and pending.
 	mu sync.Mutex
@@ -225,6 +233,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 		cancel()
 		if err == nil {
 			r.Acknowledge()
+			r.reqs.answered(ans.WantRequests)
 			r.gateways.Store(int32(ans.Gateways))
 		}
 		switch {
@@ -256,6 +265,9 @@ func (r *Reporter) Report(now time.Time) operator.DemandReport {
 	}
 	if ss, ok := r.Source.(ShadowSource); ok {
 		rep.Shadows = ss.Shadows()
+	}
+	if r.Requests != nil {
+		rep.Requests = r.reqs.report(r.Requests, now)
 	}
 	return rep
 }
@@ -294,8 +306,10 @@ func (r *Reporter) meters(meters map[string]*traffic.Meter, now time.Time) map[s
 }
 
 // Acknowledge records that the operator received the latest Report: the
-// meters' buckets it carried are not sent again.
+// meters' buckets it carried are not sent again, nor the request counters
+// that have not moved since.
 func (r *Reporter) Acknowledge() {
+	r.reqs.acknowledge()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.acked == nil {

@@ -118,6 +118,9 @@ type Options struct {
 	// Tracer, when set, traces inference requests (trace.go); nil: no
 	// spans, and an incoming traceparent passes to the replica as it came.
 	Tracer trace.Tracer
+	// Predictions, when set, logs a sampled share of inference requests
+	// with their answers (predlog.go); nil: none.
+	Predictions PredictionLog
 }
 
 // Gateway is the OIP v2 (and OpenAI API) REST data plane.
@@ -269,6 +272,9 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte, tenant s
 		return
 	}
 	if rt.Scatter != nil && g.scatter(ctx, x, rt, v, s, tag, start) { // scatter.go
+		if g.opts.Predictions != nil {
+			g.logREST(ctx, x, named, versionLabel(rt, nil, tag), start, g.now(start)) // predlog.go
+		}
 		return
 	}
 	// Demand counts once the body is in: a body trickling in is not load
@@ -291,6 +297,9 @@ func (g *Gateway) infer(ctx *fasthttp.RequestCtx, name, version []byte, tenant s
 		x.observe(end, code)
 	}
 	s.end(code, versionLabel(rt, x.last(), tag), end.Sub(start))
+	if g.opts.Predictions != nil {
+		g.logREST(ctx, x, named, versionLabel(rt, x.last(), tag), start, end) // predlog.go
+	}
 }
 
 // observe counts x's request, which ended at end with status code, in the

@@ -256,6 +256,7 @@ func (g *GRPC) ModelInfer(ctx context.Context, req *oipgrpc.ModelInferRequest) (
 	if err == nil && s.mirror {
 		g.startMirror(req, n, resp, s) // grpc_shadow.go
 	}
+	g.logGRPC(ctx, req, resp, err, &s) // predlog.go
 	return resp, err
 }
 
@@ -271,6 +272,7 @@ type served struct {
 	// a split, the time from the first pick to the answer.
 	mirror  bool
 	latency time.Duration
+	rec     grpcRecord // what the prediction log records (predlog.go)
 }
 
 // forward runs call on a replica of deployment name, recording the request
@@ -347,7 +349,8 @@ func (g *GRPC) forward(ctx context.Context, name, version string, infer *oipgrpc
 	if rt.Meter != nil {
 		rt.Meter.Observe(end, s.latency, code >= http.StatusInternalServerError && ctx.Err() == nil)
 	}
-	g.opts.Metrics.observe(dep, versionLabel(rt, s.try.ep, tag), code, end.Sub(start), true)
+	s.rec = grpcRecord{named: dep, version: versionLabel(rt, s.try.ep, tag), start: start, took: end.Sub(start)}
+	g.opts.Metrics.observe(dep, s.rec.version, code, s.rec.took, true)
 	return s, err
 }
 

@@ -34,6 +34,10 @@ import (
 // passes it to its server unchanged at /v1/... (the /openai prefix
 // dropped). Answers stream: each piece the replica sends is flushed to the
 // client at once, so server-sent events (stream: true) keep their timing.
+// With Options.Tracer it is traced as an OIP request is (trace.go): a
+// telemetry.SpanRequest from its arrival, once its model is routed (to the
+// end of its stream), and a SpanProxy per try whose context the replica
+// gets in traceparent.
 //
 // With Options.Auth a request needs a bearer token with scope
 // predict:GLOB matching the routed deployment, as OIP requests do; the
@@ -106,6 +110,9 @@ type openAIRequest struct {
 	tag   string         // the track's tag, for a split
 	start time.Time
 	held  int64 // bytes of the body budget
+	// logged, when set, keeps what the prediction log needs of a sampled
+	// request (predlog.go).
+	logged *openAILog
 }
 
 // end records the request's end, with its status: in the deployment's
@@ -122,6 +129,9 @@ func (r *openAIRequest) end(code int) {
 	}
 	g.budget.release(r.held)
 	g.opts.Metrics.observe(r.name, versionLabel(r.rt, r.x.last(), r.tag), code, now.Sub(r.start), true)
+	if r.logged != nil {
+		r.logOpenAI(code, now) // predlog.go
+	}
 }
 
 // openAIRoute authenticates ctx's request, reads its body into x and finds
@@ -165,21 +175,24 @@ func (g *Gateway) openAIRoute(ctx *fasthttp.RequestCtx, x *exchange) (*openAIReq
 		g.opts.Metrics.observe("(unknown)", "", http.StatusNotFound, 0, false)
 		return nil, writeOpenAIError(ctx, http.StatusNotFound, "invalid_request_error", "model", openAINotFound(name, rt))
 	}
-	named, tag := rt.Deployment, ""
+	named, tag, version := rt.Deployment, "", ""
 	if rt.Split != nil {
 		// A split's track by the Ebb-Version pin, the Ebb-Route-Key or
 		// weight, as for OIP requests (split.go).
-		tr, _, t := g.track(ctx, rt, nil)
+		tr, v, t := g.track(ctx, rt, nil)
 		if tr == nil {
 			g.budget.release(held)
 			g.opts.Metrics.observe(named, "", http.StatusNotFound, 0, false)
 			return nil, http.StatusNotFound
 		}
-		rt, tag = tr, t.Tag
+		rt, tag, version = tr, t.Tag, v
 	}
 	x.tenant = g.tenantOf(ctx, nil)
 	if g.opts.Auth != nil {
 		x.tenant = g.tenantOf(ctx, &p)
+	}
+	if g.opts.Tracer != nil {
+		g.traceRequest(ctx, x, rt.Deployment, version, x.tenant, start) // trace.go; x.release ends the span
 	}
 	if !priority(ctx, x) {
 		g.budget.release(held)
@@ -198,6 +211,9 @@ func (g *Gateway) openAIRoute(ctx *fasthttp.RequestCtx, x *exchange) (*openAIReq
 	}
 	x.meter = rt.Meter
 	r := &openAIRequest{g: g, x: x, rt: rt, name: named, tag: tag, start: start, held: held}
+	if g.opts.Predictions != nil {
+		g.sampleOpenAI(ctx, r) // predlog.go
+	}
 	x.openAI = r
 	return r, 0
 }

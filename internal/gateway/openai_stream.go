@@ -47,7 +47,11 @@ func (g *Gateway) passStream(ctx *fasthttp.RequestCtx, x *exchange, ep *balance.
 		}
 		src = io.MultiReader(&byteReader{b: b}, src)
 	}
-	ctx.Response.SetBodyStream(&upstreamBody{r: src, x: x, ep: ep, status: status}, size)
+	body := &upstreamBody{r: src, x: x, ep: ep, status: status}
+	if x.openAI != nil {
+		body.logged = x.openAI.logged // a sampled request keeps its answer (predlog.go)
+	}
+	ctx.Response.SetBodyStream(body, size)
 	ctx.Response.ImmediateHeaderFlush = true
 	return status
 }
@@ -73,9 +77,16 @@ type upstreamBody struct {
 	ep     *balance.Endpoint
 	status int
 	closed bool
+	logged *openAILog // set: the answer is captured for the prediction log
 }
 
-func (b *upstreamBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if b.logged != nil && n > 0 {
+		b.logged.capture(p[:n])
+	}
+	return n, err
+}
 
 func (b *upstreamBody) Close() error {
 	if b.closed {

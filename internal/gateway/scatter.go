@@ -35,7 +35,8 @@ import (
 //     (suffixed ".0", ".1", ...), parameters and requested outputs, its
 //     rows of every input, in the client's wire (JSON, or binary tensor
 //     data when the client sent that), to the client's path and query,
-//     with its Content-Type and X-Request-Id.
+//     with its Content-Type and X-Request-Id, and a trace context of its
+//     own (scatter_trace.go).
 //   - All segments are in flight at once. Each counts as one request of
 //     demand on the deployment (its Stats), so the autoscaler scales out
 //     for them; each waits in the activator while the deployment is cold
@@ -137,6 +138,8 @@ type scatterRun struct {
 
 	rows, segRows, n int
 
+	trace scatterTrace // scatter_trace.go
+
 	mu     sync.Mutex // serializes picks (pick)
 	next   int        // where the next pick starts its scan
 	picked time.Time  // the first pick, for a meter
@@ -167,6 +170,7 @@ func (g *Gateway) prepareScatter(ctx *fasthttp.RequestCtx, x *exchange, rt *rout
 	r.path, r.query = string(ctx.Path()), string(ctx.URI().QueryString())
 	r.contentType = string(ctx.Request.Header.ContentType())
 	r.requestID = string(ctx.Request.Header.PeekBytes(headerRequestID))
+	r.traceFrom(ctx, x)         // scatter_trace.go
 	r.next = rand.IntN(1 << 16) // ties among idle replicas start anywhere
 	return r, true
 }
@@ -287,7 +291,7 @@ func (r *scatterRun) run(client context.Context) []segmentResult {
 	var wg sync.WaitGroup
 	for i := range r.n {
 		wg.Go(func() {
-			res := r.segment(ctx, i)
+			res := r.tracedSegment(ctx, i) // scatter_trace.go
 			if res.status != 0 && !res.cancelled {
 				cancel()
 			}
@@ -349,7 +353,7 @@ func (r *scatterRun) segment(ctx context.Context, i int) segmentResult {
 			continue
 		}
 		tried = append(tried, ep)
-		status, err := r.send(rt, ep, req, resp)
+		status, err := r.send(ctx, rt, ep, req, resp)
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
@@ -412,6 +416,7 @@ func (r *scatterRun) build(req *fasthttp.Request, body []byte, jsonLen int) {
 	u := req.URI()
 	u.SetPath(r.path)
 	u.SetQueryString(r.query)
+	r.traceHeaders(req) // scatter_trace.go
 	req.SetBodyRaw(body)
 }
 
@@ -443,7 +448,7 @@ func (r *scatterRun) pick(rt *routing.Route, skip func(*balance.Endpoint) bool) 
 
 // send sends req to ep, a replica of rt that pick counted the request on,
 // and returns the status of its answer, which resp holds.
-func (r *scatterRun) send(rt *routing.Route, ep *balance.Endpoint, req *fasthttp.Request, resp *fasthttp.Response) (int, error) {
+func (r *scatterRun) send(ctx context.Context, rt *routing.Route, ep *balance.Endpoint, req *fasthttp.Request, resp *fasthttp.Response) (int, error) {
 	defer ep.Release()
 	up, err := r.g.ups.get(rt, ep, false)
 	if err != nil {
@@ -458,7 +463,11 @@ func (r *scatterRun) send(rt *routing.Route, ep *balance.Endpoint, req *fasthttp
 	}
 	resp.Reset()
 	resp.Header.SetNoDefaultContentType(true)
+	proxy := r.traceProxy(ctx, ep, req) // scatter_trace.go; nil unless sampled
 	err = up.hc.Do(req, resp)
+	if proxy != nil {
+		endProxy(proxy, resp.StatusCode(), err)
+	}
 	return resp.StatusCode(), err
 }
 
@@ -527,67 +536,6 @@ func (r *scatterRun) answer(ctx *fasthttp.RequestCtx, client context.Context, re
 	ctx.Response.Header.Set(segmentsHeader, strconv.Itoa(r.n))
 	ctx.Response.SetBodyRaw(body)
 	return http.StatusOK
-}
-
-// replicaList names the replicas that answered results, each once, in the
-// order of the segments, at most maxListedReplicas of them.
-func replicaList(results []segmentResult) string {
-	var ids []string
-	more := 0
-	for _, res := range results {
-		switch id := res.replica.ID; {
-		case slices.Contains(ids, id):
-		case len(ids) < maxListedReplicas:
-			ids = append(ids, id)
-		default:
-			more++
-		}
-	}
-	s := strings.Join(ids, ",")
-	if more > 0 {
-		s += fmt.Sprintf(",+%d more", more)
-	}
-	return s
-}
-
-// joinOutputs joins the outputs of the segments, in order: for each output
-// of the first, the same output of every segment, its data concatenated
-// along the first dimension.
-func joinOutputs(results []segmentResult) ([]oip.Tensor, error) {
-	first := results[0].resp.Outputs
-	out := make([]oip.Tensor, len(first))
-	for k, t := range first {
-		if len(t.Shape) == 0 {
-			return nil, fmt.Errorf("output %q of segment 0 is a scalar (shape []): it has no rows to join", t.Name)
-		}
-		rows, elems := int64(0), 0
-		parts := make([]oip.Tensor, len(results))
-		for i, res := range results {
-			if len(res.resp.Outputs) != len(first) {
-				return nil, fmt.Errorf("segment %d answered %d outputs, segment 0 %d", i, len(res.resp.Outputs), len(first))
-			}
-			j := slices.IndexFunc(res.resp.Outputs, func(o oip.Tensor) bool { return o.Name == t.Name })
-			if j < 0 {
-				return nil, fmt.Errorf("segment %d did not answer output %q", i, t.Name)
-			}
-			p := res.resp.Outputs[j]
-			if p.Datatype != t.Datatype || len(p.Shape) != len(t.Shape) || !slices.Equal(p.Shape[1:], t.Shape[1:]) {
-				return nil, fmt.Errorf("output %q is %s %s in segment %d but %s %s in segment 0",
-					t.Name, p.Datatype, oip.FormatShape(p.Shape), i, t.Datatype, oip.FormatShape(t.Shape))
-			}
-			parts[i] = p
-			rows += p.Shape[0]
-			elems += reflect.ValueOf(p.Data).Len()
-		}
-		data := reflect.MakeSlice(reflect.TypeOf(t.Data), 0, elems)
-		for _, p := range parts {
-			data = reflect.AppendSlice(data, reflect.ValueOf(p.Data))
-		}
-		shape := slices.Clone(t.Shape)
-		shape[0] = rows
-		out[k] = oip.Tensor{Name: t.Name, Datatype: t.Datatype, Shape: shape, Data: data.Interface()}
-	}
-	return out, nil
 }
 
 // holdStatus is the status of a segment whose hold for a replica failed

@@ -18,9 +18,10 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Tracing (Options.Tracer). An inference request, REST or gRPC, gets a
-// telemetry.SpanRequest server span, the child of the W3C trace context it
-// came with; the activator adds a telemetry.SpanHold under it while the
+// Tracing (Options.Tracer). An inference request, REST (OIP v2 or the
+// OpenAI API) or gRPC, gets a telemetry.SpanRequest server span, the child
+// of the W3C trace context it came with (a scattered request's segments
+// are its children: scatter_trace.go); the activator adds a telemetry.SpanHold under it while the
 // deployment is cold; each try on a replica is a telemetry.SpanProxy
 // client span, whose context the request to the replica carries
 // (traceparent header, or gRPC metadata), so the replica's spans are its

@@ -104,6 +104,14 @@ type AdminParts struct {
 	// Jobs, when set, serves /v1/jobs: batch jobs, kept in the SQL store
 	// and run by this manager (on the leader, in a cluster).
 	Jobs *Jobs
+	// Stats, when set, serves /v1/deployments/{name}/stats: recent
+	// request rate, errors and latency (ebb up samples its gateway's
+	// metrics; a cluster's gateways are scraped by Prometheus instead).
+	Stats api.Stats
+	// Drift, when set, serves /v1/deployments/{name}/drift, and Labels
+	// /v1/deployments/{name}/labels (drift.go).
+	Drift  api.Drift
+	Labels api.Labels
 }
 
 // NewAdminAPI is the admin API (/v1) both homes serve, built in one place
@@ -151,6 +159,15 @@ func NewAdminAPI(p AdminParts, log *slog.Logger) *api.Handler {
 	}
 	if p.Jobs != nil {
 		admin.MountJobs(p.Jobs.Store(), p.Jobs.Admission(), p.Jobs.Submitted)
+	}
+	if p.Stats != nil {
+		admin.MountStats(p.Stats)
+	}
+	if p.Drift != nil {
+		admin.MountDrift(p.Drift)
+	}
+	if p.Labels != nil {
+		admin.MountLabels(p.Labels)
 	}
 	return admin
 }

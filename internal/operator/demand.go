@@ -26,6 +26,9 @@ type DemandAnswer struct {
 	// Gateways counts the gateways whose reports are current, the
 	// reporter included: each enforces 1/Gateways of every tenant limit.
 	Gateways int `json:"gateways"`
+	// WantRequests asks the gateway to send a Full RequestReport next:
+	// the operator does not know all its counters (RequestTotals).
+	WantRequests bool `json:"wantRequests,omitempty"`
 }
 
 // DemandReport is what one gateway pod measured since its previous report.
@@ -46,6 +49,10 @@ type DemandReport struct {
 	// the shadow's ID. Optional: a gateway mirroring nothing leaves it
 	// out.
 	Shadows map[string]ShadowReport `json:"shadows,omitempty"`
+	// Requests carries the gateway's cumulative request counters, which
+	// the operator sums into its request statistics (RequestTotals).
+	// Optional: a gateway without them leaves it out.
+	Requests *RequestReport `json:"requests,omitempty"`
 }
 
 // GatewayDemand is one deployment's demand at one gateway.
@@ -72,10 +79,11 @@ type WakeRequest struct {
 // older than the expiry, so a gateway that dies stops counting within a
 // few seconds. It is safe for concurrent use.
 type Demand struct {
-	expiry  time.Duration
-	now     func() time.Time
-	meters  *Meters
-	shadows *Shadows
+	expiry   time.Duration
+	now      func() time.Time
+	meters   *Meters
+	shadows  *Shadows
+	requests *RequestTotals
 
 	// mu guards deps and seen.
 	mu   sync.Mutex
@@ -103,7 +111,7 @@ func NewDemand(expiry time.Duration, now func() time.Time) *Demand {
 	if now == nil {
 		now = time.Now
 	}
-	return &Demand{expiry: expiry, now: now, meters: NewMeters(now), shadows: NewShadows(now), deps: map[string]map[string]*gatewayDemand{}, seen: map[string]time.Time{}}
+	return &Demand{expiry: expiry, now: now, meters: NewMeters(now), shadows: NewShadows(now), requests: NewRequestTotals(0, now), deps: map[string]map[string]*gatewayDemand{}, seen: map[string]time.Time{}}
 }
 
 // Gateways counts the gateways whose latest report is younger than the
@@ -127,6 +135,10 @@ func (d *Demand) Meters() *Meters { return d.meters }
 // Shadows returns the shadow tallies the gateways report, per deployment
 // and gateway.
 func (d *Demand) Shadows() *Shadows { return d.shadows }
+
+// Requests returns the request counters the gateways report, summed per
+// deployment: the reqstats.Source of the request statistics.
+func (d *Demand) Requests() *RequestTotals { return d.requests }
 
 // Report records a gateway's report, merges its meters into Meters and
 // keeps its shadow tallies in Shadows (meters that fail CheckMeters, and
@@ -260,9 +272,14 @@ func (d *Demand) Handler(w Waker) http.Handler {
 			httpError(rw, http.StatusBadRequest, fmt.Errorf("demand report from gateway %q: %w: the gateway and the operator must run the same ebb version", rep.Gateway, err))
 			return
 		}
+		if err := CheckRequests(rep.Requests); err != nil {
+			httpError(rw, http.StatusBadRequest, fmt.Errorf("demand report from gateway %q: %w: the gateway and the operator must run the same ebb version", rep.Gateway, err))
+			return
+		}
 		d.Report(rep)
+		want := d.requests.Report(rep.Gateway, rep.Requests)
 		rw.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(rw).Encode(DemandAnswer{Gateways: max(d.Gateways(), 1)})
+		_ = json.NewEncoder(rw).Encode(DemandAnswer{Gateways: max(d.Gateways(), 1), WantRequests: want})
 	})
 	mux.HandleFunc("POST "+WakePath+"{deployment}", func(rw http.ResponseWriter, r *http.Request) {
 		var wr WakeRequest

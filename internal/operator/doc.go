@@ -33,7 +33,9 @@
 //     and the Service never see them; a second cache watches them.
 //   - Demand: gateways POST what they measure every second (DemandPath) and
 //     wake cold deployments (WakePath); Demand sums the latest report of
-//     each gateway for the loop's autoscaler.
+//     each gateway for the loop's autoscaler. The reports also carry each
+//     gateway's cumulative request counters, which RequestTotals sums
+//     into the request statistics of the admin API (reqstats).
 //
 // # No duplicate pods (expectations)
 //

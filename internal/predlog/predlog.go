@@ -20,8 +20,10 @@
 // Run drains the queue into a Sink from one goroutine until its context
 // ends, then writes what is left and closes the sink. FileSink writes
 // rotated JSONL or Parquet parts, each renamed into place when complete;
-// Uploader sends complete parts to S3. Nothing here starts a goroutine by
-// itself.
+// Uploader sends complete parts to S3, and PruneParts bounds the parts
+// kept when nothing uploads them. Tee hands the same records to several
+// sinks (the file log and, beside it, the drift monitor). Nothing here
+// starts a goroutine by itself.
 //
 // Payloads are the raw bytes the caller already has (the OIP v2 request
 // and response bodies), not decoded tensors: decoding would cost the

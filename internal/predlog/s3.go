@@ -165,8 +165,11 @@ type pendingPart struct {
 }
 
 // pending lists the completed parts, oldest first.
-func (u *Uploader) pending() ([]pendingPart, error) {
-	entries, err := os.ReadDir(u.dir)
+func (u *Uploader) pending() ([]pendingPart, error) { return listParts(u.dir) }
+
+// listParts lists the completed parts in dir, oldest first.
+func listParts(dir string) ([]pendingPart, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("prediction log: %w", err)
 	}

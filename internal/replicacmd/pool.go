@@ -16,6 +16,7 @@ import (
 	"github.com/ebb-ml/ebb/internal/pool"
 	"github.com/ebb-ml/ebb/internal/server"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // In pool mode (--pool) a replica hosts many models of one engine, loaded
@@ -97,7 +98,9 @@ func preparePool(f replicaFlags) error {
 }
 
 // runPool serves a pool of models, none loaded at first, until a signal.
-func runPool(ctx context.Context, f replicaFlags, ln net.Listener, more []net.Listener, notify io.WriteCloser, log *slog.Logger) error {
+// tracer, when set, traces their infer requests as a single model's
+// replica does (each model's server takes it).
+func runPool(ctx context.Context, f replicaFlags, tracer trace.Tracer, ln net.Listener, more []net.Listener, notify io.WriteCloser, log *slog.Logger) error {
 	budget, _ := f.poolBudget() // validated
 	// The garbage collector keeps the heap near what the models hold,
 	// rather than letting it reach twice that (GOGC's 100%), so that the
@@ -125,6 +128,8 @@ func runPool(ctx context.Context, f replicaFlags, ln net.Listener, more []net.Li
 		Limits:             f.limits,
 		Metrics:            newReplicaMetrics(),
 		Secret:             f.secret,
+		Tracer:             tracer,
+		Engine:             f.engine,
 		// Each model batches on its own.
 		Batching: server.BatchingPolicy(f.batchMaxSize, f.batchPreferredSizes, f.batchMaxQueueDelay),
 		OnReady: func(readyAt time.Time) {

@@ -246,7 +246,7 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 			closeAll(ln, more)
 			return fail(err)
 		}
-		return runPool(ctx, f, ln, more, notify, log)
+		return runPool(ctx, f, tracer, ln, more, notify, log)
 	}
 	if f.engine == "http" {
 		return runHTTPReplica(ctx, f, ln, notify, log)

@@ -110,6 +110,11 @@ type Spec struct {
 	// demand. Clients call it by the deployment's name all the same.
 	// +optional
 	Pool *PoolRef `json:"pool,omitempty"`
+	// PredictionLog, when set, has the gateways log a sampled share of
+	// the deployment's requests and answers to the prediction log (files,
+	// and S3 where the home uploads them).
+	// +optional
+	PredictionLog *PredictionLog `json:"predictionLog,omitempty"`
 }
 
 // OpenAI reports whether the deployment's server speaks the OpenAI API

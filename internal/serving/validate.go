@@ -153,6 +153,7 @@ func (s *Spec) validate() []*FieldError {
 	errs = append(errs, s.validateRouting()...)
 	errs = append(errs, s.validateSchedule()...)
 	errs = append(errs, s.validateScatter()...)
+	errs = append(errs, s.validatePredictionLog()...)
 	errs = append(errs, s.validatePooled()...) // pool.go
 	for k := range s.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {

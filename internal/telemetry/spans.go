@@ -23,6 +23,10 @@ const (
 	SpanHold = "ebb.hold"
 	// SpanProxy is the gateway's call to a replica.
 	SpanProxy = "ebb.proxy"
+	// SpanSegment is one segment of a scattered request (spec.scatter),
+	// a child of its SpanRequest: its holds (SpanHold) and its tries on
+	// replicas (SpanProxy) are its children.
+	SpanSegment = "ebb.scatter.segment"
 	// SpanBatchWait is the time a request waits in the replica's batcher.
 	SpanBatchWait = "ebb.batch.wait"
 	// SpanEngineCall is the engine's predict call for the batch that
@@ -44,6 +48,11 @@ const (
 	// SpanPhaseArtifactFetched ends when the model artifact is local and
 	// verified.
 	SpanPhaseArtifactFetched = "ebb.cold_start.artifact_fetched"
+	// SpanPhasePoolReplica ends when a replica of its multi-model pool
+	// could begin a pooled model's load (the model waited for one to
+	// start); a pooled model's cold start has it in place of the phases
+	// before, and fetches its artifact in SpanPhaseModelLoaded.
+	SpanPhasePoolReplica = "ebb.cold_start.pool_replica"
 	// SpanPhaseModelLoaded ends when the engine has loaded the model.
 	SpanPhaseModelLoaded = "ebb.cold_start.model_loaded"
 	// SpanPhaseReady ends when the replica is ready and routed.
@@ -56,6 +65,7 @@ var ColdStartPhases = []string{
 	SpanPhaseImage,
 	SpanPhaseProcessStarted,
 	SpanPhaseArtifactFetched,
+	SpanPhasePoolReplica,
 	SpanPhaseModelLoaded,
 	SpanPhaseReady,
 }
@@ -83,11 +93,20 @@ const (
 	// AttrBatchSize is the size of the batch that carried the request.
 	AttrBatchSize = attribute.Key("ebb.batch.size")
 	// AttrBatchTrigger is why the batch left: full, preferred or delay.
-	AttrBatchTrigger    = attribute.Key("ebb.batch.trigger")
+	AttrBatchTrigger = attribute.Key("ebb.batch.trigger")
+	// AttrArtifactURI is the model artifact a cold start fetched (on its
+	// SpanPhaseArtifactFetched, or a pooled model's SpanPhaseModelLoaded).
 	AttrArtifactURI     = attribute.Key("ebb.artifact.uri")
 	AttrArtifactBytes   = attribute.Key("ebb.artifact.bytes")
 	AttrArtifactCached  = attribute.Key("ebb.artifact.cached")
 	AttrColdStartFailed = attribute.Key("ebb.cold_start.failed")
+	// AttrPool is the multi-model pool whose replica loaded a pooled
+	// model (its SpanColdStart).
+	AttrPool = attribute.Key("ebb.pool")
+	// AttrSegment is a SpanSegment's index in its request (from 0), and
+	// AttrSegmentRows the rows it carries.
+	AttrSegment     = attribute.Key("ebb.scatter.segment")
+	AttrSegmentRows = attribute.Key("ebb.scatter.rows")
 )
 
 // Phase is one cold-start phase that ended at End. A zero End means the

@@ -175,7 +175,8 @@ func (c *ColdStarts) Since(deployment string, t time.Time) (trace.SpanContext, b
 // PhaseSpan returns the span name of a cold-start phase as ebb's backends
 // name it (serving.Phase.Name: process_started, artifact_fetched,
 // model_loaded, ready; the kube backend's scheduled, image_pulled,
-// container_started), or "" for a name it does not know.
+// container_started; a pooled model's pool_replica), or "" for a name it
+// does not know.
 func PhaseSpan(phase string) string {
 	switch phase {
 	case "scheduled":
@@ -186,6 +187,8 @@ func PhaseSpan(phase string) string {
 		return SpanPhaseProcessStarted
 	case "artifact_fetched":
 		return SpanPhaseArtifactFetched
+	case "pool_replica":
+		return SpanPhasePoolReplica
 	case "model_loaded":
 		return SpanPhaseModelLoaded
 	case "ready":

@@ -137,6 +137,7 @@ func TestPhaseSpan(t *testing.T) {
 		"process_started":   SpanPhaseProcessStarted,
 		"container_started": SpanPhaseProcessStarted,
 		"artifact_fetched":  SpanPhaseArtifactFetched,
+		"pool_replica":      SpanPhasePoolReplica,
 		"model_loaded":      SpanPhaseModelLoaded,
 		"ready":             SpanPhaseReady,
 		"warming":           "",

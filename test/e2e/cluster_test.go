@@ -51,7 +51,8 @@ func clusterHome(t *testing.T) (*home, *clusterRelease) {
 	}
 	chart := kubetest.InstallChart(t, c, ns, map[string]any{
 		"operator": map[string]any{"replicas": 2, "extraArgs": []string{"--lease-duration=4s", "--renew-deadline=3s", "--retry-period=500ms"}},
-		"gateway":  map[string]any{"replicas": 2, "endpointsFrom": "pods"},
+		"gateway": map[string]any{"replicas": 2, "endpointsFrom": "pods",
+			"predictionLog": map[string]any{"partAge": "1s"}}, // uploaded to S3 a second after (predlog_test.go)
 		"registry": map[string]any{"type": "postgres", "postgres": map[string]any{"existingSecret": "ebb-registry"}},
 		"artifacts": map[string]any{
 			"location": fmt.Sprintf("s3://%s/models", s3.Bucket),
@@ -72,6 +73,7 @@ func clusterHome(t *testing.T) (*home, *clusterRelease) {
 			}
 			return len(pods.Items)
 		},
+		predictions: predictionObjects(s3, "predictions/"),
 	}
 	return h, &clusterRelease{Release: chart, S3: s3}
 }

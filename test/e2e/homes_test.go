@@ -39,6 +39,9 @@ type home struct {
 	// home knows them (for "nothing started" checks); nil: use the
 	// deployment's status.
 	replicas func(deployment string) int
+	// predictions reads the home's prediction log (predlog_test.go); nil:
+	// the step is skipped.
+	predictions predictionRecords
 }
 
 // cli runs the ebb CLI against h and returns its output; a failure fails
@@ -357,6 +360,9 @@ func runHome(t *testing.T, h *home) {
 	runRoutesAndCost(t, h, v1, v2, rows)
 	runTenantLimits(t, h, v1, v2, rows)
 	runDecisions(t, h)
+	runDashboard(t, h) // ui_test.go
+	runPredictionLog(t, h, v1, rows)
+	runDrift(t, h) // drift_test.go
 
 	// Delete.
 	h.cli("delete", "deployment", "diabetes")
@@ -474,6 +480,7 @@ func grpcInfer(t *testing.T, h *home, row []float64, want float64) {
 func TestHomeUp(t *testing.T) {
 	dir := t.TempDir()
 	grpcAddr := freeAddr(t)
-	p := startEbb(t, freeAddr(t), dir, "--grpc-addr", grpcAddr)
-	runHome(t, &home{t: t, name: "ebb up", base: p.base, grpcAddr: grpcAddr, token: p.token})
+	p := startEbb(t, freeAddr(t), dir, "--grpc-addr", grpcAddr, "--prediction-log-part-age", "1s")
+	runHome(t, &home{t: t, name: "ebb up", base: p.base, grpcAddr: grpcAddr, token: p.token,
+		predictions: predictionFiles(filepath.Join(dir, "predictions"))})
 }

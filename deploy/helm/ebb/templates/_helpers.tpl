@@ -114,6 +114,30 @@ args; nothing without an issuer.
 {{- end }}
 {{- end }}
 
+{{/*
+The tracing flags of the operator and the gateways (tracing), as a list of
+args; nothing without an endpoint. The operator passes --otlp-endpoint,
+--otlp-protocol and --trace-sample-ratio on to the replica pods it starts.
+*/}}
+{{- define "ebb.tracingArgs" -}}
+{{- with .Values.tracing }}
+{{- if .endpoint }}
+{{- if not (has .protocol (list "grpc" "http")) }}
+{{- fail (printf "tracing.protocol must be grpc or http, not %q" .protocol) }}
+{{- end }}
+- {{ printf "--otlp-endpoint=%s" .endpoint | quote }}
+- {{ printf "--otlp-protocol=%s" .protocol | quote }}
+- {{ printf "--trace-sample-ratio=%v" .sampleRatio | quote }}
+{{- if .caSecret }}
+- {{ printf "--otlp-ca-file=%s/ca.crt" (include "ebb.otlpCAPath" $) | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where the gateway and operator pods mount tracing.caSecret's ca.crt. */}}
+{{- define "ebb.otlpCAPath" -}}/etc/ebb/otlp-ca{{- end }}
+
 {{/* Where the pods mount the TLS Secrets. */}}
 {{- define "ebb.tlsPath" -}}/etc/ebb/tls{{- end }}
 {{- define "ebb.operatorCAPath" -}}/etc/ebb/operator-ca{{- end }}

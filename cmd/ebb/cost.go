@@ -20,10 +20,13 @@ func newCostCmd() *cobra.Command {
 (replicas existing, starting or ready or draining, a second at a time; a
 split's tracks and a shadow count with their deployment), the peak, what
 running the peak the whole period would have used (always-on), and the
-reduction (used / always-on). The server keeps the record in memory for
+reduction (used / always-on). For deployments whose replicas ask for GPUs
+(nvidia.com/gpu, MIG slices counted one each) it adds GPU-seconds used and
+always-on at the GPU peak. The server keeps the record in memory for
 five weeks: after a restart, or a change of leader in a cluster, a report
-says it is partial and covers the time since. The same figure is
-ebb_control_replica_seconds_total in /metrics.`,
+says it is partial and covers the time since. The same figures are
+ebb_control_replica_seconds_total and ebb_control_gpu_seconds_total in
+/metrics.`,
 		Example: `  ebb cost                      # every deployment, the last 7 days
   ebb cost diabetes --since 24h
   ebb cost --since 2026-12-01T00:00:00Z -o json`,
@@ -61,8 +64,17 @@ ebb_control_replica_seconds_total in /metrics.`,
 }
 
 func writeCostTable(w io.Writer, list api.CostList, total bool) error {
+	// GPU columns only where some deployment's replicas asked for GPUs.
+	gpus := list.Total.GPUSeconds > 0 || list.Total.AlwaysOnGPUSeconds > 0
+	for _, c := range list.Items {
+		gpus = gpus || c.GPUSeconds > 0 || c.AlwaysOnGPUSeconds > 0
+	}
 	row := func(c serving.Cost) []string {
-		return []string{c.Deployment, fmt.Sprintf("%.0f", c.ReplicaSeconds), fmt.Sprint(c.PeakReplicas), fmt.Sprintf("%.0f", c.AlwaysOnSeconds), fmt.Sprintf("%.3f", c.Reduction)}
+		r := []string{c.Deployment, fmt.Sprintf("%.0f", c.ReplicaSeconds), fmt.Sprint(c.PeakReplicas), fmt.Sprintf("%.0f", c.AlwaysOnSeconds), fmt.Sprintf("%.3f", c.Reduction)}
+		if gpus {
+			r = append(r, fmt.Sprintf("%.0f", c.GPUSeconds), fmt.Sprintf("%.0f", c.AlwaysOnGPUSeconds))
+		}
+		return r
 	}
 	rows := make([][]string, 0, len(list.Items)+1)
 	for _, c := range list.Items {
@@ -71,7 +83,11 @@ func writeCostTable(w io.Writer, list api.CostList, total bool) error {
 	if total {
 		rows = append(rows, row(list.Total))
 	}
-	if err := writeRows(w, []string{"DEPLOYMENT", "REPLICA-SECONDS", "PEAK", "ALWAYS-ON", "REDUCTION"}, rows); err != nil {
+	header := []string{"DEPLOYMENT", "REPLICA-SECONDS", "PEAK", "ALWAYS-ON", "REDUCTION"}
+	if gpus {
+		header = append(header, "GPU-SECONDS", "GPU-ALWAYS-ON")
+	}
+	if err := writeRows(w, header, rows); err != nil {
 		return err
 	}
 	t := list.Total

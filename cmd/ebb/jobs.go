@@ -29,7 +29,8 @@ func newJobsCmd() *cobra.Command {
 s3://) through a model and writes the outputs to one location. It feeds an
 existing deployment at batch priority (spec.deployment) or runs replicas of
 its own from zero and back to zero (spec.serving). Its lease bounds what it
-spends: max replicas, max replica-hours, and optional windows.
+spends: max replicas, max replica-hours (and max GPU-hours, for a model
+whose replicas ask for GPUs), and optional windows.
 
 The planner probes the model's rate, then runs the fewest replicas that meet
 the deadline; a job that cannot fit its lease is refused with the numbers.
@@ -388,6 +389,13 @@ func writeJobDetail(w io.Writer, j serving.Job, now time.Time) error {
 	fmt.Fprintf(w, "\nETA:            %s %s\n", etaText(s.ETA, now), deadlineText(s.ETA, spec.Deadline, now))
 	fmt.Fprintf(w, "Replicas:       %d of at most %d\n", s.Replicas, spec.Lease.MaxReplicas)
 	fmt.Fprintf(w, "Replica-hours:  %.2f of %.2f\n", s.ReplicaHours, spec.Lease.MaxReplicaHours)
+	if s.GPUHours > 0 || spec.Lease.MaxGPUHours > 0 {
+		most := "no bound"
+		if spec.Lease.MaxGPUHours > 0 {
+			most = fmt.Sprintf("%.2f", spec.Lease.MaxGPUHours)
+		}
+		fmt.Fprintf(w, "GPU-hours:      %.2f of %s\n", s.GPUHours, most)
+	}
 	if p := s.Plan; p != nil {
 		fmt.Fprintf(w, "Plan:           %d replicas at %.4g rows/s each, finishing %s, %.2f replica-hours\n",
 			p.Replicas, p.RowsPerSecondPerReplica, p.Finish.Local().Format("Mon Jan 2 15:04"), p.ReplicaHours)

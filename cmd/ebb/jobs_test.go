@@ -103,6 +103,33 @@ func TestJobsCLI(t *testing.T) {
 	}
 }
 
+func TestJobDetailGPUHours(t *testing.T) {
+	now := time.Date(2026, 3, 2, 12, 0, 0, 0, time.Local)
+	tests := []struct {
+		name  string
+		lease serving.Lease
+		used  float64
+		want  string // empty: no GPU-hours line
+	}{
+		{"no GPUs", serving.Lease{MaxReplicas: 4, MaxReplicaHours: 10}, 0, ""},
+		{"GPU lease", serving.Lease{MaxReplicas: 4, MaxReplicaHours: 10, MaxGPUHours: 20}, 2.4, "GPU-hours:      2.40 of 20.00\n"},
+		{"GPUs, no GPU bound", serving.Lease{MaxReplicas: 4, MaxReplicaHours: 10}, 2.4, "GPU-hours:      2.40 of no bound\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := serving.Job{Name: "weekly", Spec: serving.JobSpec{Deployment: "d", Deadline: now.Add(4 * time.Hour), Lease: tt.lease},
+				Status: serving.JobStatus{Phase: serving.JobRunning, ReplicaHours: 1.2, GPUHours: tt.used}}
+			var b strings.Builder
+			if err := writeJobDetail(&b, j, now); err != nil {
+				t.Fatal(err)
+			}
+			if got := b.String(); tt.want == "" && strings.Contains(got, "GPU-hours") || !strings.Contains(got, tt.want) {
+				t.Errorf("detail =\n%s\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestProgressLine(t *testing.T) {
 	now := time.Date(2026, 3, 2, 12, 0, 0, 0, time.Local)
 	eta := now.Add(90 * time.Minute)

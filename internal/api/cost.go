@@ -110,6 +110,9 @@ func SumCosts(items []serving.Cost, since, now time.Time) CostList {
 		out.Total.ReplicaSeconds += c.ReplicaSeconds
 		out.Total.AlwaysOnSeconds += c.AlwaysOnSeconds
 		out.Total.PeakReplicas += c.PeakReplicas
+		out.Total.GPUSeconds += c.GPUSeconds
+		out.Total.AlwaysOnGPUSeconds += c.AlwaysOnGPUSeconds
+		out.Total.PeakGPUs += c.PeakGPUs
 		if c.Partial {
 			out.Total.Partial = true
 			if c.Recorded.After(out.Total.Recorded) {

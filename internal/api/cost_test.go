@@ -24,6 +24,7 @@ func (f *fakeCosts) CostAll(ctx context.Context, since time.Time) ([]serving.Cos
 	a, _ := f.Cost(ctx, "a", since)
 	b, _ := f.Cost(ctx, "b", since)
 	b.ReplicaSeconds, b.PeakReplicas, b.AlwaysOnSeconds, b.Partial, b.Recorded = 300, 1, 400, true, since.Add(time.Hour)
+	b.GPUSeconds, b.PeakGPUs, b.AlwaysOnGPUSeconds = 600, 2, 800 // 2 GPUs per replica
 	return []serving.Cost{a, b}, nil
 }
 
@@ -58,6 +59,12 @@ func TestCosts(t *testing.T) {
 	list := decode[api.CostList](t, body)
 	if code != http.StatusOK || len(list.Items) != 2 || list.Total.ReplicaSeconds != 400 || list.Total.AlwaysOnSeconds != 800 || list.Total.Reduction != 0.5 || !list.Total.Partial {
 		t.Errorf("GET /v1/cost = %d %+v; want two items, 400 of 800 replica-seconds, partial", code, list)
+	}
+	if tot := list.Total; tot.GPUSeconds != 600 || tot.PeakGPUs != 2 || tot.AlwaysOnGPUSeconds != 800 {
+		t.Errorf("GET /v1/cost total = %+v; want 600 of 800 GPU-seconds, GPU peak 2", tot)
+	}
+	if a := list.Items[0]; a.GPUSeconds != 0 || a.AlwaysOnGPUSeconds != 0 {
+		t.Errorf("a, without GPUs = %+v; want no GPU-seconds", a)
 	}
 
 	code, _, body = e.do(t, "GET", "/v1/cost?since=yesterday", "", "")

@@ -223,11 +223,16 @@ func (h *Handler) checkJobDeployment(ctx context.Context, s serving.JobSpec) err
 	if s.Deployment == "" {
 		return nil
 	}
-	if _, err := h.st.GetDeployment(ctx, s.Deployment); errors.Is(err, store.ErrNotFound) {
+	d, err := h.st.GetDeployment(ctx, s.Deployment)
+	if errors.Is(err, store.ErrNotFound) {
 		return &apiError{http.StatusUnprocessableEntity, codeJobInput,
 			fmt.Sprintf("spec.deployment: deployment %q not found: list deployments with `ebb get deployments`, or give the job its own model in spec.serving", s.Deployment)}
 	} else if err != nil {
 		return err
+	}
+	if s.Lease.MaxGPUHours > 0 && d.Spec.GPUs() == 0 {
+		return &apiError{http.StatusBadRequest, codeJobInvalid,
+			fmt.Sprintf("spec.lease.maxGPUHours: deployment %q: %s", s.Deployment, serving.NoGPUsLease)}
 	}
 	meta := h.ctl.Status(s.Deployment).Metadata
 	if meta == nil || len(meta.Inputs) == 0 {

@@ -97,6 +97,8 @@ func TestJobsAPI(t *testing.T) {
 			[]string{"job/input", `tensor \"x\" is not an input of deployment \"iris\": its inputs are input-0`}},
 		{"columns against the model", "POST", "/v1/jobs", strings.Replace(jobJSON("width", ""), `["a","b"]`, `["a","b","c"]`, 1), 422,
 			[]string{"job/input", `takes 2 columns; the mapping gives 3 (a, b, c)`}},
+		{"GPU lease for a deployment without GPUs", "POST", "/v1/jobs", strings.Replace(jobJSON("gpus", ""), `"maxReplicaHours":10`, `"maxReplicaHours":10,"maxGPUHours":4`, 1), 400,
+			[]string{"job/invalid", `spec.lease.maxGPUHours: deployment \"iris\": spec asks for no GPUs: use maxReplicaHours`}},
 		{"input unreadable", "POST", "/v1/jobs", strings.Replace(jobJSON("unreadable", ""), "in.csv", "missing.csv", 1), 422,
 			[]string{"job/input", "cannot be read"}},
 		{"refused", "POST", "/v1/jobs", jobJSON("slow", `,"rowsPerSecond":0.5`), 422,

@@ -10,7 +10,8 @@ import (
 )
 
 // Usage: what each deployment's replicas used, by hour, for cost reports
-// (Cost, CostAll) and ebb_control_replica_seconds_total. It is kept in
+// (Cost, CostAll), ebb_control_replica_seconds_total and
+// ebb_control_gpu_seconds_total. It is kept in
 // memory by the loop that runs the deployments (ebb up, or the operator
 // that leads), for up to maxUsageHours; a restart starts it afresh, and a
 // report over a longer period says it is partial.
@@ -24,6 +25,8 @@ type hourUsage struct {
 	start          time.Time
 	replicaSeconds float64
 	peak           int32
+	gpuSeconds     float64
+	peakGPUs       int64
 }
 
 // usage is the record of one deployment.
@@ -39,8 +42,9 @@ type costBook struct {
 	deps    map[string]*usage
 }
 
-// add records n replicas existing for d at now.
-func (b *costBook) add(deployment string, now time.Time, n int, d time.Duration) {
+// add records n replicas, with gpus GPUs among them, existing for d at
+// now.
+func (b *costBook) add(deployment string, now time.Time, n int, gpus int64, d time.Duration) {
 	if n <= 0 {
 		return
 	}
@@ -64,6 +68,8 @@ func (b *costBook) add(deployment string, now time.Time, n int, d time.Duration)
 	h := &u.hours[len(u.hours)-1]
 	h.replicaSeconds += float64(n) * d.Seconds()
 	h.peak = max(h.peak, int32(n))
+	h.gpuSeconds += float64(gpus) * d.Seconds()
+	h.peakGPUs = max(h.peakGPUs, gpus)
 }
 
 // cost sums deployment's record over [since, now].
@@ -79,10 +85,13 @@ func (b *costBook) cost(deployment string, since, now time.Time) serving.Cost {
 			if h.start.Add(time.Hour).After(since) && !h.start.After(now) {
 				c.ReplicaSeconds += h.replicaSeconds
 				c.PeakReplicas = max(c.PeakReplicas, h.peak)
+				c.GPUSeconds += h.gpuSeconds
+				c.PeakGPUs = max(c.PeakGPUs, h.peakGPUs)
 			}
 		}
 	}
 	c.AlwaysOnSeconds = float64(c.PeakReplicas) * now.Sub(c.Recorded).Seconds()
+	c.AlwaysOnGPUSeconds = float64(c.PeakGPUs) * now.Sub(c.Recorded).Seconds()
 	if c.AlwaysOnSeconds > 0 {
 		c.Reduction = c.ReplicaSeconds / c.AlwaysOnSeconds
 	}

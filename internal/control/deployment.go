@@ -320,7 +320,8 @@ func (c *Controller) reload(ctx context.Context, name string) {
 // onTick samples demand, decides and reconciles every deployment.
 func (c *Controller) onTick(ctx context.Context) {
 	now := c.opts.Clock.Now()
-	used := map[string]int{} // replicas existing, by deployment served
+	used := map[string]int{}   // replicas existing, by deployment served
+	gpus := map[string]int64{} // their GPUs (Spec.GPUs per replica)
 	// The time since the last tick (a busy loop may skip one), at most
 	// a few ticks, so that a stalled loop or a suspended machine does not
 	// count time nobody measured.
@@ -331,14 +332,15 @@ func (c *Controller) onTick(ctx context.Context) {
 	c.lastTick = now
 	defer func() {
 		for name, n := range used {
-			c.costs.add(name, now, n, elapsed)
-			c.opts.Metrics.replicaSeconds(name, float64(n)*elapsed.Seconds())
+			c.costs.add(name, now, n, gpus[name], elapsed)
+			c.opts.Metrics.replicaSeconds(name, float64(n)*elapsed.Seconds(), float64(gpus[name])*elapsed.Seconds())
 		}
 	}()
 	defer c.poolTick(now) // pool_act.go
 	for _, d := range c.deps {
 		if n := len(d.replicas); n > 0 {
 			used[d.served] += n
+			gpus[d.served] += int64(n) * d.spec.GPUs()
 		}
 		sample := c.sample(d, now)
 		d.window.Add(sample)

@@ -139,6 +139,7 @@ type Metrics struct {
 	coldStarts *prometheus.HistogramVec
 	capped     *prometheus.CounterVec
 	used       *prometheus.CounterVec // replica-seconds (cost.go)
+	gpuUsed    *prometheus.CounterVec // GPU-seconds (cost.go)
 }
 
 // NewMetrics creates the control loop's metrics and registers them with reg.
@@ -169,12 +170,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ebb_control_replica_seconds_total",
 			Help: "Replica-seconds used (replicas existing, a tick at a time), by deployment, its split's tracks and shadow included: what ebb cost reports against always-on.",
 		}, []string{"deployment"}),
+		gpuUsed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ebb_control_gpu_seconds_total",
+			Help: "GPU-seconds used (replica-seconds × the GPUs each replica asks for), by deployment, as ebb_control_replica_seconds_total; absent for a deployment without GPUs.",
+		}, []string{"deployment"}),
 		capped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ebb_control_replica_starts_capped_total",
 			Help: "Replica starts the host-wide cap (ebb up --max-replicas-total) held back, by deployment; a start still held back is counted again at each reconcile.",
 		}, []string{"deployment"}),
 	}
-	reg.MustRegister(m.desired, m.ready, m.existing, m.restarts, m.coldStarts, m.capped, m.used)
+	reg.MustRegister(m.desired, m.ready, m.existing, m.restarts, m.coldStarts, m.capped, m.used, m.gpuUsed)
 	return m
 }
 
@@ -220,12 +225,17 @@ func (m *Metrics) forget(name string) {
 	m.restarts.DeleteLabelValues(name)
 	m.capped.DeleteLabelValues(name)
 	m.used.DeleteLabelValues(name)
+	m.gpuUsed.DeleteLabelValues(name)
 }
 
-// replicaSeconds counts s replica-seconds used by deployment.
-func (m *Metrics) replicaSeconds(deployment string, s float64) {
+// replicaSeconds counts s replica-seconds, and g GPU-seconds, used by
+// deployment.
+func (m *Metrics) replicaSeconds(deployment string, s, g float64) {
 	if m != nil && s > 0 {
 		m.used.WithLabelValues(deployment).Add(s)
+	}
+	if m != nil && g > 0 {
+		m.gpuUsed.WithLabelValues(deployment).Add(g)
 	}
 }
 

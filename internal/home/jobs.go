@@ -124,6 +124,7 @@ func NewJobs(p JobParts, o JobOptions, log *slog.Logger) *Jobs {
 	m := &Jobs{st: p.Store, deps: p.Deployments, ctl: p.Ctl, fw: p.Forwarder, storage: storage,
 		admit: &jobs.Admission{Storage: storage, Planner: o.Runner.Planner, Clock: o.Runner.Clock},
 		opts:  o, log: log, wake: make(chan struct{}, 1), metrics: newJobMetrics()}
+	m.admit.GPUs = m
 	if p.Registerer != nil {
 		p.Registerer.MustRegister(m.metrics)
 	}

@@ -62,6 +62,21 @@ func (s *jobScaler) Provision(ctx context.Context, j serving.Job) (string, error
 	return name, nil
 }
 
+// GPUsPerReplica implements jobs.GPUCounter: the GPUs one replica of
+// deployment asks for, from its spec in the store.
+func (s *jobScaler) GPUsPerReplica(ctx context.Context, deployment string) (int64, error) {
+	return s.m.GPUsPerReplica(ctx, deployment)
+}
+
+// GPUsPerReplica implements jobs.GPUCounter for the manager's admission.
+func (m *Jobs) GPUsPerReplica(ctx context.Context, deployment string) (int64, error) {
+	d, err := m.deps.GetDeployment(ctx, deployment)
+	if err != nil {
+		return 0, err
+	}
+	return d.Spec.GPUs(), nil
+}
+
 // SetReplicas implements jobs.Scaler: the job's own deployment is pinned
 // at n (spec.replicas); a deployment it feeds keeps at least n.
 func (s *jobScaler) SetReplicas(ctx context.Context, deployment string, n int32) error {

@@ -16,6 +16,10 @@ type Admission struct {
 	Storage *Storage
 	Planner Planner
 	Clock   Clock
+	// GPUs, when set, tells the GPUs per replica of a deployment a job
+	// feeds, so that lease.maxGPUHours is checked at submit too; a job's
+	// own spec (spec.serving) says its GPUs itself.
+	GPUs GPUCounter
 }
 
 // Admit checks j, which must be defaulted and valid, and fills in its
@@ -53,7 +57,16 @@ func (a *Admission) Admit(ctx context.Context, j *serving.Job) error {
 		return &serving.JobRefusal{Rows: in.rows, Deadline: j.Spec.Deadline, AllowedReplicas: j.Spec.Lease.MaxReplicas,
 			AllowedReplicaHours: j.Spec.Lease.MaxReplicaHours}
 	}
-	plan, err := a.Planner.Plan(Situation{Now: now, Deadline: j.Spec.Deadline, RowsLeft: in.rows, RowsPerSecondPerReplica: rate, Lease: j.Spec.Lease})
+	var gpus int64
+	if j.Spec.Serving != nil {
+		gpus = j.Spec.Serving.GPUs()
+	} else if a.GPUs != nil && j.Spec.Lease.MaxGPUHours > 0 {
+		if gpus, err = a.GPUs.GPUsPerReplica(ctx, j.Spec.Deployment); err != nil {
+			return err
+		}
+	}
+	plan, err := a.Planner.Plan(Situation{Now: now, Deadline: j.Spec.Deadline, RowsLeft: in.rows, RowsPerSecondPerReplica: rate,
+		Lease: j.Spec.Lease, GPUsPerReplica: gpus})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/ebb-ml/ebb/internal/serving"
 )
 
@@ -36,6 +38,26 @@ func TestAdmit(t *testing.T) {
 				j.Spec.Lease.MaxReplicas = 2
 			},
 			refused: true, msg: "cannot finish 1000 rows by 2026-03-02T13:00:00Z at 0.01 rows/s per replica (1.00 h allowed before the deadline): it needs 31 replicas and the lease allows 2",
+		},
+		{
+			// 1000 rows at 0.9 row/s (the headroom): 0.31 replica-hours, × 2 GPUs = 0.62
+			// GPU-hours; 0.5 allowed.
+			name: "GPU-hours too few", change: func(j *serving.Job) {
+				j.Spec.RowsPerSecond = 1
+				j.Spec.Lease.MaxGPUHours = 0.5
+				j.Spec.Deployment, j.Spec.Serving = "", &serving.Spec{Model: "m.json", Template: serving.Template{Resources: serving.ResourceRequirements{
+					Limits: serving.ResourceList{serving.ResourceGPU: resource.MustParse("2")}}}}
+			},
+			refused: true, msg: "it needs 0.62 GPU-hours (2 GPUs per replica) and the lease allows 0.50",
+		},
+		{
+			name: "GPU-hours enough", change: func(j *serving.Job) {
+				j.Spec.RowsPerSecond = 1
+				j.Spec.Lease.MaxGPUHours = 1
+				j.Spec.Deployment, j.Spec.Serving = "", &serving.Spec{Model: "m.json", Template: serving.Template{Resources: serving.ResourceRequirements{
+					Limits: serving.ResourceList{serving.ResourceGPU: resource.MustParse("2")}}}}
+			},
+			plan: 1,
 		},
 		{
 			name: "no window before the deadline", change: func(j *serving.Job) { j.Spec.Lease.Windows = nightly },

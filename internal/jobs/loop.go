@@ -267,6 +267,11 @@ func (x *run) loop(ctx, runCtx context.Context, stop func(), tasks <-chan *task,
 				return x.end(ctx, serving.JobFailed, fmt.Sprintf("lease budget spent: %.2f of %.2f replica-hours used with %d of %d rows left",
 					used, most, x.in.rows-x.status.RowsDone, x.in.rows))
 			}
+			if used, most := x.status.GPUHours, spec.Lease.MaxGPUHours; x.gpus > 0 && most > 0 && used >= most {
+				stop()
+				return x.end(ctx, serving.JobFailed, fmt.Sprintf("lease budget spent: %.2f of %.2f GPU-hours used with %d of %d rows left",
+					used, most, x.in.rows-x.status.RowsDone, x.in.rows))
+			}
 			x.checkWindow(now, apply)
 			if now.Sub(lastReplan) >= x.r.opts.ReplanEvery && !x.paused {
 				lastReplan = now
@@ -312,7 +317,8 @@ func (x *run) replan(now time.Time, apply func(int32) error) {
 		perReplica = x.rate() / float64(x.replicas)
 	}
 	rp := x.r.opts.Planner.Replan(*x.status.Plan, spec.Deadline, spec.Lease, Progress{Now: now,
-		RowsLeft: x.in.rows - x.status.RowsDone, RowsPerSecondPerReplica: perReplica, UsedReplicaHours: x.status.ReplicaHours})
+		RowsLeft: x.in.rows - x.status.RowsDone, RowsPerSecondPerReplica: perReplica, UsedReplicaHours: x.status.ReplicaHours,
+		GPUsPerReplica: x.gpus, UsedGPUHours: x.status.GPUHours})
 	old := x.status.Plan.Replicas
 	x.status.Plan = &rp.Plan
 	warnings := rp.Warnings

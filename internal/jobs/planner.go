@@ -46,6 +46,21 @@ type Situation struct {
 	Lease                   serving.Lease
 	// UsedReplicaHours is what the job has spent of Lease.MaxReplicaHours.
 	UsedReplicaHours float64
+	// GPUsPerReplica is what one replica of the deployment asks for
+	// (serving.Spec.GPUs); with Lease.MaxGPUHours above 0 the plan's
+	// replica-hours × GPUsPerReplica are bounded by what is left of it.
+	GPUsPerReplica int64
+	// UsedGPUHours is what the job has spent of Lease.MaxGPUHours.
+	UsedGPUHours float64
+}
+
+// gpuBound reports whether the lease bounds GPU-hours for a deployment
+// of gpus GPUs per replica, and what is left of them after used.
+func gpuBound(l serving.Lease, gpus int64, used float64) (left float64, ok bool) {
+	if l.MaxGPUHours <= 0 || gpus <= 0 {
+		return 0, false
+	}
+	return l.MaxGPUHours - used, true
 }
 
 func (p Planner) headroom() float64 {
@@ -104,6 +119,10 @@ func (p Planner) Plan(s Situation) (serving.JobPlan, error) {
 		AllowedHours: allowedTime.Hours(), AllowedReplicas: s.Lease.MaxReplicas,
 		AllowedReplicaHours: max(s.Lease.MaxReplicaHours-s.UsedReplicaHours, 0),
 	}
+	gpuLeft, gpus := gpuBound(s.Lease, s.GPUsPerReplica, s.UsedGPUHours)
+	if gpus {
+		refusal.GPUsPerReplica, refusal.AllowedGPUHours = s.GPUsPerReplica, max(gpuLeft, 0)
+	}
 	rate := s.RowsPerSecondPerReplica * (1 - p.headroom())
 	// Without start costs, n replicas need rows/(n × rate) of allowed
 	// time: start from that bound and step up.
@@ -130,6 +149,9 @@ func (p Planner) Plan(s Situation) (serving.JobPlan, error) {
 	if need == 0 || need > s.Lease.MaxReplicas {
 		// Report the replica-hours the rows take at any count.
 		refusal.NeededReplicaHours = float64(s.RowsLeft) / rate / 3600
+		if gpus {
+			refusal.NeededGPUHours = refusal.NeededReplicaHours * float64(s.GPUsPerReplica)
+		}
 		if need == 0 && allowedTime > 0 {
 			refusal.NeededReplicas = s.Lease.MaxReplicas + 1
 			if first > float64(refusal.NeededReplicas) && first <= math.MaxInt32 {
@@ -139,7 +161,10 @@ func (p Planner) Plan(s Situation) (serving.JobPlan, error) {
 		return serving.JobPlan{}, refusal
 	}
 	refusal.NeededReplicaHours = best.hours
-	if best.hours > refusal.AllowedReplicaHours {
+	if gpus {
+		refusal.NeededGPUHours = best.hours * float64(s.GPUsPerReplica)
+	}
+	if best.hours > refusal.AllowedReplicaHours || (gpus && refusal.NeededGPUHours > refusal.AllowedGPUHours) {
 		return serving.JobPlan{}, refusal
 	}
 	plan.Replicas, plan.Finish, plan.ReplicaHours = need, best.finish, best.hours
@@ -154,6 +179,9 @@ type Progress struct {
 	// known yet.
 	RowsPerSecondPerReplica float64
 	UsedReplicaHours        float64
+	// GPUsPerReplica and UsedGPUHours are as in Situation.
+	GPUsPerReplica int64
+	UsedGPUHours   float64
 }
 
 // Replanned is Replan's decision.
@@ -178,11 +206,13 @@ func (p Planner) Replan(old serving.JobPlan, deadline time.Time, lease serving.L
 		return keep
 	}
 	s := Situation{Now: pr.Now, Deadline: deadline, RowsLeft: pr.RowsLeft, RowsPerSecondPerReplica: pr.RowsPerSecondPerReplica,
-		Lease: lease, UsedReplicaHours: pr.UsedReplicaHours}
+		Lease: lease, UsedReplicaHours: pr.UsedReplicaHours, GPUsPerReplica: pr.GPUsPerReplica, UsedGPUHours: pr.UsedGPUHours}
 	drift := math.Abs(pr.RowsPerSecondPerReplica-old.RowsPerSecondPerReplica) / old.RowsPerSecondPerReplica
 	current := p.size(s, old.Replicas, deadline)
 	left := lease.MaxReplicaHours - pr.UsedReplicaHours
-	if drift <= p.drift() && current.ok && current.hours <= left {
+	gpuLeft, gpus := gpuBound(lease, pr.GPUsPerReplica, pr.UsedGPUHours)
+	gpuFits := func(hours float64) bool { return !gpus || hours*float64(pr.GPUsPerReplica) <= gpuLeft }
+	if drift <= p.drift() && current.ok && current.hours <= left && gpuFits(current.hours) {
 		return keep
 	}
 	plan, err := p.Plan(s)
@@ -214,6 +244,10 @@ func (p Planner) Replan(old serving.JobPlan, deadline time.Time, lease serving.L
 	if z.hours > left {
 		warnings = append(warnings, fmt.Sprintf("budget at risk: the %d rows left need %.2f replica-hours on %d replicas; %.2f of %.2f are left: the job fails when they are spent",
 			pr.RowsLeft, z.hours, n, max(left, 0), lease.MaxReplicaHours))
+	}
+	if !gpuFits(z.hours) {
+		warnings = append(warnings, fmt.Sprintf("GPU budget at risk: the %d rows left need %.2f GPU-hours on %d replicas of %d GPUs; %.2f of %.2f are left: the job fails when they are spent",
+			pr.RowsLeft, z.hours*float64(pr.GPUsPerReplica), n, pr.GPUsPerReplica, max(gpuLeft, 0), lease.MaxGPUHours))
 	}
 	return Replanned{Plan: best, Changed: n != old.Replicas, Warnings: warnings}
 }

@@ -89,6 +89,33 @@ func TestPlan(t *testing.T) {
 			msg: []string{"needs 2.78 replica-hours and the lease allows 2.50"},
 		},
 		{
+			name:    "GPU-hours too few",
+			planner: noHeadroom,
+			// 2.78 replica-hours × 4 GPUs = 11.11 GPU-hours; 10 allowed.
+			s: Situation{Now: monday, Deadline: monday.Add(2 * time.Hour), RowsLeft: 100_000, RowsPerSecondPerReplica: 10,
+				Lease: serving.Lease{MaxReplicas: 8, MaxReplicaHours: 10, MaxGPUHours: 12}, GPUsPerReplica: 4, UsedGPUHours: 2},
+			refusal: &serving.JobRefusal{Rows: 100_000, RowsPerSecondPerReplica: 10, Deadline: monday.Add(2 * time.Hour), AllowedHours: 2,
+				NeededReplicas: 2, AllowedReplicas: 8, NeededReplicaHours: 100_000.0 / 10 / 3600, AllowedReplicaHours: 10,
+				GPUsPerReplica: 4, NeededGPUHours: 4 * 100_000.0 / 10 / 3600, AllowedGPUHours: 10},
+			msg: []string{"it needs 11.11 GPU-hours (4 GPUs per replica) and the lease allows 10.00"},
+		},
+		{
+			name:    "GPU-hours enough",
+			planner: noHeadroom,
+			s: Situation{Now: monday, Deadline: monday.Add(2 * time.Hour), RowsLeft: 100_000, RowsPerSecondPerReplica: 10,
+				Lease: serving.Lease{MaxReplicas: 8, MaxReplicaHours: 10, MaxGPUHours: 12}, GPUsPerReplica: 4},
+			want: serving.JobPlan{Replicas: 2, RowsPerSecondPerReplica: 10, ReplicaHours: 100_000.0 / 10 / 3600,
+				Finish: monday.Add(5000 * time.Second), PlannedAt: monday},
+		},
+		{
+			name:    "GPU-hours ignored without GPUs",
+			planner: noHeadroom,
+			s: Situation{Now: monday, Deadline: monday.Add(2 * time.Hour), RowsLeft: 100_000, RowsPerSecondPerReplica: 10,
+				Lease: serving.Lease{MaxReplicas: 8, MaxReplicaHours: 10, MaxGPUHours: 1}},
+			want: serving.JobPlan{Replicas: 2, RowsPerSecondPerReplica: 10, ReplicaHours: 100_000.0 / 10 / 3600,
+				Finish: monday.Add(5000 * time.Second), PlannedAt: monday},
+		},
+		{
 			name:    "inside windows only",
 			planner: noHeadroom,
 			// Nights Mon 22-06 and Tue 22-06 before Wed noon: 16 h. 8 h of
@@ -226,6 +253,13 @@ func TestReplan(t *testing.T) {
 			serving.JobPlan{Replicas: 2, RowsPerSecondPerReplica: 10, ReplicaHours: 88_000.0 / 10 / 3600,
 				Finish: at.Add(4400 * time.Second), PlannedAt: at}, false,
 			[]string{"budget at risk: the 88000 rows left need 2.44 replica-hours on 2 replicas; 2.00 of 3.00 are left: the job fails when they are spent"},
+		},
+		{
+			"GPU budget short: warn, keep the count", serving.Lease{MaxReplicas: 8, MaxReplicaHours: 10, MaxGPUHours: 10},
+			Progress{Now: at, RowsLeft: 88_000, RowsPerSecondPerReplica: 10, UsedReplicaHours: 1, GPUsPerReplica: 4, UsedGPUHours: 4},
+			serving.JobPlan{Replicas: 2, RowsPerSecondPerReplica: 10, ReplicaHours: 88_000.0 / 10 / 3600,
+				Finish: at.Add(4400 * time.Second), PlannedAt: at}, false,
+			[]string{"GPU budget at risk: the 88000 rows left need 9.78 GPU-hours on 2 replicas of 4 GPUs; 6.00 of 10.00 are left: the job fails when they are spent"},
 		},
 	}
 	for _, tt := range tests {

@@ -61,6 +61,27 @@ type Scaler interface {
 	Release(ctx context.Context, job serving.Job, deployment string) error
 }
 
+// GPUCounter is a Scaler that tells the GPUs one replica of a deployment
+// it serves a job with asks for (serving.Spec.GPUs), for a job that feeds
+// an existing deployment: GPU-hours are counted, and bounded by
+// lease.maxGPUHours, in replica-hours × those GPUs. A Scaler without it
+// counts no GPU-hours for such a job.
+type GPUCounter interface {
+	GPUsPerReplica(ctx context.Context, deployment string) (int64, error)
+}
+
+// gpusPerReplica returns the GPUs per replica of the deployment that
+// serves job: its own spec's, or the fed deployment's as sc tells.
+func gpusPerReplica(ctx context.Context, sc Scaler, job serving.Job, deployment string) (int64, error) {
+	if job.Spec.Serving != nil {
+		return job.Spec.Serving.GPUs(), nil
+	}
+	if c, ok := sc.(GPUCounter); ok {
+		return c.GPUsPerReplica(ctx, deployment)
+	}
+	return 0, nil
+}
+
 // Store is what a Runner keeps in the store: the job's status and its
 // chunks' checkpoints (store.JobStore has it).
 type Store interface {
@@ -177,6 +198,7 @@ type run struct {
 	in         *input
 	out        loc
 	deployment string
+	gpus       int64 // per replica of deployment
 	done       []bool
 	chunksDone int64
 	replicas   int32 // asked of the Scaler
@@ -257,6 +279,9 @@ func (x *run) run(ctx context.Context) error {
 		return x.end(ctx, serving.JobFailed, fmt.Sprintf("cannot get a deployment to serve the job: %v", err))
 	}
 	x.status.Deployment = x.deployment
+	if x.gpus, err = gpusPerReplica(ctx, x.r.sc, x.job, x.deployment); err != nil {
+		return x.failOrStop(ctx, fmt.Errorf("cannot read the GPUs of deployment %q: %w", x.deployment, err))
+	}
 	if err := x.waitOpen(ctx); err != nil || serving.JobFinished(x.status.Phase) {
 		return err
 	}
@@ -371,7 +396,8 @@ func (x *run) probeAndPlan(ctx, runCtx context.Context, tasks <-chan *task, errc
 	now := x.now()
 	x.account(now)
 	plan, err := x.r.opts.Planner.Plan(Situation{Now: now, Deadline: x.job.Spec.Deadline, RowsLeft: left,
-		RowsPerSecondPerReplica: rate, Lease: x.job.Spec.Lease, UsedReplicaHours: x.status.ReplicaHours})
+		RowsPerSecondPerReplica: rate, Lease: x.job.Spec.Lease, UsedReplicaHours: x.status.ReplicaHours,
+		GPUsPerReplica: x.gpus, UsedGPUHours: x.status.GPUHours})
 	if refusal, ok := errors.AsType[*serving.JobRefusal](err); ok {
 		x.status.Refusal = refusal
 		return x.end(ctx, serving.JobRefused, refusal.Error())
@@ -413,6 +439,7 @@ func (x *run) setReplicas(ctx context.Context, n int32) error {
 func (x *run) account(now time.Time) {
 	if d := now.Sub(x.accounted); d > 0 {
 		x.status.ReplicaHours += float64(x.replicas) * d.Hours()
+		x.status.GPUHours += float64(x.replicas) * float64(x.gpus) * d.Hours()
 	}
 	x.accounted = now
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -238,30 +240,59 @@ func TestRunRefused(t *testing.T) {
 // TestRunBudgetSpent runs a model that slows down after the probe: the
 // replica-hours run out and the job fails, saying so.
 func TestRunBudgetSpent(t *testing.T) {
-	dir := t.TempDir()
-	in := writeDataset(t, dir, serving.FormatCSV, 3000, -1)
-	clock := &stepClock{t: time.Date(2026, 3, 2, 12, 0, 0, 0, time.UTC)}
-	model := &sumModel{before: func(ctx context.Context, n int64) error {
-		if n <= 2 {
-			clock.advance(time.Second)
-			return nil
-		}
-		clock.advance(time.Minute)
-		return sleep(ctx, 10*time.Millisecond)
-	}}
-	j := testJob("budget", in, filepath.Join(dir, "out.jsonl"))
-	j.Spec.Lease.MaxReplicaHours = 0.05
-	opts := fastOptions()
-	opts.Clock = clock
-	got := runJob(t, openStore(t, dir), j, model, &fakeScaler{}, opts)
-	s := got.Status
-	if s.Phase != serving.JobFailed || !strings.Contains(s.Message, "lease budget spent") || !strings.Contains(s.Message, "of 0.05 replica-hours used") {
-		t.Fatalf("status = %s: %q; want Failed: lease budget spent", s.Phase, s.Message)
+	tests := []struct {
+		name  string
+		lease serving.Lease
+		gpus  int64 // per replica of the fed deployment
+		msg   string
+	}{
+		{"replica-hours", serving.Lease{MaxReplicas: 4, MaxReplicaHours: 0.05}, 0, "of 0.05 replica-hours used"},
+		{"replica-hours, GPUs counted", serving.Lease{MaxReplicas: 4, MaxReplicaHours: 0.05}, 2, "of 0.05 replica-hours used"},
+		{"GPU-hours", serving.Lease{MaxReplicas: 4, MaxReplicaHours: 100, MaxGPUHours: 0.1}, 2, "of 0.10 GPU-hours used"},
 	}
-	if s.ReplicaHours < 0.05 {
-		t.Errorf("replica-hours used = %g; want at least the budget", s.ReplicaHours)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			in := writeDataset(t, dir, serving.FormatCSV, 3000, -1)
+			clock := &stepClock{t: time.Date(2026, 3, 2, 12, 0, 0, 0, time.UTC)}
+			model := &sumModel{before: func(ctx context.Context, n int64) error {
+				if n <= 2 {
+					clock.advance(time.Second)
+					return nil
+				}
+				clock.advance(time.Minute)
+				return sleep(ctx, 10*time.Millisecond)
+			}}
+			j := testJob("budget", in, filepath.Join(dir, "out.jsonl"))
+			j.Spec.Lease = tt.lease
+			opts := fastOptions()
+			opts.Clock = clock
+			var sc Scaler = &fakeScaler{}
+			if tt.gpus > 0 {
+				sc = &gpuScaler{fakeScaler: &fakeScaler{}, gpus: tt.gpus}
+			}
+			got := runJob(t, openStore(t, dir), j, model, sc, opts)
+			s := got.Status
+			if s.Phase != serving.JobFailed || !strings.Contains(s.Message, "lease budget spent") || !strings.Contains(s.Message, tt.msg) {
+				t.Fatalf("status = %s: %q; want Failed: lease budget spent, %q", s.Phase, s.Message, tt.msg)
+			}
+			if want := s.ReplicaHours * float64(tt.gpus); math.Abs(s.GPUHours-want) > 1e-9 {
+				t.Errorf("GPU-hours = %g; want %g (replica-hours %g × %d)", s.GPUHours, want, s.ReplicaHours, tt.gpus)
+			}
+			if tt.lease.MaxGPUHours == 0 && s.ReplicaHours < tt.lease.MaxReplicaHours {
+				t.Errorf("replica-hours used = %g; want at least the budget", s.ReplicaHours)
+			}
+		})
 	}
 }
+
+// gpuScaler is a fakeScaler whose deployment has gpus GPUs per replica.
+type gpuScaler struct {
+	*fakeScaler
+	gpus int64
+}
+
+func (s *gpuScaler) GPUsPerReplica(context.Context, string) (int64, error) { return s.gpus, nil }
 
 func TestRunCancel(t *testing.T) {
 	dir := t.TempDir()
@@ -336,15 +367,28 @@ func TestRunWindows(t *testing.T) {
 	out := filepath.Join(dir, "out.csv")
 	clock := &stepClock{t: time.Date(2026, 3, 2, 22, 0, 0, 0, time.UTC)}
 	// Each chunk takes half an hour; a pause lasts until the next night.
-	model := &sumModel{before: func(context.Context, int64) error {
+	// A chunk that ends after the window closed waits for the pause, so
+	// that the job sees the window close while rows are left, however
+	// fast the chunks run against the status ticks that check windows.
+	handedBack := make(chan struct{})
+	var pauseOnce sync.Once
+	model := &sumModel{before: func(ctx context.Context, _ int64) error {
 		clock.advance(30 * time.Minute)
+		if h := clock.Now().Hour(); h >= 6 && h < 22 {
+			select {
+			case <-handedBack:
+			case <-ctx.Done():
+			case <-time.After(10 * time.Second):
+			}
+		}
 		return nil
 	}}
 	sc := &fakeScaler{onSet: func(n int32) {
-		if n == 0 {
-			now := clock.Now()
+		now := clock.Now()
+		if n == 0 && now.Hour() >= 6 && now.Hour() < 22 {
 			next := time.Date(now.Year(), now.Month(), now.Day(), 22, 0, 0, 0, time.UTC)
 			clock.advance(next.Sub(now))
+			pauseOnce.Do(func() { close(handedBack) })
 		}
 	}}
 	j := testJob("nightly", in, out)

@@ -21,6 +21,13 @@ type Cost struct {
 	AlwaysOnSeconds float64 `json:"alwaysOnSeconds"`
 	// Reduction is ReplicaSeconds / AlwaysOnSeconds (0 when nothing ran).
 	Reduction float64 `json:"reduction"`
+	// GPUSeconds integrates the GPUs of those replicas (each replica's
+	// nvidia.com/gpu and MIG slices, Spec.GPUs); PeakGPUs is the most in
+	// use at once, and AlwaysOnGPUSeconds PeakGPUs over the whole period.
+	// All 0 for a deployment whose replicas ask for no GPUs.
+	GPUSeconds         float64 `json:"gpuSeconds,omitempty"`
+	PeakGPUs           int64   `json:"peakGPUs,omitempty"`
+	AlwaysOnGPUSeconds float64 `json:"alwaysOnGPUSeconds,omitempty"`
 	// Partial says the record starts after Since: the server started, or
 	// its leader changed, since; the figures cover [Recorded, Until].
 	Partial  bool      `json:"partial,omitempty"`

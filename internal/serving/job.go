@@ -111,6 +111,13 @@ type Lease struct {
 	// MaxReplicaHours bounds the replica-hours the job may use, all its
 	// replicas together, from its probe to its last row.
 	MaxReplicaHours float64 `json:"maxReplicaHours"`
+	// MaxGPUHours, when above 0, also bounds the GPU-hours the job may
+	// use: replica-hours × the GPUs one replica asks for (nvidia.com/gpu
+	// and MIG slices in the serving spec's template.resources). Only for
+	// a serving spec (the job's own, or the fed deployment's) that asks
+	// for GPUs.
+	// +optional
+	MaxGPUHours float64 `json:"maxGPUHours,omitempty"`
 	// Windows, when set, are the only times the job may run (weekends
 	// only, nights only): the schedule windows of deployments, without
 	// minReplicas and maxReplicas. Outside them the job holds no replica.
@@ -189,6 +196,10 @@ type JobStatus struct {
 	Replicas int32 `json:"replicas"`
 	// ReplicaHours is what the job has used of its lease.
 	ReplicaHours float64 `json:"replicaHours"`
+	// GPUHours is ReplicaHours × the GPUs per replica, counted alongside
+	// it; 0 for a deployment without GPUs.
+	// +optional
+	GPUHours float64 `json:"gpuHours,omitempty"`
 	// Plan is the planner's latest sizing.
 	// +optional
 	Plan *JobPlan `json:"plan,omitempty"`
@@ -307,6 +318,15 @@ type JobRefusal struct {
 	// is left of the budget.
 	NeededReplicaHours  float64 `json:"neededReplicaHours"`
 	AllowedReplicaHours float64 `json:"allowedReplicaHours"`
+	// GPUsPerReplica, NeededGPUHours and AllowedGPUHours are set for a
+	// lease with maxGPUHours: NeededReplicaHours × GPUsPerReplica against
+	// what is left of maxGPUHours.
+	// +optional
+	GPUsPerReplica int64 `json:"gpusPerReplica,omitempty"`
+	// +optional
+	NeededGPUHours float64 `json:"neededGPUHours,omitempty"`
+	// +optional
+	AllowedGPUHours float64 `json:"allowedGPUHours,omitempty"`
 }
 
 func (r *JobRefusal) Error() string {
@@ -319,6 +339,10 @@ func (r *JobRefusal) Error() string {
 	}
 	if r.NeededReplicaHours > r.AllowedReplicaHours {
 		why = append(why, fmt.Sprintf("it needs %.2f replica-hours and the lease allows %.2f", r.NeededReplicaHours, r.AllowedReplicaHours))
+	}
+	if r.GPUsPerReplica > 0 && r.NeededGPUHours > r.AllowedGPUHours {
+		why = append(why, fmt.Sprintf("it needs %.2f GPU-hours (%d GPUs per replica) and the lease allows %.2f",
+			r.NeededGPUHours, r.GPUsPerReplica, r.AllowedGPUHours))
 	}
 	if len(why) == 0 {
 		why = append(why, "the lease does not fit")

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 func validJob() Job {
@@ -86,6 +88,21 @@ func TestJobValidate(t *testing.T) {
 		{"window clock", func(j *Job) {
 			j.Spec.Lease.Windows = []ScheduleWindow{{Start: "25:00", End: "06:00", Days: []string{"Funday"}}}
 		}, []string{"spec.lease.windows[0].start", "spec.lease.windows[0].days"}},
+		{"negative GPU-hours", func(j *Job) { j.Spec.Lease.MaxGPUHours = -1 }, []string{"spec.lease.maxGPUHours", "0 (no GPU bound) or more"}},
+		{"GPU-hours for a fed deployment", func(j *Job) { j.Spec.Lease.MaxGPUHours = 4 }, nil}, // the API checks its spec
+		{"GPU-hours, own spec with GPUs", func(j *Job) {
+			j.Spec.Deployment = ""
+			j.Spec.Serving = &Spec{Model: "examples/diabetes/model.json",
+				Template: Template{Resources: ResourceRequirements{Limits: ResourceList{ResourceGPU: resource.MustParse("1")}}}}
+			j.Spec.Default()
+			j.Spec.Lease.MaxGPUHours = 4
+		}, nil},
+		{"GPU-hours, own spec without GPUs", func(j *Job) {
+			j.Spec.Deployment = ""
+			j.Spec.Serving = &Spec{Model: "examples/diabetes/model.json"}
+			j.Spec.Default()
+			j.Spec.Lease.MaxGPUHours = 4
+		}, []string{"spec.lease.maxGPUHours", "spec asks for no GPUs: use maxReplicaHours"}},
 		{"chunk rows", func(j *Job) { j.Spec.ChunkRows = -1 }, []string{"spec.chunkRows"}},
 		{"bad row policy", func(j *Job) { j.Spec.OnBadRow = "ignore" }, []string{"spec.onBadRow"}},
 		{"negative rate", func(j *Job) { j.Spec.RowsPerSecond = -1 }, []string{"spec.rowsPerSecond"}},
@@ -124,6 +141,16 @@ func TestJobRefusalError(t *testing.T) {
 		if !strings.Contains(got, w) {
 			t.Errorf("Error() = %q; want %q in it", got, w)
 		}
+	}
+}
+
+func TestJobRefusalErrorGPUHours(t *testing.T) {
+	r := &JobRefusal{Rows: 1000, RowsPerSecondPerReplica: 10, Deadline: time.Date(2026, 3, 2, 6, 0, 0, 0, time.UTC),
+		AllowedHours: 10, NeededReplicas: 1, AllowedReplicas: 2, NeededReplicaHours: 3, AllowedReplicaHours: 10,
+		GPUsPerReplica: 4, NeededGPUHours: 12, AllowedGPUHours: 8}
+	got := r.Error()
+	if w := "it needs 12.00 GPU-hours (4 GPUs per replica) and the lease allows 8.00"; !strings.Contains(got, w) || strings.Contains(got, "replica-hours and") {
+		t.Errorf("Error() = %q; want %q in it, and nothing of replica-hours", got, w)
 	}
 }
 

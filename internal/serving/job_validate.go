@@ -21,6 +21,10 @@ const (
 	MaxJobTensors = 64
 )
 
+// NoGPUsLease is what refuses a lease with maxGPUHours for a serving spec
+// that asks for no GPUs.
+const NoGPUsLease = "spec asks for no GPUs: use maxReplicaHours"
+
 // Job formats.
 const (
 	FormatCSV     = "csv"
@@ -175,6 +179,12 @@ func (s *JobSpec) validate(now time.Time) []*FieldError {
 	}
 	if !(l.MaxReplicaHours > 0) || math.IsInf(l.MaxReplicaHours, 0) {
 		add("spec.lease.maxReplicaHours", "must be above 0, got %g: the replica-hours the job may use", l.MaxReplicaHours)
+	}
+	switch {
+	case l.MaxGPUHours < 0 || math.IsNaN(l.MaxGPUHours) || math.IsInf(l.MaxGPUHours, 0):
+		add("spec.lease.maxGPUHours", "must be 0 (no GPU bound) or more, got %g", l.MaxGPUHours)
+	case l.MaxGPUHours > 0 && s.Serving != nil && s.Serving.GPUs() == 0:
+		add("spec.lease.maxGPUHours", "%s", NoGPUsLease)
 	}
 	errs = append(errs, validateJobWindows(l.Windows)...)
 	if s.ChunkRows < 1 || s.ChunkRows > MaxChunkRows {

@@ -322,7 +322,16 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 	go func() { _ = reporter.Run(bgCtx) }()
 	go limits.Run(bgCtx)
 	if worker != nil {
-		go worker.Run(bgCtx)
+		go func() {
+			// Not before the routing table has its first sync: a queued
+			// request would find its deployment unknown (404, a final
+			// result) in an empty table.
+			select {
+			case <-routes.Synced():
+				_ = worker.Run(bgCtx)
+			case <-bgCtx.Done():
+			}
+		}()
 	}
 	go stls.Run(bgCtx)
 	go gwToken.run(bgCtx)

@@ -329,7 +329,16 @@ func runUp(ctx context.Context, o upOptions) error {
 	go rollouts.Run(ctlCtx)
 	go shards.run(ctlCtx)
 	go limits.Run(ctlCtx)
-	go worker.Run(ctlCtx)
+	go func() {
+		// Not before the control loop has loaded the deployments: a
+		// request the queue kept over a restart would find its
+		// deployment unknown (404, a final result) in an empty table.
+		select {
+		case <-ctl.Loaded():
+			_ = worker.Run(ctlCtx)
+		case <-ctlCtx.Done():
+		}
+	}()
 	go driftMon.Run(ctlCtx)
 	go reqStats.Run(ctlCtx)
 	go stls.Run(ctlCtx)

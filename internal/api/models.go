@@ -252,6 +252,17 @@ func pathVersion(r *http.Request) (int, error) {
 	return n, nil
 }
 
+// versionPath returns the model name and version number of r's path
+// (/v1/models/{name}/versions/{v}); false: it answered w with the error.
+func (m *modelRoutes) versionPath(w http.ResponseWriter, r *http.Request) (string, int, bool) {
+	n, err := pathVersion(r)
+	if err != nil {
+		m.h.writeError(w, r, err)
+		return "", 0, false
+	}
+	return r.PathValue("name"), n, true
+}
+
 func (m *modelRoutes) list(w http.ResponseWriter, r *http.Request) {
 	limit, err := pageLimit(r)
 	if err != nil {
@@ -355,10 +366,8 @@ func (m *modelRoutes) listVersions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *modelRoutes) getVersion(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	n, err := pathVersion(r)
-	if err != nil {
-		m.h.writeError(w, r, err)
+	name, n, ok := m.versionPath(w, r)
+	if !ok {
 		return
 	}
 	v, err := m.svc.Store().GetVersion(r.Context(), name, n)
@@ -371,10 +380,8 @@ func (m *modelRoutes) getVersion(w http.ResponseWriter, r *http.Request) {
 
 // patchVersion applies a JSON merge patch whose only member is "tags".
 func (m *modelRoutes) patchVersion(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	n, err := pathVersion(r)
-	if err != nil {
-		m.h.writeError(w, r, err)
+	name, n, ok := m.versionPath(w, r)
+	if !ok {
 		return
 	}
 	if err := checkContentType(r, "application/merge-patch+json", "application/json"); err != nil {

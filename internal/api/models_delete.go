@@ -19,10 +19,8 @@ const (
 
 // deleteVersion deletes (purges) one version unless it is in use.
 func (m *modelRoutes) deleteVersion(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	n, err := pathVersion(r)
-	if err != nil {
-		m.h.writeError(w, r, err)
+	name, n, ok := m.versionPath(w, r)
+	if !ok {
 		return
 	}
 	usedBy, err := m.h.usedBy(r)

@@ -43,10 +43,8 @@ func profileNotFound(name string, v int) *apiError {
 }
 
 func (m *modelRoutes) getProfile(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	n, err := pathVersion(r)
-	if err != nil {
-		m.h.writeError(w, r, err)
+	name, n, ok := m.versionPath(w, r)
+	if !ok {
 		return
 	}
 	p, _, err := m.svc.Profile(r.Context(), name, n)
@@ -62,10 +60,8 @@ func (m *modelRoutes) getProfile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *modelRoutes) putProfile(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	n, err := pathVersion(r)
-	if err != nil {
-		m.h.writeError(w, r, err)
+	name, n, ok := m.versionPath(w, r)
+	if !ok {
 		return
 	}
 	if err := checkContentType(r, "application/json"); err != nil {
@@ -104,10 +100,8 @@ func (m *modelRoutes) putProfile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *modelRoutes) deleteProfile(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	n, err := pathVersion(r)
-	if err != nil {
-		m.h.writeError(w, r, err)
+	name, n, ok := m.versionPath(w, r)
+	if !ok {
 		return
 	}
 	v, err := m.svc.Store().GetVersion(r.Context(), name, n)

@@ -178,7 +178,7 @@ export class DeploymentDetail {
   statsCharts(stats) {
     if (!stats) {
       this.statsNote.hidden = false;
-      this.statsNote.textContent = 'This server keeps no request statistics (GET …/stats): in a cluster, Prometheus scrapes every gateway; see the Grafana dashboard shipped with the chart.';
+      this.statsNote.textContent = 'This server keeps no request statistics (GET …/stats): see ebb_gateway_requests_total in Prometheus, or the Grafana dashboard shipped with the chart.';
       return;
     }
     this.statsNote.hidden = true;

@@ -17,6 +17,8 @@ import (
 	"github.com/ebb-ml/ebb/internal/jobs"
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/queue"
+	"github.com/ebb-ml/ebb/internal/server"
+	"github.com/ebb-ml/ebb/internal/server/servertest"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
 )
@@ -34,7 +36,8 @@ var (
 // fakeGateway is a Forwarder.
 type fakeGateway struct {
 	st    Store
-	model *trees.Model
+	model *trees.Model   // the diabetes model, which the test's checks predict with too
+	srv   *server.Server // a replica server of model, in process
 
 	mu        sync.Mutex
 	calls     int
@@ -56,16 +59,11 @@ func newFakeGateway(t *testing.T, st Store) *fakeGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fakeGateway{st: st, model: m, batch: true, tenants: map[string]bool{}, maxPinned: map[string]int32{},
+	return &fakeGateway{st: st, model: m, srv: server.New("diabetes", m, server.Options{}), batch: true, tenants: map[string]bool{}, maxPinned: map[string]int32{},
 		maxFloor: map[string]int32{}, inFlight: map[string]int{}}
 }
 
 func (g *fakeGateway) Forward(ctx context.Context, req *queue.Request) (queue.Result, error) {
-	status, ct, body, err := g.forward(ctx, req)
-	return queue.Result{Status: status, ContentType: ct, Body: body}, err
-}
-
-func (g *fakeGateway) forward(ctx context.Context, req *queue.Request) (int, string, []byte, error) {
 	g.mu.Lock()
 	g.calls++
 	call := g.calls
@@ -84,46 +82,21 @@ func (g *fakeGateway) forward(ctx context.Context, req *queue.Request) (int, str
 	}()
 	if block != nil && block(req, call) {
 		<-ctx.Done()
-		return 0, "", nil, ctx.Err()
+		return queue.Result{}, ctx.Err()
 	}
 	d, err := g.st.GetDeployment(ctx, req.Deployment)
 	if errors.Is(err, store.ErrNotFound) {
-		return http.StatusNotFound, "application/json", []byte(`{"error":"deployment not found"}`), nil
+		return queue.Result{Status: http.StatusNotFound, ContentType: "application/json", Body: []byte(`{"error":"deployment not found"}`)}, nil
 	}
 	if err != nil {
-		return 0, "", nil, err
+		return queue.Result{}, err
 	}
 	if d.Spec.Replicas != nil && *d.Spec.Replicas == 0 {
-		return http.StatusServiceUnavailable, "application/json", []byte(`{"error":"scaled to zero"}`), nil
+		return queue.Result{Status: http.StatusServiceUnavailable, ContentType: "application/json", Body: []byte(`{"error":"scaled to zero"}`)}, nil
 	}
-	// The request as ebb's replica server reads it: JSON, or a JSON header
-	// of req.HeaderLength bytes and binary tensor data.
-	n := int(req.HeaderLength)
-	if n == 0 {
-		n = len(req.Body)
-	}
-	var ir oip.InferRequest
-	if err := oip.ParseRequest(req.Body[:n], &ir); err != nil {
-		return http.StatusBadRequest, "application/json", []byte(`{"error":"` + err.Error() + `"}`), nil
-	}
-	binary, err := oip.BinaryInputs(&ir, req.Body[n:])
-	if err != nil {
-		return http.StatusBadRequest, "application/json", []byte(`{"error":"bad binary data"}`), nil
-	}
-	inputs := make([]oip.Tensor, len(ir.Inputs))
-	for i, in := range ir.Inputs {
-		if binary != nil && binary[i] != nil {
-			inputs[i], err = oip.DecodeBinary(in, binary[i])
-		} else {
-			inputs[i], err = oip.Decode(in)
-		}
-		if err != nil {
-			return http.StatusBadRequest, "application/json", []byte(`{"error":"bad tensor"}`), nil
-		}
-	}
-	outs, err := g.model.Predict(ctx, inputs)
-	if err != nil {
-		return http.StatusBadRequest, "application/json", []byte(`{"error":"predict"}`), nil
+	res := servertest.Queued(ctx, g.srv, "diabetes", req)
+	if res.Status != http.StatusOK {
+		return res, nil
 	}
 	g.mu.Lock()
 	if d.Spec.Replicas != nil {
@@ -132,20 +105,7 @@ func (g *fakeGateway) forward(ctx context.Context, req *queue.Request) (int, str
 	g.maxFloor[d.Name] = max(g.maxFloor[d.Name], d.Spec.Scaling.MinReplicas)
 	g.ok++
 	g.mu.Unlock()
-	names := make([]string, len(outs))
-	for i, t := range outs {
-		names[i] = t.Name
-	}
-	bin, err := oip.BinaryOutputs(&ir, names)
-	if err != nil {
-		return http.StatusBadRequest, "application/json", []byte(`{"error":"bad parameters"}`), nil
-	}
-	body, jsonLen, err := oip.AppendResponse(nil, &oip.InferResponse{ModelName: d.Name, Outputs: outs}, bin)
-	ct := "application/json"
-	if jsonLen < len(body) {
-		ct = "application/octet-stream"
-	}
-	return http.StatusOK, ct, body, err
+	return res, nil
 }
 
 // fakeCtl is the control loop as the admin API sees it.

@@ -21,9 +21,10 @@ import (
 	"github.com/ebb-ml/ebb/internal/engine/trees"
 	"github.com/ebb-ml/ebb/internal/home"
 	"github.com/ebb-ml/ebb/internal/jobs"
-	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/operator"
 	"github.com/ebb-ml/ebb/internal/queue"
+	"github.com/ebb-ml/ebb/internal/server"
+	"github.com/ebb-ml/ebb/internal/server/servertest"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
 	"github.com/google/go-cmp/cmp"
@@ -186,7 +187,7 @@ func TestModelJobs(t *testing.T) {
 // model, or, for a tenant hang names, holds its requests after the
 // first few until their context ends.
 type jobGateway struct {
-	model *trees.Model
+	srv *server.Server // a replica server of the model, run in process
 
 	mu      sync.Mutex
 	hangs   map[string]int // tenant → requests answered before holding
@@ -200,7 +201,7 @@ func newJobGateway(t *testing.T, model string) *jobGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &jobGateway{model: m, hangs: map[string]int{}, calls: map[string]int{}, holding: map[string]int{}}
+	return &jobGateway{srv: server.New("diabetes", m, server.Options{}), hangs: map[string]int{}, calls: map[string]int{}, holding: map[string]int{}}
 }
 
 // hang holds the requests of tenant after the first n.
@@ -217,11 +218,6 @@ func (g *jobGateway) hanging(tenant string) int {
 }
 
 func (g *jobGateway) Forward(ctx context.Context, req *queue.Request) (queue.Result, error) {
-	status, ct, body, err := g.forward(ctx, req)
-	return queue.Result{Status: status, ContentType: ct, Body: body}, err
-}
-
-func (g *jobGateway) forward(ctx context.Context, req *queue.Request) (int, string, []byte, error) {
 	g.mu.Lock()
 	g.calls[req.Tenant]++
 	after, ok := g.hangs[req.Tenant]
@@ -235,51 +231,9 @@ func (g *jobGateway) forward(ctx context.Context, req *queue.Request) (int, stri
 		g.mu.Lock()
 		g.holding[req.Tenant]--
 		g.mu.Unlock()
-		return 0, "", nil, ctx.Err()
+		return queue.Result{}, ctx.Err()
 	}
-	// The request as ebb's replica server reads it: JSON, or a JSON
-	// header of req.HeaderLength bytes and binary tensor data.
-	n := int(req.HeaderLength)
-	if n == 0 {
-		n = len(req.Body)
-	}
-	var ir oip.InferRequest
-	if err := oip.ParseRequest(req.Body[:n], &ir); err != nil {
-		return http.StatusBadRequest, "application/json", []byte(`{"error":"bad request"}`), nil
-	}
-	binary, err := oip.BinaryInputs(&ir, req.Body[n:])
-	if err != nil {
-		return http.StatusBadRequest, "application/json", []byte(`{"error":"bad binary data"}`), nil
-	}
-	inputs := make([]oip.Tensor, len(ir.Inputs))
-	for i, in := range ir.Inputs {
-		if binary != nil && binary[i] != nil {
-			inputs[i], err = oip.DecodeBinary(in, binary[i])
-		} else {
-			inputs[i], err = oip.Decode(in)
-		}
-		if err != nil {
-			return http.StatusBadRequest, "application/json", []byte(`{"error":"bad tensor"}`), nil
-		}
-	}
-	outs, err := g.model.Predict(ctx, inputs)
-	if err != nil {
-		return http.StatusBadRequest, "application/json", []byte(`{"error":"predict"}`), nil
-	}
-	names := make([]string, len(outs))
-	for i, t := range outs {
-		names[i] = t.Name
-	}
-	bin, err := oip.BinaryOutputs(&ir, names)
-	if err != nil {
-		return http.StatusBadRequest, "application/json", []byte(`{"error":"bad parameters"}`), nil
-	}
-	body, jsonLen, err := oip.AppendResponse(nil, &oip.InferResponse{ModelName: req.Deployment, Outputs: outs}, bin)
-	ct := "application/json"
-	if jsonLen < len(body) {
-		ct = "application/octet-stream"
-	}
-	return http.StatusOK, ct, body, err
+	return servertest.Queued(ctx, g.srv, "diabetes", req), nil
 }
 
 // docsModelJob returns the ModelJob example of docs/jobs.md: the first

@@ -366,16 +366,24 @@ func (m *modelRoutes) listVersions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *modelRoutes) getVersion(w http.ResponseWriter, r *http.Request) {
+	if v, ok := m.pathVersionRecord(w, r); ok {
+		writeJSON(w, http.StatusOK, v)
+	}
+}
+
+// pathVersionRecord returns the stored version r's path names; false: it
+// answered w with the error (a malformed path, no such version).
+func (m *modelRoutes) pathVersionRecord(w http.ResponseWriter, r *http.Request) (registry.Version, bool) {
 	name, n, ok := m.versionPath(w, r)
 	if !ok {
-		return
+		return registry.Version{}, false
 	}
 	v, err := m.svc.Store().GetVersion(r.Context(), name, n)
 	if err != nil {
 		m.h.writeError(w, r, m.registryError(r, err, name, n, nil))
-		return
+		return registry.Version{}, false
 	}
-	writeJSON(w, http.StatusOK, v)
+	return v, true
 }
 
 // patchVersion applies a JSON merge patch whose only member is "tags".

@@ -100,15 +100,11 @@ func (m *modelRoutes) putProfile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *modelRoutes) deleteProfile(w http.ResponseWriter, r *http.Request) {
-	name, n, ok := m.versionPath(w, r)
+	v, ok := m.pathVersionRecord(w, r)
 	if !ok {
 		return
 	}
-	v, err := m.svc.Store().GetVersion(r.Context(), name, n)
-	if err != nil {
-		m.h.writeError(w, r, m.registryError(r, err, name, n, nil))
-		return
-	}
+	name, n := v.Model, v.Version
 	if v.Tags[registry.TagProfile] == "" {
 		m.h.writeError(w, r, profileNotFound(name, n))
 		return

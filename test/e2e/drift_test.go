@@ -129,6 +129,34 @@ func runDrift(t *testing.T, h *home) {
 		}
 	}
 	t.Logf("[%s] drift of %s after %d requests: %d rows, bmi flagged\n%s", h.name, name, sent, v.Rows, table)
+	runLabels(t, h, name)
+}
+
+// runLabels joins labels that arrived later with name's logged
+// predictions (`ebb monitor labels`): ten rows of the first batch, whose
+// ids are the request's id and the row's index, and one id no prediction
+// has; the quality is scored for the version that answered.
+func runLabels(t *testing.T, h *home, name string) {
+	t.Helper()
+	var csv strings.Builder
+	csv.WriteString("request_id,label\n")
+	for i := range 10 {
+		fmt.Fprintf(&csv, "drift-0:%d,150\n", i)
+	}
+	csv.WriteString("no-such-request:0,150\n")
+	file := filepath.Join(t.TempDir(), "labels.csv")
+	if err := os.WriteFile(file, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	raw := h.cli("monitor", "labels", name, "--file", file, "--task", "regression", "-o", "json")
+	var q monitor.QualityReport
+	if err := json.Unmarshal([]byte(raw), &q); err != nil {
+		t.Fatalf("[%s] ebb monitor labels %s -o json: %v\n%s", h.name, name, err, raw)
+	}
+	if q.Labels != 11 || q.Unmatched != 1 || len(q.Versions) != 1 || q.Versions[0].Version != "1" ||
+		q.Versions[0].Matched != 10 || q.Versions[0].MAE == nil {
+		t.Errorf("[%s] ebb monitor labels %s: %s; want 11 labels, 1 unmatched, 10 matched on version 1 with an MAE", h.name, name, raw)
+	}
 }
 
 // driftBatch sends one request of rows to deployment name.

@@ -103,6 +103,9 @@ func TestApplyToAPIServer(t *testing.T) {
 			{op, "delete", "serving.ebb.dev", "modelroutes", "", "ebb", true},
 			{gw, "watch", "serving.ebb.dev", "modelroutes", "", "ebb", true},
 			{gw, "create", "serving.ebb.dev", "modelroutes", "", "ebb", false},
+			{op, "create", "serving.ebb.dev", "modelpools", "", "ebb", true}, // the admin API's /v1/pools
+			{op, "update", "serving.ebb.dev", "modelpools", "status", "ebb", true},
+			{gw, "list", "serving.ebb.dev", "modelpools", "", "ebb", false},
 		})
 
 		// The example applies to the CRD, and its scale subresource works as

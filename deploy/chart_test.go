@@ -65,7 +65,7 @@ var chartCases = []chartCase{
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "ebb-operator", gatewaySA: "ebb-gateway", watchNamespace: defaultNamespace,
 		kinds: map[string]int{
-			"CustomResourceDefinition": 3, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"CustomResourceDefinition": 4, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
 			"NetworkPolicy": 1,
 		},
@@ -77,7 +77,7 @@ var chartCases = []chartCase{
 		image:      "registry.example.com/ml/ebb:test",
 		operatorSA: "ebb-all-operator-sa", gatewaySA: "ebb-all-gateway", watchNamespace: "ml-models",
 		kinds: map[string]int{
-			"CustomResourceDefinition": 3, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"CustomResourceDefinition": 4, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1, "ServiceMonitor": 1,
 			"NetworkPolicy": 1, "PrometheusRule": 1, "ConfigMap": 1,
 		},
@@ -105,7 +105,7 @@ var chartCases = []chartCase{
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "ebb-operator", gatewaySA: "ebb-gateway", watchNamespace: defaultNamespace,
 		kinds: map[string]int{
-			"CustomResourceDefinition": 3, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
+			"CustomResourceDefinition": 4, "Deployment": 2, "PodDisruptionBudget": 1, "PriorityClass": 1,
 			"Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2, "PersistentVolumeClaim": 1,
 			"NetworkPolicy": 1,
 		},
@@ -125,7 +125,7 @@ var chartCases = []chartCase{
 		},
 		image:      "ghcr.io/ebb-ml/ebb:0.1.0",
 		operatorSA: "default", gatewaySA: "default", watchNamespace: "bare",
-		kinds: map[string]int{"CustomResourceDefinition": 3, "Deployment": 2, "Service": 2},
+		kinds: map[string]int{"CustomResourceDefinition": 4, "Deployment": 2, "Service": 2},
 	},
 }
 
@@ -140,6 +140,9 @@ var (
 		"serving.ebb.dev/modelroutes":                 {"create", "delete", "get", "list", "patch", "update", "watch"},
 		"serving.ebb.dev/modeljobs":                   {"create", "delete", "get", "list", "patch", "update", "watch"},
 		"serving.ebb.dev/modeljobs/status":            {"get", "patch", "update"},
+		"serving.ebb.dev/modelpools":                  {"create", "delete", "get", "list", "patch", "update", "watch"},
+		"serving.ebb.dev/modelpools/status":           {"get", "patch", "update"},
+		"serving.ebb.dev/modelpools/finalizers":       {"update"},
 		"core/pods":                                   {"create", "delete", "get", "list", "patch", "watch"},
 		"core/pods/log":                               {"get"},
 		"core/services":                               {"create", "delete", "get", "list", "patch", "update", "watch"},

@@ -255,7 +255,7 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 		Events: op, Logs: op.Controller(), Costs: op.Controller(), Home: api.HomeCluster, Version: version, Rollouts: rollouts,
 		// Route objects are ModelRoutes, which the gateways watch; tenant
 		// limits are in the SQL store, and the gateways poll them.
-		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns), Limits: st, Jobs: jobsMgr, Drift: driftHub.Hub, Labels: driftHub.Hub}), log)
+		Routes: operator.NewRouteStore(mgr.GetAPIReader(), mgr.GetClient(), ns), Pools: op.PoolStore(), Limits: st, Jobs: jobsMgr, Drift: driftHub.Hub, Labels: driftHub.Hub}), log)
 	// ModelJobs and the jobs of the store are one set (operator/jobsync.go):
 	// the leader submits kubectl's through the API's checks, and shows
 	// the API's as ModelJobs.

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -24,7 +22,7 @@ func newPoolsCmd() *cobra.Command {
 		Use:     "pools",
 		Aliases: []string{"pool"},
 		Short:   "Create, list and delete multi-model pools: a few replicas that host many models, loaded on demand",
-		Long: `A pool is a set of replicas of one engine (trees or onnx) that host many
+		Long: `A pool is a set of replicas of one engine (trees, onnx, or python classes that opt in) that host many
 models each, loading and unloading them on demand within a memory budget per
 replica. A deployment joins a pool by naming it in its spec:
 
@@ -52,8 +50,10 @@ func newPoolsApplyCmd() *cobra.Command {
 			return created, err
 		},
 	}, "Create pools, or replace their specs, from a file",
-		`Apply reads one or more pools, YAML or JSON, separated by "---" lines, each
-with its name and spec, as `+"`ebb pools get NAME -o yaml`"+` prints it:
+		`Apply reads one or more pools, YAML or JSON, separated by "---" lines: each
+in ebb's form (name and spec, as `+"`ebb pools get NAME -o yaml`"+` prints it) or a
+ModelPool manifest (apiVersion serving.ebb.dev/v1alpha1, kind ModelPool,
+metadata.name, spec), as kubectl applies it:
 
   name: customers
   spec:
@@ -68,16 +68,9 @@ with its name and spec, as `+"`ebb pools get NAME -o yaml`"+` prints it:
 // poolDocs reads data, YAML documents or one JSON object, into pools.
 func poolDocs(data []byte) ([]specDoc, error) {
 	return specDocs(data, func(body []byte) (specDoc, error) {
-		var top map[string]json.RawMessage
-		if json.Unmarshal(body, &top) != nil {
-			return specDoc{}, errors.New("must hold one pool, a mapping with name and spec")
-		}
-		if _, ok := top["kind"]; ok {
-			return specDoc{}, errors.New("pools have no Kubernetes manifest yet: write name and spec (as `ebb pools get NAME -o yaml` prints them)")
-		}
-		name, err := stringField(top, "name", `add a line such as "name: customers" at the top`)
-		return specDoc{name: name, body: body}, err
-	}, "holds no pool: write one with name and spec")
+		return objectDoc(body, objectForm{kind: "ModelPool", noun: "pool", example: "customers",
+			spec: "the pool's engine and memoryBudget", elsewhere: "deployments go to `ebb deploy -f`, routes to `ebb routes apply -f`"})
+	}, "holds no pool: write one with name and spec, or a ModelPool manifest")
 }
 
 func newPoolsGetCmd(f *getFlags) *cobra.Command {

@@ -16,7 +16,9 @@ func TestPoolDocs(t *testing.T) {
 		{"two", "name: a\nspec: {engine: trees}\n---\nname: b\nspec: {engine: onnx}\n", []string{"a", "b"}, ""},
 		{"json", `{"name":"a","spec":{"engine":"trees"}}`, []string{"a"}, ""},
 		{"no name", "spec: {engine: trees}\n", nil, `document 1: name`},
-		{"a manifest", "apiVersion: serving.ebb.dev/v1alpha1\nkind: ModelPool\nmetadata: {name: a}\n", nil, "no Kubernetes manifest yet"},
+		{"a manifest", "apiVersion: serving.ebb.dev/v1alpha1\nkind: ModelPool\nmetadata: {name: a}\nspec: {engine: trees}\n", []string{"a"}, ""},
+		{"manifest without spec", "kind: ModelPool\nmetadata: {name: a}\n", nil, "spec is required: the pool's engine"},
+		{"another kind", "kind: ModelRoute\nmetadata: {name: a}\nspec: {}\n", nil, "kind ModelRoute is not a pool"},
 		{"empty", "---\n", nil, "holds no pool"},
 	}
 	for _, tt := range tests {

@@ -124,22 +124,38 @@ func routeDocs(data []byte) ([]specDoc, error) {
 
 // routeDoc1 converts one document, as JSON, to ebb's form.
 func routeDoc1(body []byte) (specDoc, error) {
+	return objectDoc(body, objectForm{kind: routeManifestKind, noun: "route", example: "classify",
+		spec: "the route's match, rules and default", elsewhere: "deployments go to `ebb deploy -f`"})
+}
+
+// objectForm says what objectDoc reads: an object of ebb's, in ebb's form
+// (name and spec) or as its Kubernetes manifest (apiVersion
+// serving.ebb.dev/v1alpha1, kind, metadata.name, spec).
+type objectForm struct {
+	kind, noun string
+	example    string // a name, for the hint
+	spec       string // what its spec holds, for the hint
+	elsewhere  string // where other kinds go
+}
+
+// objectDoc converts one document, as JSON, to ebb's form.
+func objectDoc(body []byte, f objectForm) (specDoc, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
-		return specDoc{}, errors.New("must hold one route, a mapping with name and spec (or a ModelRoute manifest)")
+		return specDoc{}, fmt.Errorf("must hold one %s, a mapping with name and spec (or a %s manifest)", f.noun, f.kind)
 	}
 	_, hasKind := top["kind"]
 	_, hasMetadata := top["metadata"]
 	if !hasKind && !hasMetadata {
-		name, err := stringField(top, "name", `add a line such as "name: classify" at the top`)
+		name, err := stringField(top, "name", fmt.Sprintf(`add a line such as "name: %s" at the top`, f.example))
 		return specDoc{name: name, body: body}, err
 	}
-	kind, err := stringField(top, "kind", "kind: "+routeManifestKind)
+	kind, err := stringField(top, "kind", "kind: "+f.kind)
 	if err != nil {
 		return specDoc{}, err
 	}
-	if kind != routeManifestKind {
-		return specDoc{}, fmt.Errorf("kind %s is not a route: use kind %s (deployments go to `ebb deploy -f`)", kind, routeManifestKind)
+	if kind != f.kind {
+		return specDoc{}, fmt.Errorf("kind %s is not a %s: use kind %s (%s)", kind, f.noun, f.kind, f.elsewhere)
 	}
 	if v, ok := top["apiVersion"]; ok && string(v) != `"`+manifestAPIVersion+`"` {
 		return specDoc{}, fmt.Errorf("apiVersion %s is not %s", v, manifestAPIVersion)
@@ -154,7 +170,7 @@ func routeDoc1(body []byte) (specDoc, error) {
 	}
 	spec, ok := top["spec"]
 	if !ok {
-		return specDoc{}, errors.New("spec is required: the route's match, rules and default")
+		return specDoc{}, fmt.Errorf("spec is required: %s", f.spec)
 	}
 	return specDoc{name: name, body: mustJSON(map[string]json.RawMessage{"name": mustJSON(name), "spec": spec})}, nil
 }

@@ -264,7 +264,7 @@ func (h *Handler) checkPool(ctx context.Context, name string, spec serving.Spec)
 		return &apiError{http.StatusBadRequest, codeInvalid, "invalid deployment: " + fmt.Sprintf(format, args...)}
 	}
 	if h.pools == nil {
-		return invalid("spec.pool: this server keeps no pools (pools run in ebb up only, for now): deploy the model without spec.pool")
+		return invalid("spec.pool: this server keeps no pools (in a cluster, the ModelPool CRD is not installed: apply deploy/crds/serving.ebb.dev_modelpools.yaml and restart the operator): deploy the model without spec.pool")
 	}
 	p, err := h.pools.GetPool(ctx, spec.Pool.Name)
 	switch {

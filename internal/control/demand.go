@@ -28,7 +28,7 @@ func (c *Controller) sample(d *deployment, now time.Time) stats.Sample {
 
 func (c *Controller) inFlight(d *deployment) int {
 	if d.pool != nil {
-		return poolInFlight(d.pool)
+		return c.poolInFlight(d.pool)
 	}
 	if c.opts.Demand != nil {
 		return c.opts.Demand.InFlight(d.name)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/autoscale"
@@ -543,8 +544,11 @@ func (c *Controller) retire(d *deployment) {
 	}
 }
 
-// newReplicaID returns "<deployment>-<6 random base-36 chars>".
+// newReplicaID returns "<deployment>-<6 random base-36 chars>"; a pool's
+// key ("pool:NAME") becomes "pool-NAME", so that the ID is a valid pod
+// name.
 func newReplicaID(deployment string) string {
+	deployment = strings.ReplaceAll(deployment, ":", "-")
 	const chars = "abcdefghijklmnopqrstuvwxyz0123456789"
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)

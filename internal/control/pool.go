@@ -35,8 +35,9 @@ package control
 //     it, and a new spec for the deployment clears it.
 //
 // Pools live in the store when it keeps them (store.PoolStore: ebb up's
-// SQL store). Without one (the cluster, for now) a pooled deployment's
-// route fails with a message that says so.
+// SQL store, the operator's ModelPools). Without one (a cluster without
+// the ModelPool CRD) a pooled deployment's route fails with a message
+// that says so.
 
 import (
 	"context"
@@ -161,7 +162,10 @@ func (c *Controller) loadPools(ctx context.Context) error {
 		return fmt.Errorf("control: load pools: %w", err)
 	}
 	for _, p := range pools {
-		c.upsertPool(ctx, p)
+		// Only the state: load() reconciles and publishes the pool's
+		// replicas once it has recovered those that run, so that a
+		// restart neither starts replicas beside them nor stops them.
+		c.setPool(ctx, p)
 	}
 	return nil
 }
@@ -194,9 +198,22 @@ func (c *Controller) reloadPool(ctx context.Context, name string) {
 	}
 }
 
-// upsertPool creates or updates the loop's state of a stored pool: its
-// replicas' deployment, its policy, and its models' routes.
+// upsertPool creates or updates the loop's state of a stored pool (its
+// replicas' deployment, its policy) and acts on it: its replicas, and its
+// models' routes.
 func (c *Controller) upsertPool(ctx context.Context, sp serving.Pool) {
+	p, d := c.setPool(ctx, sp)
+	c.decide(d, c.opts.Clock.Now())
+	c.reconcile(ctx, d)
+	c.publish(d)
+	for _, m := range p.models {
+		c.publishPooled(p, m)
+	}
+}
+
+// setPool creates or updates the loop's state of a stored pool, and
+// returns it with its replicas' deployment.
+func (c *Controller) setPool(ctx context.Context, sp serving.Pool) (*poolState, *deployment) {
 	p := c.poolNamed(sp.Name)
 	spec := sp.Spec
 	spec.Default()
@@ -209,12 +226,7 @@ func (c *Controller) upsertPool(ctx context.Context, sp serving.Pool) {
 		// The budget is a flag of the replicas: they roll.
 		d.generation++
 	}
-	c.decide(d, c.opts.Clock.Now())
-	c.reconcile(ctx, d)
-	c.publish(d)
-	for _, m := range p.models {
-		c.publishPooled(p, m)
-	}
+	return p, d
 }
 
 // removePool forgets a deleted pool: its replicas stop, and the models
@@ -396,33 +408,49 @@ func (c *Controller) samplePool(p *poolState, now time.Time) stats.Sample {
 	sum := stats.Sample{At: now}
 	clear(p.active)
 	for _, m := range p.models {
-		s := m.rec.Sample(now)
+		s := c.modelSample(m, now)
 		m.conc, m.rate = s.Concurrency, 0
 		if elapsed > 0 {
 			m.rate = float64(s.Requests) / elapsed.Seconds()
 		}
 		sum.Concurrency += s.Concurrency
 		sum.Requests += s.Requests
-		if s.Active() || m.rec.InFlight() > 0 {
+		if s.Active() || c.modelInFlight(m) > 0 {
 			p.active[m.name] = true
 		}
 	}
 	return sum
 }
 
+// modelSample and modelInFlight are a pooled model's demand: what the
+// gateways report under its deployment's name where they run apart (the
+// cluster), else what its route's recorder counted.
+func (c *Controller) modelSample(m *poolModel, now time.Time) stats.Sample {
+	if c.opts.Demand != nil {
+		return c.opts.Demand.Sample(m.name, now)
+	}
+	return m.rec.Sample(now)
+}
+
+func (c *Controller) modelInFlight(m *poolModel) int {
+	if c.opts.Demand != nil {
+		return c.opts.Demand.InFlight(m.name)
+	}
+	return m.rec.InFlight()
+}
+
 // poolInFlight is the requests in flight or held for a pool's models.
-func poolInFlight(p *poolState) int {
+func (c *Controller) poolInFlight(p *poolState) int {
 	n := 0
 	for _, m := range p.models {
-		n += m.rec.InFlight()
+		n += c.modelInFlight(m)
 	}
 	return n
 }
 
 // demand is m's demand for a plan: the last tick's, and the requests now
-// in flight, counted as held while no replica serves it.
-func (m *poolModel) demand(routed bool) pool.Demand {
-	in := m.rec.InFlight()
+// in flight (in), counted as held while no replica serves it.
+func (m *poolModel) demand(in int, routed bool) pool.Demand {
 	d := pool.Demand{Model: m.name, InFlight: max(m.conc, float64(in)), Rate: m.rate}
 	if !routed && in > 0 {
 		d.InFlight, d.Held = m.conc, in
@@ -477,7 +505,7 @@ func (p *poolState) endpoint(r *poolReplica, v string) *balance.Endpoint {
 func (c *Controller) failureOf(p *poolState, m *poolModel) string {
 	switch {
 	case c.poolStore() == nil:
-		return fmt.Sprintf("deployment %s names pool %s, but pools are not supported here yet (only in ebb up): deploy the model without spec.pool", m.name, m.pool)
+		return fmt.Sprintf("deployment %s names pool %s, but this control plane keeps no pools (in a cluster, the ModelPool CRD is not installed: apply deploy/crds/serving.ebb.dev_modelpools.yaml and restart the operator): deploy the model without spec.pool", m.name, m.pool)
 	case !p.stored:
 		return fmt.Sprintf("pool %s does not exist: create it (ebb pools apply -f pool.yaml) or change spec.pool of deployment %s", m.pool, m.name)
 	case m.unresolved != "":

@@ -181,7 +181,7 @@ func (c *Controller) planPool(p *poolState) {
 		if m == nil || m.run == nil || c.failureOf(p, m) != "" {
 			continue
 		}
-		if d := m.demand(c.routedAnywhere(p, m.name)); d.InFlight > 0 || d.Rate > 0 || d.Held > 0 {
+		if d := m.demand(c.modelInFlight(m), c.routedAnywhere(p, m.name)); d.InFlight > 0 || d.Rate > 0 || d.Held > 0 {
 			demand = append(demand, d)
 		}
 	}
@@ -322,6 +322,13 @@ func (c *Controller) loadBody(p *poolState, m *poolModel) []byte {
 	}
 	if m.run.Version != "" {
 		params["model-version"] = m.run.Version
+	}
+	if py := m.run.Spec.Python; py != nil {
+		// A python pool's model is an instance of its own class.
+		params["python-class"] = py.Class
+		if py.Interpreter != "" {
+			params["python-interpreter"] = py.Interpreter
+		}
 	}
 	if b := p.mem.Models[m.name].Bytes; b > 0 {
 		params["bytes"] = b

@@ -4,7 +4,8 @@
 // Routes publishes one route per ModelDeployment of a namespace — every
 // deployment gets one, so a request for a deployment at zero is held by the
 // activator exactly as under `ebb up` — whose endpoints are its ready
-// replicas, found one of two ways (Source):
+// replicas (for a model hosted in a pool, the pool's replicas that its
+// status says hold it: pooledReady), found one of two ways (Source):
 //
 //   - FromEndpointSlices (the default): the ready addresses of the
 //     EndpointSlices of the deployment's headless Service, found by their
@@ -281,8 +282,10 @@ func (r *Routes) sync(ctx context.Context, name string) error {
 		}
 		return nil
 	}
-	ready, err := r.ready(ctx, name)
-	if err != nil {
+	var ready []readyEndpoint
+	if md.Spec.Pool != nil {
+		ready = pooledReady(&md)
+	} else if ready, err = r.ready(ctx, name); err != nil {
 		return err
 	}
 	versions, tracks := map[string]string{}, map[string]string{}
@@ -497,6 +500,23 @@ func (r *Routes) ready(ctx context.Context, name string) ([]readyEndpoint, error
 		return nil, err
 	}
 	return readyEndpoints(sl.Items), nil
+}
+
+// pooledReady lists the replicas of a model hosted in a pool (spec.pool)
+// that hold it ready, as the leader's control loop last wrote them to its
+// status: which of the pool's pods hold which model is the loop's
+// placement, which no label or EndpointSlice carries. A pool pod that
+// dies leaves the status within the operator's status period (a second by
+// default), as a replica pod that dies leaves its EndpointSlice a moment
+// after it went.
+func pooledReady(md *v1alpha1.ModelDeployment) []readyEndpoint {
+	var out []readyEndpoint
+	for _, rs := range md.Status.ReplicaStatuses {
+		if rs.State == serving.ReplicaReady && rs.Endpoint != "" {
+			out = append(out, readyEndpoint{id: rs.ID, url: rs.Endpoint, version: serving.OIPVersion(rs.ModelVersion)})
+		}
+	}
+	return out
 }
 
 // readyEndpoint is a ready replica: its pod name, URL and, when the pod

@@ -16,10 +16,12 @@ import (
 )
 
 // grpcConns keeps one gRPC client connection per replica endpoint, keyed by
-// the endpoint's URL. A connection is closed when its endpoint leaves its
-// deployment's route, once the calls using it have finished: the first
-// connection of a deployment starts a watcher that follows the deployment's
-// routes until none of its connections is left, or until close.
+// the endpoint's URL, shared by every deployment routed to it (the models
+// of a multi-model pool share their replicas). A connection is closed when
+// its endpoint has left the routes of every deployment that used it, once
+// the calls using it have finished: the first use of a connection by a
+// deployment starts a watcher that follows the deployment's routes until
+// none of its connections is left, or until close.
 type grpcConns struct {
 	routes       Routes
 	maxSendBytes int
@@ -36,9 +38,11 @@ type grpcConns struct {
 }
 
 type replicaConn struct {
-	deployment string
-	cc         *grpc.ClientConn
-	client     oipgrpc.GRPCInferenceServiceClient
+	// users are the deployments whose routes had the endpoint when they
+	// called it; guarded by grpcConns.mu.
+	users  map[string]bool
+	cc     *grpc.ClientConn
+	client oipgrpc.GRPCInferenceServiceClient
 	// active counts calls using cc; guarded by grpcConns.mu.
 	active int
 	// removed is set when cc left the cache: the last call closes it.
@@ -68,8 +72,15 @@ func (p *grpcConns) client(rt *routing.Route, ep *balance.Endpoint) (_ oipgrpc.G
 	c, ok := p.conns[ep.URL]
 	if !ok {
 		var err error
-		if c, err = p.dialLocked(rt, ep); err != nil {
+		if c, err = p.dialLocked(ep); err != nil {
 			return nil, nil, err
+		}
+	}
+	if !c.users[rt.Deployment] {
+		c.users[rt.Deployment] = true
+		if !p.watching[rt.Deployment] {
+			p.watching[rt.Deployment] = true
+			go p.watch(rt)
 		}
 	}
 	c.active++
@@ -95,7 +106,7 @@ func (p *grpcConns) removeLocked(u string, c *replicaConn) {
 }
 
 // dialLocked creates and caches the connection to ep.
-func (p *grpcConns) dialLocked(rt *routing.Route, ep *balance.Endpoint) (*replicaConn, error) {
+func (p *grpcConns) dialLocked(ep *balance.Endpoint) (*replicaConn, error) {
 	target, creds, err := grpcTarget(ep.URL, p.tls)
 	if err != nil {
 		return nil, err
@@ -106,12 +117,8 @@ func (p *grpcConns) dialLocked(rt *routing.Route, ep *balance.Endpoint) (*replic
 	if err != nil {
 		return nil, fmt.Errorf("replica %s at %s: %w", ep.ID, ep.URL, err)
 	}
-	c := &replicaConn{deployment: rt.Deployment, cc: cc, client: oipgrpc.NewGRPCInferenceServiceClient(cc)}
+	c := &replicaConn{users: map[string]bool{}, cc: cc, client: oipgrpc.NewGRPCInferenceServiceClient(cc)}
 	p.conns[ep.URL] = c
-	if !p.watching[rt.Deployment] {
-		p.watching[rt.Deployment] = true
-		go p.watch(rt)
-	}
 	return c, nil
 }
 
@@ -149,9 +156,10 @@ func (p *grpcConns) watch(rt *routing.Route) {
 	}
 }
 
-// sweep closes name's connections whose endpoints rt (nil: the deployment
-// is gone) does not route, and reports whether any are left; when none is,
-// it ends the watch.
+// sweep drops name from the users of the connections whose endpoints rt
+// (nil: the deployment is gone) does not route, closing those left without
+// users, and reports whether name uses any still; when it uses none, it
+// ends the watch.
 func (p *grpcConns) sweep(name string, rt *routing.Route) bool {
 	keep := map[string]bool{}
 	if rt != nil {
@@ -163,14 +171,17 @@ func (p *grpcConns) sweep(name string, rt *routing.Route) bool {
 	defer p.mu.Unlock()
 	left := false
 	for u, c := range p.conns {
-		if c.deployment != name {
+		if !c.users[name] {
 			continue
 		}
 		if keep[u] {
 			left = true
 			continue
 		}
-		p.removeLocked(u, c)
+		delete(c.users, name)
+		if len(c.users) == 0 {
+			p.removeLocked(u, c)
+		}
 	}
 	if !left {
 		delete(p.watching, name)

@@ -343,6 +343,58 @@ func TestGRPCConnectionsFollowRoutes(t *testing.T) {
 	waitUntil(t, "every connection to close", func() bool { return f.gw.conns.len() == 0 })
 }
 
+// TestGRPCConnectionShared checks that a connection two deployments share
+// (models of a multi-model pool on one replica) stays open while either
+// still routes to the replica: one model leaving the replica (evicted)
+// must not close the other's connection. The stand-in replica serves m
+// only, so b's calls are answered NotFound, over the same connection.
+func TestGRPCConnectionShared(t *testing.T) {
+	r1 := grpcReplica(t, "r1")
+	f := newGRPCFixture(t, routing.Route{Deployment: "m", Endpoints: []*balance.Endpoint{r1}}, nil)
+	f.tab.Publish(routing.Route{Deployment: "b", Stats: f.rec, Endpoints: []*balance.Endpoint{r1}})
+	// b dials first: the connection is not b's alone.
+	if _, err := f.infer(t, "b"); status.Code(err) != codes.NotFound {
+		t.Fatalf("infer b: %v, want NotFound from the replica", err)
+	}
+	if _, err := f.infer(t, "m"); err != nil {
+		t.Fatalf("infer m: %v", err)
+	}
+	f.gw.conns.mu.Lock()
+	cc := f.gw.conns.conns[r1.URL]
+	shared := cc != nil && cc.users["m"] && cc.users["b"]
+	f.gw.conns.mu.Unlock()
+	if !shared || f.gw.conns.len() != 1 {
+		t.Fatalf("%d cached connections, shared by m and b: %v; want one", f.gw.conns.len(), shared)
+	}
+
+	// b leaves the replica: m keeps the connection.
+	f.tab.Publish(routing.Route{Deployment: "b", Stats: f.rec})
+	waitUntil(t, "b to stop using the connection", func() bool {
+		f.gw.conns.mu.Lock()
+		defer f.gw.conns.mu.Unlock()
+		return !cc.users["b"]
+	})
+	if s := cc.cc.GetState().String(); s == "SHUTDOWN" {
+		t.Fatal("the connection m still routes to was closed when b left the replica")
+	}
+	if _, err := f.infer(t, "m"); err != nil {
+		t.Fatalf("infer m after b left: %v", err)
+	}
+	f.gw.conns.mu.Lock()
+	same := f.gw.conns.conns[r1.URL] == cc
+	f.gw.conns.mu.Unlock()
+	if !same {
+		t.Error("m's call redialed instead of using its open connection")
+	}
+
+	// m leaves too: the connection closes.
+	f.tab.Remove("m")
+	waitUntil(t, "the connection to close", func() bool { return cc.cc.GetState().String() == "SHUTDOWN" })
+	if n := f.gw.conns.len(); n != 0 {
+		t.Errorf("%d cached connections after both left, want 0", n)
+	}
+}
+
 // waitUntil polls cond; the deadline only guards against a hung test.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()

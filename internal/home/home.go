@@ -96,6 +96,10 @@ type AdminParts struct {
 	// gateway's route table; in a cluster the gateways watch).
 	Routes        store.RouteStore
 	RoutesChanged func(ctx context.Context)
+	// Pools, when set, serves /v1/pools: multi-model pools (the
+	// operator's ModelPools). When nil, the pools of Store are served if
+	// it keeps them (ebb up's SQL store).
+	Pools store.PoolStore
 	// Limits, when set, serves /v1/limits: tenant limits, kept in the
 	// SQL store in both homes; LimitsChanged, when set, is called after
 	// each change (the gateways also poll).
@@ -149,7 +153,9 @@ func NewAdminAPI(p AdminParts, log *slog.Logger) *api.Handler {
 	if p.Routes != nil {
 		admin.MountRoutes(p.Routes, p.RoutesChanged)
 	}
-	if ps, ok := p.Store.(store.PoolStore); ok {
+	if p.Pools != nil {
+		admin.MountPools(p.Pools)
+	} else if ps, ok := p.Store.(store.PoolStore); ok {
 		// Pools where the store keeps them (ebb up's SQL store); the
 		// control loop finds them there too.
 		admin.MountPools(ps)

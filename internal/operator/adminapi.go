@@ -6,6 +6,7 @@ import (
 
 	"github.com/ebb-ml/ebb/api/v1alpha1"
 	"github.com/ebb-ml/ebb/internal/serving"
+	"github.com/ebb-ml/ebb/internal/store"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
@@ -39,6 +40,42 @@ func (c *APIController) Status(name string) serving.Status {
 		return serving.Status{}
 	}
 	return *md.Status.Status.DeepCopy()
+}
+
+// PoolStatus returns the control loop's status of a pool on the leader,
+// else the status the leader wrote to the ModelPool.
+func (c *APIController) PoolStatus(name string) serving.PoolStatus {
+	if c.o.leading() {
+		return c.o.ctl.PoolStatus(name)
+	}
+	var mp v1alpha1.ModelPool
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.o.mgr.GetCache().Get(ctx, client.ObjectKey{Namespace: c.o.opts.Namespace, Name: name}, &mp); err != nil {
+		return serving.PoolStatus{}
+	}
+	return *mp.Status.PoolStatus.DeepCopy()
+}
+
+// PoolModelBytes returns the size a replica of pool measured for model,
+// from the loop on the leader, else from the model's status.
+func (c *APIController) PoolModelBytes(pool, model string) int64 {
+	if c.o.leading() {
+		return c.o.ctl.PoolModelBytes(pool, model)
+	}
+	if ps := c.Status(model).Pool; ps != nil && ps.Pool == pool {
+		return ps.Bytes
+	}
+	return 0
+}
+
+// PoolStore returns the ModelPools as the admin API's store of pools;
+// nil when the cluster has no ModelPool CRD.
+func (o *Operator) PoolStore() store.PoolStore {
+	if !o.pools {
+		return nil
+	}
+	return NewPoolStore(o.mgr.GetAPIReader(), o.mgr.GetClient(), o.opts.Namespace)
 }
 
 // Notify tells the control loop of a change at once when this replica

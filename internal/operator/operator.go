@@ -74,6 +74,8 @@ type Operator struct {
 	// show.
 	rollouts *RolloutStates
 	figures  *shadowFigures
+	// pools is set when the cluster has the ModelPool CRD.
+	pools bool
 }
 
 // New wires an Operator into mgr (a manager with leader election, whose
@@ -119,7 +121,18 @@ func New(mgr manager.Manager, backend replica.Backend, handle PodHandle, opts Op
 	if copts.Clock == nil {
 		copts.Clock = opts.Clock
 	}
-	o.ctl = control.New(o.store, o.backend, &routing.Table{}, copts)
+	pools, err := hasPools(mgr.GetRESTMapper())
+	if err != nil {
+		return nil, err
+	}
+	var ctlStore control.Store = o.store
+	if pools {
+		ctlStore = &poolingStore{Store: o.store, pools: NewPoolStore(mgr.GetAPIReader(), mgr.GetClient(), opts.Namespace)}
+	} else {
+		opts.Logger.Warn("the cluster has no ModelPool CRD: multi-model pools are off (apply deploy/crds/serving.ebb.dev_modelpools.yaml and restart the operator)")
+	}
+	o.pools = pools
+	o.ctl = control.New(ctlStore, o.backend, &routing.Table{}, copts)
 	o.ctl.OnEvent(o.recordEvent)
 
 	// Balloon pods have no LabelDeployment, so the manager's cache (see
@@ -148,6 +161,23 @@ func New(mgr manager.Manager, backend replica.Backend, handle PodHandle, opts Op
 	if err := r.setup(mgr, balloons, opts.Workers); err != nil {
 		return nil, fmt.Errorf("operator: set up reconciler: %w", err)
 	}
+	if pools {
+		// Pool pods have no LabelDeployment either: a third cache.
+		podCache, err := cache.New(mgr.GetConfig(), poolPodCacheOptions(cache.Options{
+			Scheme: mgr.GetScheme(),
+			Mapper: mgr.GetRESTMapper(),
+		}, opts.Namespace))
+		if err != nil {
+			return nil, fmt.Errorf("operator: pool pod cache: %w", err)
+		}
+		if err := mgr.Add(podCache); err != nil {
+			return nil, err
+		}
+		pr := &poolReconciler{ctl: o.ctl, pods: podCache, del: r, log: opts.Logger}
+		if err := pr.setup(mgr, podCache, opts.Workers); err != nil {
+			return nil, fmt.Errorf("operator: set up pool reconciler: %w", err)
+		}
+	}
 	if err := mgr.Add(manager.RunnableFunc(o.runControl)); err != nil {
 		return nil, err
 	}
@@ -159,6 +189,9 @@ func New(mgr manager.Manager, backend replica.Backend, handle PodHandle, opts Op
 		clock:     opts.Clock,
 		every:     opts.StatusEvery,
 		log:       opts.Logger,
+	}
+	if pools {
+		sw.observePool = o.observePool
 	}
 	if err := mgr.Add(sw); err != nil {
 		return nil, err

@@ -44,7 +44,13 @@ func NewPodCustomizer(reader client.Reader, scheme *runtime.Scheme, namespace st
 // Customize finds the ModelDeployment of a replica pod (label
 // LabelDeployment) and applies its overrides and an owner reference to pod.
 // It fails when the ModelDeployment is gone, so no orphan pod is created.
+//
+// A pool's replica pod (label LabelPool) gets its ModelPool's template
+// and is owned by it.
 func (p *PodCustomizer) Customize(ctx context.Context, pod *corev1.Pod) error {
+	if name := pod.Labels[LabelPool]; name != "" {
+		return p.customizePool(ctx, pod, name)
+	}
 	name := pod.Labels[LabelDeployment]
 	if name == "" {
 		return fmt.Errorf("replica pod %q has no %s label", pod.Name, LabelDeployment)
@@ -58,6 +64,21 @@ func (p *PodCustomizer) Customize(ctx context.Context, pod *corev1.Pod) error {
 	}
 	ApplyOverrides(pod, &md.Spec.Template)
 	if err := controllerutil.SetControllerReference(&md, pod, p.scheme); err != nil {
+		return fmt.Errorf("owner reference on replica pod %q: %w", pod.Name, err)
+	}
+	return nil
+}
+
+func (p *PodCustomizer) customizePool(ctx context.Context, pod *corev1.Pod, name string) error {
+	var mp v1alpha1.ModelPool
+	if err := p.reader.Get(ctx, client.ObjectKey{Namespace: p.namespace, Name: name}, &mp); err != nil {
+		return fmt.Errorf("ModelPool of replica pod %q: %w", pod.Name, err)
+	}
+	if !mp.DeletionTimestamp.IsZero() {
+		return fmt.Errorf("ModelPool %q is being deleted: no new replica", name)
+	}
+	ApplyOverrides(pod, &mp.Spec.Template)
+	if err := controllerutil.SetControllerReference(&mp, pod, p.scheme); err != nil {
 		return fmt.Errorf("owner reference on replica pod %q: %w", pod.Name, err)
 	}
 	return nil

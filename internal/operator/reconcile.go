@@ -198,9 +198,12 @@ type statusWriter struct {
 	cache     client.Reader
 	namespace string
 	observe   func(md *v1alpha1.ModelDeployment) observation
-	clock     clock.WithTicker
-	every     time.Duration
-	log       *slog.Logger
+	// observePool, when set (the cluster has ModelPools), gives each
+	// ModelPool's status.
+	observePool func(mp *v1alpha1.ModelPool) v1alpha1.ModelPoolStatus
+	clock       clock.WithTicker
+	every       time.Duration
+	log         *slog.Logger
 }
 
 // Start writes statuses until ctx ends (a manager.Runnable).
@@ -230,11 +233,32 @@ func (w *statusWriter) writeAll(ctx context.Context) {
 			w.log.Warn("write ModelDeployment status", "deployment", md.Name, "err", err)
 		}
 	}
+	if w.observePool == nil {
+		return
+	}
+	var pools v1alpha1.ModelPoolList
+	if err := w.cache.List(ctx, &pools, client.InNamespace(w.namespace)); err != nil {
+		w.log.Warn("list ModelPools for status", "err", err)
+		return
+	}
+	for i := range pools.Items {
+		mp := &pools.Items[i]
+		want := w.observePool(mp)
+		if sameJSON(mp.Status, want) {
+			continue
+		}
+		patched := mp.DeepCopy()
+		patched.Status = want
+		err := w.client.Status().Patch(ctx, patched, client.MergeFrom(mp))
+		if err != nil && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+			w.log.Warn("write ModelPool status", "pool", mp.Name, "err", err)
+		}
+	}
 }
 
 func (w *statusWriter) write(ctx context.Context, md *v1alpha1.ModelDeployment) error {
 	want := desiredStatus(md, w.observe(md), w.clock.Now())
-	if sameStatus(md.Status, want) {
+	if sameJSON(md.Status, want) {
 		return nil
 	}
 	patched := md.DeepCopy()
@@ -246,8 +270,8 @@ func (w *statusWriter) write(ctx context.Context, md *v1alpha1.ModelDeployment) 
 	return err
 }
 
-// sameStatus compares statuses as the API server stores them.
-func sameStatus(a, b v1alpha1.ModelDeploymentStatus) bool {
+// sameJSON compares statuses as the API server stores them.
+func sameJSON[T any](a, b T) bool {
 	ja, errA := json.Marshal(a)
 	jb, errB := json.Marshal(b)
 	return errA == nil && errB == nil && string(ja) == string(jb)

@@ -2,8 +2,6 @@ package operator
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -11,8 +9,6 @@ import (
 	"github.com/ebb-ml/ebb/api/v1alpha1"
 	"github.com/ebb-ml/ebb/internal/serving"
 	"github.com/ebb-ml/ebb/internal/store"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
@@ -122,29 +118,8 @@ func (s *RouteStore) DeleteRoute(ctx context.Context, name string) error {
 	return nil
 }
 
-// err maps an API server error to the store's errors.
 func (s *RouteStore) err(err error, op, name string) error {
-	what := fmt.Sprintf("ModelRoute %s/%s", s.namespace, name)
-	if name == "" {
-		what = "ModelRoutes in " + s.namespace
-	}
-	switch {
-	case apierrors.IsNotFound(err):
-		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
-	case apierrors.IsAlreadyExists(err):
-		return fmt.Errorf("%s: %w", what, store.ErrExists)
-	case apierrors.IsConflict(err):
-		return fmt.Errorf("%s %s: it changed concurrently too often: %v: %w", op, what, err, store.ErrConflict)
-	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
-		return fmt.Errorf("%s %s: the API server refused it: %v", op, what, err)
-	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
-		return fmt.Errorf("%s %s: the Kubernetes API server refused the operator's credentials (check its RBAC for modelroutes): %v: %w", op, what, err, store.ErrUnavailable)
-	case meta.IsNoMatchError(err):
-		return fmt.Errorf("%s %s: the cluster has no ModelRoute CRD (CRDs are not upgraded with the chart): apply it with kubectl apply --server-side -f deploy/crds/serving.ebb.dev_modelroutes.yaml: %w", op, what, store.ErrUnavailable)
-	case errors.Is(err, context.Canceled):
-		return err
-	}
-	return fmt.Errorf("%s %s: the Kubernetes API server is unavailable: %v: %w", op, what, err, store.ErrUnavailable)
+	return objectErr(err, objectKind{kind: "ModelRoute", resource: "modelroutes"}, s.namespace, op, name)
 }
 
 // apiRoute is mr as the admin API shows it, with the time of the object's

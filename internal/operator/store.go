@@ -178,17 +178,22 @@ func (s *Store) PutReplica(context.Context, replica.Handle) error { return nil }
 func (s *Store) DeleteReplica(context.Context, string) error { return nil }
 
 // listReplicaPods lists the replica pods of one deployment, or of every
-// deployment when deployment is "".
+// deployment and pool when deployment is "".
 func listReplicaPods(ctx context.Context, r client.Reader, namespace, deployment string) ([]corev1.Pod, error) {
-	sel := client.HasLabels{LabelDeployment}
-	opts := []client.ListOption{client.InNamespace(namespace)}
 	if deployment != "" {
-		opts = append(opts, client.MatchingLabels{LabelDeployment: deployment})
-	} else {
-		opts = append(opts, sel)
+		return listPods(ctx, r, namespace, client.MatchingLabels{LabelDeployment: deployment})
 	}
+	pods, err := listPods(ctx, r, namespace, client.HasLabels{LabelDeployment})
+	if err != nil {
+		return nil, err
+	}
+	pooled, err := listPods(ctx, r, namespace, client.HasLabels{LabelPool})
+	return append(pods, pooled...), err
+}
+
+func listPods(ctx context.Context, r client.Reader, namespace string, sel client.ListOption) ([]corev1.Pod, error) {
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods, opts...); err != nil {
+	if err := r.List(ctx, &pods, client.InNamespace(namespace), sel); err != nil {
 		return nil, fmt.Errorf("list replica pods in %q: %w", namespace, err)
 	}
 	return pods.Items, nil

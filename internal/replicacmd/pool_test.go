@@ -28,8 +28,9 @@ func TestPoolFlags(t *testing.T) {
 		{"no budget", replicaFlags{pool: true, engine: "trees"}, "--pool needs --memory-budget"},
 		{"bad budget", replicaFlags{pool: true, engine: "trees", memoryBudget: "lots"}, "--memory-budget: size \"lots\""},
 		{"zero budget", replicaFlags{pool: true, engine: "trees", memoryBudget: "0"}, "must be positive"},
-		{"python", replicaFlags{pool: true, engine: "python", memoryBudget: "1Gi"}, "cannot load another"},
-		{"http", replicaFlags{pool: true, engine: "http", memoryBudget: "1Gi"}, "engines trees and onnx, not http"},
+		{"python", replicaFlags{pool: true, engine: "python", memoryBudget: "1Gi"}, ""},
+		{"python with a class", replicaFlags{pool: true, engine: "python", memoryBudget: "1Gi", pythonClass: "m.py:M"}, "takes no --python-class"},
+		{"http", replicaFlags{pool: true, engine: "http", memoryBudget: "1Gi"}, "engines trees, onnx and python, not http"},
 		{"a model", replicaFlags{pool: true, engine: "trees", memoryBudget: "1Gi", model: "m.json"}, "takes no --model"},
 		{"budget without pool", replicaFlags{engine: "trees", model: "m.json", memoryBudget: "1Gi"}, "--memory-budget needs --pool"},
 	}

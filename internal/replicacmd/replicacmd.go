@@ -242,11 +242,13 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 	}
 	ln = startReplicaTLS(ctx, ln, f.tls, certFiles, f.limits, log)
 	if f.pool {
-		if err := preparePool(f); err != nil {
+		eng, err := preparePool(ctx, f, log)
+		if err != nil {
 			closeAll(ln, more)
 			return fail(err)
 		}
-		return runPool(ctx, f, tracer, ln, more, notify, log)
+		defer eng.stop() // after the server drained
+		return runPool(ctx, f, eng, tracer, ln, more, notify, log)
 	}
 	if f.engine == "http" {
 		return runHTTPReplica(ctx, f, ln, notify, log)

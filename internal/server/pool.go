@@ -81,6 +81,12 @@ type LoadRequest struct {
 	ModelSHA256  string `json:"model-sha256,omitempty"`
 	ModelUnpack  bool   `json:"model-unpack,omitempty"`
 	ModelEntry   string `json:"model-entry,omitempty"`
+	// PythonClass and PythonInterpreter are, for engine python, the
+	// model's class ("FILE.py:ClassName", FILE relative to the model's
+	// directory, or "module:ClassName") and the interpreter it asks for
+	// (empty: the pool's).
+	PythonClass       string `json:"python-class,omitempty"`
+	PythonInterpreter string `json:"python-interpreter,omitempty"`
 	// Bytes is the model's size measured before, here or on another
 	// replica (0: unknown), so a load that cannot fit is refused before
 	// it starts.
@@ -90,7 +96,8 @@ type LoadRequest struct {
 // source is what the request loads, to tell a second load of the same
 // model from a different model under the same name.
 func (r LoadRequest) source() string {
-	return strings.Join([]string{r.Model, r.Engine, r.ModelVersion, r.ModelSHA256, strconv.FormatBool(r.ModelUnpack), r.ModelEntry}, "\x00")
+	return strings.Join([]string{r.Model, r.Engine, r.ModelVersion, r.ModelSHA256, strconv.FormatBool(r.ModelUnpack), r.ModelEntry,
+		r.PythonClass, r.PythonInterpreter}, "\x00")
 }
 
 // Loader loads the model a request names; ctx carries no deadline of the

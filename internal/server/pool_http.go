@@ -163,6 +163,9 @@ func (p *modelPool) loadRequest(r *http.Request, name string) (LoadRequest, erro
 	case p.opts.Engine != "" && req.Engine != p.opts.Engine:
 		return LoadRequest{}, &RequestError{http.StatusConflict, fmt.Sprintf("model %s asks for engine %s, but this replica's pool runs engine %s", name, req.Engine, p.opts.Engine)}
 	}
+	if req.Engine != "python" && (req.PythonClass != "" || req.PythonInterpreter != "") {
+		return LoadRequest{}, badRequest("load request for model %s: python-class and python-interpreter are for engine python, not %s: remove them", name, req.Engine)
+	}
 	if req.Bytes < 0 {
 		return LoadRequest{}, badRequest("load request for model %s: bytes is %d: give the measured size, or 0 when unknown", name, req.Bytes)
 	}

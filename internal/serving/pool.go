@@ -29,10 +29,12 @@ type Pool struct {
 }
 
 // PoolSpec is the desired state of a pool.
-//
-// +kubebuilder:object:generate=false
 type PoolSpec struct {
-	// Engine runs every model of the pool: trees or onnx.
+	// Engine runs every model of the pool: trees, onnx or python. A
+	// python pool's models share its replicas' worker processes, each an
+	// instance of its deployment's spec.python.class, which must opt in
+	// with the class attribute ebb_multi_model = True (package
+	// engine/python); they run /usr/bin/python3, one worker per replica.
 	Engine string `json:"engine"`
 	// MemoryBudget is the most memory the models loaded on one replica may
 	// hold together, measured by the replica after each load (e.g. 512MiB,
@@ -47,19 +49,24 @@ type PoolSpec struct {
 	MinReplicas int32 `json:"minReplicas,omitempty"`
 	MaxReplicas int32 `json:"maxReplicas,omitempty"`
 	// Targets are the loads the pool scales and places by.
+	// +optional
 	Targets PoolTargets `json:"targets,omitzero"`
 	// ScaleToZeroAfter is how long the pool stays up without a request
 	// for any model; default DefaultScaleToZeroAfter.
+	// +optional
 	ScaleToZeroAfter Duration `json:"scaleToZeroAfter,omitzero"`
 	// Batching, when set, batches each model's requests on its own.
 	Batching *Batching `json:"batching,omitempty"`
 	// Env is added to every replica's environment.
 	Env map[string]string `json:"env,omitempty"`
+	// Template holds the settings of each replica pod in a cluster
+	// (resources, placement, image), as a deployment's spec.template;
+	// `ebb up` applies its resource limits to replica processes.
+	// +optional
+	Template Template `json:"template,omitzero"`
 }
 
 // PoolTargets are the loads a pool aims at.
-//
-// +kubebuilder:object:generate=false
 type PoolTargets struct {
 	// Concurrency is the requests in flight per replica, all models
 	// together, that the pool's autoscaler aims at; default
@@ -82,17 +89,22 @@ type PoolRef struct {
 }
 
 // PoolStatus is what the control loop observes of a pool.
-//
-// +kubebuilder:object:generate=false
 type PoolStatus struct {
 	// Replicas, ReadyReplicas and DesiredReplicas count the pool's
-	// replicas as a deployment's status does.
-	Replicas        int32 `json:"replicas"`
-	ReadyReplicas   int32 `json:"readyReplicas"`
+	// replicas as a deployment's status does. Every count is optional in
+	// the ModelPool's schema: a merge patch leaves out a zero that was
+	// zero already.
+	// +optional
+	Replicas int32 `json:"replicas"`
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas"`
+	// +optional
 	DesiredReplicas int32 `json:"desiredReplicas"`
 	// Models counts the deployments that name the pool; Loaded those
 	// loaded on at least one replica.
+	// +optional
 	Models int `json:"models"`
+	// +optional
 	Loaded int `json:"loaded"`
 	// Reason explains the latest scaling decision; Failure why replicas
 	// cannot start, if they cannot.
@@ -106,16 +118,12 @@ type PoolStatus struct {
 }
 
 // PoolQuarantine is one quarantined model of a pool.
-//
-// +kubebuilder:object:generate=false
 type PoolQuarantine struct {
 	Model  string `json:"model"`
 	Reason string `json:"reason"`
 }
 
 // PoolReplicaStatus is one replica of a pool.
-//
-// +kubebuilder:object:generate=false
 type PoolReplicaStatus struct {
 	ID       string `json:"id"`
 	State    string `json:"state"`
@@ -150,7 +158,7 @@ const (
 	DefaultShardSize = pool.DefaultReplicas
 	// poolEnginesText names the engines a pool runs: those that host
 	// several models in one process.
-	poolEnginesText = "trees or onnx"
+	poolEnginesText = "trees, onnx or python"
 )
 
 // poolKeyPrefix starts the key the control loop knows a pool's replicas
@@ -164,8 +172,12 @@ func PoolKey(name string) string { return poolKeyPrefix + name }
 // PoolOfKey returns the pool name of a PoolKey, and whether key is one.
 func PoolOfKey(key string) (string, bool) { return strings.CutPrefix(key, poolKeyPrefix) }
 
-// PoolEngine reports whether engine can run a pool.
-func PoolEngine(engine string) bool { return engine == "trees" || engine == "onnx" }
+// PoolEngine reports whether engine can run a pool: trees and onnx, and
+// python for classes that opt in to sharing a process (checked as each
+// model loads).
+func PoolEngine(engine string) bool {
+	return engine == "trees" || engine == "onnx" || engine == "python"
+}
 
 // Default fills the zero fields of s with defaults. Call it before
 // Validate.
@@ -206,7 +218,7 @@ func (s *PoolSpec) Policy() pool.Policy {
 // its engine, environment and batching, scaled by its bounds and
 // concurrency target. Model is empty: a pool's replica starts with none.
 func (s *PoolSpec) DeploymentSpec() Spec {
-	out := Spec{Engine: s.Engine, Env: s.Env, Batching: s.Batching, Scaling: Scaling{
+	out := Spec{Engine: s.Engine, Env: s.Env, Batching: s.Batching, Template: s.Template, Scaling: Scaling{
 		MinReplicas: s.MinReplicas, MaxReplicas: s.MaxReplicas,
 		TargetConcurrency: s.Targets.Concurrency, ScaleToZeroAfter: s.ScaleToZeroAfter,
 	}}
@@ -251,8 +263,6 @@ func (s *PoolSpec) validate() []*FieldError {
 	switch {
 	case s.Engine == "":
 		add("spec.engine", "is required: %s", poolEnginesText)
-	case s.Engine == "python":
-		add("spec.engine", "python cannot run a pool: its worker loads one class with one model when it starts and cannot load another; deploy each Python model on its own")
 	case !PoolEngine(s.Engine):
 		add("spec.engine", "%q cannot run a pool: use %s", s.Engine, poolEnginesText)
 	}
@@ -333,6 +343,9 @@ func (s *Spec) validatePooled() []*FieldError {
 	}
 	if s.Batching != nil || len(s.Env) > 0 {
 		add("spec", why+"batching and env are the pool's (spec.batching and spec.env of the pool)")
+	}
+	if s.Python != nil && s.Python.Workers > 0 {
+		add("spec.python.workers", why+"its models share the pool's worker processes; remove it")
 	}
 	return errs
 }

@@ -358,6 +358,7 @@ func runHome(t *testing.T, h *home) {
 	runUndo(t, h, v1, v2, rows)
 	runShadow(t, h, v1, v2, rows)
 	runRoutesAndCost(t, h, v1, v2, rows)
+	runPools(t, h, v1, v2, rows) // pools_test.go
 	runTenantLimits(t, h, v1, v2, rows)
 	runDecisions(t, h)
 	runDashboard(t, h) // ui_test.go

@@ -26,6 +26,12 @@ const (
 	kindError   = 3 // worker → ebb: u16 status, u16 zero, u32 length, message
 	kindReady   = 4 // worker → ebb, once: u32 length, metadata JSON
 	kindLoadErr = 5 // worker → ebb, instead of ready: u32 length, message
+
+	// A pool's worker (--pool) hosts many models, each by a number.
+	kindLoad    = 6 // ebb → worker: u32 model, u32 length, JSON (name, class, path)
+	kindLoaded  = 7 // worker → ebb: u32 length, JSON; answers LOAD and UNLOAD
+	kindUnload  = 8 // ebb → worker: u32 model, u32 zero
+	kindInferTo = 9 // ebb → worker: u32 model, u32 zero, then INFER's payload
 )
 
 const (
@@ -129,10 +135,35 @@ func pad8(n int) int { return -n & 7 }
 // for one vectored write: headers are built, numeric data is referenced in
 // place.
 func inferFrame(id uint64, inputs []oip.Tensor) ([][]byte, int, error) {
-	head := make([]byte, 4+bodyHeader+4, 256)
-	head[4] = kindInfer
+	return tensorFrame(kindInfer, id, nil, inputs)
+}
+
+// inferToFrame is inferFrame for model number model of a pool's worker.
+func inferToFrame(id uint64, model uint32, inputs []oip.Tensor) ([][]byte, int, error) {
+	return tensorFrame(kindInferTo, id, le.AppendUint32(le.AppendUint32(nil, model), 0), inputs)
+}
+
+// controlFrame returns the frame of kind for request id with model number
+// model and text (LOAD's JSON; none for UNLOAD).
+func controlFrame(kind byte, id uint64, model uint32, text []byte) []byte {
+	b := make([]byte, 4+bodyHeader, 4+bodyHeader+8+len(text))
+	b[4] = kind
+	le.PutUint64(b[8:], id)
+	b = le.AppendUint32(b, model)
+	b = le.AppendUint32(b, uint32(len(text)))
+	b = append(b, text...)
+	le.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+// tensorFrame returns a frame of kind for request id whose payload is pre
+// (a multiple of 8 bytes) then inputs, as inferFrame does.
+func tensorFrame(kind byte, id uint64, pre []byte, inputs []oip.Tensor) ([][]byte, int, error) {
+	head := make([]byte, 4+bodyHeader, 256)
+	head[4] = kind
 	le.PutUint64(head[8:], id)
-	le.PutUint32(head[16:], uint32(len(inputs)))
+	head = append(head, pre...)
+	head = le.AppendUint32(head, uint32(len(inputs)))
 	bufs := [][]byte{}
 	cur := head
 	total := len(head)
@@ -332,7 +363,7 @@ func decodeError(p []byte) (status int, msg string, err error) {
 	return int(le.Uint16(p)), string(p[8 : 8+le.Uint32(p[4:])]), nil
 }
 
-// decodeText reads a READY or LOADERR payload.
+// decodeText reads a READY, LOADERR or LOADED payload.
 func decodeText(p []byte) (string, error) {
 	if len(p) < 4 || uint64(le.Uint32(p)) > uint64(len(p)-4) {
 		return "", fmt.Errorf("%w: text cut short", errFrame)

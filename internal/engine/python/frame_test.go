@@ -96,6 +96,47 @@ func TestFrameAlignment(t *testing.T) {
 	}
 }
 
+// TestPoolFrames checks the frames of a pool's worker: INFER_TO is INFER
+// behind a model number and a zero word (so its tensors stay 8-byte
+// aligned), and LOAD and UNLOAD carry the model number and their text.
+func TestPoolFrames(t *testing.T) {
+	in := sampleTensors()
+	bufs, total, err := inferToFrame(7, 0xdeadbeef, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bytes.Join(bufs, nil)
+	if len(b) != total || len(b)%8 != 4 {
+		t.Fatalf("INFER_TO of %d bytes (reported %d): the body is not a multiple of 8", len(b), total)
+	}
+	f, err := readFrame(bufio.NewReader(bytes.NewReader(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.kind != kindInferTo || f.id != 7 || le.Uint32(f.payload) != 0xdeadbeef || le.Uint32(f.payload[4:]) != 0 {
+		t.Fatalf("INFER_TO kind %d id %d payload % x..., want kind %d id 7, the model number and a zero word", f.kind, f.id, f.payload[:8], kindInferTo)
+	}
+	infer := frameBytes(t, 7, in)
+	if got, want := b[4+bodyHeader+8:], infer[4+bodyHeader:]; !bytes.Equal(got, want) {
+		t.Errorf("INFER_TO's payload after the model number is not INFER's")
+	}
+
+	for _, tt := range []struct {
+		kind byte
+		text string
+	}{{kindLoad, `{"name":"m","class":"m.py:M","path":"/models/m"}`}, {kindUnload, ""}} {
+		b := controlFrame(tt.kind, 9, 3, []byte(tt.text))
+		f, err := readFrame(bufio.NewReader(bytes.NewReader(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := f.payload
+		if f.kind != tt.kind || f.id != 9 || le.Uint32(p) != 3 || int(le.Uint32(p[4:])) != len(tt.text) || string(p[8:]) != tt.text {
+			t.Errorf("frame of kind %d: kind %d id %d payload %q", tt.kind, f.kind, f.id, p)
+		}
+	}
+}
+
 func TestInferFrameRefusesWrongData(t *testing.T) {
 	tests := []struct {
 		name string

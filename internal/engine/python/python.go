@@ -17,6 +17,9 @@
 // predict then receives the rows of several requests at once. A class that
 // declares none takes whatever inputs a request carries (AnyInputs).
 //
+// Pools: a Host (host.go) runs workers that host many models each, loaded
+// by name, for classes that opt in with ebb_multi_model = True.
+//
 // A worker remembers the top-level modules it found missing, so a library
 // that tries an optional import on every call (scikit-learn tries pandas)
 // does not search sys.path each time; a module installed into a running
@@ -126,6 +129,11 @@ type Model struct {
 	meta      oip.ModelMetadata
 	anyInputs bool
 	nextID    atomic.Uint64
+	// pool is set for a Host's workers: started with no class, they host
+	// the models it loads, and are not restarted: onExit is called when
+	// one exits.
+	pool   bool
+	onExit func(error)
 
 	// mu guards the fields below and each worker's inflight.
 	mu sync.Mutex
@@ -160,6 +168,9 @@ type reportedMeta struct {
 	// Python and Numpy are the versions the worker runs ("" without numpy).
 	Python string `json:"python"`
 	Numpy  string `json:"numpy"`
+	// RSSBytes is, for a pool's model, how much the worker's resident
+	// memory grew as it loaded the model (or shrank, unloading it).
+	RSSBytes int64 `json:"rssBytes"`
 }
 
 // Load starts opts.Workers workers, each importing the class and calling its
@@ -172,6 +183,19 @@ func Load(ctx context.Context, opts Options) (*Model, error) {
 	if strings.TrimSpace(opts.Class) == "" {
 		return nil, errors.New(`engine python needs a class: set spec.python.class (--python-class) to "FILE.py:ClassName" or "module:ClassName"`)
 	}
+	m, err := newModel(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.start(ctx, m.setMetadata); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// newModel checks opts, fills in their defaults and writes the worker's
+// script; it starts no worker.
+func newModel(opts Options) (*Model, error) {
 	if opts.Workers == 0 {
 		opts.Workers = 1
 	}
@@ -210,8 +234,15 @@ func Load(ctx context.Context, opts Options) (*Model, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	m := &Model{opts: opts, interp: interp, script: script, slots: make([]*worker, opts.Workers)}
+	return &Model{opts: opts, interp: interp, script: script, slots: make([]*worker, opts.Workers)}, nil
+}
 
+// start starts the workers and returns once all are ready, each installed
+// in its slot, and check (when set) took the metadata the first reported;
+// when one fails, or check does, the others are stopped and the error
+// returned.
+func (m *Model) start(ctx context.Context, check func(meta string) error) error {
+	opts := m.opts
 	type started struct {
 		w    *worker
 		meta string
@@ -226,13 +257,14 @@ func Load(ctx context.Context, opts Options) (*Model, error) {
 		})
 	}
 	wg.Wait()
+	var err error
 	for _, r := range res {
 		if err == nil {
 			err = r.err
 		}
 	}
-	if err == nil {
-		err = m.setMetadata(res[0].meta)
+	if err == nil && check != nil {
+		err = check(res[0].meta)
 	}
 	if err != nil {
 		m.mu.Lock()
@@ -243,30 +275,39 @@ func Load(ctx context.Context, opts Options) (*Model, error) {
 				r.w.stop(opts.StopTimeout)
 			}
 		}
-		return nil, err
+		return err
 	}
 	for i, r := range res {
 		m.install(i, r.w)
 	}
-	return m, nil
+	return nil
 }
 
 // setMetadata reads the metadata JSON a worker reported.
 func (m *Model) setMetadata(js string) error {
+	var err error
+	m.meta, m.anyInputs, _, err = parseMetadata(js)
+	return err
+}
+
+// parseMetadata reads the metadata JSON a worker reported when ready or
+// when it loaded a pool's model: the model's metadata, whether it declares
+// no inputs, and the change of the worker's resident memory (LOADED).
+func parseMetadata(js string) (meta oip.ModelMetadata, anyInputs bool, rss int64, err error) {
 	var rm reportedMeta
 	if err := json.Unmarshal([]byte(js), &rm); err != nil {
-		return fmt.Errorf("engine python: the worker reported metadata that is not JSON: %w", err)
+		return meta, false, 0, fmt.Errorf("engine python: the worker reported metadata that is not JSON: %w", err)
 	}
-	m.meta = oip.ModelMetadata{Platform: rm.Platform, Versions: rm.Versions}
+	meta = oip.ModelMetadata{Platform: rm.Platform, Versions: rm.Versions}
 	if rm.Inputs != nil {
-		m.meta.Inputs = *rm.Inputs
+		meta.Inputs = *rm.Inputs
 	} else {
-		m.anyInputs = true
+		anyInputs = true
 	}
 	if rm.Outputs != nil {
-		m.meta.Outputs = *rm.Outputs
+		meta.Outputs = *rm.Outputs
 	}
-	return nil
+	return meta, anyInputs, rm.RSSBytes, nil
 }
 
 // Metadata implements engine.Model: what the class's metadata() declared,
@@ -359,6 +400,9 @@ func (m *Model) downErrLocked() error {
 			return nil
 		}
 	}
+	if m.pool {
+		return m.startErr // why the last worker exited: none restarts
+	}
 	return fmt.Errorf("no python worker is running: restarting one failed: %w", m.startErr)
 }
 
@@ -409,16 +453,24 @@ func (m *Model) install(slot int, w *worker) bool {
 }
 
 // exited takes w out of its slot; its reader calls it after failing w's
-// calls.
+// calls. A pool's worker is not restarted: the requests that find no
+// worker fail with why it exited, and onExit is told.
 func (m *Model) exited(w *worker) {
 	m.mu.Lock()
 	if m.slots[w.slot] == w {
 		m.slots[w.slot] = nil
 	}
 	closed := m.closed
+	if m.pool && !closed {
+		m.startErr = w.err
+		m.dispatchLocked()
+	}
 	m.mu.Unlock()
 	if !closed {
 		m.opts.Logger.Warn("python worker exited", "worker", w.slot, "pid", w.cmd.Process.Pid, "error", w.err.Error())
+		if m.onExit != nil {
+			m.onExit(w.err)
+		}
 	}
 }
 

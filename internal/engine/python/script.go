@@ -2,7 +2,7 @@ package python
 
 import (
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,11 +11,33 @@ import (
 	"strconv"
 )
 
-//go:embed worker.py
-var workerSource []byte
+// workerParts are the parts of the worker's script, in order: one program
+// kept in files of a readable size.
+var workerParts = []string{"worker.py", "worker_tensors.py", "worker_pool.py"}
 
-// WorkerSource returns the source of worker.py, the program each worker
-// process runs.
+//go:embed worker.py worker_tensors.py worker_pool.py
+var workerFiles embed.FS
+
+// workerSource is the worker's script: its parts joined.
+var workerSource = joinWorker()
+
+func joinWorker() []byte {
+	var b []byte
+	for i, name := range workerParts {
+		part, err := workerFiles.ReadFile(name)
+		if err != nil {
+			panic(err) // embedded: cannot happen
+		}
+		if i > 0 {
+			b = append(b, "\n\n"...)
+		}
+		b = append(b, part...)
+	}
+	return b
+}
+
+// WorkerSource returns the source of the program each worker process runs:
+// worker.py, with worker_tensors.py and worker_pool.py after it.
 func WorkerSource() []byte { return append([]byte(nil), workerSource...) }
 
 // DefaultCacheDir is ebb's cache directory: $XDG_CACHE_HOME/ebb, else the
@@ -30,7 +52,7 @@ func DefaultCacheDir() string {
 	return filepath.Join(os.TempDir(), "ebb-"+strconv.Itoa(os.Getuid()))
 }
 
-// WriteWorker writes worker.py into dir, under a name made from its
+// WriteWorker writes the worker's script (WorkerSource) into dir, under a name made from its
 // content's hash, and returns its path. An existing file with that name is
 // reused, and concurrent callers (replicas starting together) are safe: each
 // writes a temporary file and renames it into place.

@@ -48,9 +48,11 @@ type worker struct {
 	inflight int
 }
 
-// result is a worker's answer to one call.
+// result is a worker's answer to one call: outputs (RESULT), text
+// (LOADED) or err.
 type result struct {
 	outputs []oip.Tensor
+	text    string
 	err     error
 }
 
@@ -72,12 +74,14 @@ func (m *Model) spawn(ctx context.Context, slot int, exited func(*worker)) (*wor
 	}
 	conn := fc.(*net.UnixConn)
 
-	cmd := exec.Command(m.interp, "-u", m.script,
-		"--fd", "3",
-		"--model", m.opts.Model,
-		"--python-class", m.opts.Class,
-		"--worker", strconv.Itoa(slot),
-		"--datatypes", strings.Join(datatypeNames(), ","))
+	args := []string{"-u", m.script, "--fd", "3"}
+	if m.pool {
+		args = append(args, "--pool")
+	} else {
+		args = append(args, "--model", m.opts.Model, "--python-class", m.opts.Class)
+	}
+	args = append(args, "--worker", strconv.Itoa(slot), "--datatypes", strings.Join(datatypeNames(), ","))
+	cmd := exec.Command(m.interp, args...)
 	cmd.ExtraFiles = []*os.File{child}
 	cmd.Env = append(os.Environ(), m.opts.Env...)
 	w := &worker{
@@ -157,7 +161,7 @@ func (w *worker) readLoop(exited func(*worker)) {
 				err = derr
 				break
 			}
-			w.deliver(f.id, result{outs, derr})
+			w.deliver(f.id, result{outputs: outs, err: derr})
 		case kindError:
 			status, msg, derr := decodeError(f.payload)
 			if derr != nil {
@@ -165,6 +169,13 @@ func (w *worker) readLoop(exited func(*worker)) {
 				break
 			}
 			w.deliver(f.id, result{err: callError(status, msg)})
+		case kindLoaded:
+			text, derr := decodeText(f.payload)
+			if derr != nil {
+				err = derr
+				break
+			}
+			w.deliver(f.id, result{text: text})
 		default:
 			err = fmt.Errorf("%w: unexpected kind %d", errFrame, f.kind)
 		}
@@ -219,19 +230,37 @@ func (w *worker) call(ctx context.Context, id uint64, inputs []oip.Tensor) ([]oi
 	if err != nil {
 		return nil, err
 	}
+	r := w.roundTrip(ctx, id, bufs)
+	return r.outputs, r.err
+}
+
+// control sends a pool's LOAD or UNLOAD frame as request id and returns
+// the worker's LOADED text; an ERROR answer is the error its message says.
+func (w *worker) control(ctx context.Context, id uint64, frame []byte) (string, error) {
+	r := w.roundTrip(ctx, id, [][]byte{frame})
+	var ie *engine.InputError
+	if errors.As(r.err, &ie) {
+		return "", errors.New(ie.Message)
+	}
+	return r.text, r.err
+}
+
+// roundTrip writes the frame in bufs, request id, and waits for its
+// answer, the worker's exit, or ctx.
+func (w *worker) roundTrip(ctx context.Context, id uint64, bufs [][]byte) result {
 	ch := make(chan result, 1)
 	w.mu.Lock()
 	if w.pending == nil {
 		err := w.err
 		w.mu.Unlock()
-		return nil, err
+		return result{err: err}
 	}
 	w.pending[id] = ch
 	w.mu.Unlock()
 
 	w.wmu.Lock()
 	nb := net.Buffers(bufs)
-	_, err = nb.WriteTo(w.conn)
+	_, err := nb.WriteTo(w.conn)
 	w.wmu.Unlock()
 	if err != nil {
 		// The worker is gone (or going): its reader fails the call with
@@ -240,12 +269,12 @@ func (w *worker) call(ctx context.Context, id uint64, inputs []oip.Tensor) ([]oi
 	}
 	select {
 	case r := <-ch:
-		return r.outputs, r.err
+		return r
 	case <-ctx.Done():
 		w.mu.Lock()
 		delete(w.pending, id)
 		w.mu.Unlock()
-		return nil, ctx.Err()
+		return result{err: ctx.Err()}
 	}
 }
 

@@ -6,6 +6,8 @@ python --python-workers N`) and hands each one decoded tensors over a Unix
 socket it inherits (--fd), in the small binary framing below: no JSON and no
 HTTP on the request path. Standard library only; with numpy, inputs arrive as
 numpy arrays made with numpy.frombuffer over the received bytes (no copy).
+This file is the script's first part; worker_tensors.py (tensor encoding) and
+worker_pool.py (pools) follow it in the one file a worker runs (script.go).
 
 The user's class (--python-class "FILE.py:ClassName", FILE relative to the
 model's directory or absolute, or "module:ClassName" importable from the
@@ -29,10 +31,32 @@ declared datatype. A worker runs one predict at a time; a replica's workers
 (spec.python.workers) run in parallel. (A class's thread_safe attribute,
 which the earlier HTTP shim read, is not used: run more workers instead.)
 
+Pools (--pool, `ebb replica --pool --engine python`): the worker starts with
+no class and hosts many models, each loaded by LOAD with its name, class and
+path as an instance of its own, and dropped by UNLOAD. A class opts in with
+the class attribute `ebb_multi_model = True`, which says that instances of it
+keep no state outside themselves (module globals, class attributes they
+change), so that models of it can share a process; a class without it is
+refused at LOAD with a message that says so. An optional unload() method is
+called when its model is unloaded (to free what Python's collector does not:
+a GPU's memory). Each LOAD and UNLOAD answers with the change of the worker's
+resident memory it made (rssBytes), measured after a full collection and
+malloc_trim: the model's memory, which the replica counts against its
+budget. A class file is imported once per path and shared by the models that
+name it; two files of the same name in different directories would replace
+each other in sys.modules, so give them distinct names.
+
+    class Model:
+        ebb_multi_model = True
+        def load(self, path): ...
+        def predict(self, inputs): ...
+
 An exception from predict is answered with its type and message: status 500,
 or its `http_status` attribute when that is a 4xx (the server answers 400).
 An exception that ends the process (os._exit, a crash in a C extension) fails
-the requests in this worker only; ebb restarts it. Failing to import the class
+the requests in this worker only; ebb restarts it (a pool's replica stops
+instead, and its models load again in the replica started in its place, so
+that the pool can blame the model that crashed it). Failing to import the class
 or to load the model is reported before READY (LOADERR), naming the file and
 the exception, and the process exits 1.
 
@@ -66,6 +90,15 @@ aligned). internal/engine/python/frame.go is the other half: keep them in step.
         (platform, versions, inputs, outputs; null when not declared) and the
         python and numpy versions
     LOADERR (5, worker -> ebb, id 0): payload := u32 length, message
+    With --pool, READY declares nothing, INFER is not used, and:
+    LOAD (6, ebb -> worker): payload := u32 model, u32 length, JSON: name,
+        class, path; answered by LOADED, or ERROR (400: the class or its load
+        failed; nothing stays loaded)
+    LOADED (7, worker -> ebb): payload := u32 length, JSON: the model's
+        metadata as READY's, and rssBytes, the change of the worker's resident
+        memory; it answers UNLOAD too (rssBytes only)
+    UNLOAD (8, ebb -> worker): payload := u32 model, u32 zero
+    INFER_TO (9, ebb -> worker): payload := u32 model, u32 zero, then INFER's
 """
 
 import argparse
@@ -88,7 +121,7 @@ try:
 except ImportError:
     np = None
 
-INFER, RESULT, ERROR, READY, LOADERR = 1, 2, 3, 4, 5
+INFER, RESULT, ERROR, READY, LOADERR, LOAD, LOADED, UNLOAD, INFER_TO = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 LENGTH = struct.Struct("<I")
 BODY = struct.Struct("<B3xQ")
@@ -96,6 +129,7 @@ COUNT = struct.Struct("<I")
 TENSOR = struct.Struct("<HBBIQ")
 ERRHEAD = struct.Struct("<HHI")
 ELEMENT = struct.Struct("<I")
+MODEL = struct.Struct("<II")  # a pool's model number, and a length or zero
 
 # OIP v2 datatypes: (numpy dtype, struct code, bytes per element). BF16 has
 # no numpy or struct type: it travels as uint16 and is widened to float32.
@@ -185,6 +219,35 @@ class MissingModules(importlib.machinery.PathFinder):
         super().invalidate_caches()
 
 
+# The modules imported from class files, by absolute path: models of a pool
+# that name the same file share its module.
+IMPORTED = {}
+
+
+def add_path(d):
+    if d not in sys.path:
+        sys.path.insert(0, d)
+
+
+def import_file(spec, path):
+    """Imports the class file at path, a module of its own."""
+    modname = os.path.splitext(os.path.basename(path))[0]
+    try:
+        mspec = importlib.util.spec_from_file_location(modname, path)
+        module = importlib.util.module_from_spec(mspec)
+        # Registered under its own name so pickles of classes it defines
+        # and sibling imports resolve.
+        sys.modules[modname] = module
+        mspec.loader.exec_module(module)
+    except Exception as e:
+        sys.modules.pop(modname, None)
+        where = user_frame(e.__traceback__, path)
+        raise LoadError("python class %s: importing %s failed%s: %s"
+                        % (spec, path, " at " + where if where else "", describe_exception(e))) from e
+    IMPORTED[path] = module
+    return module
+
+
 def import_class(spec, model_dir):
     """Imports the class spec names; returns (class, file it came from)."""
     target, sep, name = spec.rpartition(":")
@@ -196,23 +259,11 @@ def import_class(spec, model_dir):
         if not os.path.isfile(path):
             raise LoadError("python class %s: file %s does not exist (a relative FILE is relative to the model's directory %s)"
                             % (spec, path, model_dir))
-        sys.path.insert(0, os.path.dirname(path))
-        modname = os.path.splitext(os.path.basename(path))[0]
-        try:
-            mspec = importlib.util.spec_from_file_location(modname, path)
-            module = importlib.util.module_from_spec(mspec)
-            # Registered under its own name so pickles of classes it defines
-            # and sibling imports resolve.
-            sys.modules[modname] = module
-            mspec.loader.exec_module(module)
-        except Exception as e:
-            sys.modules.pop(modname, None)
-            where = user_frame(e.__traceback__, path)
-            raise LoadError("python class %s: importing %s failed%s: %s"
-                            % (spec, path, " at " + where if where else "", describe_exception(e))) from e
+        add_path(os.path.dirname(path))
+        module = IMPORTED.get(path) or import_file(spec, path)
         origin = path
     else:
-        sys.path.insert(0, model_dir)
+        add_path(model_dir)
         try:
             module = importlib.import_module(target)
         except Exception as e:
@@ -252,18 +303,26 @@ def check_tensor_meta(spec, kind, t, carried):
 
 
 class Worker:
-    """The loaded model: decodes requests, calls predict, encodes answers."""
+    """A loaded model, one instance of the user's class: decodes requests,
+    calls predict, encodes answers. shared: one model of a pool's, whose
+    class must say that it shares the process (ebb_multi_model)."""
 
-    def __init__(self, args):
-        self.carried = [d for d in args.datatypes.split(",") if d in TYPES]
-        self.model_path = os.path.abspath(args.model) if args.model else ""
+    def __init__(self, spec, model, carried, shared=False):
+        self.carried = carried
+        self.model_path = os.path.abspath(model) if model else ""
         model_dir = self.model_path if os.path.isdir(self.model_path) else os.path.dirname(self.model_path) or os.getcwd()
-        spec = args.python_class
         cls, origin = import_class(spec, model_dir)
+        if shared and getattr(cls, "ebb_multi_model", False) is not True:
+            raise LoadError("python class %s (%s): %s does not say that several models may share one process, which a pool "
+                            "needs: its models are instances in the same worker processes. If instances of %s keep no state "
+                            "outside themselves (module globals, class attributes they change), add the class attribute "
+                            "ebb_multi_model = True to it; otherwise deploy the model on its own, without spec.pool"
+                            % (spec, origin, cls.__name__, cls.__name__))
         obj = call_user(spec, origin, "%s()" % cls.__name__, cls)
         if callable(getattr(obj, "load", None)):
             call_user(spec, origin, "load(%s)" % q(self.model_path), obj.load, self.model_path)
         self.predict = obj.predict
+        self.unload = getattr(obj, "unload", None) if shared else None
 
         meta = {"platform": "python", "versions": None, "inputs": None, "outputs": None}
         m = getattr(obj, "metadata", None)
@@ -284,10 +343,11 @@ class Worker:
         self.input_types = {t["name"]: t["datatype"] for t in meta["inputs"] or ()}
         self.output_types = {t["name"]: t["datatype"] for t in meta["outputs"] or ()}
 
-    def infer(self, body):
-        """Answers one INFER body: returns the RESULT payload's buffers."""
+    def infer(self, body, off=BODY.size):
+        """Answers one INFER body, its tensors from off: returns the RESULT
+        payload's buffers."""
         inputs = {}
-        for name, dt, shape, value in decode_tensors(body, BODY.size):
+        for name, dt, shape, value in decode_tensors(body, off):
             want = self.input_types.get(name)
             if want is not None and want != dt:
                 value = convert(value, want)
@@ -306,223 +366,6 @@ class Worker:
             n += 1
         bufs[0] = COUNT.pack(n)
         return bufs
-
-
-# ---------------------------------------------------------------- tensors
-
-
-def pad8(n):
-    return -n % 8
-
-
-def decode_tensors(body, off):
-    """Yields (name, datatype, shape, value) for each tensor of a payload."""
-    (count,) = COUNT.unpack_from(body, off)
-    off += COUNT.size
-    for _ in range(count):
-        nlen, dlen, rank, _, size = TENSOR.unpack_from(body, off)
-        off += TENSOR.size
-        shape = list(struct.unpack_from("<%dq" % rank, body, off))
-        off += 8 * rank
-        name = bytes(body[off:off + nlen]).decode("utf-8", "surrogateescape")
-        off += nlen
-        dt = bytes(body[off:off + dlen]).decode("ascii")
-        off += dlen
-        off += pad8(nlen + dlen)
-        yield name, dt, shape, decode_data(body, off, size, dt, shape)
-        off += size + pad8(size)
-
-
-def elements(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def decode_data(body, off, size, dt, shape):
-    n = elements(shape)
-    if dt == "BYTES":
-        flat = []
-        end = off + size
-        while off < end:
-            (k,) = ELEMENT.unpack_from(body, off)
-            off += ELEMENT.size
-            flat.append(bytes(body[off:off + k]).decode("utf-8", "surrogateescape"))
-            off += k
-        if np is not None:
-            a = np.empty(n, dtype=object)
-            a[:] = flat
-            return a.reshape(shape)
-        return reshape(flat, shape)
-    npdt, code, _ = TYPES[dt]
-    if np is not None:
-        a = np.frombuffer(body, dtype=npdt, count=n, offset=off)
-        if dt == "BF16":
-            a = (a.astype("<u4") << 16).view("<f4")
-        return a.reshape(shape)
-    flat = list(struct.unpack_from("<%d%s" % (n, code), body, off))
-    if dt == "BF16":
-        flat = [struct.unpack("<f", struct.pack("<I", v << 16))[0] for v in flat]
-    return reshape(flat, shape)
-
-
-def reshape(flat, shape):
-    if not shape:
-        return flat[0]
-    if len(shape) == 1:
-        return list(flat)
-    step = len(flat) // shape[0] if shape[0] else 0
-    return [reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
-
-
-def convert(value, dt):
-    """value (an input) as declared datatype dt: the server accepts any
-    numeric datatype for a numeric input."""
-    if np is not None:
-        npdt = TYPES[dt][0]
-        return value.astype("<f4" if dt == "BF16" else npdt)
-    cast = float if dt.startswith(("FP", "BF")) else int
-    return nested(value, cast)
-
-
-def nested(v, f):
-    if isinstance(v, list):
-        return [nested(x, f) for x in v]
-    return f(v)
-
-
-def encode_output(value, declared, carried):
-    """Returns (datatype, shape, data buffer) for one output."""
-    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
-        value = value.detach().cpu().numpy()  # a torch tensor
-    if np is not None:
-        return encode_array(value, declared, carried)
-    return encode_list(value, declared, carried)
-
-
-def datatype_of(a):
-    kind, size = a.dtype.kind, a.dtype.itemsize
-    if kind == "b":
-        return "BOOL"
-    if kind == "i":
-        return "INT%d" % (size * 8)
-    if kind == "u":
-        return "UINT%d" % (size * 8)
-    if kind == "f":
-        return {2: "FP16", 4: "FP32"}.get(size, "FP64")
-    if kind in "USO":
-        return "BYTES"
-    raise TypeError("numpy dtype %s has no OIP v2 datatype" % a.dtype)
-
-
-def encode_array(value, declared, carried):
-    a = np.asarray(value)
-    if a.dtype.kind == "O":
-        flat = a.ravel().tolist()
-        if not all(isinstance(v, (str, bytes)) for v in flat):
-            a = a.astype(np.float64)
-    dt = datatype_of(a)
-    if declared is not None and declared != dt:
-        if declared == "BYTES":
-            a = a.astype(object)
-        dt = declared
-    if dt == "BYTES":
-        return dt, list(a.shape), bytes_data(a.ravel().tolist())
-    while dt not in carried:
-        if dt not in WIDER:
-            raise TypeError("datatype %s is not served by this replica" % dt)
-        if dt == "UINT64" and a.size and int(a.max()) > INT64_MAX:
-            raise OverflowError("UINT64 values above %d cannot be sent as INT64, which this replica serves instead" % INT64_MAX)
-        dt = WIDER[dt]
-    if dt == "BF16":
-        # Round to nearest even: bfloat16 is the top half of a float32.
-        bits = np.ascontiguousarray(a, dtype="<f4").view("<u4").astype("<u8")
-        a = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
-    else:
-        a = np.ascontiguousarray(a, dtype=TYPES[dt][0])
-    return dt, list(a.shape), a.reshape(-1).view(np.uint8)
-
-
-def bytes_data(flat):
-    parts = []
-    for v in flat:
-        if isinstance(v, str):
-            v = v.encode("utf-8", "surrogateescape")
-        elif not isinstance(v, (bytes, bytearray)):
-            v = str(v).encode("utf-8", "surrogateescape")
-        parts.append(ELEMENT.pack(len(v)))
-        parts.append(v)
-    return b"".join(parts)
-
-
-def encode_list(value, declared, carried):
-    """encode_output without numpy: value is nested lists or a scalar."""
-    shape, v = [], value
-    while isinstance(v, (list, tuple)):
-        shape.append(len(v))
-        if not v:
-            break
-        v = v[0]
-    flat = []
-    flatten(value, flat)
-    if elements(shape) != len(flat):
-        raise ValueError("nested lists are ragged: every row must have the same length")
-    if declared is not None:
-        dt = declared
-    elif all(isinstance(x, bool) for x in flat):
-        dt = "BOOL"
-    elif all(isinstance(x, int) and not isinstance(x, bool) for x in flat):
-        dt = "INT64"
-    elif all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat):
-        dt = "FP64"
-    elif all(isinstance(x, (str, bytes)) for x in flat):
-        dt = "BYTES"
-    else:
-        raise TypeError("values of type %s cannot be sent; return numbers, booleans or strings"
-                        % ", ".join(sorted({type(x).__name__ for x in flat})))
-    if dt == "BYTES":
-        return dt, shape, bytes_data(flat)
-    while dt not in carried:
-        if dt not in WIDER:
-            raise TypeError("datatype %s is not served by this replica" % dt)
-        dt = WIDER[dt]
-    code = TYPES[dt][1]
-    if dt == "BF16":
-        flat = [bfloat16_bits(float(x)) for x in flat]
-    elif dt.startswith("FP"):
-        flat = [float(x) for x in flat]
-    elif dt == "BOOL":
-        flat = [bool(x) for x in flat]
-    else:
-        flat = [int(x) for x in flat]
-    return dt, shape, struct.pack("<%d%s" % (len(flat), code), *flat)
-
-
-def bfloat16_bits(f):
-    """The bfloat16 nearest to f (ties to even), as its 16 bits."""
-    bits = struct.unpack("<I", struct.pack("<f", f))[0]
-    return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-
-
-def flatten(data, out, depth=0):
-    if depth > 32:
-        raise ValueError("data is nested too deeply")
-    if isinstance(data, (list, tuple)):
-        for v in data:
-            flatten(v, out, depth + 1)
-    else:
-        out.append(data)
-
-
-def tensor_buffers(name, dt, shape, data):
-    """The buffers of one tensor in a payload; data is sent as is."""
-    n = name.encode("utf-8", "surrogateescape")
-    d = dt.encode("ascii")
-    size = memoryview(data).nbytes
-    head = b"".join((TENSOR.pack(len(n), len(d), len(shape), 0, size),
-                     struct.pack("<%dq" % len(shape), *shape), n, d, bytes(pad8(len(n) + len(d)))))
-    return [head, data, bytes(pad8(size))]
 
 
 # ---------------------------------------------------------------- channel
@@ -588,17 +431,32 @@ class Channel:
         self.send(ERROR, rid, [ERRHEAD.pack(status, 0, len(b)), b])
 
 
-def serve(ch, worker):
+def serve(ch, worker, pool):
+    """Answers the replica's frames until it closes the channel: INFER for
+    worker, or a pool's LOAD, UNLOAD and INFER_TO."""
     while True:
         body = ch.read()
         if body is None:
             return
         kind, rid = BODY.unpack_from(body, 0)
-        if kind != INFER:
-            ch.send_error(rid, 500, "python worker: unknown message kind %d" % kind)
-            continue
         try:
-            payload = worker.infer(body)
+            if kind == INFER and worker is not None:
+                answer, payload = RESULT, worker.infer(body)
+            elif kind == INFER_TO and pool is not None:
+                answer, payload = RESULT, pool.infer(body)
+            elif kind in (LOAD, UNLOAD) and pool is not None:
+                text = json.dumps(pool.load(body) if kind == LOAD else pool.unload(body))
+                ch.send_text(LOADED, rid, text)
+                continue
+            else:
+                ch.send_error(rid, 500, "python worker: unexpected message kind %d" % kind)
+                continue
+        except LoadError as e:
+            cause = e.__cause__
+            tb = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)) if cause is not None else None
+            log("ERROR", "python model failed to load", error=str(e), traceback=tb)
+            ch.send_error(rid, 400, str(e))
+            continue
         except Exception as e:
             status = getattr(e, "http_status", None)
             if not (isinstance(status, int) and 400 <= status < 500):
@@ -606,14 +464,15 @@ def serve(ch, worker):
                 log("ERROR", "predict failed", error=describe_exception(e), traceback=traceback.format_exc())
             ch.send_error(rid, status, str(e) if isinstance(e, OutputError) else describe_exception(e))
             continue
-        ch.send(RESULT, rid, payload)
+        ch.send(answer, rid, payload)
 
 
 def main(argv):
     p = argparse.ArgumentParser(prog="ebb-python-worker", description="Run a Python model class for ebb's replica server (started by ebb replica --engine python).")
     p.add_argument("--fd", type=int, required=True, help="inherited Unix socket to the replica")
     p.add_argument("--model", default="")
-    p.add_argument("--python-class", required=True)
+    p.add_argument("--python-class", default="")
+    p.add_argument("--pool", action="store_true", help="host many models, loaded by the replica (LOAD), instead of one class")
     p.add_argument("--worker", default="0", help="this worker's number, for logs")
     p.add_argument("--datatypes", default="BOOL,INT32,INT64,FP32,FP64,BYTES", help="datatypes the replica carries")
     args = p.parse_args(argv)
@@ -626,8 +485,15 @@ def main(argv):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     ch = Channel(args.fd)
+    carried = [d for d in args.datatypes.split(",") if d in TYPES]
+    worker = pool = None
     try:
-        worker = Worker(args)
+        if args.pool:
+            pool = Pool(carried)
+        elif not args.python_class:
+            raise LoadError("python worker: give --python-class, or --pool")
+        else:
+            worker = Worker(args.python_class, args.model, carried)
     except LoadError as e:
         cause = e.__cause__
         tb = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)) if cause is not None else None
@@ -638,14 +504,11 @@ def main(argv):
     # modules) lives as long as the worker: full collections skip it.
     gc.collect()
     gc.freeze()
-    ready = dict(worker.meta, python=sys.version.split()[0], numpy=np.__version__ if np is not None else None)
+    meta = worker.meta if worker is not None else {"platform": "python", "versions": None, "inputs": None, "outputs": None}
+    ready = dict(meta, python=sys.version.split()[0], numpy=np.__version__ if np is not None else None)
     ch.send_text(READY, 0, json.dumps(ready))
     try:
-        serve(ch, worker)
+        serve(ch, worker, pool)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the replica is gone
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -49,6 +49,13 @@ const (
 	// LabelTrack is the tag of the traffic target the replica serves
 	// (replica.Spec.Track); absent for the primary's replicas.
 	LabelTrack = "serving.ebb.dev/track"
+	// LabelPool names the multi-model pool (serving.Pool) a replica pod
+	// belongs to, instead of LabelDeployment: a pool's name may equal a
+	// deployment's, whose Service must not select the pool's pods.
+	// LabelPoolSlot is the replica's slot in the pool (its name in
+	// placement).
+	LabelPool     = "serving.ebb.dev/pool"
+	LabelPoolSlot = "serving.ebb.dev/pool-slot"
 	// AnnotationSpec holds the replica.Spec as JSON.
 	AnnotationSpec = "serving.ebb.dev/replica-spec"
 	ContainerName  = "ebb"
@@ -201,6 +208,10 @@ func (b *Backend) Pod(spec replica.Spec) *corev1.Pod {
 	}
 	if spec.Track != "" {
 		pod.Labels[LabelTrack] = spec.Track
+	}
+	if p := spec.Pool; p != nil {
+		delete(pod.Labels, LabelDeployment)
+		pod.Labels[LabelPool], pod.Labels[LabelPoolSlot] = spec.Deployment, p.Slot
 	}
 	if b.opts.Template != nil {
 		b.opts.Template(spec, pod)

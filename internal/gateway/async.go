@@ -55,6 +55,7 @@ const (
 	codeAsyncNotFound    = "async/not_found"
 	codeAsyncUnavailable = "async/unavailable"
 	codeAsyncFull        = "async/queue_full"
+	codeAsyncTooLarge    = "async/too_large"
 	codeAsyncCallback    = "async/callback_not_allowed"
 	codeAsyncCancelled   = "async/cancelled"
 )
@@ -284,6 +285,9 @@ func (g *Gateway) asyncStoreError(ctx *fasthttp.RequestCtx, name string, err err
 		ctx.Response.Header.Set("Retry-After", "5")
 		writeErrorCode(ctx, http.StatusServiceUnavailable, codeAsyncFull,
 			fmt.Sprintf("deployment %q has too many async requests waiting; nothing was stored: %v", name, err))
+	case errors.Is(err, queue.ErrTooLarge):
+		writeErrorCode(ctx, http.StatusRequestEntityTooLarge, codeAsyncTooLarge,
+			fmt.Sprintf("the async request is too large for the queue's store; nothing was stored: %v: send fewer rows per request, or give the gateways --async-payloads (an s3:// or file:// location) so that large bodies go there", err))
 	case errors.Is(err, queue.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		ctx.Response.Header.Set("Retry-After", "5")
 		writeErrorCode(ctx, http.StatusServiceUnavailable, codeAsyncUnavailable,

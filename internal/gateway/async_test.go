@@ -30,11 +30,17 @@ import (
 type downQueue struct {
 	*sqlstore.Queue
 	down atomic.Bool
+	// tooLarge makes it refuse bodies as NATS does those over its
+	// max_payload.
+	tooLarge atomic.Bool
 }
 
 func (q *downQueue) Enqueue(ctx context.Context, r queue.Request) error {
 	if q.down.Load() {
 		return fmt.Errorf("SQLite at /data/ebb.db: disk I/O error: %w", queue.ErrUnavailable)
+	}
+	if q.tooLarge.Load() {
+		return fmt.Errorf("natsq: enqueue %s: over the NATS server's max_payload: %w", r.ID, queue.ErrTooLarge)
 	}
 	return q.Queue.Enqueue(ctx, r)
 }
@@ -185,6 +191,13 @@ func TestAsyncRefusals(t *testing.T) {
 			}
 		})
 	}
+	// Too large for the queue's store: 413 naming --async-payloads.
+	f.q.tooLarge.Store(true)
+	resp, out := do(t, "POST", f.url+"/v2/models/m/infer", body, "Prefer", "respond-async")
+	f.q.tooLarge.Store(false)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(out, "async/too_large") || !strings.Contains(out, "--async-payloads") {
+		t.Errorf("submit too large for the store = %d %s, want 413 async/too_large naming --async-payloads", resp.StatusCode, out)
+	}
 	// An allowed callback, a batch priority.
 	id := f.submit(t, CallbackHeader, "https://hooks.example/ebb", PriorityHeader, "batch")
 	rs, err := f.q.Claim(context.Background(), "m", 1, time.Minute)
@@ -194,7 +207,7 @@ func TestAsyncRefusals(t *testing.T) {
 	// The queue is full (MaxDepth 3): 503, nothing stored.
 	f.submit(t)
 	f.submit(t)
-	resp, out := do(t, "POST", f.url+"/v2/models/m/infer", body, "Prefer", "respond-async")
+	resp, out = do(t, "POST", f.url+"/v2/models/m/infer", body, "Prefer", "respond-async")
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(out, "too many async requests") {
 		t.Errorf("submit to a full queue = %d %s, want 503", resp.StatusCode, out)
 	}

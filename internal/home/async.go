@@ -6,8 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
 
+	"github.com/ebb-ml/ebb/internal/artifact"
 	"github.com/ebb-ml/ebb/internal/artifact/backend"
 	"github.com/ebb-ml/ebb/internal/gateway"
 	"github.com/ebb-ml/ebb/internal/limit"
@@ -42,6 +47,10 @@ type AsyncFlags struct {
 	// Lease is how long a worker holds a request it runs: after a crash,
 	// a request in flight is run again once its lease ends.
 	Lease time.Duration
+	// Payloads is the artifact store location (s3://bucket/prefix,
+	// file:///path, or a directory) where bodies over the queue's inline
+	// limit go; "" takes the home's default (Open).
+	Payloads string
 }
 
 // AddFlags adds the flags; storeHelp says what an empty --async-store
@@ -52,6 +61,8 @@ func (a *AsyncFlags) AddFlags(f *pflag.FlagSet, storeHelp string) {
 	f.StringVar(&a.CallbackSecret, "async-callback-secret-file", "", "file whose content keys the HMAC-SHA256 Ebb-Signature of async callbacks (docs/async.md); ebb up: default DATA-DIR/async-callback.secret, created when missing")
 	f.DurationVar(&a.Lease, "async-lease", 5*time.Minute, "how long a worker holds an async request it runs: longer than a request may take, cold start included; after a crash, requests in flight run again once it ends")
 	f.Int64Var(&a.MaxBodyBytes, strings.TrimPrefix(gateway.AsyncMaxBodyFlag, "--"), 0, "most bytes of one async request body (413 beyond it); default and at most --max-body-bytes")
+	f.StringVar(&a.Payloads, "async-payloads", "", "where async request and result bodies over 256 KiB are kept, an artifact store location (s3://bucket/prefix, file:///path); only their URI goes in --async-store. "+
+		"Give every gateway sharing the queue the same; a process without one reads (and sweeps) theirs where their URIs point. Default: ebb up: --artifacts/async, else DATA-DIR/async; a cluster's gateway: none, bodies stay in the queue's store (NATS takes at most 1 MiB a message)")
 }
 
 // AsyncQueue is a queue the gateway and the worker share.
@@ -63,9 +74,12 @@ type AsyncQueue interface {
 // Open opens the async queue the flags name: st's (a SQL store; nil when
 // the home has none, and async is then off without --async-store), NATS
 // JetStream's or PostgreSQL's. Payloads over the inline limit go to the
-// artifact store at artifacts + "/async" (DATA-DIR/async when artifacts is
-// empty; kept inline when both are). close ends what it opened. A nil
-// queue and no error: async is off.
+// artifact store at a.Payloads, else at artifacts + "/async", else at
+// DATA-DIR/async. With none of the three they are kept inline; bodies
+// that other processes sharing the queue spilled are still read (and
+// deleted with their records) wherever their URIs point, with the S3
+// settings of the environment. close ends what it opened. A nil queue and
+// no error: async is off.
 func (a AsyncFlags) Open(ctx context.Context, st any, artifacts, dataDir string) (q AsyncQueue, close func(), err error) {
 	var base queue.Queue
 	close = func() {}
@@ -100,14 +114,20 @@ func (a AsyncFlags) Open(ctx context.Context, st any, artifacts, dataDir string)
 	default:
 		return nil, nil, fmt.Errorf("--async-store %q: give a nats:// or postgres:// URL, or nothing", a.Store)
 	}
-	location := artifacts
+	location := a.Payloads
 	switch {
 	case location != "":
-		location = strings.TrimRight(location, "/") + "/async"
+	case artifacts != "":
+		location = strings.TrimRight(artifacts, "/") + "/async"
 	case dataDir != "":
 		location = filepath.Join(dataDir, "async")
 	default:
-		return base, close, nil // payloads inline, within --async-max-body-bytes
+		// Payloads inline, within --async-max-body-bytes. The queue may be
+		// shared with processes that spill (a cluster's gateways given
+		// --async-payloads, whose results the operator's jobs read): a
+		// body they spilled is read where its URI points, never taken for
+		// an empty one.
+		return queue.NewSpilling(base, spilledBodies{}, math.MaxInt), close, nil
 	}
 	location, err = dirLocation(location)
 	if err != nil {
@@ -200,6 +220,58 @@ func (s StoreLimits) ListLimitsIfChanged(ctx context.Context, etag string) ([]se
 func NewLimiter(lister limit.Lister, m *limit.Metrics, fraction func() float64, log *slog.Logger) (*limit.Limiter, *limit.Source) {
 	lim := limit.New(limit.Options{Metrics: m})
 	return lim, limit.NewSource(lister, lim, limit.SourceOptions{Fraction: fraction, Log: log})
+}
+
+// spilledBodies reads, stats and deletes the bodies that another process
+// spilled (queue.Spilling) wherever their URIs point: any file:///path,
+// and any s3://bucket/key with the S3 settings of the environment. It
+// stores nothing: Open gives it to a Spilling that never spills.
+type spilledBodies struct{}
+
+var _ artifact.Store = spilledBodies{}
+
+func (spilledBodies) Put(context.Context, io.Reader) (artifact.Ref, error) {
+	return artifact.Ref{}, errors.New("no async payload store (--async-payloads) to keep the body in")
+}
+
+func (spilledBodies) Open(ctx context.Context, uri string) (io.ReadCloser, error) {
+	st, err := spilledStore(uri)
+	if err != nil {
+		return nil, err
+	}
+	return st.Open(ctx, uri)
+}
+
+func (spilledBodies) Stat(ctx context.Context, uri string) (artifact.Ref, error) {
+	st, err := spilledStore(uri)
+	if err != nil {
+		return artifact.Ref{}, err
+	}
+	return st.Stat(ctx, uri)
+}
+
+func (spilledBodies) Delete(ctx context.Context, uri string) error {
+	st, err := spilledStore(uri)
+	if err != nil {
+		return err
+	}
+	return st.Delete(ctx, uri)
+}
+
+// spilledStore is the artifact store uri is in: its bucket's, or the
+// file system's.
+func spilledStore(uri string) (artifact.Store, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return nil, fmt.Errorf("async payload URI %q: %v", uri, err)
+	}
+	switch u.Scheme {
+	case "s3":
+		return backend.Open("s3://"+u.Host, backend.Options{})
+	case "file":
+		return backend.Open("file:///", backend.Options{})
+	}
+	return nil, fmt.Errorf("async payload URI %q: unsupported scheme %q", uri, u.Scheme)
 }
 
 // dirLocation returns location as the artifact backends take it: a plain

@@ -40,6 +40,9 @@ type JobsFlags struct {
 	// gateways' --async-store; "" for the operator's own store when it
 	// is PostgreSQL (see Forwarder).
 	Queue string
+	// Payloads (the operator) is where chunks over the queue's inline
+	// limit go: the gateways' --async-payloads.
+	Payloads string
 }
 
 // AddFlags adds --jobs-concurrency, and --jobs-queue in a cluster.
@@ -47,6 +50,7 @@ func (o *JobsFlags) AddFlags(f *pflag.FlagSet, cluster bool) {
 	f.IntVar(&o.Concurrency, "jobs-concurrency", DefaultJobConcurrency, "most batch jobs (ebb jobs submit) running at once; the others wait, Pending")
 	if cluster {
 		f.StringVar(&o.Queue, "jobs-queue", "", "async queue that carries batch jobs' chunks to the gateways, which run them at batch priority: the gateways' --async-store (nats:// or postgres://); empty: the operator's PostgreSQL store (--store-dsn), for gateways whose --async-store is that URL; with neither, batch jobs are refused")
+		f.StringVar(&o.Payloads, "jobs-payloads", "", "where batch jobs' chunks over 256 KiB go, an artifact store location (s3://bucket/prefix): the gateways' --async-payloads; empty: chunks stay in the queue's store (NATS takes at most 1 MiB a message)")
 	}
 }
 

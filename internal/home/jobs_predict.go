@@ -143,7 +143,7 @@ func (o JobsFlags) Forwarder(ctx context.Context, st any, storeDSN string) (fw F
 	if o.Queue == "" && storeDSN == "" && os.Getenv("EBB_STORE_DSN") == "" {
 		return nil, func() {}, nil
 	}
-	q, close, err := AsyncFlags{Store: o.Queue}.Open(ctx, st, "", "")
+	q, close, err := AsyncFlags{Store: o.Queue, Payloads: o.Payloads}.Open(ctx, st, "", "")
 	if err != nil {
 		return nil, nil, fmt.Errorf("--jobs-queue: %w", err)
 	}

@@ -53,6 +53,9 @@ var (
 	ErrUnavailable = store.ErrUnavailable
 	// ErrFull: the deployment already has MaxDepth requests waiting.
 	ErrFull = errors.New("async queue full")
+	// ErrTooLarge: the store takes no message this large (NATS's
+	// max_payload); the payload must go to an artifact store (Spilling).
+	ErrTooLarge = errors.New("too large for the async queue's store")
 	// ErrFinished: Cancel of a request that already has a result or was
 	// cancelled.
 	ErrFinished = errors.New("async request already finished")

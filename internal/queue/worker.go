@@ -94,14 +94,22 @@ type Worker struct {
 	fwd  Forwarder
 	opts WorkerOptions
 	wake chan struct{}
-	// cbDue is set when a result with a callback was stored.
-	cbDue atomic.Bool
+	// cbDue is set when a result with a callback was stored; lookAll by
+	// Wake, for a claim that reads every deployment's depth.
+	cbDue   atomic.Bool
+	lookAll atomic.Bool
 
-	// mu guards inflight (requests running, by deployment) and
-	// cbInflight (callbacks being posted).
+	// mu guards inflight (requests running, by deployment), cbInflight
+	// (callbacks being posted) and hinted.
 	mu         sync.Mutex
 	inflight   map[string]int
 	cbInflight int
+	// hinted are the deployments that may have requests to claim: those
+	// Enqueued named, and those whose last claim took all it asked for. A
+	// wake claims for them alone; only the poll reads every deployment's
+	// depth (Queue.Depths counts what is pending: a read per wake, one per
+	// request submitted, cost more than the claims).
+	hinted map[string]bool
 }
 
 // NewWorker returns a Worker; Run starts it.
@@ -131,11 +139,17 @@ func NewWorker(q Queue, fwd Forwarder, opts WorkerOptions) *Worker {
 		opts.Logger = slog.Default()
 	}
 	opts.Callbacks = opts.Callbacks.withDefaults()
-	return &Worker{q: q, fwd: fwd, opts: opts, wake: make(chan struct{}, 1), inflight: map[string]int{}}
+	return &Worker{q: q, fwd: fwd, opts: opts, wake: make(chan struct{}, 1), inflight: map[string]int{}, hinted: map[string]bool{}}
 }
 
-// Wake makes the worker look at the queue now.
+// Wake makes the worker look at the whole queue now.
 func (w *Worker) Wake() {
+	w.lookAll.Store(true)
+	w.kick()
+}
+
+// kick makes the worker claim for its hinted deployments now.
+func (w *Worker) kick() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -150,12 +164,13 @@ func (w *Worker) Wake() {
 func (w *Worker) Enqueued(dep string) {
 	pace := w.opts.Concurrency(dep)
 	w.mu.Lock()
+	w.hinted[dep] = true
 	inflight := w.inflight[dep]
 	w.mu.Unlock()
 	if inflight > 0 && pace-inflight < claimBatch(pace) {
 		return
 	}
-	w.Wake()
+	w.kick()
 }
 
 // claimBatch is the fewest requests the worker claims for a deployment
@@ -179,7 +194,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var swept time.Time
 	tick := true
 	for {
-		w.claim(ctx, &wg)
+		w.claim(ctx, &wg, tick || w.lookAll.Swap(false))
 		// Callbacks are looked for on every tick, and at once after a
 		// result with a callback URL: not on every wake, since a claim
 		// is a write transaction.
@@ -205,29 +220,57 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-// claim starts the requests the deployments have room for.
-func (w *Worker) claim(ctx context.Context, wg *sync.WaitGroup) {
-	depths, err := w.q.Depths(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			w.opts.Logger.Warn("read async queue depths", "err", err)
+// claim starts the requests the deployments have room for: on a poll
+// (all), those of every deployment with requests pending, as the queue's
+// depths say; otherwise those of the hinted deployments.
+func (w *Worker) claim(ctx context.Context, wg *sync.WaitGroup, all bool) {
+	const unknown = -1
+	var depths map[string]int
+	if all {
+		var err error
+		if depths, err = w.q.Depths(ctx); err != nil {
+			if ctx.Err() == nil {
+				w.opts.Logger.Warn("read async queue depths", "err", err)
+			}
+			return
 		}
-		return
 	}
+	w.mu.Lock()
+	if depths == nil {
+		depths = make(map[string]int, len(w.hinted))
+	}
+	for dep := range w.hinted {
+		if _, ok := depths[dep]; !ok {
+			depths[dep] = unknown
+		}
+	}
+	w.mu.Unlock()
 	for dep, n := range depths {
 		pace := w.opts.Concurrency(dep)
 		w.mu.Lock()
 		inflight := w.inflight[dep]
 		w.mu.Unlock()
-		// n counts this worker's own requests in flight too.
-		free := min(pace, n) - inflight
-		if free <= 0 || (inflight > 0 && n > pace && free < claimBatch(pace)) {
-			continue
+		// n counts this worker's own requests in flight too; unknown, it
+		// is taken as deep.
+		free := pace - inflight
+		if n != unknown {
+			free = min(pace, n) - inflight
+		}
+		if free <= 0 || (inflight > 0 && (n == unknown || n > pace) && free < claimBatch(pace)) {
+			continue // hinted still: a request that ends wakes the worker
 		}
 		rs, err := w.q.Claim(ctx, dep, free, w.opts.Lease)
 		if err != nil && ctx.Err() == nil {
 			w.opts.Logger.Warn("claim async requests", "deployment", dep, "err", err)
 		}
+		w.mu.Lock()
+		// A claim that got all it asked for may have left more.
+		if err == nil && len(rs) < free {
+			delete(w.hinted, dep)
+		} else {
+			w.hinted[dep] = true
+		}
+		w.mu.Unlock()
 		for _, r := range rs {
 			w.mu.Lock()
 			w.inflight[dep]++
@@ -244,7 +287,7 @@ func (w *Worker) claim(ctx context.Context, wg *sync.WaitGroup) {
 					// Room for the next ones, claimed in a batch
 					// where the backlog is deep.
 					if pace := w.opts.Concurrency(dep); left == 0 || pace-left >= claimBatch(pace) {
-						w.Wake()
+						w.kick()
 					}
 				}()
 				w.run(ctx, r)
@@ -311,7 +354,7 @@ func (w *Worker) complete(ctx context.Context, log *slog.Logger, r *Request, res
 		}
 		if r.Callback != "" {
 			w.cbDue.Store(true)
-			w.Wake() // its callback is due
+			w.kick() // its callback is due
 		}
 	}
 }

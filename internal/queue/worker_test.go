@@ -307,11 +307,19 @@ func TestWorkerCallbacks(t *testing.T) {
 }
 
 // claimCounter records how many requests each Claim that found some
-// returned.
+// returned, and counts the reads of every deployment's depth.
 type claimCounter struct {
 	*sqlstore.Queue
 	mu     sync.Mutex
 	claims []int
+	depths int
+}
+
+func (q *claimCounter) Depths(ctx context.Context) (map[string]int, error) {
+	q.mu.Lock()
+	q.depths++
+	q.mu.Unlock()
+	return q.Queue.Depths(ctx)
 }
 
 func (q *claimCounter) Claim(ctx context.Context, dep string, n int, lease time.Duration) ([]*queue.Request, error) {
@@ -327,7 +335,9 @@ func (q *claimCounter) Claim(ctx context.Context, dep string, n int, lease time.
 // TestWorkerClaimBatches: with a backlog deeper than its pace, the worker
 // claims a quarter of the pace or more at a time, not one request per
 // request finished; woken only by Enqueued and by its own requests
-// finishing (the poll is an hour), it still drains every request.
+// finishing (the poll is an hour), it still drains every request, and
+// reads the queue's depths only when it starts: a wake claims for the
+// deployments it was told of.
 func TestWorkerClaimBatches(t *testing.T) {
 	sq, c := openQueue(t)
 	q := &claimCounter{Queue: sq}
@@ -337,7 +347,8 @@ func TestWorkerClaimBatches(t *testing.T) {
 	}}
 	const pace, n = 8, 60
 	w := queue.NewWorker(q, f, queue.WorkerOptions{Poll: time.Hour, Concurrency: func(string) int { return pace }})
-	runWorker(t, w)
+	// The backlog is there before the worker runs, so that it is deep
+	// from the first claim on, however slowly the worker goes.
 	var ids []string
 	for range n {
 		r := queuetest.Request(c, "", "iris")
@@ -347,6 +358,7 @@ func TestWorkerClaimBatches(t *testing.T) {
 		w.Enqueued(r.Deployment)
 		ids = append(ids, r.ID)
 	}
+	runWorker(t, w)
 	for _, id := range ids {
 		await(t, q, "", id, isDone)
 	}
@@ -357,8 +369,8 @@ func TestWorkerClaimBatches(t *testing.T) {
 	if f.peak["iris"] > pace {
 		t.Errorf("%d ran at once, want at most %d", f.peak["iris"], pace)
 	}
-	// The first claims may be single requests (nothing in flight yet, or
-	// a backlog within the pace); once the backlog is deep, batches.
+	// The first claim takes the pace; then batches, until the backlog is
+	// within the pace.
 	small := 0
 	for _, k := range q.claims {
 		if k < pace/4 {
@@ -368,5 +380,8 @@ func TestWorkerClaimBatches(t *testing.T) {
 	if len(q.claims) > n/2 || small > pace {
 		t.Errorf("claims took %v: %d claims, %d of them under %d requests; want at most %d claims, at most %d small",
 			q.claims, len(q.claims), small, pace/4, n/2, pace)
+	}
+	if q.depths > 1 {
+		t.Errorf("the depths were read %d times for %d requests; want once, when the worker started", q.depths, n)
 	}
 }

@@ -87,7 +87,7 @@ func (q *Queue) Claim(ctx context.Context, deployment string, n int, lease time.
 // record is gone or finished, acknowledges it and returns nil.
 func (q *Queue) claimed(ctx context.Context, msg jetstream.Msg) (*queue.Request, error) {
 	k := msg.Headers().Get(headerKey)
-	rec, _, err := q.get(ctx, k)
+	rec, rev, err := q.get(ctx, k)
 	if errors.Is(err, queue.ErrNotFound) {
 		return nil, q.ack(ctx, msg.Reply(), "+ACK") // expired, or its enqueue failed
 	}
@@ -120,6 +120,7 @@ func (q *Queue) claimed(ctx context.Context, msg jetstream.Msg) (*queue.Request,
 	if m.BodyRef == "" {
 		r.Body = append([]byte(nil), msg.Data()...)
 	}
+	q.remember(r.LeaseToken, rec, rev)
 	return r, nil
 }
 
@@ -129,6 +130,7 @@ func (q *Queue) Release(ctx context.Context, id, tok string, at time.Time) error
 	ctx, cancel := q.op(ctx)
 	defer cancel()
 	_, _, reply := parseToken(tok)
+	q.take(tok)
 	if err := q.ack(ctx, reply, nak(at.Sub(q.now()))); err != nil {
 		return q.fail(ctx, "release "+id, err)
 	}
@@ -163,7 +165,7 @@ func (q *Queue) Complete(ctx context.Context, id, tok string, res queue.Result) 
 		res.CompletedAt = q.now()
 	}
 	var callback bool
-	stored, err := q.update(ctx, k, func(r *record) (bool, error) {
+	stored, err := q.update(ctx, k, q.take(tok), func(r *record) (bool, error) {
 		if r.State != queue.Pending {
 			return false, nil
 		}
@@ -186,7 +188,12 @@ func (q *Queue) Complete(ctx context.Context, id, tok string, res queue.Result) 
 			return true, nil
 		}
 	}
-	_ = q.ack(ctx, reply, "+ACK") // if lost, the next claim acknowledges
+	// Not flushed: the connection sends it at once anyway, and if it is
+	// lost, the next claim of the message acknowledges it (the record is
+	// done).
+	if reply != "" {
+		_ = q.nc.Publish(reply, []byte("+ACK"))
+	}
 	return stored, nil
 }
 
@@ -210,7 +217,7 @@ func (q *Queue) Cancel(ctx context.Context, tenant, id string) error {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
 	now := q.now()
-	_, err := q.update(ctx, key(tenant, id), func(r *record) (bool, error) {
+	_, err := q.update(ctx, key(tenant, id), nil, func(r *record) (bool, error) {
 		switch {
 		case !r.Expires.After(now):
 			return false, queue.ErrNotFound

@@ -86,9 +86,20 @@ type Queue struct {
 	subject string // "ebb.async"
 	url     string // the server, for errors
 
-	// mu guards consumers: the pull consumers this process made, by name.
+	// mu guards consumers, the pull consumers this process made, by name,
+	// and claims: the record of each request this process claimed and
+	// has not completed or released, by lease token, as the claim read it
+	// (with its revision), so that Complete writes it without reading it
+	// again; a record changed since makes Complete read it afresh.
 	mu        sync.Mutex
 	consumers map[string]jetstream.Consumer
+	claims    map[string]claimedRecord
+}
+
+// claimedRecord is a record as a claim read it.
+type claimedRecord struct {
+	rec *record
+	rev uint64
 }
 
 // Open returns a Queue on the JetStream of nc, creating (or updating) its
@@ -116,7 +127,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &Queue{nc: nc, js: js, opts: opts, consumers: map[string]jetstream.Consumer{},
+	q := &Queue{nc: nc, js: js, opts: opts, consumers: map[string]jetstream.Consumer{}, claims: map[string]claimedRecord{},
 		subject: strings.ReplaceAll(strings.ToLower(opts.Name), "_", "."), url: nc.ConnectedUrlRedacted()}
 	ctx, cancel := q.op(ctx)
 	defer cancel()
@@ -278,11 +289,16 @@ func (q *Queue) get(ctx context.Context, k string) (*record, uint64, error) {
 }
 
 // update applies fn to the record under k and writes it back if fn
-// reports a change, again from a fresh read when another writer won.
-func (q *Queue) update(ctx context.Context, k string, fn func(r *record) (bool, error)) (bool, error) {
+// reports a change, again from a fresh read when another writer won. read,
+// when set, is the record as last read, tried first.
+func (q *Queue) update(ctx context.Context, k string, read *claimedRecord, fn func(r *record) (bool, error)) (bool, error) {
 	for {
-		r, rev, err := q.get(ctx, k)
-		if err != nil {
+		var r *record
+		var rev uint64
+		var err error
+		if read != nil {
+			r, rev, read = read.rec, read.rev, nil
+		} else if r, rev, err = q.get(ctx, k); err != nil {
 			return false, err
 		}
 		changed, err := fn(r)
@@ -354,6 +370,10 @@ func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
 	msg.Header.Set(headerKey, k)
 	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.ID)); err != nil {
 		_ = q.kv.Delete(context.WithoutCancel(ctx), k) // best effort: nothing was acknowledged
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("natsq: enqueue %s: %d bytes, over the NATS server's max_payload of %d: %w",
+				r.ID, len(r.Body), q.nc.MaxPayload(), queue.ErrTooLarge)
+		}
 		if fullError(err) {
 			return fmt.Errorf("natsq: enqueue %s: deployment %q has %d async requests pending at its priority, its limit: %w",
 				r.ID, r.Deployment, q.opts.MaxDepth, queue.ErrFull)
@@ -388,6 +408,25 @@ func (q *Queue) ack(ctx context.Context, reply, body string) error {
 		return err
 	}
 	return q.nc.FlushWithContext(ctx)
+}
+
+// remember keeps the record a claim read for the request leased by tok;
+// take returns and forgets it.
+func (q *Queue) remember(tok string, rec *record, rev uint64) {
+	q.mu.Lock()
+	q.claims[tok] = claimedRecord{rec: rec, rev: rev}
+	q.mu.Unlock()
+}
+
+func (q *Queue) take(tok string) *claimedRecord {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	c, ok := q.claims[tok]
+	if !ok {
+		return nil
+	}
+	delete(q.claims, tok)
+	return &c
 }
 
 func nak(delay time.Duration) string {

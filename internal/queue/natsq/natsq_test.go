@@ -1,12 +1,14 @@
 package natsq_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/ebb-ml/ebb/internal/queue"
 	"github.com/ebb-ml/ebb/internal/queue/natsq"
 	"github.com/ebb-ml/ebb/internal/queue/queuetest"
 )
@@ -52,4 +54,24 @@ func TestConformance(t *testing.T) {
 		}
 		return queuetest.Harness{Queue: q, Down: func(*testing.T) { s.Shutdown() }}
 	})
+}
+
+// TestEnqueueTooLarge: a body over the server's max_payload is refused
+// with queue.ErrTooLarge (the gateway's 413, which names --async-payloads),
+// and nothing is left of it.
+func TestEnqueueTooLarge(t *testing.T) {
+	s := startServer(t)
+	q, err := natsq.Open(t.Context(), connect(t, s), natsq.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := queue.Request{ID: queue.NewID(), Tenant: "t", Deployment: "d", Body: make([]byte, 2<<20),
+		Deadline: time.Now().Add(time.Hour), ResultTTL: time.Hour}
+	err = q.Enqueue(t.Context(), r)
+	if !errors.Is(err, queue.ErrTooLarge) {
+		t.Fatalf("enqueue of a 2 MiB body: %v, want queue.ErrTooLarge", err)
+	}
+	if _, err := q.Get(t.Context(), "t", r.ID); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("the refused request's record: %v, want not found", err)
+	}
 }

@@ -226,7 +226,7 @@ func (q *Queue) SettleCallback(ctx context.Context, id, tok string, o queue.Call
 	if k == "" {
 		return fmt.Errorf("natsq: settle callback of %s: malformed lease token", id)
 	}
-	_, err := q.update(ctx, k, func(r *record) (bool, error) {
+	_, err := q.update(ctx, k, nil, func(r *record) (bool, error) {
 		if r.CB != queue.CallbackPending {
 			return false, nil
 		}

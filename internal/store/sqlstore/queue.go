@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/queue"
@@ -45,14 +46,59 @@ type QueueOptions struct {
 type Queue struct {
 	s    *Store
 	opts QueueOptions
+
+	// mu guards counted: each deployment's pending requests when Enqueue
+	// last counted them, plus its enqueues since (completions not taken
+	// off: it only overestimates, as far as this process sees).
+	mu      sync.Mutex
+	counted map[string]pendingCount
 }
+
+// pendingCount is a deployment's pending requests as Enqueue knows them.
+type pendingCount struct {
+	n  int
+	at time.Time // when they were counted
+}
+
+// recountAfter is how long Enqueue trusts a count of a deployment's
+// pending requests that is under half its MaxDepth: counting them is a
+// scan of the deployment's pending rows, which cost more than the insert
+// once thousands wait. Only other processes' enqueues (several gateways
+// on one PostgreSQL) go unseen meanwhile, and they would need to add half
+// the limit within it to pass it.
+const recountAfter = time.Second
 
 // Queue returns the async queue in s's database.
 func (s *Store) Queue(opts QueueOptions) *Queue {
 	if opts.MaxDepth <= 0 {
 		opts.MaxDepth = DefaultMaxDepth
 	}
-	return &Queue{s: s, opts: opts}
+	return &Queue{s: s, opts: opts, counted: map[string]pendingCount{}}
+}
+
+// mustCount reports whether Enqueue must count dep's pending requests
+// before adding one: its last count is old, or it (with the enqueues
+// since) is at half the limit or more.
+func (q *Queue) mustCount(dep string, now time.Time) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	c, ok := q.counted[dep]
+	return !ok || now.Sub(c.at) >= recountAfter || now.Before(c.at) || c.n >= q.opts.MaxDepth/2
+}
+
+// noteEnqueued records one enqueue of dep; counted, when >= 0, is how many
+// were pending before it, counted now.
+func (q *Queue) noteEnqueued(dep string, counted int, now time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if counted >= 0 {
+		q.counted[dep] = pendingCount{n: counted + 1, at: now}
+		return
+	}
+	if c, ok := q.counted[dep]; ok {
+		c.n++
+		q.counted[dep] = c
+	}
 }
 
 // us returns t in Unix microseconds; the zero time is 0.
@@ -91,14 +137,20 @@ func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
 	if r.Callback != "" {
 		cb = queue.CallbackWaiting
 	}
+	now := q.s.now()
+	counted := -1
 	err = q.s.write(ctx, func(tx conn) error {
-		var n int
-		if err := tx.row(ctx, `SELECT count(*) FROM async_requests WHERE deployment = ? AND state = 'pending'`,
-			r.Deployment).Scan(&n); err != nil {
-			return err
-		}
-		if n >= q.opts.MaxDepth {
-			return fmt.Errorf("deployment %q has %d async requests pending, its limit: %w", r.Deployment, n, queue.ErrFull)
+		counted = -1
+		if q.mustCount(r.Deployment, now) {
+			var n int
+			if err := tx.row(ctx, `SELECT count(*) FROM async_requests WHERE deployment = ? AND state = 'pending'`,
+				r.Deployment).Scan(&n); err != nil {
+				return err
+			}
+			if n >= q.opts.MaxDepth {
+				return fmt.Errorf("deployment %q has %d async requests pending, its limit: %w", r.Deployment, n, queue.ErrFull)
+			}
+			counted = n
 		}
 		_, err := tx.exec(ctx, `INSERT INTO async_requests (id, tenant, deployment, version, priority,
 			content_type, header_length, header, body, body_ref, callback, created_us, deadline_us,
@@ -117,6 +169,7 @@ func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
 	if err != nil {
 		return fmt.Errorf("enqueue async request: %w", err)
 	}
+	q.noteEnqueued(r.Deployment, counted, now)
 	return nil
 }
 
@@ -196,12 +249,19 @@ func (q *Queue) Complete(ctx context.Context, id, token string, r queue.Result) 
 		r.CompletedAt = q.s.now()
 	}
 	at := us(r.CompletedAt)
-	res, err := q.s.exec(ctx, `UPDATE async_requests SET state = 'done', lease_token = '',
+	// In a write transaction, not a statement of its own: concurrent
+	// completions then share a commit (combine.go).
+	var res sql.Result
+	err := q.s.write(ctx, func(tx conn) error {
+		var err error
+		res, err = tx.exec(ctx, `UPDATE async_requests SET state = 'done', lease_token = '',
 		result_status = ?, result_content_type = ?, result_header_length = ?, result_body = ?,
 		result_body_ref = ?, completed_us = ?, expires_us = ? + result_ttl_us,
 		cb_state = CASE WHEN callback = '' THEN '' ELSE 'pending' END, cb_next_us = ?
 		WHERE id = ? AND state = 'pending'`,
-		r.Status, r.ContentType, r.HeaderLength, nonNil(r.Body), r.BodyRef, at, at, at, id)
+			r.Status, r.ContentType, r.HeaderLength, nonNil(r.Body), r.BodyRef, at, at, at, id)
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("complete async request %s: %w", id, err)
 	}

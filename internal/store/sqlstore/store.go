@@ -90,6 +90,8 @@ type Store struct {
 	// writes, so that they never wait on each other inside the database;
 	// the database's own lock still orders writers in other processes.
 	writeMu sync.Mutex
+	// comb queues writers to share transactions (combine.go).
+	comb combiner
 }
 
 // Open returns a Store on db, whose SQL dialect is d, after applying the
@@ -201,19 +203,35 @@ type querier interface {
 type conn struct {
 	s *Store
 	q querier
+	// shared, when set, is the context of every statement instead of the
+	// caller's: in a transaction several writers share (combine.go), one
+	// writer's cancellation must not interrupt a statement, which would
+	// roll back the others' writes with it.
+	shared context.Context
+}
+
+// ctx returns the context a statement runs with.
+func (c conn) ctx(ctx context.Context) context.Context {
+	if c.shared != nil {
+		return c.shared
+	}
+	return ctx
 }
 
 func (c conn) row(ctx context.Context, query string, args ...any) row {
+	ctx = c.ctx(ctx)
 	return row{ctx: ctx, s: c.s, r: c.q.QueryRowContext(ctx, c.s.rebind(query), args...)}
 }
 
 // rows runs a query; list reads its rows.
 func (c conn) rows(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	ctx = c.ctx(ctx)
 	rows, err := c.q.QueryContext(ctx, c.s.rebind(query), args...)
 	return rows, c.s.unavailable(ctx, err)
 }
 
 func (c conn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx = c.ctx(ctx)
 	res, err := c.q.ExecContext(ctx, c.s.rebind(query), args...)
 	return res, c.s.unavailable(ctx, err)
 }
@@ -272,14 +290,14 @@ func (s *Store) insert(ctx context.Context, what, query string, args ...any) err
 // write runs fn in one write transaction and commits when fn returns nil.
 // When the transaction fails in a way the dialect says may be retried, it
 // runs fn again in a new one: fn must not keep state between calls.
+//
+// Where writes are serial (SQLite), writers that wait at the same time
+// share one transaction (combine.go).
 func (s *Store) write(ctx context.Context, fn func(tx conn) error) error {
-	defer s.lockWrites()()
-	for attempt := 1; ; attempt++ {
-		err := s.writeOnce(ctx, fn)
-		if err == nil || attempt == maxAttempts || !s.d.IsRetryable(err) {
-			return s.unavailable(ctx, err)
-		}
+	if s.d.SerialWrites() {
+		return s.writeCombined(ctx, fn)
 	}
+	return s.retried(ctx, func() error { return s.writeOnce(ctx, fn) })
 }
 
 func (s *Store) writeOnce(ctx context.Context, fn func(tx conn) error) error {

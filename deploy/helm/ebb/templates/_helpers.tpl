@@ -164,3 +164,19 @@ Who may read /metrics (metrics.auth, the gateways' --metrics-auth): token
 {{- end }}
 {{- $m }}
 {{- end }}
+
+{{/*
+Where async bodies over the queue's inline limit go (--async-payloads of
+the gateways, --jobs-payloads of the operator): gateway.async.payloads,
+else the artifacts' bucket when they are in S3 (s3://BUCKET/async), else
+none (bodies stay in the queue's store). Empty when async is off.
+*/}}
+{{- define "ebb.asyncPayloads" -}}
+{{- if .Values.gateway.async.store }}
+{{- $loc := .Values.gateway.async.payloads | default "" }}
+{{- if and (not $loc) (hasPrefix "s3://" (.Values.artifacts.location | default "")) }}
+{{- $loc = regexReplaceAll "^(s3://[^/]+).*$" .Values.artifacts.location "${1}/async" }}
+{{- end }}
+{{- $loc }}
+{{- end }}
+{{- end }}

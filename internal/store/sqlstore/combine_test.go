@@ -22,12 +22,7 @@ import (
 // the others in its transaction are not harmed.
 func TestCombinedWrites(t *testing.T) {
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ebb.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	q := s.Queue(sqlstore.QueueOptions{})
+	q := sqliteQueue(t)
 	const writers, each = 32, 30
 	type outcome struct {
 		id        string
@@ -93,4 +88,16 @@ func TestCombinedWrites(t *testing.T) {
 	if stored < writers*each/2 {
 		t.Errorf("only %d of %d enqueues succeeded", stored, writers*each)
 	}
+}
+
+// sqliteQueue is the async queue of a SQLite store in a file of its own,
+// closed at cleanup.
+func sqliteQueue(tb testing.TB) *sqlstore.Queue {
+	tb.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "ebb.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s.Queue(sqlstore.QueueOptions{})
 }

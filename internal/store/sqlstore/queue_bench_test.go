@@ -2,14 +2,11 @@ package sqlstore_test
 
 import (
 	"context"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/queue"
-	"github.com/ebb-ml/ebb/internal/store/sqlite"
-	"github.com/ebb-ml/ebb/internal/store/sqlstore"
 )
 
 // BenchmarkQueueCycle runs the queue's part of async requests on SQLite
@@ -20,12 +17,7 @@ import (
 // (combine.go), which a benchmark of one writer at a time would not show.
 func BenchmarkQueueCycle(b *testing.B) {
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "ebb.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	q := s.Queue(sqlstore.QueueOptions{})
+	q := sqliteQueue(b)
 	body := []byte(`{"inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[1,0.5]}]}`)
 	const backlog, clients, runners, pollers = 1000, 16, 16, 4
 	parallel := func(n int, fn func(g int) error) {

@@ -340,9 +340,10 @@ func (g *Gateway) serveAsync(ctx *fasthttp.RequestCtx, id []byte) {
 		return
 	}
 	wait := preferredWait(ctx, a.MaxWait)
-	done, stop := (<-chan struct{})(nil), func() {}
+	var w *queue.Waiter
+	stop := func() {}
 	if wait > 0 {
-		done, stop = a.watch(string(id)) // before the read: a result stored after it wakes the wait
+		w, stop = a.watch(string(id)) // before the read: a result stored after it wakes the wait
 	}
 	rec, err := a.get(tenant, string(id))
 	if err == nil && p != nil && auth.Check(*p, auth.Predict, rec.Deployment) != nil {
@@ -350,7 +351,7 @@ func (g *Gateway) serveAsync(ctx *fasthttp.RequestCtx, id []byte) {
 	}
 	if err == nil && wait > 0 && !finished(rec.State) {
 		ctx.Response.Header.Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
-		rec, err = a.await(tenant, rec, wait, done, stop)
+		rec, err = a.await(tenant, rec, wait, w, stop)
 	} else {
 		stop()
 	}

@@ -50,8 +50,8 @@ func preferredWait(ctx *fasthttp.RequestCtx, max time.Duration) time.Duration {
 func finished(s queue.State) bool { return s == queue.Done || s == queue.Cancelled }
 
 // watch registers interest in id's result, where this process's worker
-// reports results; stop withdraws it.
-func (a *Async) watch(id string) (done <-chan struct{}, stop func()) {
+// reports results; stop withdraws it. w is nil without Waiters.
+func (a *Async) watch(id string) (w *queue.Waiter, stop func()) {
 	if a.Waiters == nil {
 		return nil, func() {}
 	}
@@ -65,11 +65,13 @@ func (a *Async) get(tenant, id string) (queue.Record, error) {
 	return a.Queue.Get(ctx, tenant, id)
 }
 
-// await waits up to wait for rec, just read with done registered before
-// the read, to finish, and returns it as last read. Every wake (a result
-// here, or asyncRecheck passing) reads the queue again, registered anew
-// first so that a result stored in between is not missed.
-func (a *Async) await(tenant string, rec queue.Record, wait time.Duration, done <-chan struct{}, stop func()) (queue.Record, error) {
+// await waits up to wait for rec, just read with w registered before the
+// read, to finish, and returns it as last read. A result this process's
+// worker stored comes with its wake and is answered as it is; any other
+// wake (asyncRecheck passing, a wake without a result) reads the queue
+// again, registered anew first so that a result stored in between is not
+// missed.
+func (a *Async) await(tenant string, rec queue.Record, wait time.Duration, w *queue.Waiter, stop func()) (queue.Record, error) {
 	defer func() { stop() }()
 	end := time.Now().Add(wait)
 	for !finished(rec.State) {
@@ -77,14 +79,23 @@ func (a *Async) await(tenant string, rec queue.Record, wait time.Duration, done 
 		if left <= 0 {
 			break
 		}
+		var done <-chan struct{}
+		if w != nil {
+			done = w.Done()
+		}
 		t := time.NewTimer(min(left, asyncRecheck))
 		select {
 		case <-done:
 		case <-t.C:
 		}
 		t.Stop()
+		if res := w.Result(); res != nil {
+			// rec was read for this tenant: the result is theirs.
+			rec.State, rec.Result = queue.Done, res
+			return rec, nil
+		}
 		stop()
-		done, stop = a.watch(rec.ID)
+		w, stop = a.watch(rec.ID)
 		r, err := a.get(tenant, rec.ID)
 		if err != nil {
 			return rec, err

@@ -304,6 +304,9 @@ func (Jobs) Run(ctx context.Context, env *harness.Env) (harness.Result, error) {
 		"predicting chunks of %d rows in process, writing a CSV of ids and outputs; timed from the model's load to the output's close) and through a job submitted to one `ebb up` "+
 		"(`POST /v1/jobs`: the same CSV, model and chunk size, its own deployment scaled from zero with at most one replica; timed from the job's start to its finish, "+
 		"the planner's probe, the replica's start, every chunk's request through the gateway (OIP v2 with binary tensor data, both ways) and its checkpoint, and the atomic write of the output included). "+
+		"Both run on the same CPUs, the server CPUs: the raw loop has them to itself, while the job's runner (reading and parsing the input, encoding the requests, "+
+		"checkpointing each group of chunks — its parts synced in one append-only log, then recorded in SQLite — and writing the output), the gateway and the replica share them, "+
+		"so every cost of the job is counted against the loop's. "+
 		"The job's output is checked row for row against the raw loop's. Models: the diabetes XGBoost regressor (examples/diabetes) over the 50 patients of examples/jobs repeated, "+
 		"and an ONNX MLP %s generated here over random features.", jobRows, jobChunk, formatLayers(jobsMLP))
 	return res, nil

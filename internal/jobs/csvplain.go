@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unsafe"
 )
 
 // A CSV input without a single quote character, the common case, is
@@ -106,7 +107,9 @@ func newPlainCSVRows(obj io.Reader, wanted []string) (*plainCSVRows, error) {
 	return c, nil
 }
 
-// record returns the next record's fields, valid until the next call.
+// record returns the next record's fields, valid until the next call:
+// they are the reader's buffer, not copies (most fields are numbers,
+// parsed at once; batch.add copies the text it keeps).
 func (c *plainCSVRows) record() ([]string, error) {
 	for {
 		line, err := readLine(c.r)
@@ -119,7 +122,7 @@ func (c *plainCSVRows) record() ([]string, error) {
 		if len(line) == 0 {
 			continue
 		}
-		s := string(line)
+		s := unsafe.String(unsafe.SliceData(line), len(line))
 		c.fields = c.fields[:0]
 		for {
 			i := strings.IndexByte(s, ',')
@@ -138,6 +141,27 @@ func (c *plainCSVRows) next(row []cell) error {
 	if err != nil {
 		return err
 	}
+	c.cells(rec, row)
+	return nil
+}
+
+// nextInto reads the next record straight into b when b's fast path
+// takes it (batch.addFloats), and reports true; else into row's cells,
+// for batch.add to take or refuse.
+func (c *plainCSVRows) nextInto(b *batch, num int64, row []cell) (bool, error) {
+	rec, err := c.record()
+	if err != nil {
+		return false, err
+	}
+	if b.floats && b.addFloats(num, rec, c.idx) {
+		return true, nil
+	}
+	c.cells(rec, row)
+	return false, nil
+}
+
+// cells sets row's cells from the record's fields.
+func (c *plainCSVRows) cells(rec []string, row []cell) {
 	for i, j := range c.idx {
 		if j < len(rec) {
 			row[i] = cell{kind: cellText, text: rec[j]}
@@ -145,7 +169,6 @@ func (c *plainCSVRows) next(row []cell) error {
 			row[i] = cell{kind: cellMissing}
 		}
 	}
-	return nil
 }
 
 func (c *plainCSVRows) skip(n int64) error {

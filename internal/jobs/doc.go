@@ -43,21 +43,27 @@
 //
 // # Checkpoints, crashes and atomic output
 //
-// A chunk's results go to a part file (file://: a hidden directory beside
-// the output; s3://: objects under OUTPUT.parts/) named by the chunk's id,
-// written whole or not at all (renamed into place after an fsync; one
-// PUT; the directory is not synced: a rename lost in a crash loses the
-// part, and its chunk is sent again). Then the
-// chunk is recorded in the store (store.JobStore's job_chunks), keyed by
-// (job, chunk id), which keeps the first record of a chunk put twice. The
-// checkpoint of a chunk is both: its record and its part. After a crash
-// (SIGKILL, a cancelled ctx), the next Run reads the records, lists the
-// parts and sends only the chunks that lack either: a chunk whose part was
-// written but not recorded is sent again and its part overwritten with
-// the same rows, so no row is lost or written twice. The final output is
-// assembled from the parts in chunk order — rows in input order — into
-// a temporary file renamed over the output, or one S3 PUT: a reader sees
-// the whole output or none. Parts are removed when the job ends.
+// A chunk's results (its part) go to the job's parts log beside the
+// output (file://: a hidden directory; s3://: objects under
+// OUTPUT.parts/), as a frame that names the chunk's id and carries a
+// checksum (partslog.go). Each Run appends to segments of its own: on
+// files one, synced in groups; on S3, which cannot append, one object
+// per group, each written by one PUT. Chunks are checkpointed in groups
+// (commit.go): every Options.CommitChunks chunks, or Options.CommitDelay
+// after the first of a group, the segment is synced, and only then is
+// each chunk of the group recorded in the store (store.JobStore's
+// job_chunks), keyed by (job, chunk id), which keeps the first record of
+// a chunk put twice. The checkpoint of a chunk is both: its record and
+// a whole frame. After a crash (SIGKILL, a cancelled ctx), the next Run
+// reads the records, reads the segments up to the first frame that is
+// not whole (a torn tail: never synced, so never recorded), and sends
+// only the chunks that lack either. A chunk whose frame was synced but
+// not recorded is sent again, and its new frame, in a later segment, is
+// the one read: no row is lost or written twice. The final output is
+// assembled from one frame per chunk, in chunk order — rows in input
+// order — into a temporary file renamed over the output, or one S3 PUT:
+// a reader sees the whole output or none. The parts log is removed when
+// the job ends.
 //
 // The replica-hours a job has used are written with its status every few
 // seconds; the time between the last write and a crash is not counted.

@@ -78,6 +78,11 @@ type batch struct {
 	ids  []outID
 	cols []column // per tensor
 	bad  []string
+	// borrowed: the text of the cells added is valid only during add
+	// (plainCSVRows'), so the text kept (ids, BYTES) is copied.
+	borrowed bool
+	// floats: every tensor is FP32, so addFloats may take a row.
+	floats bool
 }
 
 // column is one tensor's data, in the slice of its datatype: FP32 (and
@@ -96,7 +101,7 @@ type column struct {
 }
 
 func newBatch(m *mapping, rows int) *batch {
-	b := &batch{m: m, ids: make([]outID, 0, rows), cols: make([]column, len(m.tensors))}
+	b := &batch{m: m, ids: make([]outID, 0, rows), cols: make([]column, len(m.tensors)), floats: true}
 	for i, t := range m.tensors {
 		n := rows * len(t.cols)
 		c := &b.cols[i]
@@ -116,6 +121,7 @@ func newBatch(m *mapping, rows int) *batch {
 			c.datatype = oip.FP32
 			c.f32 = make([]float32, 0, n)
 		}
+		b.floats = b.floats && c.datatype == oip.FP32
 	}
 	return b
 }
@@ -130,7 +136,11 @@ func (b *batch) add(num int64, row []cell) error {
 		c := &b.cols[i]
 		mark := c.len()
 		for k, ci := range t.cols {
-			if err := c.append(row[ci]); err != nil {
+			v := row[ci]
+			if b.borrowed && c.datatype == oip.BYTES {
+				v.text = strings.Clone(v.text)
+			}
+			if err := c.append(v); err != nil {
 				c.truncate(mark)
 				for j := range b.cols[:i] { // those before are whole: a row each
 					b.cols[j].truncate(b.cols[j].len() - len(b.m.tensors[j].cols))
@@ -142,9 +152,50 @@ func (b *batch) add(num int64, row []cell) error {
 	id := outID{row: num}
 	if b.m.idIndex >= 0 {
 		id.text = row[b.m.idIndex].textValue()
+		if b.borrowed {
+			id.text = strings.Clone(id.text)
+		}
 	}
 	b.ids = append(b.ids, id)
 	return nil
+}
+
+// addFloats is add for a batch of FP32 tensors (b.floats) and a row of
+// plain CSV fields, rec, whose wanted columns are at idx: it parses the
+// numbers parseFloat's fast path takes straight into the batch, with no
+// cell between. For any other row it reports false, the batch left as it
+// was, and add takes the row (and judges it).
+func (b *batch) addFloats(num int64, rec []string, idx []int) bool {
+	for i, t := range b.m.tensors {
+		c := &b.cols[i]
+		for _, ci := range t.cols {
+			var f float64
+			ok := idx[ci] < len(rec)
+			if ok {
+				f, ok = fastFloat(rec[idx[ci]], 32)
+			}
+			if !ok {
+				for j := range b.cols[:i+1] {
+					b.cols[j].f32 = b.cols[j].f32[:len(b.ids)*len(b.m.tensors[j].cols)]
+				}
+				return false
+			}
+			c.f32 = append(c.f32, float32(f))
+		}
+	}
+	id := outID{row: num}
+	if b.m.idIndex >= 0 {
+		j := idx[b.m.idIndex]
+		if j >= len(rec) {
+			for k := range b.cols {
+				b.cols[k].f32 = b.cols[k].f32[:len(b.ids)*len(b.m.tensors[k].cols)]
+			}
+			return false
+		}
+		id.text = strings.Clone(rec[j])
+	}
+	b.ids = append(b.ids, id)
+	return true
 }
 
 func (c *column) len() int {
@@ -264,7 +315,7 @@ func floatOf(c cell, bits int) (float64, error) {
 		}
 		return 0, nil
 	case cellText:
-		v, err := strconv.ParseFloat(trimSpace(c.text), bits)
+		v, err := parseFloat(trimSpace(c.text), bits)
 		if err != nil && !errors.Is(err, strconv.ErrRange) {
 			return 0, fmt.Errorf("%s is not a number", quoteValue(c.text))
 		}

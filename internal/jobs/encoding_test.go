@@ -393,18 +393,24 @@ func TestCSVParts(t *testing.T) {
 			t.Fatal(err)
 		}
 		var names []string
+		frames := map[string]frameAt{}
+		w := st.partsWriter(out)
+		defer w.close()
 		for i, f := range formats {
 			part, err := encodePart(m, ids, outs, f)
 			if err != nil {
 				t.Fatal(err)
 			}
 			name := fmt.Sprintf("chunk-%d", i)
-			if err := st.putPart(context.Background(), out, name, part); err != nil {
+			if frames[name], err = w.append(name, part); err != nil {
 				t.Fatal(err)
 			}
 			names = append(names, name)
 		}
-		if err := st.assemble(context.Background(), out, serving.FormatCSV, names); err != nil {
+		if err := w.sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.assemble(context.Background(), out, serving.FormatCSV, names, frames); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(out.uri)

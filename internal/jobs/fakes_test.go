@@ -362,7 +362,7 @@ func (c *stepClock) advance(d time.Duration) {
 
 // openStore opens a SQLite store in dir (the same file again after a
 // "crash").
-func openStore(t *testing.T, dir string) *sqlstore.Store {
+func openStore(t testing.TB, dir string) *sqlstore.Store {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "ebb.db"))
 	if err != nil {

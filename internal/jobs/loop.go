@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/serving"
-	"github.com/ebb-ml/ebb/internal/store"
 )
 
 // produce reads the input once, in order, and sends every chunk not done
@@ -34,6 +33,9 @@ func (x *run) produce(ctx context.Context, tasks chan<- *task, errc chan<- error
 		fail(fmt.Errorf("input %s: %w", in.l.uri, err))
 		return
 	}
+	// A plain CSV's cells are its reader's buffer (borrowed), and its
+	// rows of numbers go straight into the batch (nextInto).
+	plain, _ := rr.(*plainCSVRows)
 	skip := x.job.Spec.OnBadRow == serving.BadRowSkip
 	row := make([]cell, len(in.m.wanted))
 	for i := range in.chunks() {
@@ -46,9 +48,18 @@ func (x *run) produce(ctx context.Context, tasks chan<- *task, errc chan<- error
 			continue
 		}
 		b := newBatch(in.m, int(n))
+		b.borrowed = plain != nil
 		for k := range n {
 			num := i*in.chunkRows + k
-			err := rr.next(row)
+			var added bool
+			if plain != nil {
+				added, err = plain.nextInto(b, num, row)
+			} else {
+				err = rr.next(row)
+			}
+			if added {
+				continue
+			}
 			if err == io.EOF {
 				fail(fmt.Errorf("input %s ended at row %d; it had %d rows when the job started", in.l.uri, num, in.rows))
 				return
@@ -84,9 +95,9 @@ func (x *run) produce(ctx context.Context, tasks chan<- *task, errc chan<- error
 	}
 }
 
-// process sends a chunk, retrying, writes its part and records its
-// checkpoint, in that order: a checkpoint always has its part.
-func (x *run) process(ctx context.Context, t *task) result {
+// process sends a chunk, retrying, and encodes its part; checkpoint
+// (commit.go) then makes it durable.
+func (x *run) process(ctx context.Context, t *task) (finished, error) {
 	start := x.now()
 	first, last := t.index*x.in.chunkRows, t.index*x.in.chunkRows+t.rows-1
 	var outs []outColumn
@@ -109,25 +120,34 @@ func (x *run) process(ctx context.Context, t *task) result {
 			backoff *= 2
 		}
 		if err != nil {
-			return result{t: t, err: fmt.Errorf("chunk %d (rows %d to %d) failed: %w", t.index, first, last, err)}
+			return finished{}, fmt.Errorf("chunk %d (rows %d to %d) failed: %w", t.index, first, last, err)
 		}
 	}
 	part, err := encodePart(x.in.m, t.batch.ids, outs, x.job.Spec.Output.Format)
-	if err == nil {
-		err = x.r.storage.putPart(ctx, x.out, t.id, part)
-	}
-	if err == nil {
-		err = x.r.st.PutJobChunk(ctx, store.JobChunk{Job: x.job.Name, ID: t.id, Index: t.index, Rows: t.rows, Skipped: int64(len(t.batch.bad))})
-	}
 	if err != nil {
-		return result{t: t, err: fmt.Errorf("chunk %d (rows %d to %d): %w", t.index, first, last, err)}
+		return finished{}, fmt.Errorf("chunk %d (rows %d to %d): %w", t.index, first, last, err)
 	}
-	return result{t: t, dur: x.now().Sub(start)}
+	return finished{t: t, part: part, dur: x.now().Sub(start)}, nil
+}
+
+// probeChunk sends a chunk of the probe and checkpoints it at once.
+func (x *run) probeChunk(ctx context.Context, t *task) result {
+	f, err := x.process(ctx, t)
+	if err != nil {
+		return result{t: t, err: err}
+	}
+	r := x.appendPart(f)
+	if r.err != nil {
+		return r
+	}
+	res := x.checkpoint(ctx, []result{r})
+	return res[len(res)-1]
 }
 
 // record counts a chunk done.
 func (x *run) record(res result) {
 	t := res.t
+	x.frames[t.id] = res.at
 	if !x.done[t.index] {
 		x.done[t.index] = true
 		x.chunksDone++
@@ -164,8 +184,9 @@ func (x *run) rate() float64 {
 }
 
 // resize lets n workers run: more start, those above n stop after their
-// chunk.
-func (x *run) resize(ctx context.Context, n int, tasks <-chan *task, results chan<- result) {
+// chunk. Workers send their finished chunks to the group commit (fin),
+// their failures to results.
+func (x *run) resize(ctx context.Context, n int, tasks <-chan *task, fin chan<- finished, results chan<- result) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.running == nil {
@@ -179,7 +200,7 @@ func (x *run) resize(ctx context.Context, n int, tasks <-chan *task, results cha
 	for s := range n {
 		if !x.running[s] {
 			x.running[s] = true
-			x.wg.Go(func() { x.work(ctx, s, tasks, results) })
+			x.wg.Go(func() { x.work(ctx, s, tasks, fin, results) })
 		}
 	}
 }
@@ -191,7 +212,7 @@ func (x *run) limitNow() int {
 }
 
 // work is worker slot s: it takes tasks while s is below the limit.
-func (x *run) work(ctx context.Context, s int, tasks <-chan *task, results chan<- result) {
+func (x *run) work(ctx context.Context, s int, tasks <-chan *task, fin chan<- finished, results chan<- result) {
 	for {
 		x.mu.Lock()
 		if s >= x.limit || ctx.Err() != nil {
@@ -209,8 +230,16 @@ func (x *run) work(ctx context.Context, s int, tasks <-chan *task, results chan<
 				x.mu.Unlock()
 				return
 			}
+			f, err := x.process(ctx, t)
+			if err != nil {
+				select {
+				case results <- result{t: t, err: err}:
+				case <-ctx.Done():
+				}
+				continue
+			}
 			select {
-			case results <- x.process(ctx, t):
+			case fin <- f:
 			case <-ctx.Done():
 			}
 		case <-resized:
@@ -226,6 +255,11 @@ func (x *run) loop(ctx, runCtx context.Context, stop func(), tasks <-chan *task,
 	spec := x.job.Spec
 	x.status.Phase = serving.JobRunning
 	results := make(chan result, int(spec.Lease.MaxReplicas)*x.r.opts.PerReplica+1)
+	// A few finished chunks wait while the group commit syncs: each
+	// holds its part in memory until its turn.
+	fin := make(chan finished, 4)
+	left := x.in.chunks() - x.chunksDone
+	x.wg.Go(func() { x.commit(runCtx, fin, results, left) })
 	apply := func(n int32) error {
 		if x.paused {
 			n = 0
@@ -233,7 +267,7 @@ func (x *run) loop(ctx, runCtx context.Context, stop func(), tasks <-chan *task,
 		if err := x.setReplicas(ctx, n); err != nil {
 			return err
 		}
-		x.resize(runCtx, int(n)*x.r.opts.PerReplica, tasks, results)
+		x.resize(runCtx, int(n)*x.r.opts.PerReplica, tasks, fin, results)
 		return nil
 	}
 	x.status.Plan.Replicas = max(x.status.Plan.Replicas, 1)

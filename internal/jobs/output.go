@@ -20,8 +20,11 @@ import (
 
 // assemble writes the job's output from the parts of chunks ids, in that
 // order, as format, atomically (Storage.publish): nothing is at the
-// output's location until every row is.
-func (st *Storage) assemble(ctx context.Context, out loc, format string, ids []string) error {
+// output's location until every row is. frames says where each part is
+// in the parts log.
+func (st *Storage) assemble(ctx context.Context, out loc, format string, ids []string, frames map[string]frameAt) error {
+	parts := st.partsReader(out)
+	defer parts.close()
 	return st.publish(ctx, out, func(w io.Writer) error {
 		var sink rowSink
 		var first partHeader
@@ -30,13 +33,16 @@ func (st *Storage) assemble(ctx context.Context, out loc, format string, ids []s
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			rc, err := st.openPart(ctx, out, id)
+			at, ok := frames[id]
+			if !ok {
+				return fmt.Errorf("chunk %d has no part", i)
+			}
+			body, err := parts.part(ctx, id, at)
 			if err != nil {
 				return fmt.Errorf("part of chunk %d: %w", i, err)
 			}
 			err = func() error {
-				defer rc.Close()
-				r.Reset(rc)
+				r.Reset(bytes.NewReader(body))
 				head, err := readLine(r)
 				if err != nil {
 					return fmt.Errorf("part of chunk %d has no header: %w", i, err)
@@ -256,8 +262,13 @@ func csvNeedsQuotes(field []byte) bool {
 	if string(field) == `\.` {
 		return true
 	}
-	if bytes.ContainsAny(field, "\n\r\",") {
-		return true
+	for _, c := range field {
+		if c == '\n' || c == '\r' || c == '"' || c == ',' {
+			return true
+		}
+	}
+	if c := field[0]; c < utf8.RuneSelf {
+		return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
 	}
 	r, _ := utf8.DecodeRune(field)
 	return unicode.IsSpace(r)

@@ -122,6 +122,11 @@ type Options struct {
 	// fails, after RetryBackoff, doubling; defaults 3 and 1s.
 	Retries      int
 	RetryBackoff time.Duration
+	// CommitChunks is how many finished chunks are checkpointed together,
+	// their parts synced once (commit.go); CommitDelay how long the first
+	// of a group waits at most for the others. Defaults 16 and 100ms.
+	CommitChunks int
+	CommitDelay  time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -148,6 +153,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RetryBackoff <= 0 {
 		o.RetryBackoff = time.Second
+	}
+	if o.CommitChunks <= 0 {
+		o.CommitChunks = 16
+	}
+	if o.CommitDelay <= 0 {
+		o.CommitDelay = 100 * time.Millisecond
 	}
 	return o
 }
@@ -197,6 +208,8 @@ type run struct {
 
 	in         *input
 	out        loc
+	parts      *partsWriter       // this Run's segment of the parts log
+	frames     map[string]frameAt // chunk id → its part in the log
 	deployment string
 	gpus       int64 // per replica of deployment
 	done       []bool
@@ -228,10 +241,11 @@ type task struct {
 	req   Message
 }
 
-// result is a chunk done, or failed.
+// result is a chunk done (checkpointed), or failed.
 type result struct {
 	t   *task
 	dur time.Duration
+	at  frameAt // its part
 	err error
 }
 
@@ -266,6 +280,8 @@ func (x *run) run(ctx context.Context) error {
 		}
 		return x.end(ctx, serving.JobFailed, err.Error())
 	}
+	x.parts = x.r.storage.partsWriter(x.out)
+	defer x.parts.close()
 	if err := x.loadCheckpoints(ctx); err != nil {
 		return err
 	}
@@ -311,15 +327,15 @@ func (x *run) run(ctx context.Context) error {
 }
 
 // loadCheckpoints marks the chunks done whose checkpoint the store has
-// and whose part exists: both, since a part is written before its
-// checkpoint and a checkpoint alone (its part lost) is no result.
+// and whose part is whole in the parts log: both, since a part is synced
+// before its checkpoint is recorded and a checkpoint alone (its part
+// lost) is no result.
 func (x *run) loadCheckpoints(ctx context.Context) error {
 	recorded, err := x.r.st.ListJobChunks(ctx, x.job.Name)
 	if err != nil {
 		return err
 	}
-	parts, err := x.r.storage.listParts(ctx, x.out)
-	if err != nil {
+	if x.frames, err = x.r.storage.scanParts(ctx, x.out); err != nil {
 		return err
 	}
 	byID := make(map[string]store.JobChunk, len(recorded))
@@ -331,7 +347,8 @@ func (x *run) loadCheckpoints(ctx context.Context) error {
 	x.chunksDone, x.status.RowsDone, x.status.RowsSkipped = 0, 0, 0
 	for i := range n {
 		id := x.in.chunkID(i)
-		if c, ok := byID[id]; ok && parts[id] {
+		_, whole := x.frames[id]
+		if c, ok := byID[id]; ok && whole {
 			x.done[i] = true
 			x.chunksDone++
 			x.status.RowsDone += c.Rows
@@ -374,7 +391,7 @@ func (x *run) probeAndPlan(ctx, runCtx context.Context, tasks <-chan *task, errc
 			}
 			break
 		}
-		res := x.process(runCtx, t)
+		res := x.probeChunk(runCtx, t)
 		if res.err != nil {
 			return x.failOrStop(ctx, res.err)
 		}
@@ -480,6 +497,9 @@ func (x *run) end(ctx context.Context, phase, msg string) error {
 	}
 	x.account(now)
 	if x.out.uri != "" {
+		if x.parts != nil {
+			x.parts.close()
+		}
 		if err := x.r.storage.removeParts(ctx, x.out); err != nil {
 			x.log.Warn("cannot remove the job's parts", "err", err)
 		}
@@ -502,7 +522,7 @@ func (x *run) finish(ctx context.Context) error {
 	for i := range ids {
 		ids[i] = x.in.chunkID(int64(i))
 	}
-	if err := x.r.storage.assemble(ctx, x.out, x.job.Spec.Output.Format, ids); err != nil {
+	if err := x.r.storage.assemble(ctx, x.out, x.job.Spec.Output.Format, ids, x.frames); err != nil {
 		return x.failOrStop(ctx, fmt.Errorf("writing the output %s: %w", x.out.uri, err))
 	}
 	written := x.status.RowsDone - x.status.RowsSkipped

@@ -77,83 +77,146 @@ func TestRunFormats(t *testing.T) {
 	}
 }
 
-// TestRunResume stops a job mid-run, as a crash would, loses one
-// checkpoint's part and leaves a stray part, then runs it again from the
-// same store: every row appears exactly once, in order, and only the
-// chunks not done are sent again.
+// TestRunResume stops a job mid-run, as a crash would, leaves its parts
+// log as a crash may, and runs it again from the same store: every row
+// appears exactly once, in order, and only the chunks not done are sent
+// again.
 func TestRunResume(t *testing.T) {
 	const rows, chunks = 3000, 30
-	dir := t.TempDir()
-	in := writeDataset(t, dir, serving.FormatCSV, rows, -1)
-	out := filepath.Join(dir, "out.jsonl")
-	st := openStore(t, dir)
-	j := testJob("resume", in, out)
-	ctx := context.Background()
-	if _, err := st.CreateJob(ctx, j); err != nil {
-		t.Fatal(err)
+	junk := []byte(`{"ebbPart":1,"id":"id","idText":true,"outputs":[{"name":"y","datatype":"FP64","width":1},{"name":"pair","datatype":"FP32","width":2}]}` +
+		"\n" + `{"id":"junk","y":0,"pair":[0,0]}` + "\n")
+	tests := []struct {
+		name string
+		// crash damages the parts log (seg, its one segment) of the
+		// stopped job, whose recorded chunks are done (by index), and
+		// returns how many chunks more than those not done the restart
+		// sends.
+		crash func(t *testing.T, parts, seg string, frames map[string]frameAt, recorded []store.JobChunk, done map[int64]bool, in *input) int
+	}{
+		{"stopped", func(*testing.T, string, string, map[string]frameAt, []store.JobChunk, map[int64]bool, *input) int {
+			return 0
+		}},
+		{"torn tail", func(t *testing.T, _, seg string, frames map[string]frameAt, recorded []store.JobChunk, _ map[int64]bool, _ *input) int {
+			// The last checkpointed frame torn (which no crash does
+			// to a synced frame, but a disk may): a checkpoint
+			// without its part is no result, and that chunk goes
+			// again (with any whose frame followed it).
+			last := recorded[0]
+			for _, c := range recorded {
+				if frames[c.ID].off > frames[last.ID].off {
+					last = c
+				}
+			}
+			at := frames[last.ID]
+			if err := os.Truncate(seg, at.off+at.n-1); err != nil {
+				t.Fatal(err)
+			}
+			return 1
+		}},
+		{"synced, not checkpointed", func(t *testing.T, parts, _ string, _ map[string]frameAt, _ []store.JobChunk, done map[int64]bool, in *input) int {
+			// A frame of a chunk not checkpointed (synced just
+			// before a crash) is sent again, and the new frame
+			// read, whatever the stray one holds.
+			var stray int64
+			for done[stray] {
+				stray++
+			}
+			if err := os.WriteFile(filepath.Join(parts, "0000000000000000-stray.log"), encodeFrame(in.chunkID(stray), junk), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return 0
+		}},
+		{"checkpointed twice", func(t *testing.T, parts, seg string, frames map[string]frameAt, recorded []store.JobChunk, _ map[int64]bool, _ *input) int {
+			// A checkpointed chunk with a second whole frame of its
+			// rows in a later segment (two runners, or a frame
+			// synced twice): its rows appear once.
+			b, err := os.ReadFile(seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := frames[recorded[0].ID]
+			if err := os.WriteFile(filepath.Join(parts, "ffffffffffffffff-twice.log"), b[at.off:at.off+at.n], 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return 0
+		}},
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	first := &sumModel{before: func(ctx context.Context, n int64) error {
-		if n == 12 {
-			stop() // the crash: no more chunk finishes after this one
-		}
-		return nil
-	}}
-	err := NewRunner(j.Name, st, first, &fakeScaler{}, &Storage{}, fastOptions()).Run(runCtx)
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Run after the stop = %v; want context.Canceled", err)
-	}
-	mid, _ := st.GetJob(ctx, j.Name)
-	if serving.JobFinished(mid.Status.Phase) {
-		t.Fatalf("phase after the stop = %s; want it unfinished", mid.Status.Phase)
-	}
-	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the output exists before the job is done: %v", err)
-	}
-	recorded, err := st.ListJobChunks(ctx, j.Name)
-	if err != nil || len(recorded) == 0 || len(recorded) >= chunks {
-		t.Fatalf("chunks recorded before the stop = %d, %v; want some", len(recorded), err)
-	}
-	parts := filepath.Join(dir, ".out.jsonl.parts")
-	// A checkpoint whose part is lost is no result: that chunk goes again.
-	lost := recorded[len(recorded)-1]
-	if err := os.Remove(filepath.Join(parts, lost.ID+".jsonl")); err != nil {
-		t.Fatal(err)
-	}
-	// A part without its checkpoint (written just before a crash) is
-	// written again, whatever it holds.
-	done := map[int64]bool{}
-	for _, c := range recorded {
-		done[c.Index] = true
-	}
-	var stray int64
-	for done[stray] {
-		stray++
-	}
-	in2, err := openInput(ctx, &Storage{}, j.Spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	junk := `{"ebbPart":1,"id":"id","idText":true,"outputs":[{"name":"y","datatype":"FP64","width":1},{"name":"pair","datatype":"FP32","width":2}]}` +
-		"\n" + `{"id":"junk","y":0,"pair":[0,0]}` + "\n"
-	if err := os.WriteFile(filepath.Join(parts, in2.chunkID(stray)+".jsonl"), []byte(junk), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			in := writeDataset(t, dir, serving.FormatCSV, rows, -1)
+			out := filepath.Join(dir, "out.jsonl")
+			st := openStore(t, dir)
+			j := testJob("resume", in, out)
+			ctx := context.Background()
+			if _, err := st.CreateJob(ctx, j); err != nil {
+				t.Fatal(err)
+			}
+			runCtx, stop := context.WithCancel(ctx)
+			first := &sumModel{before: func(ctx context.Context, n int64) error {
+				if n == 12 {
+					stop() // the crash: no more chunk finishes after this one
+				}
+				return nil
+			}}
+			opts := fastOptions()
+			opts.CommitChunks = 3
+			err := NewRunner(j.Name, st, first, &fakeScaler{}, &Storage{}, opts).Run(runCtx)
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run after the stop = %v; want context.Canceled", err)
+			}
+			mid, _ := st.GetJob(ctx, j.Name)
+			if serving.JobFinished(mid.Status.Phase) {
+				t.Fatalf("phase after the stop = %s; want it unfinished", mid.Status.Phase)
+			}
+			if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the output exists before the job is done: %v", err)
+			}
+			recorded, err := st.ListJobChunks(ctx, j.Name)
+			if err != nil || len(recorded) == 0 || len(recorded) >= chunks {
+				t.Fatalf("chunks recorded before the stop = %d, %v; want some", len(recorded), err)
+			}
+			parts := filepath.Join(dir, ".out.jsonl.parts")
+			segs, _ := filepath.Glob(filepath.Join(parts, "*.log"))
+			if len(segs) != 1 {
+				t.Fatalf("segments of the parts log: %v; want one", segs)
+			}
+			frames := map[string]frameAt{}
+			if err := scanFile(segs[0], filepath.Base(segs[0]), frames); err != nil {
+				t.Fatal(err)
+			}
+			done := map[int64]bool{}
+			for _, c := range recorded {
+				done[c.Index] = true
+				if _, ok := frames[c.ID]; !ok {
+					t.Fatalf("checkpointed chunk %s has no whole frame in the log", c.ID)
+				}
+			}
+			in2, err := openInput(ctx, &Storage{}, j.Spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			extra := tt.crash(t, parts, segs[0], frames, recorded, done, in2)
 
-	// The restart: another process, the same store and files.
-	second := &sumModel{}
-	st2 := openStore(t, dir)
-	if err := NewRunner(j.Name, st2, second, &fakeScaler{}, &Storage{}, fastOptions()).Run(ctx); err != nil {
-		t.Fatal(err)
+			// The restart: another process, the same store and files.
+			second := &sumModel{}
+			st2 := openStore(t, dir)
+			if err := NewRunner(j.Name, st2, second, &fakeScaler{}, &Storage{}, opts).Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := st2.GetJob(ctx, j.Name)
+			if got.Status.Phase != serving.JobSucceeded || got.Status.RowsDone != rows {
+				t.Fatalf("after the restart: %s (%s), %d rows; want Succeeded, %d", got.Status.Phase, got.Status.Message, got.Status.RowsDone, rows)
+			}
+			if want := int64(chunks - len(recorded) + extra); second.calls.Load() != want {
+				t.Errorf("the restart sent %d chunks; want %d (%d not done, %d more)", second.calls.Load(), want, chunks-len(recorded), extra)
+			}
+			checkOutput(t, readOutput(t, out, serving.FormatJSONL), rows, -1)
+			if _, err := os.Stat(parts); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the parts log is left: %v", err)
+			}
+		})
 	}
-	got, _ := st2.GetJob(ctx, j.Name)
-	if got.Status.Phase != serving.JobSucceeded || got.Status.RowsDone != rows {
-		t.Fatalf("after the restart: %s (%s), %d rows; want Succeeded, %d", got.Status.Phase, got.Status.Message, got.Status.RowsDone, rows)
-	}
-	if want := int64(chunks - len(recorded) + 1); second.calls.Load() != want {
-		t.Errorf("the restart sent %d chunks; want %d (those not done, and the one whose part was lost)", second.calls.Load(), want)
-	}
-	checkOutput(t, readOutput(t, out, serving.FormatJSONL), rows, -1)
 }
 
 func TestRunBadRows(t *testing.T) {

@@ -1,9 +1,11 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -92,5 +94,67 @@ func TestRunS3(t *testing.T) {
 		if o.Key != "out/scores.parquet" {
 			t.Errorf("object %s is left beside the output", o.Key)
 		}
+	}
+}
+
+// TestPartsLogS3 writes a parts log on S3: one object per group, read
+// back whole, a torn object (as no PUT leaves one, but a copy may) read
+// up to its tear, and every object under the parts prefix removed at the
+// end, the part files of earlier versions with them.
+func TestPartsLogS3(t *testing.T) {
+	srv := artifacttest.StartS3Server(t)
+	client, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st := &Storage{S3: s3.Options{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}}
+	out, err := parseLoc("s3://" + srv.Bucket + "/out/scores.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := st.partsWriter(out)
+	want := map[string]string{}
+	for g, group := range [][]string{{"c0", "c1", "c2"}, {"c3", "c4"}} {
+		for _, id := range group {
+			want[id] = "rows of " + id + " in group " + strconv.Itoa(g)
+			if _, err := w.append(id, []byte(want[id])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	torn := append(encodeFrame("c5", []byte("whole")), encodeFrame("c6", []byte("torn"))...)
+	want["c5"] = "whole"
+	for key, body := range map[string][]byte{"out/scores.csv.parts/0-torn.log": torn[:len(torn)-1], "out/scores.csv.parts/c9.jsonl": []byte("{}\n")} {
+		if _, err := client.PutObject(ctx, srv.Bucket, key, bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs, err := st.listS3Parts(ctx, out)
+	if err != nil || len(objs) != 4 {
+		t.Fatalf("objects under the parts prefix: %d, %v; want 2 groups, the torn one and the old part", len(objs), err)
+	}
+	idx, err := st.scanParts(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := st.partsReader(out)
+	for id, body := range want {
+		got, err := r.part(ctx, id, idx[id])
+		if err != nil || string(got) != body {
+			t.Errorf("part of %s = %q, %v; want %q", id, got, err, body)
+		}
+	}
+	if len(idx) != len(want) {
+		t.Errorf("indexed %v; want %d chunks (c6 torn)", idx, len(want))
+	}
+	if err := st.removeParts(ctx, out); err != nil {
+		t.Fatal(err)
+	}
+	if objs, err := st.listS3Parts(ctx, out); err != nil || len(objs) != 0 {
+		t.Errorf("objects left under the parts prefix: %d, %v", len(objs), err)
 	}
 }

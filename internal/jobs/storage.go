@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -171,118 +170,6 @@ func (st *Storage) checkWritable(ctx context.Context, l loc) error {
 	return nil
 }
 
-// Parts are the results of finished chunks, one file (or object) each,
-// named by the chunk's id, beside the output: file:///d/out.csv keeps
-// them in /d/.out.csv.parts/, s3://b/k in s3://b/k.parts/. A part is
-// written whole or not at all (a file is renamed into place; an S3 PUT is
-// atomic), so a part that exists is complete.
-
-func partsDir(out loc) string {
-	return filepath.Join(filepath.Dir(out.path), "."+filepath.Base(out.path)+".parts")
-}
-
-func partKey(out loc, id string) string { return out.key + ".parts/" + id + ".jsonl" }
-
-// putPart writes the results of chunk id.
-func (st *Storage) putPart(ctx context.Context, out loc, id string, data []byte) error {
-	if !out.isS3() {
-		dir := partsDir(out)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("parts of %s: %w", out.uri, err)
-		}
-		// The directory is not synced: a part whose rename a crash
-		// undoes is missing at the resume, and its chunk is sent again
-		// whether its checkpoint was recorded or not.
-		return writeAtomic(filepath.Join(dir, id+".jsonl"), func(w io.Writer) error {
-			_, err := w.Write(data)
-			return err
-		}, false, false)
-	}
-	c, err := st.s3Client()
-	if err != nil {
-		return err
-	}
-	_, err = c.PutObject(ctx, out.bucket, partKey(out, id), bytes.NewReader(data), int64(len(data)),
-		minio.PutObjectOptions{ContentType: "application/x-ndjson"})
-	if err != nil {
-		return s3Error("part of output", out, err)
-	}
-	return nil
-}
-
-// listParts returns the ids of the parts written for out.
-func (st *Storage) listParts(ctx context.Context, out loc) (map[string]bool, error) {
-	ids := map[string]bool{}
-	if !out.isS3() {
-		entries, err := os.ReadDir(partsDir(out))
-		if errors.Is(err, os.ErrNotExist) {
-			return ids, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parts of %s: %w", out.uri, err)
-		}
-		for _, e := range entries {
-			if id, ok := strings.CutSuffix(e.Name(), ".jsonl"); ok && e.Type().IsRegular() {
-				ids[id] = true
-			}
-		}
-		return ids, nil
-	}
-	c, err := st.s3Client()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	prefix := out.key + ".parts/"
-	for o := range c.ListObjects(ctx, out.bucket, minio.ListObjectsOptions{Prefix: prefix}) {
-		if o.Err != nil {
-			return nil, s3Error("parts of output", out, o.Err)
-		}
-		if id, ok := strings.CutSuffix(strings.TrimPrefix(o.Key, prefix), ".jsonl"); ok {
-			ids[id] = true
-		}
-	}
-	return ids, nil
-}
-
-// openPart opens the results of chunk id.
-func (st *Storage) openPart(ctx context.Context, out loc, id string) (io.ReadCloser, error) {
-	if !out.isS3() {
-		return os.Open(filepath.Join(partsDir(out), id+".jsonl"))
-	}
-	c, err := st.s3Client()
-	if err != nil {
-		return nil, err
-	}
-	o, err := c.GetObject(ctx, out.bucket, partKey(out, id), minio.GetObjectOptions{})
-	if err != nil {
-		return nil, s3Error("part of output", out, err)
-	}
-	return o, nil
-}
-
-// removeParts deletes every part of out.
-func (st *Storage) removeParts(ctx context.Context, out loc) error {
-	if !out.isS3() {
-		return os.RemoveAll(partsDir(out))
-	}
-	ids, err := st.listParts(ctx, out)
-	if err != nil {
-		return err
-	}
-	c, err := st.s3Client()
-	if err != nil {
-		return err
-	}
-	for id := range ids {
-		if err := c.RemoveObject(ctx, out.bucket, partKey(out, id), minio.RemoveObjectOptions{}); err != nil {
-			return s3Error("part of output", out, err)
-		}
-	}
-	return nil
-}
-
 // publish writes the output at out with write, atomically: a file is
 // written beside it and renamed into place, an S3 object is one PUT. A
 // reader never sees a partial output.
@@ -312,16 +199,8 @@ func (st *Storage) publish(ctx context.Context, out loc, write func(w io.Writer)
 }
 
 // writeFileAtomic writes path through a temporary file in its directory,
-// synced and renamed into place.
+// buffered, synced and renamed into place, the directory synced after.
 func writeFileAtomic(path string, write func(w io.Writer) error) error {
-	return writeAtomic(path, write, true, true)
-}
-
-// writeAtomic is writeFileAtomic, writing to the file through a buffer
-// when buffered (for many small writes), straight to it when not (one
-// write of what is in memory already), and syncing the directory after
-// the rename when syncDir.
-func writeAtomic(path string, write func(w io.Writer) error, buffered, syncDir bool) error {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(b[:]))
@@ -329,14 +208,10 @@ func writeAtomic(path string, write func(w io.Writer) error, buffered, syncDir b
 	if err != nil {
 		return err
 	}
-	if buffered {
-		bw := bufio.NewWriterSize(f, 1<<20)
-		err = write(bw)
-		if err == nil {
-			err = bw.Flush()
-		}
-	} else {
-		err = write(f)
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
 	}
 	if err == nil {
 		err = f.Sync()
@@ -351,12 +226,6 @@ func writeAtomic(path string, write func(w io.Writer) error, buffered, syncDir b
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if !syncDir {
-		return nil
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync() // the rename survives a crash
-		d.Close()
-	}
+	_ = syncDir(filepath.Dir(path)) // the rename survives a crash
 	return nil
 }

@@ -56,10 +56,12 @@ func TestJobsUp(t *testing.T) {
 		}
 	}
 
-	// 20,000 rows in chunks of 5: long enough to kill ebb up in the middle.
+	// 200,000 rows in chunks of 5: long enough to kill ebb up in the
+	// middle (20,000 were done before the kill once the parts log made
+	// chunks cheap).
 	big := exampleJob(t, filepath.Join(dir, "big-scores.csv"))
 	big.Name, big.Spec.ChunkRows = "big", 5
-	big.Spec.Input.URI = repeatPatients(t, j.Spec.Input.URI, dir, 400)
+	big.Spec.Input.URI = repeatPatients(t, j.Spec.Input.URI, dir, 4000)
 	if code := p.do(http.MethodPost, "/v1/jobs", big, nil); code != http.StatusCreated {
 		t.Fatalf("POST /v1/jobs: %d", code)
 	}
@@ -84,8 +86,8 @@ func TestJobsUp(t *testing.T) {
 	}
 	p = startEbb(t, addr, dir, "--grpc-addr", "")
 	got = waitJob(p, "big", 180*time.Second)
-	if got.Status.Phase != serving.JobSucceeded || got.Status.RowsDone != 20000 {
-		t.Fatalf("resumed job %s (%s), %d rows; want Succeeded, 20000", got.Status.Phase, got.Status.Message, got.Status.RowsDone)
+	if got.Status.Phase != serving.JobSucceeded || got.Status.RowsDone != 200000 {
+		t.Fatalf("resumed job %s (%s), %d rows; want Succeeded, 200000", got.Status.Phase, got.Status.Message, got.Status.RowsDone)
 	}
 	resumed := false
 	for _, e := range got.Status.Events {

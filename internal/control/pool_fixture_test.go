@@ -264,7 +264,9 @@ type poolFixture struct {
 	dir     string
 }
 
-func newPoolFixture(t testing.TB, pools []serving.Pool, deps ...serving.Deployment) *poolFixture {
+// poolStore is a SQLite store in a temporary directory holding pools and
+// deps (defaulted), closed at cleanup.
+func poolStore(t testing.TB, pools []serving.Pool, deps ...serving.Deployment) *sqlite.Store {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, t.TempDir()+"/ebb.db")
@@ -284,6 +286,13 @@ func newPoolFixture(t testing.TB, pools []serving.Pool, deps ...serving.Deployme
 			t.Fatal(err)
 		}
 	}
+	return st
+}
+
+func newPoolFixture(t testing.TB, pools []serving.Pool, deps ...serving.Deployment) *poolFixture {
+	t.Helper()
+	ctx := context.Background()
+	st := poolStore(t, pools, deps...)
 	f := &poolFixture{t: t, store: st, backend: newProcBackend(t.(*testing.T)), routes: &routing.Table{}, dir: t.TempDir()}
 	f.ctl = New(st, f.backend, f.routes, Options{
 		Tick: 100 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,

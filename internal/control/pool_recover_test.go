@@ -100,18 +100,7 @@ type restartFixture struct {
 
 func newRestartFixture(t *testing.T, pools ...serving.Pool) *restartFixture {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir()+"/ebb.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	for _, p := range pools {
-		p.Spec.Default()
-		if _, err := st.CreatePool(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st := poolStore(t, pools)
 	f := &restartFixture{
 		poolFixture: &poolFixture{t: t, store: st, backend: newProcBackend(t), routes: &routing.Table{}, dir: t.TempDir()},
 		waker:       &wakerOf{},

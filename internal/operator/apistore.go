@@ -146,10 +146,6 @@ func apiDeployment(md *v1alpha1.ModelDeployment) serving.Deployment {
 		UpdatedAt:  md.CreationTimestamp.Time,
 	}
 	d.Spec.Default()
-	for _, f := range md.ManagedFields {
-		if f.Time != nil && f.Time.After(d.UpdatedAt) && f.Subresource == "" {
-			d.UpdatedAt = f.Time.Time
-		}
-	}
+	d.UpdatedAt = specChangedAt(&md.ObjectMeta, d.UpdatedAt)
 	return d
 }

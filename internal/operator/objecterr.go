@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ebb-ml/ebb/internal/store"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // objectKind names a kind of ebb's objects for objectErr.
@@ -42,4 +44,17 @@ func objectErr(err error, k objectKind, namespace, op, name string) error {
 		return err
 	}
 	return fmt.Errorf("%s %s: the Kubernetes API server is unavailable: %v: %w", op, what, err, store.ErrUnavailable)
+}
+
+// specChangedAt is when an object's spec (or metadata) last changed, as
+// its managed fields say: the latest write that was not to a subresource
+// (status, scale), and not before since (its creation).
+func specChangedAt(om *metav1.ObjectMeta, since time.Time) time.Time {
+	at := since
+	for _, f := range om.ManagedFields {
+		if f.Time != nil && f.Time.After(at) && f.Subresource == "" {
+			at = f.Time.Time
+		}
+	}
+	return at
 }

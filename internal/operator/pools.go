@@ -153,11 +153,7 @@ func (s *PoolStore) err(err error, op, name string) error {
 // latest change.
 func apiPool(mp *v1alpha1.ModelPool) serving.Pool {
 	p := mp.Pool()
-	for _, f := range mp.ManagedFields {
-		if f.Time != nil && f.Time.After(p.UpdatedAt) && f.Subresource == "" {
-			p.UpdatedAt = f.Time.Time
-		}
-	}
+	p.UpdatedAt = specChangedAt(&mp.ObjectMeta, p.UpdatedAt)
 	p.CreatedAt, p.UpdatedAt = p.CreatedAt.UTC(), p.UpdatedAt.UTC()
 	return p
 }

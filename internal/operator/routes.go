@@ -126,11 +126,7 @@ func (s *RouteStore) err(err error, op, name string) error {
 // latest change.
 func apiRoute(mr *v1alpha1.ModelRoute) serving.Route {
 	r := mr.Route()
-	for _, f := range mr.ManagedFields {
-		if f.Time != nil && f.Time.After(r.UpdatedAt) && f.Subresource == "" {
-			r.UpdatedAt = f.Time.Time
-		}
-	}
+	r.UpdatedAt = specChangedAt(&mr.ObjectMeta, r.UpdatedAt)
 	r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
 	return r
 }

@@ -193,6 +193,13 @@ func (g *Gateway) drawMirror(rt *routing.Route, sh *routing.Shadow) bool {
 	if len(rt.Endpoints) == 0 || !sh.Active(g.opts.Clock.Now()) {
 		return false
 	}
+	if g.routes.Lookup(sh.Key) == nil {
+		// The control loop publishes the shadow's track with the
+		// primary's route, or removes it: nothing to judge, and a mirror
+		// started for it would only take a slot (and be counted dropped
+		// when the slots are full).
+		return false
+	}
 	// Start no more mirrors than are left to judge.
 	return sh.Requests <= 0 || sh.Tally.Judged()+int64(sh.InFlight.Load()) < sh.Requests
 }

@@ -58,8 +58,15 @@ func (a *Async) watch(id string) (w *queue.Waiter, stop func()) {
 	return a.Waiters.Wait(id)
 }
 
-// get reads tenant's request id, bounded by a.Timeout.
+// get reads tenant's request id, bounded by a.Timeout: from what this
+// process's worker just stored when it remembers the request (a result
+// never changes once stored), else from the queue.
 func (a *Async) get(tenant, id string) (queue.Record, error) {
+	if a.Waiters != nil {
+		if rec, ok := a.Waiters.Known(tenant, id); ok {
+			return rec, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.Timeout)
 	defer cancel()
 	return a.Queue.Get(ctx, tenant, id)

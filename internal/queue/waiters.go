@@ -1,6 +1,9 @@
 package queue
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Waiters lets readers of a request's result wait for it instead of
 // polling: Wait registers interest in an id, Done wakes everyone waiting
@@ -10,10 +13,41 @@ import "sync"
 // GET with "Prefer: wait=N" waits. A result stored by another process
 // (another gateway's worker) wakes no one here, so a waiter also reads the
 // queue again now and then. The zero Waiters is ready to use.
+//
+// Waiters also remembers, for a few seconds, the results this process's
+// worker stored (Stored), so that a reader that comes for one just after
+// it was stored (a client polling in order, a GET that missed the wake)
+// is answered without reading the queue: Known. A stored result never
+// changes (the first completion wins), so the memory is never stale; it
+// is bounded in entries and bytes, and it forgets a result before the
+// record would expire.
 type Waiters struct {
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+
 	mu sync.Mutex
 	m  map[string][]*Waiter
+	// known holds the remembered records by id; order, the ids in the
+	// order stored (the oldest forgotten first); knownBytes, the bytes
+	// of the remembered result bodies.
+	known      map[string]knownRecord
+	order      []string
+	knownBytes int
 }
+
+// knownRecord is a remembered record and when to forget it.
+type knownRecord struct {
+	rec   Record
+	until time.Time
+}
+
+// Bounds of what Waiters remembers.
+const (
+	knownFor      = 10 * time.Second
+	maxKnown      = 4096
+	maxKnownBytes = 8 << 20
+	maxKnownBody  = 256 << 10 // a larger result is read from the queue
+)
 
 // A Waiter is one reader's interest in a result.
 type Waiter struct {
@@ -79,6 +113,79 @@ func (w *Waiters) Done(id string, res *Result) {
 		wt.res = res
 		close(wt.done)
 	}
+}
+
+// Stored wakes those waiting on r's id with res, the result the caller
+// just stored for r, as Done does, and remembers the record for Known.
+func (w *Waiters) Stored(r *Request, res *Result) {
+	w.remember(r, res)
+	w.Done(r.ID, res)
+}
+
+func (w *Waiters) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
+}
+
+// remember keeps r's record, with res, for Known.
+func (w *Waiters) remember(r *Request, res *Result) {
+	if r.ResultTTL <= 0 || len(res.Body) > maxKnownBody || (res.Body == nil && res.BodyRef != "") {
+		return
+	}
+	now := w.now()
+	done := res.CompletedAt
+	if done.IsZero() {
+		done = now
+	}
+	until := now.Add(knownFor)
+	if r.ResultTTL > 0 && done.Add(r.ResultTTL).Before(until) {
+		until = done.Add(r.ResultTTL) // the record expires first
+	}
+	rec := Record{ID: r.ID, Tenant: r.Tenant, Deployment: r.Deployment, Version: r.Version, State: Done,
+		CreatedAt: r.CreatedAt, ExpiresAt: done.Add(r.ResultTTL), Attempts: r.Attempt, Result: res}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.known == nil {
+		w.known = map[string]knownRecord{}
+	}
+	if _, ok := w.known[r.ID]; ok {
+		return
+	}
+	w.known[r.ID] = knownRecord{rec: rec, until: until}
+	w.order = append(w.order, r.ID)
+	w.knownBytes += len(res.Body)
+	// Forget the oldest while over a bound, or already due.
+	for len(w.order) > 0 {
+		k, ok := w.known[w.order[0]]
+		if ok && len(w.order) <= maxKnown && w.knownBytes <= maxKnownBytes && now.Before(k.until) {
+			break
+		}
+		if ok {
+			w.knownBytes -= len(k.rec.Result.Body)
+			delete(w.known, w.order[0])
+		}
+		w.order[0] = ""
+		w.order = w.order[1:]
+	}
+	if len(w.order) == 0 {
+		w.order = nil // let the backing array go
+	}
+}
+
+// Known returns tenant's request id as remembered by Stored, with its
+// result; false when it is not remembered (another tenant's id is not):
+// read the queue. The record carries no callback delivery state.
+func (w *Waiters) Known(tenant, id string) (Record, bool) {
+	now := w.now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	k, ok := w.known[id]
+	if !ok || k.rec.Tenant != tenant || !now.Before(k.until) {
+		return Record{}, false
+	}
+	return k.rec, true
 }
 
 // Len returns how many ids have waiters (for tests and metrics).

@@ -1,7 +1,11 @@
 package queue_test
 
 import (
+	"strconv"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/ebb-ml/ebb/internal/queue"
 )
@@ -58,4 +62,74 @@ func TestWaiters(t *testing.T) {
 	if none.Result() != nil {
 		t.Error("a nil Waiter has a result")
 	}
+}
+
+// TestWaitersKnown: Stored wakes a waiter as Done does and remembers the
+// record for its own tenant only, until knownFor (10 s) passes or the
+// record would expire, whichever is first; a result too large, one with
+// no TTL, and the oldest beyond the entry bound are not remembered.
+func TestWaitersKnown(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	req := func(id string, ttl time.Duration) *queue.Request {
+		return &queue.Request{ID: id, Tenant: "acme", Deployment: "m", Version: "2", ResultTTL: ttl, CreatedAt: t0, Attempt: 1}
+	}
+	small := func() *queue.Result {
+		return &queue.Result{Status: 200, ContentType: "application/json", Body: []byte(`{"ok":1}`)}
+	}
+	tests := []struct {
+		name   string
+		req    *queue.Request
+		res    *queue.Result
+		tenant string
+		after  time.Duration
+		want   bool
+	}{
+		{name: "own tenant", req: req("a", time.Hour), res: small(), tenant: "acme", want: true},
+		{name: "another tenant", req: req("a", time.Hour), res: small(), tenant: "other"},
+		{name: "just before knownFor", req: req("a", time.Hour), res: small(), tenant: "acme", after: 10*time.Second - time.Millisecond, want: true},
+		{name: "knownFor passed", req: req("a", time.Hour), res: small(), tenant: "acme", after: 10 * time.Second},
+		{name: "record expired first", req: req("a", 2*time.Second), res: small(), tenant: "acme", after: 2 * time.Second},
+		{name: "no TTL", req: req("a", 0), res: small(), tenant: "acme"},
+		{name: "large result", req: req("a", time.Hour), res: &queue.Result{Status: 200, Body: make([]byte, 1<<20)}, tenant: "acme"},
+		{name: "spilled without its body", req: req("a", time.Hour), res: &queue.Result{Status: 200, BodyRef: "s3://b/k"}, tenant: "acme"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := t0
+			ws := queue.Waiters{Now: func() time.Time { return now }}
+			w, stop := ws.Wait(tt.req.ID)
+			defer stop()
+			ws.Stored(tt.req, tt.res)
+			if w.Result() != tt.res {
+				t.Fatalf("the waiter got %v, want the stored result", w.Result())
+			}
+			now = now.Add(tt.after)
+			rec, ok := ws.Known(tt.tenant, tt.req.ID)
+			if ok != tt.want {
+				t.Fatalf("Known = %v, want %v", ok, tt.want)
+			}
+			if !ok {
+				return
+			}
+			want := queue.Record{ID: "a", Tenant: "acme", Deployment: "m", Version: "2", State: queue.Done, CreatedAt: t0,
+				ExpiresAt: t0.Add(time.Hour), Attempts: 1, Result: tt.res}
+			if diff := cmp.Diff(want, rec); diff != "" {
+				t.Errorf("Known record (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	t.Run("bounded", func(t *testing.T) {
+		var ws queue.Waiters
+		const n = 5000 // beyond the 4096 entries kept
+		for i := range n {
+			ws.Stored(req(strconv.Itoa(i), time.Hour), small())
+		}
+		if _, ok := ws.Known("acme", "0"); ok {
+			t.Error("the oldest result is still remembered beyond the bound")
+		}
+		if _, ok := ws.Known("acme", strconv.Itoa(n-1)); !ok {
+			t.Error("the newest result is not remembered")
+		}
+	})
 }

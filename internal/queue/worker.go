@@ -350,7 +350,7 @@ func (w *Worker) complete(ctx context.Context, log *slog.Logger, r *Request, res
 		log.Debug("async request already had a result; this run's is dropped")
 	default:
 		if w.opts.Waiters != nil {
-			w.opts.Waiters.Done(r.ID, &res) // readers answer with it, unread
+			w.opts.Waiters.Stored(r, &res) // readers answer with it, unread
 		}
 		if r.Callback != "" {
 			w.cbDue.Store(true)

@@ -247,6 +247,21 @@ var migrations = []string{
 		created_at {{.Time}} NOT NULL,
 		updated_at {{.Time}} NOT NULL
 	);`,
+
+	// 12: the async queue's indexes on a state hold only the rows in the
+	// state their queries ask for: the pending requests of a deployment
+	// in claim order (claims, depths and the bound on them), and the
+	// callbacks due. A request leaves them when it completes, and one
+	// without a callback never enters the second, so a request's
+	// completion rewrites two index entries instead of eight, and the
+	// indexes stay the size of the backlog, not of the results kept.
+	// The pending index ends with state (always 'pending' there) so that
+	// counting a deployment's pending requests reads the index alone.
+	`DROP INDEX async_requests_claim_order;
+	DROP INDEX async_requests_pending;
+	DROP INDEX async_requests_callbacks;
+	CREATE INDEX async_requests_pending_order ON async_requests (deployment, priority DESC, seq, state) WHERE state = 'pending';
+	CREATE INDEX async_requests_callbacks_due ON async_requests (cb_next_us) WHERE cb_state = 'pending';`,
 }
 
 // schemaMigrations records the applied migrations, one row a version.

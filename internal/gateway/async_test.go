@@ -45,6 +45,14 @@ func (q *downQueue) Enqueue(ctx context.Context, r queue.Request) error {
 	return q.Queue.Enqueue(ctx, r)
 }
 
+// Get fails as Enqueue does while the queue is down.
+func (q *downQueue) Get(ctx context.Context, tenant, id string) (queue.Record, error) {
+	if q.down.Load() {
+		return queue.Record{}, fmt.Errorf("SQLite at /data/ebb.db: disk I/O error: %w", queue.ErrUnavailable)
+	}
+	return q.Queue.Get(ctx, tenant, id)
+}
+
 // asyncFixture is a gateway with async inference on a SQLite queue, in
 // front of deployment m (a real echo replica).
 type asyncFixture struct {

@@ -77,3 +77,50 @@ func TestAsyncPreferWait(t *testing.T) {
 		t.Errorf("wait=3, stored elsewhere = %d %s after %v, want 200 from a recheck (every %v) before the wait ended", resp.StatusCode, out, took, asyncRecheck)
 	}
 }
+
+// TestAsyncGetRemembered: a result this process's worker just stored is
+// answered without reading the queue (here: down, so that a read would
+// fail with 503), to its own tenant only: for another tenant it is any id
+// not theirs, read from the queue (503 while it is down, 404 once up), as
+// is a request the worker did not run here.
+func TestAsyncGetRemembered(t *testing.T) {
+	waiters := &queue.Waiters{}
+	f := newAsyncFixture(t, Async{Waiters: waiters, MaxWait: 3 * time.Second}, nil)
+	w := queue.NewWorker(f.q, f.g, queue.WorkerOptions{Poll: time.Hour, Waiters: waiters})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	id := f.submit(t, DefaultTenantHeader, "acme")
+	w.Wake()
+	resp, out := do(t, "GET", f.url+"/v2/async/"+id, "", DefaultTenantHeader, "acme", "Prefer", "wait=3")
+	cancel()
+	<-done
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET with the worker = %d %s, want 200", resp.StatusCode, out)
+	}
+	other := f.submit(t, DefaultTenantHeader, "acme") // never run here
+
+	f.q.down.Store(true)
+	defer f.q.down.Store(false)
+	tests := []struct {
+		name, id, tenant string
+		status           int
+		contains         string
+	}{
+		{"remembered, own tenant", id, "acme", http.StatusOK, `"data":[1,2]`},
+		{"remembered, another tenant", id, "globex", http.StatusServiceUnavailable, "cannot be read now"},
+		{"not run here", other, "acme", http.StatusServiceUnavailable, "cannot be read now"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, out := do(t, "GET", f.url+"/v2/async/"+tt.id, "", DefaultTenantHeader, tt.tenant)
+			if resp.StatusCode != tt.status || !strings.Contains(out, tt.contains) {
+				t.Errorf("GET with the queue down = %d %s, want %d containing %q", resp.StatusCode, out, tt.status, tt.contains)
+			}
+		})
+	}
+	f.q.down.Store(false)
+	if resp, out := do(t, "GET", f.url+"/v2/async/"+id, "", DefaultTenantHeader, "globex"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("another tenant's GET with the queue up = %d %s, want 404", resp.StatusCode, out)
+	}
+}

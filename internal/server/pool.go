@@ -141,7 +141,8 @@ type PoolInfo struct {
 	// UsedBytes is what the budget counts: the loaded models' sizes.
 	UsedBytes int64 `json:"usedBytes"`
 	Models    int   `json:"models"`
-	// RSSBytes is the whole process's resident set, models and all.
+	// RSSBytes is the replica's resident set, models and all: its own
+	// process's and its engine's worker processes' (the python engine's).
 	RSSBytes int64 `json:"rssBytes"`
 }
 
@@ -559,24 +560,6 @@ func localFileBytes(model string) int64 {
 		return 0
 	}
 	return fi.Size()
-}
-
-// residentBytes returns this process's resident set size, from
-// /proc/self/statm; 0 where that cannot be read (not Linux).
-func residentBytes() int64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	fields := strings.Fields(string(b))
-	if len(fields) < 2 {
-		return 0
-	}
-	pages, err := strconv.ParseInt(fields[1], 10, 64)
-	if err != nil {
-		return 0
-	}
-	return pages * int64(os.Getpagesize())
 }
 
 // errStatus is the HTTP status for an error of load or unload.

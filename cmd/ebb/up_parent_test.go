@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -244,6 +245,11 @@ func TestUpStopsWithItsParent(t *testing.T) {
 		{name: "go run terminated", goRun: true, signal: syscall.SIGTERM, toParent: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.signal == syscall.SIGHUP && signal.Ignored(syscall.SIGHUP) {
+				// As under nohup: ebb up inherits the ignored SIGHUP and
+				// keeps it so.
+				t.Skip("SIGHUP is ignored in this test process (nohup?)")
+			}
 			if tt.goRun {
 				if _, err := exec.LookPath("go"); err != nil {
 					t.Skip("no go command")

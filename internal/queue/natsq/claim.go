@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,27 +14,83 @@ import (
 	"github.com/ebb-ml/ebb/internal/queue"
 )
 
-// consumer returns the durable pull consumer name on stream, filtered to
-// filter. JetStream keeps one AckWait per consumer, so the lease is set by
-// this process's first claim (creating or updating the consumer) and the
-// lease of later claims is not looked at: every worker should claim with
-// the same lease.
-func (q *Queue) consumer(ctx context.Context, stream jetstream.Stream, name, filter string, lease time.Duration) (jetstream.Consumer, error) {
+// defaultLease is the AckWait a request consumer is created with when an
+// Enqueue creates it, until a worker's first claim sets its own lease.
+const defaultLease = 5 * time.Minute
+
+// consumerName is the durable consumer of dep's requests at level lvl.
+func consumerName(dep, lvl string) string { return "w-" + token(dep) + "-" + lvl }
+
+// consumerDeployment is consumerName's inverse; ok is false for a
+// consumer of another name.
+func consumerDeployment(name string) (dep string, ok bool) {
+	rest, ok := strings.CutPrefix(name, "w-")
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndexByte(rest, '-')
+	if i < 0 {
+		return "", false
+	}
+	return untoken(rest[:i]), true
+}
+
+func (q *Queue) consumerConfig(dep, lvl string, lease time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: consumerName(dep, lvl), FilterSubject: q.subject + ".q." + token(dep) + "." + lvl + ".>",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: lease, MaxDeliver: -1, MaxAckPending: -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// ensureConsumers makes sure dep's consumers exist, so that its depth
+// counts its requests from the first: an Enqueue creates them when no one
+// has, with the default lease.
+func (q *Queue) ensureConsumers(ctx context.Context, dep string) error {
+	for _, lvl := range levels {
+		name := consumerName(dep, lvl)
+		q.mu.Lock()
+		ok := q.ensured[name]
+		q.mu.Unlock()
+		if ok {
+			continue
+		}
+		_, err := q.stream.Consumer(ctx, name)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			_, err = q.stream.CreateConsumer(ctx, q.consumerConfig(dep, lvl, defaultLease))
+			if errors.Is(err, jetstream.ErrConsumerExists) {
+				err = nil // made by another process meanwhile
+			}
+		}
+		if err != nil {
+			return err
+		}
+		q.mu.Lock()
+		q.ensured[name] = true
+		q.mu.Unlock()
+	}
+	return nil
+}
+
+// consumer returns dep's consumer at lvl with this process's lease.
+// JetStream keeps one AckWait per consumer, so the lease is set by this
+// process's first claim (creating or updating the consumer) and the lease
+// of later claims is not looked at: every worker should claim with the
+// same lease.
+func (q *Queue) consumer(ctx context.Context, dep, lvl string, lease time.Duration) (jetstream.Consumer, error) {
+	name := consumerName(dep, lvl)
 	q.mu.Lock()
-	c, ok := q.consumers[name]
+	c, ok := q.leased[name]
 	q.mu.Unlock()
 	if ok {
 		return c, nil
 	}
-	c, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: name, FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy, AckWait: lease,
-		MaxDeliver: -1, MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	c, err := q.stream.CreateOrUpdateConsumer(ctx, q.consumerConfig(dep, lvl, lease))
 	if err != nil {
 		return nil, err
 	}
 	q.mu.Lock()
-	q.consumers[name] = c
+	q.leased[name], q.ensured[name] = c, true
 	q.mu.Unlock()
 	return c, nil
 }
@@ -44,12 +101,11 @@ func (q *Queue) Claim(ctx context.Context, deployment string, n int, lease time.
 	ctx, cancel := q.op(ctx)
 	defer cancel()
 	var out []*queue.Request
-	for _, lvl := range []string{"1", "0"} {
+	for _, lvl := range levels {
 		if len(out) >= n {
 			break
 		}
-		tok := token(deployment)
-		c, err := q.consumer(ctx, q.stream, "q-"+tok+"-"+lvl, q.subject+".q."+tok+"."+lvl, lease)
+		c, err := q.consumer(ctx, deployment, lvl, lease)
 		if err != nil {
 			return out, q.fail(ctx, "claim "+deployment, err)
 		}
@@ -83,36 +139,40 @@ func (q *Queue) Claim(ctx context.Context, deployment string, n int, lease time.
 	return out, nil
 }
 
-// claimed turns a delivered message into a claimed request, or, when its
-// record is gone or finished, acknowledges it and returns nil.
+// claimed turns a delivered message into a claimed request, or, when the
+// request is finished already, acknowledges it and returns nil. A first
+// delivery is taken as it is (see the package's doc); a later one may come
+// after a completion that crashed before its acknowledgement, so it reads
+// the request's outcome first.
 func (q *Queue) claimed(ctx context.Context, msg jetstream.Msg) (*queue.Request, error) {
-	k := msg.Headers().Get(headerKey)
-	rec, rev, err := q.get(ctx, k)
-	if errors.Is(err, queue.ErrNotFound) {
-		return nil, q.ack(ctx, msg.Reply(), "+ACK") // expired, or its enqueue failed
-	}
+	m, err := parseMeta(msg.Headers())
 	if err != nil {
-		return nil, err
-	}
-	if rec.State != queue.Pending {
-		if rec.State == queue.Done && rec.CB == queue.CallbackPending {
-			// Its completion may have crashed before publishing the callback.
-			if err := q.publishCallback(ctx, k, rec.ID); err != nil {
-				return nil, err
-			}
-		}
-		return nil, q.ack(ctx, msg.Reply(), "+ACK")
-	}
-	var m meta
-	if err := json.Unmarshal([]byte(msg.Headers().Get(headerRequest)), &m); err != nil {
 		_ = q.ack(ctx, msg.Reply(), "+TERM")
-		return nil, fmt.Errorf("decode request %s: %w", k, err)
+		return nil, fmt.Errorf("request on %s: %w", msg.Subject(), err)
 	}
+	k := key(m.Tenant, m.ID)
 	md, err := msg.Metadata()
 	if err != nil {
 		return nil, err
 	}
 	attempt := int(md.NumDelivered)
+	if attempt > 1 {
+		rec, _, err := q.get(ctx, k)
+		switch {
+		case errors.Is(err, queue.ErrNotFound):
+		case err != nil:
+			return nil, err
+		default:
+			if rec.State == queue.Done && rec.CB == queue.CallbackPending {
+				// Its completion may have crashed before publishing
+				// the callback.
+				if err := q.publishCallback(ctx, k, rec.ID); err != nil {
+					return nil, err
+				}
+			}
+			return nil, q.ack(ctx, msg.Reply(), "+ACK")
+		}
+	}
 	r := &queue.Request{ID: m.ID, Tenant: m.Tenant, Deployment: m.Deployment, Version: m.Version,
 		Priority: m.Priority, ContentType: m.ContentType, HeaderLength: m.HeaderLength, Header: m.Header,
 		BodyRef: m.BodyRef, Callback: m.Callback, CreatedAt: m.Created, Deadline: m.Deadline, ResultTTL: m.TTL,
@@ -120,7 +180,7 @@ func (q *Queue) claimed(ctx context.Context, msg jetstream.Msg) (*queue.Request,
 	if m.BodyRef == "" {
 		r.Body = append([]byte(nil), msg.Data()...)
 	}
-	q.remember(r.LeaseToken, rec, rev)
+	q.remember(r.LeaseToken, claimed{key: k, m: m})
 	return r, nil
 }
 
@@ -137,64 +197,74 @@ func (q *Queue) Release(ctx context.Context, id, tok string, at time.Time) error
 	return nil
 }
 
-// find returns the key of request id, of whichever tenant.
-func (q *Queue) find(ctx context.Context, id string) (string, error) {
-	l, err := q.kv.ListKeysFiltered(ctx, "*."+id)
-	if err != nil {
-		return "", err
-	}
-	defer l.Stop()
-	for k := range l.Keys() {
-		return k, nil
-	}
-	return "", queue.ErrNotFound
-}
-
-// Complete implements queue.Queue.
+// Complete implements queue.Queue. The outcome is created: when one
+// exists (an earlier completion, a cancellation), nothing is stored.
 func (q *Queue) Complete(ctx context.Context, id, tok string, res queue.Result) (bool, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
-	k, attempt, reply := parseToken(tok)
-	if k == "" {
+	_, attempt, reply := parseToken(tok)
+	c, ok := q.take(tok)
+	if !ok {
+		// Not claimed here: find the request by its id.
 		var err error
-		if k, err = q.find(ctx, id); err != nil {
+		if c, err = q.find(ctx, id); err != nil {
+			if errors.Is(err, errFinished) {
+				return false, nil
+			}
 			return false, q.completeErr(ctx, id, err)
 		}
 	}
 	if res.CompletedAt.IsZero() {
 		res.CompletedAt = q.now()
 	}
-	var callback bool
-	stored, err := q.update(ctx, k, q.take(tok), func(r *record) (bool, error) {
-		if r.State != queue.Pending {
-			return false, nil
-		}
-		r.State, r.Result, r.Expires = queue.Done, &res, res.CompletedAt.Add(r.TTL)
-		if attempt > 0 {
-			r.Attempts = attempt
-		}
-		if r.Callback != "" {
-			r.CB, callback = queue.CallbackPending, true
-		}
-		return true, nil
-	})
+	rec := c.m.outcome(queue.Done, res.CompletedAt)
+	rec.Result, rec.Attempts = &res, attempt
+	if rec.Callback != "" {
+		rec.CB = queue.CallbackPending
+	}
+	stored, err := q.create(ctx, c.key, rec)
 	if err != nil {
 		return false, q.completeErr(ctx, id, err)
 	}
-	if stored && callback {
-		if err := q.publishCallback(ctx, k, id); err != nil {
-			// The request's message stays unacknowledged: its next claim
-			// publishes the callback.
+	if stored && rec.Callback != "" {
+		if err := q.publishCallback(ctx, c.key, id); err != nil {
+			// Delivered again at once: that claim finds the result
+			// stored and publishes the callback.
+			_ = q.ack(ctx, reply, nak(0))
 			return true, nil
 		}
 	}
-	// Not flushed: the connection sends it at once anyway, and if it is
-	// lost, the next claim of the message acknowledges it (the record is
-	// done).
+	// Acknowledged and waited for: the message is gone when Complete
+	// returns, so that Get, which looks for the message first, finds the
+	// outcome. If the acknowledgement is lost, the next delivery of the
+	// message acknowledges it (the outcome is stored).
 	if reply != "" {
-		_ = q.nc.Publish(reply, []byte("+ACK"))
+		_, _ = q.nc.RequestWithContext(ctx, reply, []byte("+ACK"))
 	}
 	return stored, nil
+}
+
+var errFinished = errors.New("finished")
+
+// find returns the pending request id of whichever tenant; errFinished
+// when only its outcome is left, queue.ErrNotFound when neither is.
+func (q *Queue) find(ctx context.Context, id string) (claimed, error) {
+	if plain(id) {
+		if m, _, err := q.lookup(ctx, q.subject+".q.*.*.*."+id); err == nil {
+			return claimed{key: key(m.Tenant, m.ID), m: m}, nil
+		} else if !errors.Is(err, queue.ErrNotFound) {
+			return claimed{}, err
+		}
+		l, err := q.kv.ListKeysFiltered(ctx, "*."+id)
+		if err != nil {
+			return claimed{}, err
+		}
+		defer l.Stop()
+		for range l.Keys() {
+			return claimed{}, errFinished
+		}
+	}
+	return claimed{}, queue.ErrNotFound
 }
 
 func (q *Queue) completeErr(ctx context.Context, id string, err error) error {
@@ -204,6 +274,19 @@ func (q *Queue) completeErr(ctx context.Context, id string, err error) error {
 	return q.fail(ctx, "complete "+id, err)
 }
 
+// create stores rec as the first outcome under k; false when there is one.
+func (q *Queue) create(ctx context.Context, k string, rec *record) (bool, error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return false, err
+	}
+	_, err = q.kv.Create(ctx, k, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 func (q *Queue) publishCallback(ctx context.Context, k, id string) error {
 	msg := &nats.Msg{Subject: q.subject + ".cb", Header: nats.Header{}}
 	msg.Header.Set(headerKey, k)
@@ -211,27 +294,46 @@ func (q *Queue) publishCallback(ctx context.Context, k, id string) error {
 	return err
 }
 
-// Cancel implements queue.Queue. The request's message stays in the stream
-// (and in Depth) until a claim skips it.
+const headerKey = "Ebb-Key"
+
+// Cancel implements queue.Queue: the outcome is created cancelled, then
+// the request's message deleted, so that no claim takes it.
 func (q *Queue) Cancel(ctx context.Context, tenant, id string) error {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
 	now := q.now()
-	_, err := q.update(ctx, key(tenant, id), nil, func(r *record) (bool, error) {
-		switch {
-		case !r.Expires.After(now):
-			return false, queue.ErrNotFound
-		case r.State != queue.Pending:
-			return false, queue.ErrFinished
-		}
-		r.State, r.Expires, r.CB = queue.Cancelled, now.Add(r.TTL), queue.CallbackNone
-		return true, nil
-	})
+	k := key(tenant, id)
+	if k == "" {
+		return fmt.Errorf("natsq: cancel %s: %w", id, queue.ErrNotFound)
+	}
+	m, seq, err := q.lookup(ctx, q.anyRequestSubject(k))
 	switch {
-	case errors.Is(err, queue.ErrNotFound), errors.Is(err, queue.ErrFinished):
-		return fmt.Errorf("natsq: cancel %s: %w", id, err)
+	case errors.Is(err, queue.ErrNotFound):
+		rec, _, err := q.get(ctx, k)
+		switch {
+		case errors.Is(err, queue.ErrNotFound):
+			return fmt.Errorf("natsq: cancel %s: %w", id, queue.ErrNotFound)
+		case err != nil:
+			return q.fail(ctx, "cancel "+id, err)
+		case !rec.Expires.After(now):
+			return fmt.Errorf("natsq: cancel %s: %w", id, queue.ErrNotFound)
+		}
+		return fmt.Errorf("natsq: cancel %s: %w", id, queue.ErrFinished)
 	case err != nil:
 		return q.fail(ctx, "cancel "+id, err)
+	case !m.expires().After(now):
+		return fmt.Errorf("natsq: cancel %s: %w", id, queue.ErrNotFound)
 	}
+	stored, err := q.create(ctx, k, m.outcome(queue.Cancelled, now))
+	if err != nil {
+		return q.fail(ctx, "cancel "+id, err)
+	}
+	if !stored {
+		return fmt.Errorf("natsq: cancel %s: %w", id, queue.ErrFinished)
+	}
+	// The cancellation holds from here: a claim that takes the message
+	// (one that took it meanwhile, or any if this delete fails) runs it,
+	// and its result is not stored.
+	_ = q.stream.DeleteMsg(ctx, seq)
 	return nil
 }

@@ -4,33 +4,45 @@
 //
 // Layout, for Options.Name "EBB_ASYNC" and subject prefix "ebb.async":
 //
-//   - Stream EBB_ASYNC, work-queue retention, subjects
-//     ebb.async.q.<deployment>.<level>: one message per request, its body
-//     the payload and its metadata in a header. level is 1 for priority 0
-//     and above, 0 below (batch). Each (deployment, level) has a durable
-//     pull consumer whose AckWait is the claims' lease (set by a process's
-//     first claim; JetStream keeps one per consumer): a message not
-//     acknowledged in time is delivered again, which is how a crashed
-//     worker loses nothing. MaxDepth is the stream's per-subject message
-//     limit, with new messages refused, so it bounds each level of a
-//     deployment.
+//   - Stream EBB_ASYNC, work-queue retention, direct gets allowed: one
+//     message per pending request, on the subject
+//     ebb.async.q.<deployment>.<level>.t<tenant>.<id>, its body the payload
+//     and its metadata in a header. level is 1 for priority 0 and above, 0
+//     below (batch). Each (deployment, level) has a durable pull consumer
+//     filtered to its subjects, whose AckWait is the claims' lease (set by
+//     a process's first claim; JetStream keeps one per consumer): a message
+//     not acknowledged in time is delivered again, which is how a crashed
+//     worker loses nothing. Its pending and unacknowledged messages are the
+//     deployment's depth. A request's subject holds it alone, so that Get
+//     and Cancel find it by tenant and id.
+//   - Key-value bucket EBB_ASYNC_RECORDS: the outcome of every finished
+//     request (its result, or its cancellation, and the delivery of its
+//     callback), under the key t<tenant>.<id>. The first outcome is a
+//     create, so the first completion wins and a second stores nothing;
+//     later changes (a callback's delivery) are compare-and-sets on the
+//     key's revision. The bucket's TTL (Options.MaxAge) bounds what the
+//     server keeps even when no one calls DeleteExpired.
 //   - Stream EBB_ASYNC_CB, work-queue, subject ebb.async.cb: one message per
 //     result to call back; a failed attempt is negatively acknowledged with
 //     the delay until the next.
-//   - Key-value bucket EBB_ASYNC_RECORDS: the record of every request (state,
-//     result, callback delivery), under the key t<tenant>.<id>, so that a
-//     tenant reads only its own keys. Every change is a compare-and-set on
-//     the key's revision: the first completion wins. The bucket's TTL
-//     (Options.MaxAge) bounds what the server keeps even when no one calls
-//     DeleteExpired.
 //
-// Order of writes. Enqueue writes the record, then publishes the message:
-// a message never names a missing record (one whose record was deleted or
-// finished is acknowledged and skipped when claimed). Complete writes the
-// result, then publishes the callback message, then acknowledges: a crash
-// in between leaves the request message to be delivered again, and its
-// claim, finding the result stored, publishes the callback message (its
-// message id deduplicates) and acknowledges.
+// A request costs JetStream two stored writes: its message (the 202 is sent
+// once the server acknowledged it) and its outcome; its acknowledgement
+// removes the message. A first delivery is run without a read: a request
+// cancelled before it was claimed has had its message deleted, and one
+// cancelled while it is claimed keeps its cancellation, since the result's
+// create then fails. A delivery after the first reads the outcome first.
+//
+// Order of writes. Complete creates the outcome, then publishes the
+// callback message, then acknowledges and waits for the server to have
+// removed the message: a crash in between leaves the request's message to
+// be delivered again, and that claim, finding the outcome stored,
+// publishes the callback message (its message id deduplicates) and
+// acknowledges. Cancel creates the outcome, then deletes the message. Get
+// looks for the message first, then for the outcome, so that a poll of a
+// pending request is one read; a request whose completion died before its
+// acknowledgement shows pending until its next delivery. With Replicas
+// above 1 a direct get may be answered by a replica a moment behind.
 package natsq
 
 import (
@@ -60,12 +72,15 @@ type Options struct {
 	Name string
 	// Replicas of the streams and the bucket; default 1.
 	Replicas int
-	// MaxDepth bounds the pending requests of a deployment at one
-	// priority level; default 100000.
+	// MaxDepth bounds the pending requests of a deployment, both priority
+	// levels together; default 100000. Enqueue counts them (its
+	// consumers' pending and unacknowledged messages) when its last count
+	// is a second old or at half the bound, and counts its own enqueues
+	// in between: only other processes' enqueues meanwhile go unseen.
 	MaxDepth int
-	// MaxAge is the longest the server keeps a record, a backstop behind
-	// DeleteExpired; default 8 days. Keep it above the longest deadline
-	// plus result TTL.
+	// MaxAge is the longest the server keeps a request or an outcome, a
+	// backstop behind DeleteExpired; default 8 days. Keep it above the
+	// longest deadline plus result TTL.
 	MaxAge time.Duration
 	// Timeout bounds each call on the server when the context does not
 	// bound it sooner; beyond it the call fails with queue.ErrUnavailable.
@@ -86,20 +101,30 @@ type Queue struct {
 	subject string // "ebb.async"
 	url     string // the server, for errors
 
-	// mu guards consumers, the pull consumers this process made, by name,
-	// and claims: the record of each request this process claimed and
-	// has not completed or released, by lease token, as the claim read it
-	// (with its revision), so that Complete writes it without reading it
-	// again; a record changed since makes Complete read it afresh.
-	mu        sync.Mutex
-	consumers map[string]jetstream.Consumer
-	claims    map[string]claimedRecord
+	// mu guards:
+	//   - ensured: the request consumers this process knows exist, by name;
+	//   - leased: those it set its lease on, by name (Claim uses them);
+	//   - claims: the metadata of each request this process claimed and
+	//     has not completed or released, by lease token, so that Complete
+	//     writes its outcome without reading anything;
+	//   - counted: each deployment's pending requests when Enqueue last
+	//     counted them, plus this process's enqueues since.
+	mu      sync.Mutex
+	ensured map[string]bool
+	leased  map[string]jetstream.Consumer
+	claims  map[string]claimed
+	counted map[string]pendingCount
 }
 
-// claimedRecord is a record as a claim read it.
-type claimedRecord struct {
-	rec *record
-	rev uint64
+// claimed is what a claim knows of its request.
+type claimed struct {
+	key string
+	m   *meta
+}
+
+type pendingCount struct {
+	n  int
+	at time.Time
 }
 
 // Open returns a Queue on the JetStream of nc, creating (or updating) its
@@ -127,15 +152,20 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &Queue{nc: nc, js: js, opts: opts, consumers: map[string]jetstream.Consumer{}, claims: map[string]claimedRecord{},
+	q := &Queue{nc: nc, js: js, opts: opts, ensured: map[string]bool{}, leased: map[string]jetstream.Consumer{},
+		claims: map[string]claimed{}, counted: map[string]pendingCount{},
 		subject: strings.ReplaceAll(strings.ToLower(opts.Name), "_", "."), url: nc.ConnectedUrlRedacted()}
 	ctx, cancel := q.op(ctx)
 	defer cancel()
+	if err := q.checkLayout(ctx); err != nil {
+		return nil, err
+	}
+	// One message per subject, new ones refused: a request id is stored
+	// once.
 	q.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: opts.Name, Subjects: []string{q.subject + ".q.>"}, Retention: jetstream.WorkQueuePolicy,
-		Storage: jetstream.FileStorage, Replicas: opts.Replicas, MaxAge: opts.MaxAge,
-		MaxMsgsPerSubject: int64(opts.MaxDepth), Discard: jetstream.DiscardNew, DiscardNewPerSubject: true,
-		Duplicates: 2 * time.Minute,
+		Storage: jetstream.FileStorage, Replicas: opts.Replicas, MaxAge: opts.MaxAge, AllowDirect: true,
+		MaxMsgsPerSubject: 1, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true,
 	})
 	if err != nil {
 		return nil, q.fail(ctx, "create stream "+opts.Name, err)
@@ -155,6 +185,25 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 		return nil, q.fail(ctx, "create bucket "+opts.Name+"_RECORDS", err)
 	}
 	return q, nil
+}
+
+// checkLayout refuses a request stream that holds requests in the layout
+// of earlier ebb builds (a subject per deployment and level): updating it
+// would delete all but one request per subject.
+func (q *Queue) checkLayout(ctx context.Context) error {
+	st, err := q.js.Stream(ctx, q.opts.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return q.fail(ctx, "read stream "+q.opts.Name, err)
+	}
+	if info := st.CachedInfo(); info.Config.MaxMsgsPerSubject != 1 && info.State.Msgs > 0 {
+		return fmt.Errorf("natsq: stream %s holds %d async requests in an older layout (a subject per deployment); "+
+			"let an older ebb finish them, or delete the stream (nats stream rm %s), then start this one",
+			q.opts.Name, info.State.Msgs, q.opts.Name)
+	}
+	return nil
 }
 
 // op bounds a call on the server by Options.Timeout.
@@ -183,13 +232,14 @@ func unavailable(err error) bool {
 		}
 	}
 	if je, ok := errors.AsType[jetstream.JetStreamError](err); ok && je.APIError() != nil {
-		return je.APIError().Code == 503 && !fullError(err)
+		return je.APIError().Code == 503 && !perSubjectError(err)
 	}
 	return false
 }
 
-// fullError reports the per-subject limit refusing a message.
-func fullError(err error) bool {
+// perSubjectError reports the per-subject limit refusing a message: its
+// request id is stored already.
+func perSubjectError(err error) bool {
 	je, ok := errors.AsType[jetstream.JetStreamError](err)
 	return ok && je.APIError() != nil && strings.Contains(je.APIError().Description, "maximum messages per subject")
 }
@@ -199,15 +249,20 @@ func (q *Queue) now() time.Time { return q.opts.Now().UTC().Truncate(time.Micros
 // token turns a name into a subject token: itself when made of letters,
 // digits and "-", else "_" and its base32.
 func token(name string) string {
+	if plain(name) {
+		return name
+	}
+	return "_" + strings.ToLower(b32.EncodeToString([]byte(name)))
+}
+
+// plain reports a non-empty name of letters, digits and "-" alone.
+func plain(name string) bool {
 	ok := name != ""
 	for i := 0; i < len(name) && ok; i++ {
 		c := name[i]
 		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-'
 	}
-	if ok {
-		return name
-	}
-	return "_" + strings.ToLower(b32.EncodeToString([]byte(name)))
+	return ok
 }
 
 // untoken is token's inverse.
@@ -225,8 +280,13 @@ func untoken(tok string) string {
 
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
-// key is a record's key in the bucket.
+// key is a request's key: its outcome's in the bucket, and the last two
+// tokens of its subject in the stream. It is "" for an id that is no
+// request id (wildcards, dots): such an id names nothing.
 func key(tenant, id string) string {
+	if !plain(id) {
+		return ""
+	}
 	return "t" + strings.ToLower(b32.EncodeToString([]byte(tenant))) + "." + id
 }
 
@@ -237,11 +297,17 @@ func level(priority int) string {
 	return "1"
 }
 
-func (q *Queue) requestSubject(deployment string, priority int) string {
-	return q.subject + ".q." + token(deployment) + "." + level(priority)
+var levels = []string{"1", "0"} // in claim order
+
+// requestSubject is the subject of the request under key k.
+func (q *Queue) requestSubject(deployment string, priority int, k string) string {
+	return q.subject + ".q." + token(deployment) + "." + level(priority) + "." + k
 }
 
-// record is a request's record in the bucket.
+// anyRequestSubject matches the request under key k, of any deployment.
+func (q *Queue) anyRequestSubject(k string) string { return q.subject + ".q.*.*." + k }
+
+// record is a finished request's outcome in the bucket.
 type record struct {
 	ID         string              `json:"id"`
 	Tenant     string              `json:"tenant"`
@@ -271,52 +337,6 @@ func (r *record) toRecord() queue.Record {
 	return out
 }
 
-// get reads the record under k with its revision; queue.ErrNotFound when
-// there is none.
-func (q *Queue) get(ctx context.Context, k string) (*record, uint64, error) {
-	e, err := q.kv.Get(ctx, k)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, 0, queue.ErrNotFound
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	var r record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, 0, fmt.Errorf("decode record %s: %w", k, err)
-	}
-	return &r, e.Revision(), nil
-}
-
-// update applies fn to the record under k and writes it back if fn
-// reports a change, again from a fresh read when another writer won. read,
-// when set, is the record as last read, tried first.
-func (q *Queue) update(ctx context.Context, k string, read *claimedRecord, fn func(r *record) (bool, error)) (bool, error) {
-	for {
-		var r *record
-		var rev uint64
-		var err error
-		if read != nil {
-			r, rev, read = read.rec, read.rev, nil
-		} else if r, rev, err = q.get(ctx, k); err != nil {
-			return false, err
-		}
-		changed, err := fn(r)
-		if err != nil || !changed {
-			return false, err
-		}
-		b, err := json.Marshal(r)
-		if err != nil {
-			return false, err
-		}
-		_, err = q.kv.Update(ctx, k, b, rev)
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			continue // changed since read
-		}
-		return err == nil, err
-	}
-}
-
 // meta is a request's metadata, in the Ebb-Request header of its message.
 type meta struct {
 	ID           string            `json:"id"`
@@ -334,10 +354,38 @@ type meta struct {
 	TTL          time.Duration     `json:"ttl"`
 }
 
-const (
-	headerRequest = "Ebb-Request"
-	headerKey     = "Ebb-Key"
-)
+// expires is when a pending request's record ends: its deadline plus its
+// result TTL (queue.Request.ExpiresAt).
+func (m *meta) expires() time.Time {
+	r := queue.Request{Deadline: m.Deadline, ResultTTL: m.TTL}
+	return r.ExpiresAt()
+}
+
+// outcome is the record of m's request finished in state s at now.
+func (m *meta) outcome(s queue.State, now time.Time) *record {
+	return &record{ID: m.ID, Tenant: m.Tenant, Deployment: m.Deployment, Version: m.Version, State: s,
+		Created: m.Created, Expires: now.Add(m.TTL), TTL: m.TTL, BodyRef: m.BodyRef, Callback: m.Callback}
+}
+
+// pendingRecord is what Get and List say of m's request while it waits.
+func (m *meta) pendingRecord() queue.Record {
+	r := queue.Record{ID: m.ID, Tenant: m.Tenant, Deployment: m.Deployment, Version: m.Version,
+		State: queue.Pending, CreatedAt: m.Created, ExpiresAt: m.expires(), Callback: m.Callback}
+	if m.Callback != "" {
+		r.CallbackState = queue.CallbackWaiting
+	}
+	return r
+}
+
+const headerRequest = "Ebb-Request"
+
+func parseMeta(h nats.Header) (*meta, error) {
+	var m meta
+	if err := json.Unmarshal([]byte(h.Get(headerRequest)), &m); err != nil {
+		return nil, fmt.Errorf("decode request metadata: %w", err)
+	}
+	return &m, nil
+}
 
 // Enqueue implements queue.Queue.
 func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
@@ -347,14 +395,8 @@ func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
 		r.CreatedAt = q.now()
 	}
 	k := key(r.Tenant, r.ID)
-	rec := record{ID: r.ID, Tenant: r.Tenant, Deployment: r.Deployment, Version: r.Version, State: queue.Pending,
-		Created: r.CreatedAt, Expires: r.ExpiresAt(), TTL: r.ResultTTL, BodyRef: r.BodyRef, Callback: r.Callback}
-	if r.Callback != "" {
-		rec.CB = queue.CallbackWaiting
-	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
+	if k == "" {
+		return fmt.Errorf("natsq: enqueue: %q is not a request id (letters, digits and - only)", r.ID)
 	}
 	m, err := json.Marshal(meta{ID: r.ID, Tenant: r.Tenant, Deployment: r.Deployment, Version: r.Version,
 		Priority: r.Priority, ContentType: r.ContentType, HeaderLength: r.HeaderLength, Header: r.Header,
@@ -362,25 +404,66 @@ func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := q.kv.Create(ctx, k, b); err != nil {
+	if err := q.ensureConsumers(ctx, r.Deployment); err != nil {
 		return q.fail(ctx, "enqueue "+r.ID, err)
 	}
-	msg := &nats.Msg{Subject: q.requestSubject(r.Deployment, r.Priority), Data: r.Body, Header: nats.Header{}}
+	if err := q.checkDepth(ctx, r.Deployment); err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: q.requestSubject(r.Deployment, r.Priority, k), Data: r.Body, Header: nats.Header{}}
 	msg.Header.Set(headerRequest, string(m))
-	msg.Header.Set(headerKey, k)
-	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.ID)); err != nil {
-		_ = q.kv.Delete(context.WithoutCancel(ctx), k) // best effort: nothing was acknowledged
-		if errors.Is(err, nats.ErrMaxPayload) {
+	if _, err := q.js.PublishMsg(ctx, msg); err != nil {
+		switch {
+		case errors.Is(err, nats.ErrMaxPayload):
 			return fmt.Errorf("natsq: enqueue %s: %d bytes, over the NATS server's max_payload of %d: %w",
 				r.ID, len(r.Body), q.nc.MaxPayload(), queue.ErrTooLarge)
-		}
-		if fullError(err) {
-			return fmt.Errorf("natsq: enqueue %s: deployment %q has %d async requests pending at its priority, its limit: %w",
-				r.ID, r.Deployment, q.opts.MaxDepth, queue.ErrFull)
+		case perSubjectError(err):
+			return fmt.Errorf("natsq: enqueue %s: a request with this id is queued already", r.ID)
 		}
 		return q.fail(ctx, "enqueue "+r.ID, err)
 	}
+	q.noteEnqueued(r.Deployment, -1, time.Time{})
 	return nil
+}
+
+// recountAfter is how long Enqueue trusts a count of a deployment's
+// pending requests that is under half its MaxDepth.
+const recountAfter = time.Second
+
+// checkDepth returns queue.ErrFull when dep has MaxDepth requests pending,
+// counting them when the last count is stale or near the bound.
+func (q *Queue) checkDepth(ctx context.Context, dep string) error {
+	now := time.Now()
+	q.mu.Lock()
+	c, ok := q.counted[dep]
+	q.mu.Unlock()
+	if ok && now.Sub(c.at) < recountAfter && !now.Before(c.at) && c.n < q.opts.MaxDepth/2 {
+		return nil
+	}
+	n, err := q.depth(ctx, dep)
+	if err != nil {
+		return q.fail(ctx, "count the requests of "+dep, err)
+	}
+	if n >= q.opts.MaxDepth {
+		q.noteEnqueued(dep, n, now)
+		return fmt.Errorf("natsq: deployment %q has %d async requests pending, its limit: %w", dep, n, queue.ErrFull)
+	}
+	q.noteEnqueued(dep, n, now)
+	return nil
+}
+
+// noteEnqueued records a count of dep's pending requests (counted >= 0),
+// or one enqueue since the last count.
+func (q *Queue) noteEnqueued(dep string, counted int, at time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if counted >= 0 {
+		q.counted[dep] = pendingCount{n: counted, at: at}
+		return
+	}
+	c := q.counted[dep]
+	c.n++
+	q.counted[dep] = c
 }
 
 // A lease token is "<key> <attempt> <ack subject>": what Complete, Release
@@ -410,23 +493,22 @@ func (q *Queue) ack(ctx context.Context, reply, body string) error {
 	return q.nc.FlushWithContext(ctx)
 }
 
-// remember keeps the record a claim read for the request leased by tok;
-// take returns and forgets it.
-func (q *Queue) remember(tok string, rec *record, rev uint64) {
+// remember keeps what the claim leased by tok knows of its request; take
+// returns and forgets it.
+func (q *Queue) remember(tok string, c claimed) {
 	q.mu.Lock()
-	q.claims[tok] = claimedRecord{rec: rec, rev: rev}
+	q.claims[tok] = c
 	q.mu.Unlock()
 }
 
-func (q *Queue) take(tok string) *claimedRecord {
+func (q *Queue) take(tok string) (claimed, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	c, ok := q.claims[tok]
-	if !ok {
-		return nil
+	if ok {
+		delete(q.claims, tok)
 	}
-	delete(q.claims, tok)
-	return &c
+	return c, ok
 }
 
 func nak(delay time.Duration) string {

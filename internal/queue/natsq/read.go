@@ -7,32 +7,208 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebb-ml/ebb/internal/queue"
 )
 
-// Get implements queue.Queue.
+// get reads the outcome under k with its revision; queue.ErrNotFound when
+// there is none.
+func (q *Queue) get(ctx context.Context, k string) (*record, uint64, error) {
+	e, err := q.kv.Get(ctx, k)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, queue.ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var r record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, 0, fmt.Errorf("decode record %s: %w", k, err)
+	}
+	return &r, e.Revision(), nil
+}
+
+// update applies fn to the outcome under k and writes it back if fn
+// reports a change, again from a fresh read when another writer won.
+func (q *Queue) update(ctx context.Context, k string, fn func(r *record) (bool, error)) (bool, error) {
+	for {
+		r, rev, err := q.get(ctx, k)
+		if err != nil {
+			return false, err
+		}
+		changed, err := fn(r)
+		if err != nil || !changed {
+			return false, err
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			return false, err
+		}
+		_, err = q.kv.Update(ctx, k, b, rev)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			continue // changed since read
+		}
+		return err == nil, err
+	}
+}
+
+// Direct gets of the request stream, made here since the client's own
+// puts a last-by-subject request's subject in the request's subject,
+// where a wildcard cannot go.
+const (
+	statusHeader = "Status"
+	descHeader   = "Description"
+	seqHeader    = "Nats-Sequence"
+)
+
+// lookup returns the metadata and sequence of the last request message on
+// subject (which may have wildcards); queue.ErrNotFound when there is none.
+func (q *Queue) lookup(ctx context.Context, subject string) (*meta, uint64, error) {
+	req, err := json.Marshal(map[string]string{"last_by_subj": subject})
+	if err != nil {
+		return nil, 0, err
+	}
+	msg, err := q.nc.RequestWithContext(ctx, q.directSubject(), req)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := directStatus(msg); err != nil {
+		return nil, 0, err
+	}
+	return requestOf(msg)
+}
+
+func (q *Queue) directSubject() string { return "$JS.API.DIRECT.GET." + q.opts.Name }
+
+// directStatus is the error of a direct get's status answer: nil for a
+// message, queue.ErrNotFound for none, errEOB at a batch's end.
+func directStatus(msg *nats.Msg) error {
+	switch st := msg.Header.Get(statusHeader); st {
+	case "":
+		return nil
+	case "404":
+		return queue.ErrNotFound
+	case "204":
+		return errEOB
+	default:
+		return fmt.Errorf("direct get from the request stream: %s %s", st, msg.Header.Get(descHeader))
+	}
+}
+
+var errEOB = errors.New("end of batch")
+
+func requestOf(msg *nats.Msg) (*meta, uint64, error) {
+	seq, err := strconv.ParseUint(msg.Header.Get(seqHeader), 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("direct get from the request stream: no sequence: %w", err)
+	}
+	m, err := parseMeta(msg.Header)
+	if err != nil {
+		return nil, 0, fmt.Errorf("request %d: %w", seq, err)
+	}
+	return m, seq, nil
+}
+
+// scanBatch is how many request messages one direct get of a scan asks
+// for, and scanBytes the most bytes.
+const (
+	scanBatch = 256
+	scanBytes = 8 << 20
+)
+
+// scanRequests calls fn with every request message on filter, in stream
+// order. It reads them whole (payloads too), scanBatch at a time.
+func (q *Queue) scanRequests(ctx context.Context, filter string, fn func(m *meta, seq uint64) error) error {
+	inbox := q.nc.NewInbox()
+	sub, err := q.nc.SubscribeSync(inbox)
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	for from := uint64(1); ; {
+		req, err := json.Marshal(map[string]any{"seq": from, "next_by_subj": filter, "batch": scanBatch, "max_bytes": scanBytes})
+		if err != nil {
+			return err
+		}
+		if err := q.nc.PublishRequest(q.directSubject(), inbox, req); err != nil {
+			return err
+		}
+		got := 0
+		for {
+			msg, err := sub.NextMsgWithContext(ctx)
+			if err != nil {
+				return err
+			}
+			err = directStatus(msg)
+			if errors.Is(err, queue.ErrNotFound) {
+				return nil
+			}
+			if errors.Is(err, errEOB) {
+				if got == 0 || msg.Header.Get("Nats-Num-Pending") == "0" {
+					return nil
+				}
+				break
+			}
+			if err != nil {
+				return err
+			}
+			m, seq, err := requestOf(msg)
+			if err != nil {
+				return err
+			}
+			got++
+			from = seq + 1
+			if err := fn(m, seq); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Get implements queue.Queue. The request's message is looked for first,
+// so that a poll of a pending request reads once: Complete stores the
+// outcome before it acknowledges the message and returns once the server
+// removed it. A completion that died between the two (its process killed)
+// shows pending until the message's next delivery, after its lease,
+// acknowledges it.
 func (q *Queue) Get(ctx context.Context, tenant, id string) (queue.Record, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
-	r, _, err := q.get(ctx, key(tenant, id))
-	if err == nil && !r.Expires.After(q.now()) {
-		err = queue.ErrNotFound
+	now := q.now()
+	notFound := fmt.Errorf("async request %q %w", id, queue.ErrNotFound)
+	k := key(tenant, id)
+	if k == "" {
+		return queue.Record{}, notFound
 	}
-	if errors.Is(err, queue.ErrNotFound) {
-		return queue.Record{}, fmt.Errorf("async request %q %w", id, queue.ErrNotFound)
-	}
-	if err != nil {
+	m, _, err := q.lookup(ctx, q.anyRequestSubject(k))
+	switch {
+	case err == nil:
+		if !m.expires().After(now) {
+			return queue.Record{}, notFound
+		}
+		return m.pendingRecord(), nil
+	case !errors.Is(err, queue.ErrNotFound):
 		return queue.Record{}, q.fail(ctx, "get "+id, err)
+	}
+	r, _, err := q.get(ctx, k)
+	switch {
+	case errors.Is(err, queue.ErrNotFound):
+		return queue.Record{}, notFound
+	case err != nil:
+		return queue.Record{}, q.fail(ctx, "get "+id, err)
+	case !r.Expires.After(now):
+		return queue.Record{}, notFound
 	}
 	return r.toRecord(), nil
 }
 
-// scan calls fn with every record whose key matches filter, as the bucket
+// scan calls fn with every outcome whose key matches filter, as the bucket
 // holds them now.
 func (q *Queue) scan(ctx context.Context, filter string, fn func(r *record, e jetstream.KeyValueEntry) error) error {
 	w, err := q.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
@@ -62,8 +238,9 @@ func (q *Queue) scan(ctx context.Context, filter string, fn func(r *record, e je
 	}
 }
 
-// List implements queue.Queue: it reads every record of the tenant, so it
-// costs in proportion to the tenant's records; results carry no body.
+// List implements queue.Queue: it reads every outcome and every pending
+// request of the tenant, so it costs in proportion to them; results carry
+// no body.
 func (q *Queue) List(ctx context.Context, tenant string, opts queue.ListOptions) ([]queue.Record, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
@@ -71,11 +248,16 @@ func (q *Queue) List(ctx context.Context, tenant string, opts queue.ListOptions)
 		opts.Limit = 100
 	}
 	now := q.now()
+	keep := func(r queue.Record) bool {
+		return r.ExpiresAt.After(now) && (opts.Deployment == "" || r.Deployment == opts.Deployment) &&
+			(opts.State == "" || r.State == opts.State)
+	}
+	tk := strings.TrimSuffix(key(tenant, "x"), ".x")
+	finished := map[string]bool{}
 	out := []queue.Record{}
-	err := q.scan(ctx, strings.TrimSuffix(key(tenant, ""), ".")+".*", func(r *record, _ jetstream.KeyValueEntry) error {
-		if r.Expires.After(now) && (opts.Deployment == "" || r.Deployment == opts.Deployment) &&
-			(opts.State == "" || r.State == opts.State) {
-			rec := r.toRecord()
+	err := q.scan(ctx, tk+".*", func(r *record, _ jetstream.KeyValueEntry) error {
+		finished[r.ID] = true
+		if rec := r.toRecord(); keep(rec) {
 			if rec.Result != nil {
 				rec.Result.Body = nil
 			}
@@ -83,6 +265,14 @@ func (q *Queue) List(ctx context.Context, tenant string, opts queue.ListOptions)
 		}
 		return nil
 	})
+	if err == nil {
+		err = q.scanRequests(ctx, q.subject+".q.*.*."+tk+".*", func(m *meta, _ uint64) error {
+			if rec := m.pendingRecord(); !finished[m.ID] && keep(rec) {
+				out = append(out, rec)
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, q.fail(ctx, "list", err)
 	}
@@ -95,48 +285,55 @@ func (q *Queue) List(ctx context.Context, tenant string, opts queue.ListOptions)
 	return out, nil
 }
 
-// Depth implements queue.Queue: the messages of the deployment's subjects,
-// acknowledged (done) ones excepted.
+// Depth implements queue.Queue: the messages of the deployment's
+// consumers not yet delivered or not yet acknowledged.
 func (q *Queue) Depth(ctx context.Context, deployment string) (int, error) {
-	ds, err := q.depths(ctx, q.subject+".q."+token(deployment)+".*")
+	ctx, cancel := q.op(ctx)
+	defer cancel()
+	n, err := q.depth(ctx, deployment)
 	if err != nil {
 		return 0, q.fail(ctx, "depth of "+deployment, err)
 	}
-	return ds[deployment], nil
+	return n, nil
+}
+
+func (q *Queue) depth(ctx context.Context, deployment string) (int, error) {
+	n := 0
+	for _, lvl := range levels {
+		c, err := q.stream.Consumer(ctx, consumerName(deployment, lvl))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue // none enqueued yet
+		}
+		if err != nil {
+			return 0, err
+		}
+		info := c.CachedInfo()
+		n += int(info.NumPending) + info.NumAckPending
+	}
+	return n, nil
 }
 
 // Depths implements queue.Queue.
 func (q *Queue) Depths(ctx context.Context) (map[string]int, error) {
-	ds, err := q.depths(ctx, q.subject+".q.>")
-	if err != nil {
-		return nil, q.fail(ctx, "depths", err)
-	}
-	return ds, nil
-}
-
-func (q *Queue) depths(ctx context.Context, filter string) (map[string]int, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
-	info, err := q.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
-	if err != nil {
-		return nil, err
-	}
 	out := map[string]int{}
-	prefix := q.subject + ".q."
-	for subj, n := range info.State.Subjects {
-		rest, ok := strings.CutPrefix(subj, prefix)
-		i := strings.LastIndexByte(rest, '.')
-		if !ok || i < 0 || n == 0 {
-			continue
+	l := q.stream.ListConsumers(ctx)
+	for info := range l.Info() {
+		dep, ok := consumerDeployment(info.Name)
+		if n := int(info.NumPending) + info.NumAckPending; ok && n > 0 {
+			out[dep] += n
 		}
-		out[untoken(rest[:i])] += int(n)
+	}
+	if err := l.Err(); err != nil {
+		return nil, q.fail(ctx, "depths", err)
 	}
 	return out, nil
 }
 
-// DeleteExpired implements queue.Queue. It reads every record, so run it
-// now and then (the worker runs it every minute); the bucket's TTL deletes
-// what it misses.
+// DeleteExpired implements queue.Queue. It reads every outcome and every
+// pending request, so run it now and then (the worker runs it every
+// minute); the bucket's TTL and the stream's MaxAge delete what it misses.
 func (q *Queue) DeleteExpired(ctx context.Context, now time.Time) (queue.Swept, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
@@ -161,96 +358,27 @@ func (q *Queue) DeleteExpired(ctx context.Context, now time.Time) (queue.Swept, 
 		}
 		return nil
 	})
+	if err == nil {
+		err = q.scanRequests(ctx, q.subject+".q.>", func(m *meta, seq uint64) error {
+			if m.expires().After(now) {
+				return nil
+			}
+			err := q.stream.DeleteMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return nil // finished meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			sw.Records++
+			if m.BodyRef != "" {
+				sw.Blobs = append(sw.Blobs, m.BodyRef)
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return sw, q.fail(ctx, "delete expired", err)
 	}
 	return sw, nil
-}
-
-// ClaimCallbacks implements queue.Queue.
-func (q *Queue) ClaimCallbacks(ctx context.Context, n int, lease time.Duration) ([]queue.Callback, error) {
-	ctx, cancel := q.op(ctx)
-	defer cancel()
-	c, err := q.consumer(ctx, q.cbs, "cb", q.subject+".cb", lease)
-	if err != nil {
-		return nil, q.fail(ctx, "claim callbacks", err)
-	}
-	batch, err := c.FetchNoWait(n)
-	if err != nil {
-		return nil, q.fail(ctx, "claim callbacks", err)
-	}
-	var out []queue.Callback
-	var claimErr error
-	for msg := range batch.Messages() {
-		if claimErr != nil {
-			_ = q.ack(ctx, msg.Reply(), nak(0))
-			continue
-		}
-		k := msg.Headers().Get(headerKey)
-		r, _, err := q.get(ctx, k)
-		switch {
-		case errors.Is(err, queue.ErrNotFound):
-			_ = q.ack(ctx, msg.Reply(), "+ACK")
-			continue
-		case err != nil:
-			claimErr = err
-			_ = q.ack(ctx, msg.Reply(), nak(0))
-			continue
-		case r.CB != queue.CallbackPending || r.Result == nil:
-			_ = q.ack(ctx, msg.Reply(), "+ACK")
-			continue
-		}
-		md, err := msg.Metadata()
-		if err != nil {
-			claimErr = err
-			continue
-		}
-		attempt := int(md.NumDelivered)
-		out = append(out, queue.Callback{ID: r.ID, Tenant: r.Tenant, Deployment: r.Deployment, URL: r.Callback,
-			Attempt: attempt, LeaseToken: leaseToken(k, attempt, msg.Reply()), Result: *r.Result})
-	}
-	if err := batch.Error(); err != nil && claimErr == nil {
-		claimErr = err
-	}
-	if claimErr != nil {
-		return out, q.fail(ctx, "claim callbacks", claimErr)
-	}
-	return out, nil
-}
-
-// SettleCallback implements queue.Queue.
-func (q *Queue) SettleCallback(ctx context.Context, id, tok string, o queue.CallbackOutcome) error {
-	ctx, cancel := q.op(ctx)
-	defer cancel()
-	k, attempt, reply := parseToken(tok)
-	if k == "" {
-		return fmt.Errorf("natsq: settle callback of %s: malformed lease token", id)
-	}
-	_, err := q.update(ctx, k, nil, func(r *record) (bool, error) {
-		if r.CB != queue.CallbackPending {
-			return false, nil
-		}
-		switch {
-		case o.Delivered:
-			r.CB = queue.CallbackDelivered
-		case o.Retry.IsZero():
-			r.CB = queue.CallbackFailed
-		}
-		r.CBAttempts, r.CBError = attempt, o.Error
-		return true, nil
-	})
-	if errors.Is(err, queue.ErrNotFound) {
-		return q.ack(ctx, reply, "+ACK")
-	}
-	if err != nil {
-		return q.fail(ctx, "settle callback of "+id, err)
-	}
-	ack := "+ACK"
-	if !o.Delivered && !o.Retry.IsZero() {
-		ack = nak(o.Retry.Sub(q.now()))
-	}
-	if err := q.ack(ctx, reply, ack); err != nil {
-		return q.fail(ctx, "settle callback of "+id, err)
-	}
-	return nil
 }

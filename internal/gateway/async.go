@@ -65,6 +65,8 @@ const (
 type AsyncQueue interface {
 	Enqueue(ctx context.Context, r queue.Request) error
 	Get(ctx context.Context, tenant, id string) (queue.Record, error)
+	Cancel(ctx context.Context, tenant, id string) error
+	List(ctx context.Context, tenant string, opts queue.ListOptions) ([]queue.Record, error)
 }
 
 // Async configures async inference (Options.Async); zero values take the
@@ -306,39 +308,38 @@ type asyncStatus struct {
 	Location string      `json:"location,omitempty"`
 }
 
-// serveAsync serves GET /v2/async/{id}. With auth on, the token must be
-// valid and allow predict on the request's deployment; every refusal
-// after authentication is the 404 of an unknown id, so ids leak nothing.
+// serveAsync serves /v2/async/{id}: GET reads the request (its result
+// once done), DELETE cancels it (async_manage.go); /v2/async lists the
+// caller's requests. With auth on, the token must be valid and allow
+// predict on the request's deployment; every refusal after authentication
+// is the 404 of an unknown id, so ids leak nothing.
 func (g *Gateway) serveAsync(ctx *fasthttp.RequestCtx, id []byte) {
 	a := g.async()
 	if a == nil {
 		pageNotFound(ctx)
 		return
 	}
-	if !get(ctx) {
+	if len(id) == 0 {
+		g.serveAsyncList(ctx, a)
 		return
 	}
-	var p *auth.Principal
-	if g.opts.Auth != nil {
-		pr, err := g.principal(ctx)
-		if err != nil {
-			status, code, msg := auth.Status(err)
-			if status == http.StatusUnauthorized {
-				ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ebb"`)
-			}
-			writeErrorCode(ctx, status, code, msg)
-			return
-		}
-		p = &pr
+	if !ctx.IsGet() && !ctx.IsHead() && !ctx.IsDelete() {
+		methodNotAllowed(ctx, "GET, HEAD, DELETE")
+		return
 	}
-	tenant := g.tenantOf(ctx, p)
-	missing := func() {
-		writeErrorCode(ctx, http.StatusNotFound, codeAsyncNotFound, fmt.Sprintf("async request %q not found (unknown, expired, or not yours)", id))
+	p, tenant, ok := g.asyncCaller(ctx)
+	if !ok {
+		return
 	}
 	if !queue.ValidID(b2s(id)) {
-		missing()
+		asyncMissing(ctx, id)
 		return
 	}
+	if ctx.IsDelete() {
+		g.asyncCancel(ctx, a, p, tenant, string(id))
+		return
+	}
+	missing := func() { asyncMissing(ctx, id) }
 	wait := preferredWait(ctx, a.MaxWait)
 	var w *queue.Waiter
 	stop := func() {}

@@ -229,8 +229,13 @@ func TestAsyncGetRoute(t *testing.T) {
 	}{
 		{"GET", "/v2/async/" + queue.NewID(), 404},
 		{"GET", "/v2/async/../../etc/passwd", 404},
-		{"GET", "/v2/async/", 404},
+		{"GET", "/v2/async/", 200}, // the list
+		{"GET", "/v2/async", 200},
+		{"POST", "/v2/async", 405},
 		{"POST", "/v2/async/" + queue.NewID(), 405},
+		{"PUT", "/v2/async/" + queue.NewID(), 405},
+		{"DELETE", "/v2/async/" + queue.NewID(), 404},
+		{"DELETE", "/v2/async/*", 404},
 	} {
 		if resp, out := do(t, tc.method, f.url+tc.path, ""); resp.StatusCode != tc.status {
 			t.Errorf("%s %s = %d %s, want %d", tc.method, tc.path, resp.StatusCode, out, tc.status)

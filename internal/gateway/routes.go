@@ -77,6 +77,8 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) bool {
 		}
 	case bytes.HasPrefix(path, pathAsync):
 		g.serveAsync(ctx, path[len(pathAsync):]) // async.go
+	case bytes.Equal(path, pathAsync[:len(pathAsync)-1]):
+		g.serveAsync(ctx, nil) // the list
 	case bytes.HasPrefix(path, pathV2Slash):
 		pageNotFound(ctx)
 	case bytes.HasPrefix(path, pathOpenAI):

@@ -226,6 +226,9 @@ func (g *Gateway) submitAsync(ctx *fasthttp.RequestCtx, name, version []byte, te
 		g.asyncStoreError(ctx, r.Deployment, err)
 		return
 	}
+	if a.Waiters != nil {
+		a.Waiters.Accepted(&r)
+	}
 	if a.Wake != nil {
 		a.Wake(r.Deployment)
 	}
@@ -346,7 +349,10 @@ func (g *Gateway) serveAsync(ctx *fasthttp.RequestCtx, id []byte) {
 	if wait > 0 {
 		w, stop = a.watch(string(id)) // before the read: a result stored after it wakes the wait
 	}
-	rec, err := a.get(tenant, string(id))
+	// A request this process accepted is known pending: a GET that waits
+	// for its result starts waiting without reading the queue (it reads
+	// it again every asyncRecheck); one that does not wait reads it.
+	rec, err := a.get(tenant, string(id), wait > 0)
 	if err == nil && p != nil && auth.Check(*p, auth.Predict, rec.Deployment) != nil {
 		err = queue.ErrNotFound
 	}

@@ -58,7 +58,7 @@ func asyncUnavailable(ctx *fasthttp.RequestCtx, what string, err error) {
 // run; one running has its result dropped. Readers waiting here for it
 // are woken (they read it cancelled).
 func (g *Gateway) asyncCancel(ctx *fasthttp.RequestCtx, a *Async, p *auth.Principal, tenant, id string) {
-	rec, err := a.get(tenant, id)
+	rec, err := a.get(tenant, id, true) // Cancel reads the queue anyway
 	if err == nil && p != nil && auth.Check(*p, auth.Predict, rec.Deployment) != nil {
 		err = queue.ErrNotFound
 	}

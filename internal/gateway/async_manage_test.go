@@ -64,6 +64,9 @@ func TestAsyncCancel(t *testing.T) {
 	if resp, out := do(t, "DELETE", f.url+"/v2/async/"+id2, "", DefaultTenantHeader, "acme"); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("DELETE with the queue down = %d %s, want 503", resp.StatusCode, out)
 	}
+	if resp, out := do(t, "GET", f.url+"/v2/async", "", DefaultTenantHeader, "acme"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("list with the queue down = %d %s, want 503", resp.StatusCode, out)
+	}
 }
 
 // TestAsyncList: GET /v2/async lists the caller's requests, newest first,

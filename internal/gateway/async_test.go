@@ -37,7 +37,7 @@ type downQueue struct {
 
 func (q *downQueue) Enqueue(ctx context.Context, r queue.Request) error {
 	if q.down.Load() {
-		return fmt.Errorf("SQLite at /data/ebb.db: disk I/O error: %w", queue.ErrUnavailable)
+		return errDown
 	}
 	if q.tooLarge.Load() {
 		return fmt.Errorf("natsq: enqueue %s: over the NATS server's max_payload: %w", r.ID, queue.ErrTooLarge)
@@ -45,12 +45,28 @@ func (q *downQueue) Enqueue(ctx context.Context, r queue.Request) error {
 	return q.Queue.Enqueue(ctx, r)
 }
 
-// Get fails as Enqueue does while the queue is down.
+var errDown = fmt.Errorf("SQLite at /data/ebb.db: disk I/O error: %w", queue.ErrUnavailable)
+
+// Get, Cancel and List fail as Enqueue does while the queue is down.
 func (q *downQueue) Get(ctx context.Context, tenant, id string) (queue.Record, error) {
 	if q.down.Load() {
-		return queue.Record{}, fmt.Errorf("SQLite at /data/ebb.db: disk I/O error: %w", queue.ErrUnavailable)
+		return queue.Record{}, errDown
 	}
 	return q.Queue.Get(ctx, tenant, id)
+}
+
+func (q *downQueue) Cancel(ctx context.Context, tenant, id string) error {
+	if q.down.Load() {
+		return errDown
+	}
+	return q.Queue.Cancel(ctx, tenant, id)
+}
+
+func (q *downQueue) List(ctx context.Context, tenant string, opts queue.ListOptions) ([]queue.Record, error) {
+	if q.down.Load() {
+		return nil, errDown
+	}
+	return q.Queue.List(ctx, tenant, opts)
 }
 
 // asyncFixture is a gateway with async inference on a SQLite queue, in

@@ -61,9 +61,9 @@ func (a *Async) watch(id string) (w *queue.Waiter, stop func()) {
 // get reads tenant's request id, bounded by a.Timeout: from what this
 // process's worker just stored when it remembers the request (a result
 // never changes once stored), else from the queue.
-func (a *Async) get(tenant, id string) (queue.Record, error) {
+func (a *Async) get(tenant, id string, pendingOK bool) (queue.Record, error) {
 	if a.Waiters != nil {
-		if rec, ok := a.Waiters.Known(tenant, id); ok {
+		if rec, ok := a.Waiters.Known(tenant, id); ok && (pendingOK || rec.State != queue.Pending) {
 			return rec, nil
 		}
 	}
@@ -103,7 +103,7 @@ func (a *Async) await(tenant string, rec queue.Record, wait time.Duration, w *qu
 		}
 		stop()
 		w, stop = a.watch(rec.ID)
-		r, err := a.get(tenant, rec.ID)
+		r, err := a.get(tenant, rec.ID, false)
 		if err != nil {
 			return rec, err
 		}

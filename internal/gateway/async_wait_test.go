@@ -124,3 +124,30 @@ func TestAsyncGetRemembered(t *testing.T) {
 		t.Errorf("another tenant's GET with the queue up = %d %s, want 404", resp.StatusCode, out)
 	}
 }
+
+// TestAsyncWaitAccepted: a GET that waits for a request this process
+// accepted starts waiting without reading the queue (here: down, so that
+// a read would answer 503 at once), and answers with the result this
+// process's worker stores; a GET that does not wait reads the queue.
+func TestAsyncWaitAccepted(t *testing.T) {
+	waiters := &queue.Waiters{}
+	f := newAsyncFixture(t, Async{Waiters: waiters, MaxWait: 3 * time.Second}, nil)
+	id := f.submit(t, DefaultTenantHeader, "acme")
+	f.q.down.Store(true)
+	defer f.q.down.Store(false)
+	if resp, out := do(t, "GET", f.url+"/v2/async/"+id, "", DefaultTenantHeader, "acme"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("GET without wait, the queue down = %d %s, want 503 (it reads the queue)", resp.StatusCode, out)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		r := &queue.Request{ID: id, Tenant: "acme", Deployment: "m", ResultTTL: time.Hour}
+		waiters.Stored(r, &queue.Result{Status: 200, ContentType: "application/json", Body: []byte(`{"stored":"here"}`)})
+	}()
+	resp, out := do(t, "GET", f.url+"/v2/async/"+id, "", DefaultTenantHeader, "acme", "Prefer", "wait=3")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(out, `"stored":"here"`) {
+		t.Errorf("GET with wait, the queue down = %d %s, want 200 with the result stored here", resp.StatusCode, out)
+	}
+	if resp, out := do(t, "GET", f.url+"/v2/async/"+id, "", DefaultTenantHeader, "globex", "Prefer", "wait=1"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("another tenant's GET with wait, the queue down = %d %s, want 503 (it reads the queue)", resp.StatusCode, out)
+	}
+}

@@ -20,7 +20,11 @@ import (
 // is answered without reading the queue: Known. A stored result never
 // changes (the first completion wins), so the memory is never stale; it
 // is bounded in entries and bytes, and it forgets a result before the
-// record would expire.
+// record would expire. It remembers as well the requests this process
+// accepted (Accepted), pending: a reader that will wait for the result
+// anyway (GET with Prefer: wait) starts waiting without reading the queue,
+// which it reads again on its next recheck. That memory may be stale (the
+// request finished in another process), so it is only a starting point.
 type Waiters struct {
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
@@ -31,14 +35,23 @@ type Waiters struct {
 	// order stored (the oldest forgotten first); knownBytes, the bytes
 	// of the remembered result bodies.
 	known      map[string]knownRecord
-	order      []string
+	order      []orderSlot
+	slots      uint64
 	knownBytes int
+}
+
+// orderSlot is an id's place in the order remembered: slot tells it from
+// a later place of the same id (a result after its pending record).
+type orderSlot struct {
+	id   string
+	slot uint64
 }
 
 // knownRecord is a remembered record and when to forget it.
 type knownRecord struct {
 	rec   Record
 	until time.Time
+	slot  uint64
 }
 
 // Bounds of what Waiters remembers.
@@ -102,12 +115,15 @@ func (w *Waiters) Wait(id string) (*Waiter, func()) {
 }
 
 // Done wakes those waiting on id, giving them res, the result stored (nil:
-// they read it from the queue). res is shared by the readers: none may
-// change it.
+// they read it from the queue, and a pending record Accepted remembered is
+// forgotten). res is shared by the readers: none may change it.
 func (w *Waiters) Done(id string, res *Result) {
 	w.mu.Lock()
 	ws := w.m[id]
 	delete(w.m, id)
+	if k, ok := w.known[id]; ok && res == nil && k.rec.State == Pending {
+		delete(w.known, id)
+	}
 	w.mu.Unlock()
 	for _, wt := range ws {
 		wt.res = res
@@ -129,44 +145,67 @@ func (w *Waiters) now() time.Time {
 	return time.Now()
 }
 
+// Accepted remembers r, just stored by this process, as pending, for
+// Known.
+func (w *Waiters) Accepted(r *Request) {
+	if r.ResultTTL <= 0 {
+		return
+	}
+	rec := Record{ID: r.ID, Tenant: r.Tenant, Deployment: r.Deployment, Version: r.Version, State: Pending,
+		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt(), Callback: r.Callback}
+	if r.Callback != "" {
+		rec.CallbackState = CallbackWaiting
+	}
+	w.keep(rec, rec.ExpiresAt)
+}
+
 // remember keeps r's record, with res, for Known.
 func (w *Waiters) remember(r *Request, res *Result) {
 	if r.ResultTTL <= 0 || len(res.Body) > maxKnownBody || (res.Body == nil && res.BodyRef != "") {
 		return
 	}
-	now := w.now()
 	done := res.CompletedAt
 	if done.IsZero() {
-		done = now
+		done = w.now()
 	}
+	w.keep(Record{ID: r.ID, Tenant: r.Tenant, Deployment: r.Deployment, Version: r.Version, State: Done,
+		CreatedAt: r.CreatedAt, ExpiresAt: done.Add(r.ResultTTL), Attempts: r.Attempt, Result: res}, done.Add(r.ResultTTL))
+}
+
+// keep remembers rec for Known until knownFor from now, or until expires
+// when sooner. A result replaces a pending record; nothing replaces a
+// result.
+func (w *Waiters) keep(rec Record, expires time.Time) {
+	now := w.now()
 	until := now.Add(knownFor)
-	if r.ResultTTL > 0 && done.Add(r.ResultTTL).Before(until) {
-		until = done.Add(r.ResultTTL) // the record expires first
+	if expires.Before(until) {
+		until = expires // the record expires first
 	}
-	rec := Record{ID: r.ID, Tenant: r.Tenant, Deployment: r.Deployment, Version: r.Version, State: Done,
-		CreatedAt: r.CreatedAt, ExpiresAt: done.Add(r.ResultTTL), Attempts: r.Attempt, Result: res}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.known == nil {
 		w.known = map[string]knownRecord{}
 	}
-	if _, ok := w.known[r.ID]; ok {
+	if k, ok := w.known[rec.ID]; ok && k.rec.State != Pending {
 		return
 	}
-	w.known[r.ID] = knownRecord{rec: rec, until: until}
-	w.order = append(w.order, r.ID)
-	w.knownBytes += len(res.Body)
+	w.slots++
+	w.known[rec.ID] = knownRecord{rec: rec, until: until, slot: w.slots} // a pending one's place is left empty
+	w.order = append(w.order, orderSlot{id: rec.ID, slot: w.slots})
+	w.knownBytes += rec.bodyLen()
 	// Forget the oldest while over a bound, or already due.
 	for len(w.order) > 0 {
-		k, ok := w.known[w.order[0]]
+		front := w.order[0]
+		k, ok := w.known[front.id]
+		ok = ok && k.slot == front.slot
 		if ok && len(w.order) <= maxKnown && w.knownBytes <= maxKnownBytes && now.Before(k.until) {
 			break
 		}
 		if ok {
-			w.knownBytes -= len(k.rec.Result.Body)
-			delete(w.known, w.order[0])
+			w.knownBytes -= k.rec.bodyLen()
+			delete(w.known, front.id)
 		}
-		w.order[0] = ""
+		w.order[0] = orderSlot{}
 		w.order = w.order[1:]
 	}
 	if len(w.order) == 0 {
@@ -174,9 +213,18 @@ func (w *Waiters) remember(r *Request, res *Result) {
 	}
 }
 
+// bodyLen is the length of the result body a record holds.
+func (r Record) bodyLen() int {
+	if r.Result == nil {
+		return 0
+	}
+	return len(r.Result.Body)
+}
+
 // Known returns tenant's request id as remembered by Stored, with its
-// result; false when it is not remembered (another tenant's id is not):
-// read the queue. The record carries no callback delivery state.
+// result, or by Accepted, pending; false when it is not remembered
+// (another tenant's id is not): read the queue. A done record carries no
+// callback delivery state; a pending one may be stale.
 func (w *Waiters) Known(tenant, id string) (Record, bool) {
 	now := w.now()
 	w.mu.Lock()

@@ -133,3 +133,42 @@ func TestWaitersKnown(t *testing.T) {
 		}
 	})
 }
+
+// TestWaitersAccepted: a request Accepted is known pending to its tenant
+// until its result replaces it, or a wake without a result forgets it;
+// results are never replaced.
+func TestWaitersAccepted(t *testing.T) {
+	var w queue.Waiters
+	r := &queue.Request{ID: queue.NewID(), Tenant: "acme", Deployment: "m", ResultTTL: time.Hour,
+		CreatedAt: time.Now(), Deadline: time.Now().Add(time.Minute)}
+	w.Accepted(r)
+	if rec, ok := w.Known("acme", r.ID); !ok || rec.State != queue.Pending || rec.Deployment != "m" {
+		t.Fatalf("Known after Accepted = %+v, %v; want pending", rec, ok)
+	}
+	if _, ok := w.Known("globex", r.ID); ok {
+		t.Error("another tenant knows the request")
+	}
+	w.Stored(r, &queue.Result{Status: 200, Body: []byte("x")})
+	if rec, ok := w.Known("acme", r.ID); !ok || rec.State != queue.Done || string(rec.Result.Body) != "x" {
+		t.Errorf("Known after Stored = %+v, %v; want done with the result", rec, ok)
+	}
+	w.Accepted(r) // as a duplicate would: the result stays
+	w.Done(r.ID, nil)
+	if rec, ok := w.Known("acme", r.ID); !ok || rec.State != queue.Done {
+		t.Errorf("Known after Accepted again and Done = %+v, %v; want the result kept", rec, ok)
+	}
+
+	// A wake without a result forgets a pending record.
+	p := &queue.Request{ID: queue.NewID(), Tenant: "acme", ResultTTL: time.Hour, Deadline: time.Now().Add(time.Minute)}
+	w.Accepted(p)
+	w.Done(p.ID, nil)
+	if _, ok := w.Known("acme", p.ID); ok {
+		t.Error("a pending record is known after a wake without a result")
+	}
+	// No result TTL: nothing to remember.
+	n := &queue.Request{ID: queue.NewID(), Tenant: "acme", Deadline: time.Now().Add(time.Minute)}
+	w.Accepted(n)
+	if _, ok := w.Known("acme", n.ID); ok {
+		t.Error("a request without a result TTL is known")
+	}
+}

@@ -54,6 +54,7 @@ func newRootCmd() *cobra.Command {
 		newMonitorCmd(),
 		newDeleteCmd(),
 		newPredictCmd(),
+		newAsyncCmd(),
 		newClusterCmd("operator", "Run the Kubernetes operator: ModelDeployments to replica pods, scaled 0:N"),
 		newClusterCmd("gateway", "Run the in-cluster data plane: OIP v2 for every ModelDeployment of a namespace"),
 		newModelsCmd(),

@@ -52,6 +52,9 @@ type Client struct {
 	base  string
 	hc    *http.Client
 	token string
+	// header is sent with every request (WithHeader); never changed in
+	// place, as copies of the client share it.
+	header http.Header
 }
 
 // New returns a client for the ebb server at baseURL (such as
@@ -72,15 +75,44 @@ func (c *Client) WithToken(token string) *Client {
 	return &cc
 }
 
+// TenantHeader is the header that names a request's tenant to a gateway
+// with auth off (gateway.DefaultTenantHeader). With auth on the token's
+// tenant counts, and the header is ignored.
+const TenantHeader = "Ebb-Tenant"
+
+// WithHeader returns a copy of c that sends the header name: value with
+// every request; "" sends none (removing one set before).
+func (c *Client) WithHeader(name, value string) *Client {
+	cc := *c
+	cc.header = c.header.Clone()
+	if cc.header == nil {
+		cc.header = http.Header{}
+	}
+	if value == "" {
+		cc.header.Del(name)
+	} else {
+		cc.header.Set(name, value)
+	}
+	return &cc
+}
+
+// WithTenant returns a copy of c whose requests name tenant in
+// TenantHeader, as a gateway with auth off reads it; "" names none (the
+// gateway's anonymous tenant).
+func (c *Client) WithTenant(tenant string) *Client { return c.WithHeader(TenantHeader, tenant) }
+
 // Server returns the base URL the client talks to.
 func (c *Client) Server() string { return c.base }
 
 // newRequest builds a request to path on the server, with the client's
-// token.
+// token and headers.
 func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("invalid server URL %q: %w", c.base, err)
+	}
+	for k, vs := range c.header {
+		req.Header[k] = append([]string(nil), vs...)
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -193,17 +225,9 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.hc.Do(req)
+	resp, b, err := c.send(req, path)
 	if err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			return 0, nil, &unreachableError{url: c.base, err: err}
-		}
-		return 0, nil, fmt.Errorf("%s %s at %s: %w", method, path, c.base, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("%s %s: read response from ebb at %s: %w", method, path, c.base, err)
+		return 0, nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, nil, responseError(resp.StatusCode, b)
@@ -211,12 +235,35 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 	return resp.StatusCode, b, nil
 }
 
+// send sends req (to path, for messages) and returns the answer, whatever
+// its status, with its body read and closed. A body over
+// maxResponseBytes is an error.
+func (c *Client) send(req *http.Request, path string) (*http.Response, []byte, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, nil, &unreachableError{url: c.base, err: err}
+		}
+		return nil, nil, fmt.Errorf("%s %s at %s: %w", req.Method, path, c.base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: read response from ebb at %s: %w", req.Method, path, c.base, err)
+	}
+	if len(b) > maxResponseBytes {
+		return nil, nil, fmt.Errorf("%s %s: the response from ebb at %s is over the client's limit of %d MiB", req.Method, path, c.base, maxResponseBytes>>20)
+	}
+	return resp, b, nil
+}
+
 // responseError decodes an error body: the admin API's
-// {"error":{"code":...,"message":...}}, OIP's {"error":"..."}, or anything
-// else, quoted.
+// {"error":{"code":...,"message":...}}, OIP's {"error":"..."} (with the
+// gateway's "code" beside it), or anything else, quoted.
 func responseError(status int, b []byte) *Error {
 	var env struct {
 		Error json.RawMessage `json:"error"`
+		Code  string          `json:"code"`
 	}
 	if json.Unmarshal(b, &env) == nil && len(env.Error) > 0 {
 		var detail struct {
@@ -228,7 +275,7 @@ func responseError(status int, b []byte) *Error {
 		}
 		var msg string
 		if json.Unmarshal(env.Error, &msg) == nil && msg != "" {
-			return &Error{Status: status, Message: msg}
+			return &Error{Status: status, Code: env.Code, Message: msg}
 		}
 	}
 	text := strings.TrimSpace(string(b))

@@ -52,7 +52,8 @@ func clusterHome(t *testing.T) (*home, *clusterRelease) {
 	chart := kubetest.InstallChart(t, c, ns, map[string]any{
 		"operator": map[string]any{"replicas": 2, "extraArgs": []string{"--lease-duration=4s", "--renew-deadline=3s", "--retry-period=500ms"}},
 		"gateway": map[string]any{"replicas": 2, "endpointsFrom": "pods",
-			"predictionLog": map[string]any{"partAge": "1s"}}, // uploaded to S3 a second after (predlog_test.go)
+			"predictionLog": map[string]any{"partAge": "1s"}, // uploaded to S3 a second after (predlog_test.go)
+			"async":         map[string]any{"store": dsn}},   // the registry's database (async_home_test.go)
 		"registry": map[string]any{"type": "postgres", "postgres": map[string]any{"existingSecret": "ebb-registry"}},
 		"artifacts": map[string]any{
 			"location": fmt.Sprintf("s3://%s/models", s3.Bucket),

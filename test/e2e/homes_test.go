@@ -341,6 +341,7 @@ func runHome(t *testing.T, h *home) {
 		t.Errorf("[%s] request pinned at zero: %d %s, want 503 saying it was scaled to zero", h.name, code, body)
 	}
 	h.staysAtZero("diabetes", 2*time.Second, "a request while pinned at zero")
+	runAsyncPinned(t, h, "diabetes", v1.Rows[k]) // async_home_test.go
 	h.cli("scale", "diabetes", "--auto")
 	// In a cluster the gateways learn of the unpin from their watch, a
 	// moment after the API answered (ebb up's API answers once its gateway
@@ -353,6 +354,7 @@ func runHome(t *testing.T, h *home) {
 	if code != http.StatusOK {
 		t.Errorf("[%s] request after unpinning: %d %s", h.name, code, body)
 	}
+	runAsyncServed(t, h, "diabetes", v1.Rows[k], v2.Predictions[k])
 
 	runSplit(t, h, v1, v2, rows)
 	runUndo(t, h, v1, v2, rows)

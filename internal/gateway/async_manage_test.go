@@ -136,15 +136,7 @@ func TestAsyncList(t *testing.T) {
 func TestAsyncManageAuth(t *testing.T) {
 	tokens := &tokenMap{m: map[string]auth.Token{}}
 	v := auth.NewVerifier(tokens, 0, nil)
-	withTenant := func(tenant, scope string) string {
-		secret := tokens.add(t, scope)
-		id, _, _ := auth.ParseToken(secret)
-		tok := tokens.m[id]
-		tok.Tenant = tenant
-		tokens.m[id] = tok
-		return "Bearer " + secret
-	}
-	acme, acmeOther := withTenant("acme", "predict:m"), withTenant("acme", "predict:other")
+	acme, acmeOther := "Bearer "+tokens.addTenant(t, "acme", "predict:m"), "Bearer "+tokens.addTenant(t, "acme", "predict:other")
 	f := newAsyncFixture(t, Async{}, v)
 	id := f.submit(t, "Authorization", acme)
 	if resp, out := do(t, "GET", f.url+"/v2/async", ""); resp.StatusCode != http.StatusUnauthorized {

@@ -296,20 +296,23 @@ func TestWantsAsync(t *testing.T) {
 	}
 }
 
+// addTenant adds a token of tenant with scope and returns its secret.
+func (m *tokenMap) addTenant(t *testing.T, tenant, scope string) string {
+	t.Helper()
+	secret := m.add(t, scope)
+	id, _, _ := auth.ParseToken(secret)
+	tok := m.m[id]
+	tok.Tenant = tenant
+	m.m[id] = tok
+	return secret
+}
+
 // TestAsyncAuth: with auth on, polling needs a valid token; another
 // tenant's token, or one that may not predict the deployment, sees 404.
 func TestAsyncAuth(t *testing.T) {
 	tokens := &tokenMap{m: map[string]auth.Token{}}
 	v := auth.NewVerifier(tokens, 0, nil)
-	withTenant := func(tenant, scope string) string {
-		secret := tokens.add(t, scope)
-		id, _, _ := auth.ParseToken(secret)
-		tok := tokens.m[id]
-		tok.Tenant = tenant
-		tokens.m[id] = tok
-		return secret
-	}
-	acme, globex, acmeOther := withTenant("acme", "predict:m"), withTenant("globex", "predict:m"), withTenant("acme", "predict:other")
+	acme, globex, acmeOther := tokens.addTenant(t, "acme", "predict:m"), tokens.addTenant(t, "globex", "predict:m"), tokens.addTenant(t, "acme", "predict:other")
 	f := newAsyncFixture(t, Async{}, v)
 	id := f.submit(t, "Authorization", "Bearer "+acme)
 	for _, tc := range []struct {

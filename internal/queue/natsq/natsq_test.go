@@ -78,12 +78,11 @@ func TestEnqueueTooLarge(t *testing.T) {
 	}
 }
 
-// TestWildcardIDs: an id is a subject token in the request stream; one
-// with NATS's wildcards or separators names no request, and leaves the
-// tenant's requests as they were.
-func TestWildcardIDs(t *testing.T) {
-	s := startServer(t)
-	q, err := natsq.Open(t.Context(), connect(t, s), natsq.Options{Timeout: time.Second})
+// queueWithOne opens a queue on a new server and enqueues one request of
+// tenant acme to deployment iris.
+func queueWithOne(t *testing.T) (*natsq.Queue, queue.Request) {
+	t.Helper()
+	q, err := natsq.Open(t.Context(), connect(t, startServer(t)), natsq.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +91,14 @@ func TestWildcardIDs(t *testing.T) {
 	if err := q.Enqueue(t.Context(), r); err != nil {
 		t.Fatal(err)
 	}
+	return q, r
+}
+
+// TestWildcardIDs: an id is a subject token in the request stream; one
+// with NATS's wildcards or separators names no request, and leaves the
+// tenant's requests as they were.
+func TestWildcardIDs(t *testing.T) {
+	q, r := queueWithOne(t)
 	for _, id := range []string{"*", ">", "a.b", r.ID[:4] + "*", "", "a b"} {
 		if _, err := q.Get(t.Context(), "acme", id); !errors.Is(err, queue.ErrNotFound) {
 			t.Errorf("Get(acme, %q) = %v, want ErrNotFound", id, err)
@@ -120,16 +127,7 @@ func TestWildcardIDs(t *testing.T) {
 // leaves the message to be delivered again; that delivery finds the
 // result and is acknowledged, not run.
 func TestRedeliveryOfFinished(t *testing.T) {
-	s := startServer(t)
-	q, err := natsq.Open(t.Context(), connect(t, s), natsq.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := queue.Request{ID: queue.NewID(), Tenant: "acme", Deployment: "iris", Body: []byte("x"),
-		Deadline: time.Now().Add(time.Hour), ResultTTL: time.Hour}
-	if err := q.Enqueue(t.Context(), r); err != nil {
-		t.Fatal(err)
-	}
+	q, r := queueWithOne(t)
 	rs, err := q.Claim(t.Context(), "iris", 1, 300*time.Millisecond)
 	if err != nil || len(rs) != 1 {
 		t.Fatalf("Claim = %d, %v; want 1", len(rs), err)

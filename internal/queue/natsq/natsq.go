@@ -106,25 +106,20 @@ type Queue struct {
 	//   - leased: those it set its lease on, by name (Claim uses them);
 	//   - claims: the metadata of each request this process claimed and
 	//     has not completed or released, by lease token, so that Complete
-	//     writes its outcome without reading anything;
-	//   - counted: each deployment's pending requests when Enqueue last
-	//     counted them, plus this process's enqueues since.
+	//     writes its outcome without reading anything.
 	mu      sync.Mutex
 	ensured map[string]bool
 	leased  map[string]jetstream.Consumer
 	claims  map[string]claimed
-	counted map[string]pendingCount
+	// counts keeps Enqueue from reading a deployment's consumers on
+	// every enqueue.
+	counts queue.PendingCounts
 }
 
 // claimed is what a claim knows of its request.
 type claimed struct {
 	key string
 	m   *meta
-}
-
-type pendingCount struct {
-	n  int
-	at time.Time
 }
 
 // Open returns a Queue on the JetStream of nc, creating (or updating) its
@@ -153,7 +148,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) {
 		return nil, err
 	}
 	q := &Queue{nc: nc, js: js, opts: opts, ensured: map[string]bool{}, leased: map[string]jetstream.Consumer{},
-		claims: map[string]claimed{}, counted: map[string]pendingCount{},
+		claims:  map[string]claimed{},
 		subject: strings.ReplaceAll(strings.ToLower(opts.Name), "_", "."), url: nc.ConnectedUrlRedacted()}
 	ctx, cancel := q.op(ctx)
 	defer cancel()
@@ -407,7 +402,9 @@ func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
 	if err := q.ensureConsumers(ctx, r.Deployment); err != nil {
 		return q.fail(ctx, "enqueue "+r.ID, err)
 	}
-	if err := q.checkDepth(ctx, r.Deployment); err != nil {
+	now := q.now()
+	counted, err := q.checkDepth(ctx, r.Deployment, now)
+	if err != nil {
 		return err
 	}
 	msg := &nats.Msg{Subject: q.requestSubject(r.Deployment, r.Priority, k), Data: r.Body, Header: nats.Header{}}
@@ -422,48 +419,25 @@ func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
 		}
 		return q.fail(ctx, "enqueue "+r.ID, err)
 	}
-	q.noteEnqueued(r.Deployment, -1, time.Time{})
+	q.counts.Enqueued(r.Deployment, counted, now)
 	return nil
 }
 
-// recountAfter is how long Enqueue trusts a count of a deployment's
-// pending requests that is under half its MaxDepth.
-const recountAfter = time.Second
-
 // checkDepth returns queue.ErrFull when dep has MaxDepth requests pending,
-// counting them when the last count is stale or near the bound.
-func (q *Queue) checkDepth(ctx context.Context, dep string) error {
-	now := time.Now()
-	q.mu.Lock()
-	c, ok := q.counted[dep]
-	q.mu.Unlock()
-	if ok && now.Sub(c.at) < recountAfter && !now.Before(c.at) && c.n < q.opts.MaxDepth/2 {
-		return nil
+// counting them when PendingCounts says so; counted is the count, -1 when
+// not taken.
+func (q *Queue) checkDepth(ctx context.Context, dep string, now time.Time) (counted int, err error) {
+	if !q.counts.MustCount(dep, now, q.opts.MaxDepth) {
+		return -1, nil
 	}
 	n, err := q.depth(ctx, dep)
 	if err != nil {
-		return q.fail(ctx, "count the requests of "+dep, err)
+		return -1, q.fail(ctx, "count the requests of "+dep, err)
 	}
 	if n >= q.opts.MaxDepth {
-		q.noteEnqueued(dep, n, now)
-		return fmt.Errorf("natsq: deployment %q has %d async requests pending, its limit: %w", dep, n, queue.ErrFull)
+		return -1, fmt.Errorf("natsq: deployment %q has %d async requests pending, its limit: %w", dep, n, queue.ErrFull)
 	}
-	q.noteEnqueued(dep, n, now)
-	return nil
-}
-
-// noteEnqueued records a count of dep's pending requests (counted >= 0),
-// or one enqueue since the last count.
-func (q *Queue) noteEnqueued(dep string, counted int, at time.Time) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if counted >= 0 {
-		q.counted[dep] = pendingCount{n: counted, at: at}
-		return
-	}
-	c := q.counted[dep]
-	c.n++
-	q.counted[dep] = c
+	return n, nil
 }
 
 // A lease token is "<key> <attempt> <ack subject>": what Complete, Release

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/queue"
@@ -46,59 +45,17 @@ type QueueOptions struct {
 type Queue struct {
 	s    *Store
 	opts QueueOptions
-
-	// mu guards counted: each deployment's pending requests when Enqueue
-	// last counted them, plus its enqueues since (completions not taken
-	// off: it only overestimates, as far as this process sees).
-	mu      sync.Mutex
-	counted map[string]pendingCount
+	// counts keeps Enqueue from counting a deployment's pending requests
+	// (a scan of its pending rows) on every enqueue.
+	counts queue.PendingCounts
 }
-
-// pendingCount is a deployment's pending requests as Enqueue knows them.
-type pendingCount struct {
-	n  int
-	at time.Time // when they were counted
-}
-
-// recountAfter is how long Enqueue trusts a count of a deployment's
-// pending requests that is under half its MaxDepth: counting them is a
-// scan of the deployment's pending rows, which cost more than the insert
-// once thousands wait. Only other processes' enqueues (several gateways
-// on one PostgreSQL) go unseen meanwhile, and they would need to add half
-// the limit within it to pass it.
-const recountAfter = time.Second
 
 // Queue returns the async queue in s's database.
 func (s *Store) Queue(opts QueueOptions) *Queue {
 	if opts.MaxDepth <= 0 {
 		opts.MaxDepth = DefaultMaxDepth
 	}
-	return &Queue{s: s, opts: opts, counted: map[string]pendingCount{}}
-}
-
-// mustCount reports whether Enqueue must count dep's pending requests
-// before adding one: its last count is old, or it (with the enqueues
-// since) is at half the limit or more.
-func (q *Queue) mustCount(dep string, now time.Time) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	c, ok := q.counted[dep]
-	return !ok || now.Sub(c.at) >= recountAfter || now.Before(c.at) || c.n >= q.opts.MaxDepth/2
-}
-
-// noteEnqueued records one enqueue of dep; counted, when >= 0, is how many
-// were pending before it, counted now.
-func (q *Queue) noteEnqueued(dep string, counted int, now time.Time) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if counted >= 0 {
-		q.counted[dep] = pendingCount{n: counted + 1, at: now}
-		return
-	}
-	if c, ok := q.counted[dep]; ok {
-		c.n++
-		q.counted[dep] = c
-	}
+	return &Queue{s: s, opts: opts}
 }
 
 // us returns t in Unix microseconds; the zero time is 0.
@@ -141,7 +98,7 @@ func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
 	counted := -1
 	err = q.s.write(ctx, func(tx conn) error {
 		counted = -1
-		if q.mustCount(r.Deployment, now) {
+		if q.counts.MustCount(r.Deployment, now, q.opts.MaxDepth) {
 			var n int
 			if err := tx.row(ctx, `SELECT count(*) FROM async_requests WHERE deployment = ? AND state = 'pending'`,
 				r.Deployment).Scan(&n); err != nil {
@@ -169,7 +126,7 @@ func (q *Queue) Enqueue(ctx context.Context, r queue.Request) error {
 	if err != nil {
 		return fmt.Errorf("enqueue async request: %w", err)
 	}
-	q.noteEnqueued(r.Deployment, counted, now)
+	q.counts.Enqueued(r.Deployment, counted, now)
 	return nil
 }
 

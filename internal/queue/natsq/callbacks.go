@@ -11,78 +11,51 @@ import (
 	"github.com/ebb-ml/ebb/internal/queue"
 )
 
-// callbackConsumer returns the callback stream's consumer with this
-// process's lease, as consumer does for requests.
-func (q *Queue) callbackConsumer(ctx context.Context, lease time.Duration) (jetstream.Consumer, error) {
-	const name = "cb"
-	q.mu.Lock()
-	c, ok := q.leased[name]
-	q.mu.Unlock()
-	if ok {
-		return c, nil
-	}
-	c, err := q.cbs.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: name, FilterSubject: q.subject + ".cb", AckPolicy: jetstream.AckExplicitPolicy, AckWait: lease,
-		MaxDeliver: -1, MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, err
-	}
-	q.mu.Lock()
-	q.leased[name] = c
-	q.mu.Unlock()
-	return c, nil
-}
-
 // ClaimCallbacks implements queue.Queue.
 func (q *Queue) ClaimCallbacks(ctx context.Context, n int, lease time.Duration) ([]queue.Callback, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
-	c, err := q.callbackConsumer(ctx, lease)
-	if err != nil {
-		return nil, q.fail(ctx, "claim callbacks", err)
-	}
-	batch, err := c.FetchNoWait(n)
-	if err != nil {
-		return nil, q.fail(ctx, "claim callbacks", err)
-	}
 	var out []queue.Callback
-	var claimErr error
-	for msg := range batch.Messages() {
-		if claimErr != nil {
-			_ = q.ack(ctx, msg.Reply(), nak(0))
-			continue
-		}
-		k := msg.Headers().Get(headerKey)
-		r, _, err := q.get(ctx, k)
-		switch {
-		case errors.Is(err, queue.ErrNotFound):
-			_ = q.ack(ctx, msg.Reply(), "+ACK")
-			continue
-		case err != nil:
-			claimErr = err
-			_ = q.ack(ctx, msg.Reply(), nak(0))
-			continue
-		case r.CB != queue.CallbackPending || r.Result == nil:
-			_ = q.ack(ctx, msg.Reply(), "+ACK")
-			continue
-		}
-		md, err := msg.Metadata()
-		if err != nil {
-			claimErr = err
-			continue
-		}
-		attempt := int(md.NumDelivered)
-		out = append(out, queue.Callback{ID: r.ID, Tenant: r.Tenant, Deployment: r.Deployment, URL: r.Callback,
-			Attempt: attempt, LeaseToken: leaseToken(k, attempt, msg.Reply()), Result: *r.Result})
+	c, err := q.leasedConsumer(ctx, q.cbs, jetstream.ConsumerConfig{
+		Durable: "cb", FilterSubject: q.subject + ".cb", AckPolicy: jetstream.AckExplicitPolicy, AckWait: lease,
+		MaxDeliver: -1, MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err == nil {
+		err = q.fetch(ctx, c, n, func(msg jetstream.Msg) error {
+			cb, err := q.callbackOf(ctx, msg)
+			if cb != nil {
+				out = append(out, *cb)
+			}
+			return err
+		})
 	}
-	if err := batch.Error(); err != nil && claimErr == nil {
-		claimErr = err
-	}
-	if claimErr != nil {
-		return out, q.fail(ctx, "claim callbacks", claimErr)
+	if err != nil {
+		return out, q.fail(ctx, "claim callbacks", err)
 	}
 	return out, nil
+}
+
+// callbackOf turns a delivered callback message into a claimed callback,
+// or, when its result is gone or needs no callback (any more),
+// acknowledges it and returns nil.
+func (q *Queue) callbackOf(ctx context.Context, msg jetstream.Msg) (*queue.Callback, error) {
+	k := msg.Headers().Get(headerKey)
+	r, _, err := q.get(ctx, k)
+	switch {
+	case errors.Is(err, queue.ErrNotFound):
+		return nil, q.ack(ctx, msg.Reply(), "+ACK")
+	case err != nil:
+		return nil, err
+	case r.CB != queue.CallbackPending || r.Result == nil:
+		return nil, q.ack(ctx, msg.Reply(), "+ACK")
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return nil, err
+	}
+	attempt := int(md.NumDelivered)
+	return &queue.Callback{ID: r.ID, Tenant: r.Tenant, Deployment: r.Deployment, URL: r.Callback,
+		Attempt: attempt, LeaseToken: leaseToken(k, attempt, msg.Reply()), Result: *r.Result}, nil
 }
 
 // SettleCallback implements queue.Queue.

@@ -73,26 +73,54 @@ func (q *Queue) ensureConsumers(ctx context.Context, dep string) error {
 }
 
 // consumer returns dep's consumer at lvl with this process's lease.
-// JetStream keeps one AckWait per consumer, so the lease is set by this
-// process's first claim (creating or updating the consumer) and the lease
-// of later claims is not looked at: every worker should claim with the
-// same lease.
 func (q *Queue) consumer(ctx context.Context, dep, lvl string, lease time.Duration) (jetstream.Consumer, error) {
-	name := consumerName(dep, lvl)
+	return q.leasedConsumer(ctx, q.stream, q.consumerConfig(dep, lvl, lease))
+}
+
+// leasedConsumer returns the durable consumer cfg names on stream, with
+// cfg's AckWait, the lease. JetStream keeps one AckWait per consumer, so
+// the lease is set by this process's first claim (creating or updating
+// the consumer) and the lease of later claims is not looked at: every
+// worker should claim with the same lease.
+func (q *Queue) leasedConsumer(ctx context.Context, stream jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	q.mu.Lock()
-	c, ok := q.leased[name]
+	c, ok := q.leased[cfg.Durable]
 	q.mu.Unlock()
 	if ok {
 		return c, nil
 	}
-	c, err := q.stream.CreateOrUpdateConsumer(ctx, q.consumerConfig(dep, lvl, lease))
+	c, err := stream.CreateOrUpdateConsumer(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	q.mu.Lock()
-	q.leased[name], q.ensured[name] = c, true
+	q.leased[cfg.Durable], q.ensured[cfg.Durable] = c, true
 	q.mu.Unlock()
 	return c, nil
+}
+
+// fetch takes up to n messages from c, at once, and hands each to take.
+// Once take fails, the messages left are given back (negatively
+// acknowledged, for another claim now), that one too. It returns take's
+// first error, else the batch's.
+func (q *Queue) fetch(ctx context.Context, c jetstream.Consumer, n int, take func(jetstream.Msg) error) error {
+	batch, err := c.FetchNoWait(n)
+	if err != nil {
+		return err
+	}
+	var first error
+	for msg := range batch.Messages() {
+		if first == nil {
+			if first = take(msg); first == nil {
+				continue
+			}
+		}
+		_ = q.ack(ctx, msg.Reply(), nak(0))
+	}
+	if first != nil {
+		return first
+	}
+	return batch.Error()
 }
 
 // Claim implements queue.Queue: interactive requests first, then batch,
@@ -106,34 +134,17 @@ func (q *Queue) Claim(ctx context.Context, deployment string, n int, lease time.
 			break
 		}
 		c, err := q.consumer(ctx, deployment, lvl, lease)
+		if err == nil {
+			err = q.fetch(ctx, c, n-len(out), func(msg jetstream.Msg) error {
+				r, err := q.claimed(ctx, msg)
+				if r != nil {
+					out = append(out, r)
+				}
+				return err
+			})
+		}
 		if err != nil {
 			return out, q.fail(ctx, "claim "+deployment, err)
-		}
-		batch, err := c.FetchNoWait(n - len(out))
-		if err != nil {
-			return out, q.fail(ctx, "claim "+deployment, err)
-		}
-		var claimErr error
-		for msg := range batch.Messages() {
-			if claimErr != nil {
-				_ = q.ack(ctx, msg.Reply(), nak(0)) // for another claim, now
-				continue
-			}
-			r, err := q.claimed(ctx, msg)
-			if err != nil {
-				claimErr = err
-				_ = q.ack(ctx, msg.Reply(), nak(0))
-				continue
-			}
-			if r != nil {
-				out = append(out, r)
-			}
-		}
-		if err := batch.Error(); err != nil && claimErr == nil {
-			claimErr = err
-		}
-		if claimErr != nil {
-			return out, q.fail(ctx, "claim "+deployment, claimErr)
 		}
 	}
 	return out, nil

@@ -342,7 +342,6 @@ func (g *Gateway) serveAsync(ctx *fasthttp.RequestCtx, id []byte) {
 		g.asyncCancel(ctx, a, p, tenant, string(id))
 		return
 	}
-	missing := func() { asyncMissing(ctx, id) }
 	wait := preferredWait(ctx, a.MaxWait)
 	var w *queue.Waiter
 	stop := func() {}
@@ -364,7 +363,7 @@ func (g *Gateway) serveAsync(ctx *fasthttp.RequestCtx, id []byte) {
 	}
 	switch {
 	case errors.Is(err, queue.ErrNotFound):
-		missing()
+		asyncMissing(ctx, id)
 		return
 	case err != nil:
 		ctx.Response.Header.Set("Retry-After", "5")

@@ -30,11 +30,7 @@ func (g *Gateway) asyncCaller(ctx *fasthttp.RequestCtx) (p *auth.Principal, tena
 	if g.opts.Auth != nil {
 		pr, err := g.principal(ctx)
 		if err != nil {
-			status, code, msg := auth.Status(err)
-			if status == http.StatusUnauthorized {
-				ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ebb"`)
-			}
-			writeErrorCode(ctx, status, code, msg)
+			writeAuthError(ctx, err)
 			return nil, "", false
 		}
 		p = &pr

@@ -59,8 +59,9 @@ func (a *Async) watch(id string) (w *queue.Waiter, stop func()) {
 }
 
 // get reads tenant's request id, bounded by a.Timeout: from what this
-// process's worker just stored when it remembers the request (a result
-// never changes once stored), else from the queue.
+// process remembers of it (Waiters.Known) when that is its result (a
+// result never changes once stored), or, with pendingOK, that it is
+// pending (it may have finished elsewhere since); else from the queue.
 func (a *Async) get(tenant, id string, pendingOK bool) (queue.Record, error) {
 	if a.Waiters != nil {
 		if rec, ok := a.Waiters.Known(tenant, id); ok && (pendingOK || rec.State != queue.Pending) {

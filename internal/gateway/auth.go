@@ -41,14 +41,20 @@ func (g *Gateway) authorize(ctx *fasthttp.RequestCtx, name []byte) (tenant strin
 		}
 	}
 	if err != nil {
-		status, code, msg := auth.Status(err)
-		if status == http.StatusUnauthorized {
-			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ebb"`)
-		}
-		writeErrorCode(ctx, status, code, msg)
+		writeAuthError(ctx, err)
 		return "", false
 	}
 	return g.tenantOf(ctx, &p), true
+}
+
+// writeAuthError answers a refused request: 401 with WWW-Authenticate, or
+// 403, with the refusal's code.
+func writeAuthError(ctx *fasthttp.RequestCtx, err error) {
+	st, code, msg := auth.Status(err)
+	if st == http.StatusUnauthorized {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ebb"`)
+	}
+	writeErrorCode(ctx, st, code, msg)
 }
 
 // principal authenticates the bearer token of ctx's Authorization header.

@@ -157,15 +157,6 @@ func (g *Gateway) shardResolve(ctx *fasthttp.RequestCtx, sh *routing.Shard, name
 	return rt, version
 }
 
-// writeAuthError answers a refused request as the auth stage does.
-func writeAuthError(ctx *fasthttp.RequestCtx, err error) {
-	st, code, msg := auth.Status(err)
-	if st == http.StatusUnauthorized {
-		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ebb"`)
-	}
-	writeErrorCode(ctx, st, code, msg)
-}
-
 // codeRouteNoTarget is the code of a request a route object sends nowhere.
 const codeRouteNoTarget = "route/no_target"
 

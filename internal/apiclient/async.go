@@ -76,6 +76,8 @@ type AsyncListOptions struct {
 	Limit int
 }
 
+var errNoAsyncID = errors.New("no async request id given: it is the id of the 202 answer, the last part of its Location (/v2/async/ID)")
+
 func asyncPath(id string) string { return "/v2/async/" + url.PathEscape(id) }
 
 // AsyncGet reads the async request id: its result once done (Status 200),
@@ -86,7 +88,7 @@ func asyncPath(id string) string { return "/v2/async/" + url.PathEscape(id) }
 // tenant's fail alike with code async/not_found.
 func (c *Client) AsyncGet(ctx context.Context, id string, wait time.Duration) (AsyncResult, error) {
 	if id == "" {
-		return AsyncResult{}, errors.New("no async request id given: it is the id of the 202 answer, the last part of its Location (/v2/async/ID)")
+		return AsyncResult{}, errNoAsyncID
 	}
 	path := asyncPath(id)
 	req, err := c.newRequest(ctx, http.MethodGet, path, nil)
@@ -162,7 +164,7 @@ func (c *Client) AsyncList(ctx context.Context, opts AsyncListOptions) ([]queue.
 // async/not_found.
 func (c *Client) AsyncCancel(ctx context.Context, id string) (AsyncStatus, error) {
 	if id == "" {
-		return AsyncStatus{}, errors.New("no async request id given: it is the id of the 202 answer, the last part of its Location (/v2/async/ID)")
+		return AsyncStatus{}, errNoAsyncID
 	}
 	var out AsyncStatus
 	_, err := c.doJSON(ctx, http.MethodDelete, asyncPath(id), "", nil, &out)

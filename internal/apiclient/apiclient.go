@@ -101,6 +101,14 @@ func (c *Client) WithHeader(name, value string) *Client {
 // gateway's anonymous tenant).
 func (c *Client) WithTenant(tenant string) *Client { return c.WithHeader(TenantHeader, tenant) }
 
+// withQuery is path with q as its query; path alone when q is empty.
+func withQuery(path string, q url.Values) string {
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
+}
+
 // Server returns the base URL the client talks to.
 func (c *Client) Server() string { return c.base }
 

@@ -144,9 +144,7 @@ func (c *Client) AsyncList(ctx context.Context, opts AsyncListOptions) ([]queue.
 		q.Set("limit", strconv.Itoa(opts.Limit))
 	}
 	path := "/v2/async"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
+	path = withQuery(path, q)
 	var out queue.RecordList
 	_, err := c.doJSON(ctx, http.MethodGet, path, "", nil, &out)
 	if err != nil {

@@ -38,9 +38,7 @@ func (c *Client) ListModels(ctx context.Context, opts registry.ListOptions) (api
 		q.Set("limit", strconv.Itoa(opts.Limit))
 	}
 	path := "/v1/models"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
+	path = withQuery(path, q)
 	var out api.ModelList
 	_, err := c.doJSON(ctx, http.MethodGet, path, "", nil, &out)
 	return out, err
@@ -72,9 +70,7 @@ func (c *Client) ListVersions(ctx context.Context, name string, after, limit int
 		q.Set("limit", strconv.Itoa(limit))
 	}
 	path := modelPath(name) + "/versions"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
+	path = withQuery(path, q)
 	var out api.VersionList
 	_, err := c.doJSON(ctx, http.MethodGet, path, "", nil, &out)
 	return out, err

@@ -75,9 +75,7 @@ func (c *Client) Logs(ctx context.Context, deployment string, opts LogOptions) (
 		q.Set("tail", strconv.FormatInt(opts.Tail, 10))
 	}
 	path := deploymentPath(deployment) + "/logs"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
+	path = withQuery(path, q)
 	req, err := c.newRequest(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return nil, err

@@ -28,9 +28,7 @@ func (c *Client) GetShadow(ctx context.Context, deployment string, crit rollout.
 		q.Set("minRequests", strconv.Itoa(crit.MinRequests))
 	}
 	path := deploymentPath(deployment) + "/shadow"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
+	path = withQuery(path, q)
 	var out rollout.ShadowStatus
 	_, err := c.doJSON(ctx, http.MethodGet, path, "", nil, &out)
 	return out, err

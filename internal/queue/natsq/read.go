@@ -285,8 +285,8 @@ func (q *Queue) List(ctx context.Context, tenant string, opts queue.ListOptions)
 	return out, nil
 }
 
-// Depth implements queue.Queue: the messages of the deployment's
-// consumers not yet delivered or not yet acknowledged.
+// Depth implements queue.Queue: the deployment's messages in the stream,
+// not yet delivered or not yet acknowledged.
 func (q *Queue) Depth(ctx context.Context, deployment string) (int, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
@@ -297,23 +297,34 @@ func (q *Queue) Depth(ctx context.Context, deployment string) (int, error) {
 	return n, nil
 }
 
+// depth counts the deployment's messages as the stream holds them now:
+// a direct get of the first, whose Nats-Num-Pending counts those after
+// it. (Its consumers' counts, which Depths reads, follow a publish a
+// moment later: the bound on enqueues needs the count it has stored.)
 func (q *Queue) depth(ctx context.Context, deployment string) (int, error) {
-	n := 0
-	for _, lvl := range levels {
-		c, err := q.stream.Consumer(ctx, consumerName(deployment, lvl))
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			continue // none enqueued yet
-		}
-		if err != nil {
-			return 0, err
-		}
-		info := c.CachedInfo()
-		n += int(info.NumPending) + info.NumAckPending
+	req, err := json.Marshal(map[string]any{"seq": 1, "next_by_subj": q.subject + ".q." + token(deployment) + ".*.>", "batch": 1})
+	if err != nil {
+		return 0, err
 	}
-	return n, nil
+	msg, err := q.nc.RequestWithContext(ctx, q.directSubject(), req)
+	if err != nil {
+		return 0, err
+	}
+	switch err := directStatus(msg); {
+	case errors.Is(err, queue.ErrNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	after, err := strconv.Atoi(msg.Header.Get("Nats-Num-Pending"))
+	if err != nil {
+		return 0, fmt.Errorf("direct get from the request stream: no Nats-Num-Pending: %w", err)
+	}
+	return after + 1, nil
 }
 
-// Depths implements queue.Queue.
+// Depths implements queue.Queue, from the consumers' counts: every
+// deployment's in one read, a moment behind the latest publishes.
 func (q *Queue) Depths(ctx context.Context) (map[string]int, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()

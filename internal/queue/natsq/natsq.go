@@ -12,9 +12,10 @@
 //     filtered to its subjects, whose AckWait is the claims' lease (set by
 //     a process's first claim; JetStream keeps one per consumer): a message
 //     not acknowledged in time is delivered again, which is how a crashed
-//     worker loses nothing. Its pending and unacknowledged messages are the
-//     deployment's depth. A request's subject holds it alone, so that Get
-//     and Cancel find it by tenant and id.
+//     worker loses nothing. The deployment's messages in the stream are
+//     its depth (Depth counts them there; Depths sums its consumers'
+//     pending and unacknowledged, a moment behind). A request's subject
+//     holds it alone, so that Get and Cancel find it by tenant and id.
 //   - Key-value bucket EBB_ASYNC_RECORDS: the outcome of every finished
 //     request (its result, or its cancellation, and the delivery of its
 //     callback), under the key t<tenant>.<id>. The first outcome is a

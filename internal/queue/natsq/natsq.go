@@ -13,8 +13,8 @@
 //     a process's first claim; JetStream keeps one per consumer): a message
 //     not acknowledged in time is delivered again, which is how a crashed
 //     worker loses nothing. The deployment's messages in the stream are
-//     its depth (Depth counts them there; Depths sums its consumers'
-//     pending and unacknowledged, a moment behind). A request's subject
+//     its depth, counted there by a direct get of its first (a
+//     consumer's counts lag a publish). A request's subject
 //     holds it alone, so that Get and Cancel find it by tenant and id.
 //   - Key-value bucket EBB_ASYNC_RECORDS: the outcome of every finished
 //     request (its result, or its cancellation, and the delivery of its
@@ -75,7 +75,7 @@ type Options struct {
 	Replicas int
 	// MaxDepth bounds the pending requests of a deployment, both priority
 	// levels together; default 100000. Enqueue counts them (its
-	// consumers' pending and unacknowledged messages) when its last count
+	// messages in the stream, as Depth does) when its last count
 	// is a second old or at half the bound, and counts its own enqueues
 	// in between: only other processes' enqueues meanwhile go unseen.
 	MaxDepth int

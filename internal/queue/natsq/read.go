@@ -299,8 +299,8 @@ func (q *Queue) Depth(ctx context.Context, deployment string) (int, error) {
 
 // depth counts the deployment's messages as the stream holds them now:
 // a direct get of the first, whose Nats-Num-Pending counts those after
-// it. (Its consumers' counts, which Depths reads, follow a publish a
-// moment later: the bound on enqueues needs the count it has stored.)
+// it. (A consumer's counts follow a publish a moment later: the bound on
+// enqueues and a poll right after an enqueue need the count stored.)
 func (q *Queue) depth(ctx context.Context, deployment string) (int, error) {
 	req, err := json.Marshal(map[string]any{"seq": 1, "next_by_subj": q.subject + ".q." + token(deployment) + ".*.>", "batch": 1})
 	if err != nil {
@@ -323,21 +323,33 @@ func (q *Queue) depth(ctx context.Context, deployment string) (int, error) {
 	return after + 1, nil
 }
 
-// Depths implements queue.Queue, from the consumers' counts: every
-// deployment's in one read, a moment behind the latest publishes.
+// Depths implements queue.Queue. The deployments are those with
+// consumers (Enqueue makes them before it publishes), read in one call;
+// each one's depth is then counted in the stream as Depth counts it, one
+// direct get per deployment, since the consumers' own counts lag a
+// publish.
 func (q *Queue) Depths(ctx context.Context) (map[string]int, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
-	out := map[string]int{}
+	deps := map[string]bool{}
 	l := q.stream.ListConsumers(ctx)
 	for info := range l.Info() {
-		dep, ok := consumerDeployment(info.Name)
-		if n := int(info.NumPending) + info.NumAckPending; ok && n > 0 {
-			out[dep] += n
+		if dep, ok := consumerDeployment(info.Name); ok {
+			deps[dep] = true
 		}
 	}
 	if err := l.Err(); err != nil {
 		return nil, q.fail(ctx, "depths", err)
+	}
+	out := map[string]int{}
+	for dep := range deps {
+		n, err := q.depth(ctx, dep)
+		if err != nil {
+			return nil, q.fail(ctx, "depth of "+dep, err)
+		}
+		if n > 0 {
+			out[dep] = n
+		}
 	}
 	return out, nil
 }

@@ -231,7 +231,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 			return false
 		}
 	}
-	reqReg := prometheus.NewRegistry() // the request metrics alone, which the demand reports read (gateway_reqstats.go)
+	reqReg := prometheus.NewRegistry() // the request metrics alone, which the demand reports read (reqstats.Tee)
 	gwOpts := gateway.Options{
 		MaxBodyBytes:     o.maxBodyBytes,
 		MaxBufferedBytes: o.maxBufferedBytes,
@@ -239,7 +239,7 @@ func runGateway(ctx context.Context, o gatewayOptions) error {
 		Limits:           o.limits,
 		HoldTimeout:      o.holdTimeout,
 		Logger:           log,
-		Metrics:          gateway.NewMetrics(teeRegisterer{reg, reqReg}),
+		Metrics:          gateway.NewMetrics(reqstats.Tee{A: reg, B: reqReg}),
 		Version:          version,
 		Ready:            ready,
 		Shards:           shards.table,

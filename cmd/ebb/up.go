@@ -164,6 +164,9 @@ func runUp(ctx context.Context, o upOptions) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
+	// The request metrics alone as well, which reqStats reads every few
+	// seconds: the whole registry has series for every deployment.
+	reqReg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	routes := &routing.Table{QueueOptions: fairqueue.Options{MaxQueue: o.maxQueue, MaxQueuePerTenant: o.maxQueueTen, Timeout: o.holdTimeout}}
 	var ctl *control.Controller
@@ -203,9 +206,12 @@ func runUp(ctx context.Context, o upOptions) error {
 		MaxReplicasTotal: o.maxReplicasTotal,
 		ColdStarts:       tr.ColdStarts,
 	})
-	reg.MustRegister(gateway.NewQueueCollector(routes))               // the fair queues of capped deployments
-	driftMon := home.NewUpDrift(st, models.Service, reg, log)         // counts the logged predictions (home/drift.go)
-	preds, err := openUpPredictions(o, st, reg, log, driftMon.Sink()) // up_predlog.go
+	reg.MustRegister(gateway.NewQueueCollector(routes)) // the fair queues of capped deployments
+	// The loops that read every deployment every few seconds list them
+	// again only when they changed (home/deployments.go).
+	cachedDeps := &home.CachedDeployments{Store: st}
+	driftMon := home.NewUpDrift(cachedDeps, models.Service, reg, log)             // counts the logged predictions (home/drift.go)
+	preds, err := openUpPredictions(o, st, cachedDeps, reg, log, driftMon.Sink()) // up_predlog.go
 	if err != nil {
 		return err
 	}
@@ -239,7 +245,7 @@ func runUp(ctx context.Context, o upOptions) error {
 		Budget:           &gateway.BodyBudget{}, // shared by REST and gRPC
 		Limits:           o.limits,
 		Logger:           log,
-		Metrics:          gateway.NewMetrics(reg),
+		Metrics:          gateway.NewMetrics(reqstats.Tee{A: reg, B: reqReg}),
 		Version:          version,
 		Tracer:           tr.Tracer,
 		Predictions:      preds.gateway(),
@@ -279,7 +285,7 @@ func runUp(ctx context.Context, o upOptions) error {
 		Event: ctl.RecordEvent, Notify: ctl.Notify}, log)
 	// Recent request rate, errors and latency per deployment, sampled
 	// from the gateway's metrics for the dashboard (/v1/.../stats).
-	reqStats := reqstats.New(reqstats.Gathered{Gatherer: reg}, reqstats.Options{})
+	reqStats := reqstats.New(reqstats.Gathered{Gatherer: reqReg}, reqstats.Options{})
 	admin := home.NewAdminAPI(home.AdminParts{Store: st, Ctl: preds.controller(ctl), Models: models.Service, Events: ctl, Logs: ctl, Costs: ctl, Home: api.HomeUp,
 		Version: version, Tokens: st, OnRevoke: ua.verifier.Forget, Rollouts: rollouts, Routes: st, RoutesChanged: shards.changed,
 		Limits: st, LimitsChanged: func(ctx context.Context) { _ = limits.Poll(ctx) }, Jobs: jobsMgr, Stats: reqStats, Drift: driftMon.Monitor, Labels: driftMon.Labels}, log)

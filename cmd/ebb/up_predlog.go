@@ -26,11 +26,12 @@ const upSamplingEvery = 10 * time.Second
 type upPredictions struct {
 	pl   *home.PredictionLog
 	st   home.DeploymentGetter
+	list home.DeploymentLister // what Follow lists (the cached deployments)
 	log  *slog.Logger
 	stop func() // ends the log and waits for its flush; idempotent
 }
 
-func openUpPredictions(o upOptions, st home.DeploymentGetter, reg prometheus.Registerer, log *slog.Logger, extra ...predlog.Sink) (*upPredictions, error) {
+func openUpPredictions(o upOptions, st home.DeploymentGetter, list home.DeploymentLister, reg prometheus.Registerer, log *slog.Logger, extra ...predlog.Sink) (*upPredictions, error) {
 	flags := o.predictions
 	if flags.Dir == "" {
 		flags.Dir = filepath.Join(o.dataDir, "predictions")
@@ -39,7 +40,7 @@ func openUpPredictions(o upOptions, st home.DeploymentGetter, reg prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
-	return &upPredictions{pl: pl, st: st, log: log, stop: func() {}}, nil
+	return &upPredictions{pl: pl, st: st, list: list, log: log, stop: func() {}}, nil
 }
 
 // gateway returns what the gateway logs to.
@@ -56,7 +57,7 @@ func (u *upPredictions) controller(ctl *control.Controller) *upController {
 // ends. The log's own context outlives the signal's: stop it after the
 // gateway has drained, so that the requests it finished are logged.
 func (u *upPredictions) start(followCtx context.Context) {
-	go u.pl.Sampling.Follow(followCtx, u.st, upSamplingEvery, nil, func(err error) {
+	go u.pl.Sampling.Follow(followCtx, u.list, upSamplingEvery, nil, func(err error) {
 		u.log.Warn("prediction log: cannot read the deployments' specs; sampling stays as it was", "err", err)
 	})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -79,8 +79,12 @@ func predictionsOf(rec *predlog.Record, version string) []monitor.Prediction {
 // size: the oldest are forgotten first. It is safe for concurrent use.
 type Index struct {
 	// mu guards the fields below.
-	mu    sync.Mutex
+	mu sync.Mutex
+	// ring grows as predictions come, up to size: allocated whole up
+	// front, it would be megabytes of pointers for the garbage collector
+	// to scan in every ebb up, labelled or not.
 	ring  []monitor.Prediction
+	size  int
 	next  int
 	byKey map[indexKey]int // slot in ring
 }
@@ -92,7 +96,7 @@ func NewIndex(size int) *Index {
 	if size <= 0 {
 		size = DefaultIndexSize
 	}
-	return &Index{ring: make([]monitor.Prediction, 0, size), byKey: map[indexKey]int{}}
+	return &Index{size: size, byKey: map[indexKey]int{}}
 }
 
 // Add keeps ps, in place of the oldest predictions when full; a key seen
@@ -102,7 +106,7 @@ func (x *Index) Add(ps []monitor.Prediction) {
 	defer x.mu.Unlock()
 	for _, p := range ps {
 		k := indexKey{p.Deployment, p.Key}
-		if len(x.ring) < cap(x.ring) {
+		if len(x.ring) < x.size {
 			x.ring = append(x.ring, p)
 			x.byKey[k] = len(x.ring) - 1
 			continue
@@ -113,7 +117,7 @@ func (x *Index) Add(ps []monitor.Prediction) {
 		}
 		x.ring[x.next] = p
 		x.byKey[k] = x.next
-		x.next = (x.next + 1) % cap(x.ring)
+		x.next = (x.next + 1) % x.size
 	}
 }
 

@@ -27,10 +27,10 @@ type Registry interface {
 	VersionProfile(ctx context.Context, v registry.Version) (*monitor.Profile, string, error)
 }
 
-// Served lists the versions that served a deployment lately;
-// registry.Store is one.
+// Served lists the versions that served each deployment lately, all in
+// one read; registry.Store is one.
 type Served interface {
-	LastServed(ctx context.Context, deployment string, n int) ([]registry.ServingRecord, error)
+	LastServedAll(ctx context.Context, n int) (map[string][]registry.ServingRecord, error)
 }
 
 // Syncer works out what to watch, every deployment × version with a
@@ -149,6 +149,16 @@ func (s *Syncer) Entries(ctx context.Context) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	var served map[string][]registry.ServingRecord
+	if s.Served != nil {
+		n := s.LastServed
+		if n <= 0 {
+			n = 2
+		}
+		if served, err = s.Served.LastServedAll(ctx, n); err != nil && s.Log != nil {
+			s.Log.Warn("drift: cannot read the versions that served the deployments lately; watching those their specs name", "err", err)
+		}
+	}
 	used := map[string]*monitor.Profile{}
 	var out []Entry
 	for _, d := range deps {
@@ -173,17 +183,8 @@ func (s *Syncer) Entries(ctx context.Context) ([]Entry, error) {
 		for _, t := range d.Spec.Traffic {
 			add(t.Model)
 		}
-		if s.Served != nil {
-			n := s.LastServed
-			if n <= 0 {
-				n = 2
-			}
-			recs, err := s.Served.LastServed(ctx, d.Name, n)
-			if err == nil {
-				for _, r := range recs {
-					add(registry.Ref{Model: r.Model, Version: r.Version}.String())
-				}
-			}
+		for _, r := range served[d.Name] {
+			add(registry.Ref{Model: r.Model, Version: r.Version}.String())
 		}
 	}
 	s.cache = used // profiles no longer used are forgotten

@@ -33,6 +33,8 @@ type Store interface {
 	store.RouteStore
 	store.LimitStore
 	store.JobStore
+	// DeploymentsStamp: see StampedLister.
+	DeploymentsStamp(ctx context.Context) (string, error)
 	Close() error
 }
 

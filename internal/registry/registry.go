@@ -238,6 +238,10 @@ type Store interface {
 	// deployment, newest first, each by its latest record; fewer when it
 	// served fewer, empty when none.
 	LastServed(ctx context.Context, deployment string, n int) ([]ServingRecord, error)
+	// LastServedAll is LastServed of every deployment with records, by
+	// deployment, in one read: what a loop over every deployment asks
+	// for (drift's syncer, every few seconds among thousands).
+	LastServedAll(ctx context.Context, n int) (map[string][]ServingRecord, error)
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)

@@ -12,11 +12,19 @@ type Window struct {
 	maxAge time.Duration
 
 	mu sync.Mutex
-	// samples are ordered by At, oldest first.
-	samples []Sample
+	// samples are ordered by at, oldest first.
+	samples []sample
 	// lastActive is the newest At of an active sample ever added; it
 	// survives pruning.
 	lastActive time.Time
+}
+
+// sample is a Sample as a Window keeps it, without a pointer (a
+// time.Time holds one, its location): the garbage collector then skips
+// the windows, one per deployment, thousands in a big instance.
+type sample struct {
+	at          int64 // Sample.At, Unix nanoseconds
+	concurrency float64
 }
 
 // NewWindow returns an empty Window that keeps samples for maxAge. A maxAge
@@ -42,26 +50,27 @@ func (w *Window) Add(s Sample) {
 	if s.Active() && s.At.After(w.lastActive) {
 		w.lastActive = s.At
 	}
-	i := sort.Search(len(w.samples), func(i int) bool { return !w.samples[i].At.Before(s.At) })
+	at := s.At.UnixNano()
+	k := sample{at: at, concurrency: s.Concurrency}
+	i := sort.Search(len(w.samples), func(i int) bool { return w.samples[i].at >= at })
 	switch {
-	case i < len(w.samples) && w.samples[i].At.Equal(s.At):
-		w.samples[i] = s
+	case i < len(w.samples) && w.samples[i].at == at:
+		w.samples[i] = k
 	case i == len(w.samples):
-		w.samples = append(w.samples, s)
+		w.samples = append(w.samples, k)
 	default:
-		w.samples = append(w.samples, Sample{})
+		w.samples = append(w.samples, sample{})
 		copy(w.samples[i+1:], w.samples[i:])
-		w.samples[i] = s
+		w.samples[i] = k
 	}
 	w.pruneLocked()
 }
 
 // pruneLocked drops samples older than maxAge before the newest one.
 func (w *Window) pruneLocked() {
-	newest := w.samples[len(w.samples)-1].At
-	cut := newest.Add(-w.maxAge)
+	cut := w.samples[len(w.samples)-1].at - int64(w.maxAge)
 	n := 0
-	for n < len(w.samples)-1 && !w.samples[n].At.After(cut) {
+	for n < len(w.samples)-1 && w.samples[n].at <= cut {
 		n++
 	}
 	if n > 0 {
@@ -77,18 +86,18 @@ func (w *Window) pruneLocked() {
 func (w *Window) Average(now time.Time, d time.Duration) (avg float64, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	from := now.Add(-d)
+	to, from := now.UnixNano(), now.Add(-d).UnixNano()
 	var sum float64
 	var n int
 	for i := len(w.samples) - 1; i >= 0; i-- {
-		at := w.samples[i].At
-		if at.After(now) {
+		at := w.samples[i].at
+		if at > to {
 			continue
 		}
-		if !at.After(from) {
+		if at <= from {
 			break
 		}
-		sum += w.samples[i].Concurrency
+		sum += w.samples[i].concurrency
 		n++
 	}
 	if n == 0 {

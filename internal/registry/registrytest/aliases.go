@@ -270,4 +270,22 @@ func testLastServed(t *testing.T, s registry.Store) {
 			t.Errorf("LastServed(%s, %d) (-want +got):\n%s", tt.deployment, tt.n, diff)
 		}
 	}
+	// LastServedAll is LastServed of each deployment with records.
+	for _, n := range []int{0, 1, 2, 3, 10} {
+		want := map[string][]registry.ServingRecord{}
+		for _, dep := range []string{"web", "batch", "none"} {
+			if recs, err := s.LastServed(ctx, dep, n); err != nil {
+				t.Fatal(err)
+			} else if len(recs) > 0 {
+				want[dep] = recs
+			}
+		}
+		got, err := s.LastServedAll(ctx, n)
+		if err != nil {
+			t.Fatalf("LastServedAll(%d): %v", n, err)
+		}
+		if diff := cmp.Diff(want, got, sameTime); diff != "" {
+			t.Errorf("LastServedAll(%d) (-LastServed of each +got):\n%s", n, diff)
+		}
+	}
 }

@@ -229,3 +229,29 @@ func (s *Store) LastServed(ctx context.Context, deployment string, n int) ([]reg
 	}
 	return out, nil
 }
+
+// LastServedAll implements registry.Store: each deployment's distinct
+// versions numbered newest first by their latest record, those numbered up
+// to n kept.
+func (s *Store) LastServedAll(ctx context.Context, n int) (map[string][]registry.ServingRecord, error) {
+	out := map[string][]registry.ServingRecord{}
+	if n <= 0 {
+		return out, nil
+	}
+	recs, err := list(ctx, s.read(), func(sc scanner) (registry.ServingRecord, error) {
+		var r registry.ServingRecord
+		err := sc.Scan(&r.Deployment, &r.Model, &r.Version, timeCol(&r.At))
+		return r, err
+	}, `SELECT h.deployment, h.model, h.version, h.served_at FROM serving_history h
+		JOIN (SELECT id FROM (SELECT MAX(id) AS id,
+				ROW_NUMBER() OVER (PARTITION BY deployment ORDER BY MAX(id) DESC) AS rn
+			FROM serving_history GROUP BY deployment, model, version) v WHERE rn <= ?) l ON h.id = l.id
+		ORDER BY h.deployment, h.id DESC`, n)
+	if err != nil {
+		return nil, fmt.Errorf("last %d versions that served each deployment: %w", n, err)
+	}
+	for _, r := range recs {
+		out[r.Deployment] = append(out[r.Deployment], r)
+	}
+	return out, nil
+}

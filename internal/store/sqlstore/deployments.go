@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ebb-ml/ebb/internal/replica"
 	"github.com/ebb-ml/ebb/internal/serving"
@@ -54,6 +55,23 @@ func (s *Store) ListDeployments(ctx context.Context) ([]serving.Deployment, erro
 		return nil, fmt.Errorf("list deployments: %w", err)
 	}
 	return out, nil
+}
+
+// DeploymentsStamp returns a value that changes whenever a deployment is
+// created, changed or deleted: their count, their generations summed and
+// their newest update, read without their specs. A loop that lists every
+// deployment now and then (ebb up's drift monitor and prediction log)
+// lists again only when it moved, which with thousands of deployments
+// saves decoding them all every few seconds.
+func (s *Store) DeploymentsStamp(ctx context.Context) (string, error) {
+	var n, gens int64
+	var newest time.Time
+	err := s.read().row(ctx, `SELECT COUNT(*), COALESCE(SUM(generation), 0), MAX(updated_at) FROM deployments`).
+		Scan(&n, &gens, timeCol(&newest))
+	if err != nil {
+		return "", fmt.Errorf("read the deployments' stamp: %w", err)
+	}
+	return fmt.Sprintf("%d/%d/%d", n, gens, newest.UnixNano()), nil
 }
 
 // UpdateDeployment reads the named deployment, passes it to fn and writes

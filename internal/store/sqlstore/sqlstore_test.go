@@ -72,6 +72,9 @@ func (a *alternating) GetDeployment(ctx context.Context, name string) (serving.D
 func (a *alternating) ListDeployments(ctx context.Context) ([]serving.Deployment, error) {
 	return a.next().ListDeployments(ctx)
 }
+func (a *alternating) DeploymentsStamp(ctx context.Context) (string, error) {
+	return a.next().DeploymentsStamp(ctx)
+}
 func (a *alternating) UpdateDeployment(ctx context.Context, name string, fn func(*serving.Deployment) error) (serving.Deployment, error) {
 	return a.next().UpdateDeployment(ctx, name, fn)
 }

@@ -26,6 +26,7 @@ type Store interface {
 	CreateDeployment(ctx context.Context, d serving.Deployment) (serving.Deployment, error)
 	GetDeployment(ctx context.Context, name string) (serving.Deployment, error)
 	ListDeployments(ctx context.Context) ([]serving.Deployment, error)
+	DeploymentsStamp(ctx context.Context) (string, error)
 	UpdateDeployment(ctx context.Context, name string, fn func(*serving.Deployment) error) (serving.Deployment, error)
 	DeleteDeployment(ctx context.Context, name string) error
 	PutReplica(ctx context.Context, h replica.Handle) error
@@ -52,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"UpdateRename", testUpdateRename},
 		{"UpdateConcurrent", testUpdateConcurrent},
 		{"Delete", testDelete},
+		{"DeploymentsStamp", testDeploymentsStamp},
 		{"Replicas", testReplicas},
 	}
 	for _, tt := range tests {
@@ -411,4 +413,53 @@ func testReplicas(t *testing.T, s Store) {
 	if diff := cmp.Diff([]replica.Handle{b}, list(), cmpOpts); diff != "" {
 		t.Errorf("ListReplicas after delete (-want +got):\n%s", diff)
 	}
+}
+
+// testDeploymentsStamp: the stamp moves with every create, spec change
+// and delete, also a delete and a create of the same name, and stays put
+// otherwise.
+func testDeploymentsStamp(t *testing.T, s Store) {
+	ctx := context.Background()
+	stamp := func() string {
+		t.Helper()
+		st, err := s.DeploymentsStamp(ctx)
+		if err != nil {
+			t.Fatalf("DeploymentsStamp: %v", err)
+		}
+		return st
+	}
+	seen := map[string]string{}
+	moved := func(what string) {
+		t.Helper()
+		st := stamp()
+		if prev, ok := seen[st]; ok {
+			t.Errorf("stamp %q after %s is the one after %s", st, what, prev)
+		}
+		seen[st] = what
+	}
+	moved("nothing")
+	if st := stamp(); seen[st] != "nothing" {
+		t.Errorf("stamp moved without a change: %q", st)
+	}
+	mustCreate(t, s, Deployment("alpha"))
+	moved("create alpha")
+	mustCreate(t, s, Deployment("bravo"))
+	moved("create bravo")
+	if _, err := s.UpdateDeployment(ctx, "alpha", func(d *serving.Deployment) error {
+		d.Spec.Scaling.MaxReplicas = 7
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	moved("update alpha")
+	if err := s.DeleteDeployment(ctx, "bravo"); err != nil {
+		t.Fatal(err)
+	}
+	moved("delete bravo")
+	time.Sleep(2 * time.Millisecond) // a create a moment later
+	if err := s.DeleteDeployment(ctx, "alpha"); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, s, Deployment("alpha"))
+	moved("delete and create alpha")
 }

@@ -234,13 +234,11 @@ type Store interface {
 	// ServingHistory returns a deployment's serving records, oldest first;
 	// empty when none.
 	ServingHistory(ctx context.Context, deployment string) ([]ServingRecord, error)
-	// LastServed returns the last n distinct versions that served
-	// deployment, newest first, each by its latest record; fewer when it
-	// served fewer, empty when none.
-	LastServed(ctx context.Context, deployment string, n int) ([]ServingRecord, error)
-	// LastServedAll is LastServed of every deployment with records, by
-	// deployment, in one read: what a loop over every deployment asks
-	// for (drift's syncer, every few seconds among thousands).
+	// LastServedAll returns, for every deployment with records, the last
+	// n distinct versions that served it, newest first, each by its latest
+	// record (fewer when it served fewer), all in one read: the loops that
+	// ask (drift's syncer every few seconds, retirement) ask for thousands
+	// of deployments at once.
 	LastServedAll(ctx context.Context, n int) (map[string][]ServingRecord, error)
 }
 

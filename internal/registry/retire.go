@@ -54,7 +54,8 @@ type Usage struct {
 }
 
 // kept returns the versions among the last n that each of use's
-// deployments served: one bounded store query per deployment.
+// deployments served: the history of every deployment in one store read,
+// that of deployments that no longer exist left out.
 func (s *Service) kept(ctx context.Context, use Usage, n int) (map[Ref]bool, error) {
 	keep := map[Ref]bool{}
 	if n <= 0 || use.Deployments == nil {
@@ -64,12 +65,12 @@ func (s *Service) kept(ctx context.Context, use Usage, n int) (map[Ref]bool, err
 	if err != nil {
 		return nil, fmt.Errorf("list deployments, whose last versions are kept: %w", err)
 	}
+	served, err := s.st.LastServedAll(ctx, n)
+	if err != nil {
+		return nil, err
+	}
 	for _, name := range names {
-		recs, err := s.st.LastServed(ctx, name, n)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range recs {
+		for _, r := range served[name] {
 			keep[Ref{Model: r.Model, Version: r.Version}] = true
 		}
 	}

@@ -42,7 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"AliasConcurrent", testAliasConcurrent},
 		{"AliasDelete", testAliasDelete},
 		{"ServingHistory", testServingHistory},
-		{"LastServed", testLastServed},
+		{"LastServedAll", testLastServedAll},
 		{"ModelDelete", testModelDelete},
 	}
 	for _, tt := range tests {

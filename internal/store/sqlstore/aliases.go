@@ -211,25 +211,6 @@ func (s *Store) ServingHistory(ctx context.Context, deployment string) ([]regist
 	return out, nil
 }
 
-// LastServed implements registry.Store.
-func (s *Store) LastServed(ctx context.Context, deployment string, n int) ([]registry.ServingRecord, error) {
-	if n <= 0 {
-		return []registry.ServingRecord{}, nil
-	}
-	out, err := list(ctx, s.read(), func(sc scanner) (registry.ServingRecord, error) {
-		var r registry.ServingRecord
-		err := sc.Scan(&r.Deployment, &r.Model, &r.Version, timeCol(&r.At))
-		return r, err
-	}, `SELECT h.deployment, h.model, h.version, h.served_at FROM serving_history h
-		JOIN (SELECT MAX(id) AS id FROM serving_history WHERE deployment = ?
-			GROUP BY model, version ORDER BY MAX(id) DESC LIMIT ?) l ON h.id = l.id
-		ORDER BY h.id DESC`, deployment, n)
-	if err != nil {
-		return nil, fmt.Errorf("last %d versions that served deployment %q: %w", n, deployment, err)
-	}
-	return out, nil
-}
-
 // LastServedAll implements registry.Store: each deployment's distinct
 // versions numbered newest first by their latest record, those numbered up
 // to n kept.

@@ -43,9 +43,9 @@ func (q *Queue) consumerConfig(dep, lvl string, lease time.Duration) jetstream.C
 	}
 }
 
-// ensureConsumers makes sure dep's consumers exist, so that its depth
-// counts its requests from the first: an Enqueue creates them when no one
-// has, with the default lease.
+// ensureConsumers makes sure dep's consumers exist, so that Depths, which
+// finds the deployments by their consumers, sees its requests from the
+// first: an Enqueue creates them when no one has, with the default lease.
 func (q *Queue) ensureConsumers(ctx context.Context, dep string) error {
 	for _, lvl := range levels {
 		name := consumerName(dep, lvl)

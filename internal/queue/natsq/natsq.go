@@ -112,8 +112,8 @@ type Queue struct {
 	ensured map[string]bool
 	leased  map[string]jetstream.Consumer
 	claims  map[string]claimed
-	// counts keeps Enqueue from reading a deployment's consumers on
-	// every enqueue.
+	// counts keeps Enqueue from counting a deployment's messages in the
+	// stream on every enqueue.
 	counts queue.PendingCounts
 }
 

@@ -286,10 +286,7 @@ func responseError(status int, b []byte) *Error {
 			return &Error{Status: status, Code: env.Code, Message: msg}
 		}
 	}
-	text := strings.TrimSpace(string(b))
-	if len(text) > 200 {
-		text = text[:200] + "..."
-	}
+	text := excerpt(strings.TrimSpace(string(b)))
 	if text == "" {
 		text = "(empty body)"
 	}

@@ -186,9 +186,13 @@ func asyncError(base, method, path string, err error) error {
 }
 
 // quoted is b for a message, cut short.
-func quoted(b []byte) string {
-	if len(b) > 200 {
-		return strconv.Quote(string(b[:200])) + "..."
+func quoted(b []byte) string { return strconv.Quote(excerpt(string(b))) }
+
+// excerpt is s cut to its first 200 bytes, marked "..." when cut: an
+// answer's body quoted in a message.
+func excerpt(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
 	}
-	return strconv.Quote(string(b))
+	return s
 }

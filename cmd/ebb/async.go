@@ -226,8 +226,9 @@ func asyncGetView(r apiclient.AsyncResult) asyncView {
 	return v
 }
 
-// resultText is a result's body to print: JSON indented, as ebb predict
-// prints it; anything else as it came, ending in a newline when text.
+// resultText is an answer's body to print (ebb predict's, an async
+// result's): JSON indented; anything else as it came, ending in a newline
+// when text.
 func resultText(body []byte) []byte {
 	var out bytes.Buffer
 	if err := json.Indent(&out, body, "", "  "); err == nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,13 +40,7 @@ request waits for it.`,
 			if err != nil {
 				return err
 			}
-			var out bytes.Buffer
-			if err := json.Indent(&out, resp, "", "  "); err != nil {
-				out.Reset()
-				out.Write(bytes.TrimSpace(resp))
-			}
-			out.WriteByte('\n')
-			_, err = cmd.OutOrStdout().Write(out.Bytes())
+			_, err = cmd.OutOrStdout().Write(resultText(resp))
 			return err
 		},
 	}

@@ -236,7 +236,7 @@ func runOperator(ctx context.Context, o operatorOptions) error {
 
 	// Drift: the gateways count what their prediction logs sample and
 	// ship it to the leader, which merges it (home/drift.go).
-	driftHub := home.NewOperatorDrift(op.APIStore(), models.Service, reg, log)
+	driftHub := home.NewOperatorDrift(op.CachedDeployments(), models.Service, reg, log)
 	if err := op.RunOnLeader(func(ctx context.Context) { _ = driftHub.Run(ctx) }); err != nil {
 		return err
 	}

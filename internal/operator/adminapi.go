@@ -17,6 +17,15 @@ func (o *Operator) APIStore() *APIStore {
 	return NewAPIStore(o.mgr.GetAPIReader(), o.mgr.GetClient(), o.opts.Namespace)
 }
 
+// CachedDeployments returns the ModelDeployments as this operator's cache
+// holds them (its control loop watches them): for a loop that lists them
+// all every few seconds, such as drift's syncer, which would otherwise
+// send the API server a full list each time. A client that must read its
+// own writes uses APIStore.
+func (o *Operator) CachedDeployments() *APIStore {
+	return NewAPIStore(o.mgr.GetCache(), o.mgr.GetClient(), o.opts.Namespace)
+}
+
 // APIController returns the control loop as the admin API sees it
 // (api.Controller). Every operator replica serves the admin API; only the
 // leader runs the control loop, so a standby reports the status the leader

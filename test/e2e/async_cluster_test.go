@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -380,11 +381,34 @@ func (ac *asyncCluster) killAsyncProcesses(t *testing.T) []string {
 		pids[i] = p.PID
 	}
 	for i, pid := range pids {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		err := syscall.Kill(pid, syscall.SIGKILL)
+		if errors.Is(err, syscall.ESRCH) {
+			// The process the kubelet last ran for the pod had ended by
+			// now (a container restarting, or a pod of a rollout on its
+			// way out): kill the one it runs next, if any.
+			err = killNext(c, ns, pods[i], pid)
+		}
+		if err != nil {
 			t.Fatalf("SIGKILL pod %s (pid %d): %v", pods[i], pid, err)
 		}
 	}
 	return pods
+}
+
+// killNext SIGKILLs the process the kubelet runs for pod after gone, once
+// there is one, within 10 s.
+func killNext(c *kubetest.Cluster, ns, pod string, gone int) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if p, ok := c.PodProcess(ns, pod); ok && p.PID > 0 && p.PID != gone {
+			if err := syscall.Kill(p.PID, syscall.SIGKILL); !errors.Is(err, syscall.ESRCH) {
+				return err
+			}
+			gone = p.PID
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("its process (pid %d) had ended, and no other ran within 10s", gone)
 }
 
 // restarts is how often the kubelet restarted pod's container.

@@ -23,7 +23,7 @@ type Deployments interface {
 // Registry resolves a deployment's model references and reads versions'
 // profiles; *registry.Service is one.
 type Registry interface {
-	ResolveString(ctx context.Context, ref string) (registry.Version, error)
+	ResolveAll(ctx context.Context, refs []registry.Ref) (map[registry.Ref]registry.Version, error)
 	VersionProfile(ctx context.Context, v registry.Version) (*monitor.Profile, string, error)
 }
 
@@ -131,9 +131,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 	}
 }
 
-// Sync works out the entries and applies them. A deployment whose models
-// cannot be resolved now is left out; a failure to list deployments
-// applies nothing and is returned.
+// Sync works out the entries and applies them. A model reference that
+// names nothing now (a deleted alias) is left out; a failure to list
+// deployments or to read the registry applies nothing and is returned.
 func (s *Syncer) Sync(ctx context.Context) error {
 	entries, err := s.Entries(ctx)
 	if err != nil {
@@ -159,32 +159,45 @@ func (s *Syncer) Entries(ctx context.Context) ([]Entry, error) {
 			s.Log.Warn("drift: cannot read the versions that served the deployments lately; watching those their specs name", "err", err)
 		}
 	}
-	used := map[string]*monitor.Profile{}
-	var out []Entry
-	for _, d := range deps {
-		seen := map[string]bool{}
+	// Every deployment's refs, resolved all at once: one query per
+	// deployment would be thousands every sync.
+	refs := make([][]registry.Ref, len(deps))
+	var all []registry.Ref
+	for i, d := range deps {
 		add := func(ref string) {
-			if _, ok := serving.ParseModelRef(ref); !ok {
-				return
+			if r, ok := serving.ParseModelRef(ref); ok {
+				refs[i] = append(refs[i], r)
 			}
-			v, err := s.Registry.ResolveString(ctx, ref)
-			if err != nil || seen[v.Ref().String()] {
-				return
-			}
-			seen[v.Ref().String()] = true
-			p, id, err := s.profile(ctx, v)
-			if err != nil {
-				return
-			}
-			used[id] = p
-			out = append(out, Entry{Deployment: d.Name, Version: v.Ref().String(), ProfileID: id, Profile: p})
 		}
 		add(d.Spec.Model)
 		for _, t := range d.Spec.Traffic {
 			add(t.Model)
 		}
 		for _, r := range served[d.Name] {
-			add(registry.Ref{Model: r.Model, Version: r.Version}.String())
+			refs[i] = append(refs[i], registry.Ref{Model: r.Model, Version: r.Version})
+		}
+		all = append(all, refs[i]...)
+	}
+	versions, err := s.Registry.ResolveAll(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]*monitor.Profile{}
+	var out []Entry
+	for i, d := range deps {
+		seen := map[string]bool{}
+		for _, r := range refs[i] {
+			v, ok := versions[r]
+			if !ok || seen[v.Ref().String()] {
+				continue
+			}
+			seen[v.Ref().String()] = true
+			p, id, err := s.profile(ctx, v)
+			if err != nil {
+				continue
+			}
+			used[id] = p
+			out = append(out, Entry{Deployment: d.Name, Version: v.Ref().String(), ProfileID: id, Profile: p})
 		}
 	}
 	s.cache = used // profiles no longer used are forgotten

@@ -190,6 +190,13 @@ type Store interface {
 	// GetVersion returns one version; ErrNotFound when the model or the
 	// version does not exist.
 	GetVersion(ctx context.Context, model string, version int) (Version, error)
+	// ResolveRefs returns the version each ref names, keyed by the ref: a
+	// numbered version, or the one an alias points at now. A ref that
+	// names nothing (no such model, version or alias) is not in the map;
+	// that is no error. It reads in a few queries however many refs it is
+	// given: the loops that ask (drift's syncer every few seconds) resolve
+	// every deployment's models at once.
+	ResolveRefs(ctx context.Context, refs []Ref) (map[Ref]Version, error)
 	// ListVersions returns a model's versions in increasing order, paged by
 	// opts; ErrNotFound when the model does not exist.
 	ListVersions(ctx context.Context, model string, opts VersionListOptions) ([]Version, error)

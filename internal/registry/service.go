@@ -472,6 +472,12 @@ func (s *Service) Resolve(ctx context.Context, ref Ref) (Version, error) {
 	return s.st.GetVersion(ctx, ref.Model, n)
 }
 
+// ResolveAll resolves many refs at once (Store.ResolveRefs): those that
+// name nothing are not in the map.
+func (s *Service) ResolveAll(ctx context.Context, refs []Ref) (map[Ref]Version, error) {
+	return s.st.ResolveRefs(ctx, refs)
+}
+
 // ResolveString parses ref with ParseRef and resolves it; a string that is
 // not a reference is an *InvalidError.
 func (s *Service) ResolveString(ctx context.Context, ref string) (Version, error) {

@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"AliasDelete", testAliasDelete},
 		{"ServingHistory", testServingHistory},
 		{"LastServedAll", testLastServedAll},
+		{"ResolveRefs", testResolveRefs},
 		{"ModelDelete", testModelDelete},
 	}
 	for _, tt := range tests {

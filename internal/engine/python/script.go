@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 )
 
 // workerParts are the parts of the worker's script, in order: one program
@@ -18,8 +19,10 @@ var workerParts = []string{"worker.py", "worker_tensors.py", "worker_pool.py"}
 //go:embed worker.py worker_tensors.py worker_pool.py
 var workerFiles embed.FS
 
-// workerSource is the worker's script: its parts joined.
-var workerSource = joinWorker()
+// workerSource returns the worker's script, its parts joined, made on
+// first use: every ebb process links this package, and only those that
+// run Python models need the script (100 KB).
+var workerSource = sync.OnceValue(joinWorker)
 
 func joinWorker() []byte {
 	var b []byte
@@ -38,7 +41,7 @@ func joinWorker() []byte {
 
 // WorkerSource returns the source of the program each worker process runs:
 // worker.py, with worker_tensors.py and worker_pool.py after it.
-func WorkerSource() []byte { return append([]byte(nil), workerSource...) }
+func WorkerSource() []byte { return append([]byte(nil), workerSource()...) }
 
 // DefaultCacheDir is ebb's cache directory: $XDG_CACHE_HOME/ebb, else the
 // user cache directory's ebb, else ebb-<uid> in the temp directory.
@@ -57,7 +60,8 @@ func DefaultCacheDir() string {
 // reused, and concurrent callers (replicas starting together) are safe: each
 // writes a temporary file and renames it into place.
 func WriteWorker(dir string) (string, error) {
-	sum := sha256.Sum256(workerSource)
+	src := workerSource()
+	sum := sha256.Sum256(src)
 	path := filepath.Join(dir, "python-worker-"+hex.EncodeToString(sum[:8])+".py")
 	if b, err := os.ReadFile(path); err == nil && sha256.Sum256(b) == sum {
 		return path, nil
@@ -69,7 +73,7 @@ func WriteWorker(dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("engine python: write its worker: %w (set XDG_CACHE_HOME to a writable directory)", err)
 	}
-	_, werr := tmp.Write(workerSource)
+	_, werr := tmp.Write(src)
 	cerr := tmp.Close()
 	if err := errors.Join(werr, cerr); err != nil {
 		os.Remove(tmp.Name())

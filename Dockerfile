@@ -39,9 +39,9 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=1 go build -trimpath -ldflags='-s -w' -o /out/ebb ./cmd/ebb
+    CGO_ENABLED=1 go build -trimpath -tags grpcnotrace -ldflags='-s -w' -o /out/ebb ./cmd/ebb
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=1 go build -trimpath -ldflags='-s -w' -o /out/ebb-cluster ./cmd/ebb-cluster
+    CGO_ENABLED=1 go build -trimpath -tags grpcnotrace -ldflags='-s -w' -o /out/ebb-cluster ./cmd/ebb-cluster
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags='-s -w' -o /out/ebb-replica ./cmd/ebb-replica
 

@@ -4,12 +4,14 @@
 # gateway (`ebb operator` and `ebb gateway` exec it; apart from ebb so that
 # ebb up links no Kubernetes client), and bin/ebb-replica: the lean binary
 # `ebb up` starts its replicas with (and replica pods run), built without cgo
-# and without gRPC's tracing to keep an idle replica small (see
-# cmd/ebb-replica). Without it ebb runs replicas as `ebb replica`, which
-# keeps all of ebb resident.
+# to keep an idle replica small (see cmd/ebb-replica). Without it ebb runs
+# replicas as `ebb replica`, which keeps all of ebb resident. All three are
+# built without gRPC's tracing (-tags grpcnotrace): its html/template would
+# make the linker keep every exported method of every type, a fifth to a
+# quarter of each binary (internal/ebbtest TestLeanBinaries).
 build:
-	go build -o bin/ ./cmd/ebb
-	go build -o bin/ ./cmd/ebb-cluster
+	go build -tags grpcnotrace -o bin/ ./cmd/ebb
+	go build -tags grpcnotrace -o bin/ ./cmd/ebb-cluster
 	CGO_ENABLED=0 go build -tags grpcnotrace -o bin/ ./cmd/ebb-replica
 
 # Unit tests of every package.

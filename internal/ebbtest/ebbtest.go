@@ -14,12 +14,14 @@ import (
 	"testing"
 )
 
-// The build settings of cmd/ebb-replica, as `make build` and the Dockerfile
-// use them (see cmd/ebb-replica for why): no cgo, and gRPC without
-// golang.org/x/net/trace.
+// The build settings `make build` and the Dockerfile use. Every binary is
+// built with LeanFlags: gRPC without golang.org/x/net/trace, whose
+// html/template, were it linked, would make the linker keep every exported
+// method of every type (TestLeanBinaries). cmd/ebb-replica is built
+// without cgo as well (ReplicaEnv; see cmd/ebb-replica).
 var (
-	ReplicaEnv   = []string{"CGO_ENABLED=0"}
-	ReplicaFlags = []string{"-tags", "grpcnotrace"}
+	LeanFlags  = []string{"-tags", "grpcnotrace"}
+	ReplicaEnv = []string{"CGO_ENABLED=0"}
 )
 
 // BuildAll compiles ./cmd/ebb, ./cmd/ebb-cluster and ./cmd/ebb-replica
@@ -35,9 +37,9 @@ func BuildAll(ctx context.Context, root, dir string, out io.Writer, flags ...str
 		env       []string
 		flags     []string
 	}{
-		{name: "ebb", pkg: "github.com/ebb-ml/ebb/cmd/ebb"},
-		{name: "ebb-cluster", pkg: "github.com/ebb-ml/ebb/cmd/ebb-cluster"},
-		{name: "ebb-replica", pkg: "github.com/ebb-ml/ebb/cmd/ebb-replica", env: ReplicaEnv, flags: ReplicaFlags},
+		{name: "ebb", pkg: "github.com/ebb-ml/ebb/cmd/ebb", flags: LeanFlags},
+		{name: "ebb-cluster", pkg: "github.com/ebb-ml/ebb/cmd/ebb-cluster", flags: LeanFlags},
+		{name: "ebb-replica", pkg: "github.com/ebb-ml/ebb/cmd/ebb-replica", env: ReplicaEnv, flags: LeanFlags},
 	}
 	for _, b := range builds {
 		args := append(append(append([]string{"build", "-o", filepath.Join(dir, b.name)}, b.flags...), flags...), b.pkg)

@@ -181,7 +181,13 @@ func TestMigrationsRender(t *testing.T) {
 			t.Errorf("migration %d still has a template action:\n%s", i, ddl)
 		}
 	}
-	if _, err := renderDDL(`{{.Nope}}`, cols); err == nil {
-		t.Errorf("renderDDL of an unknown column kind succeeded, want an error")
+	got, err := renderDDL("CREATE TABLE t (a {{.Key}}, b {{.Time}},\n\tc {{.OptionalTime}} NOT NULL, {{.Serial}}){{.JSON}}{{.Bytes}}{{.Int64}}", cols)
+	if want := "CREATE TABLE t (a K, b T,\n\tc O NOT NULL, S)JBI"; err != nil || got != want {
+		t.Errorf("renderDDL = %q, %v; want %q", got, err, want)
+	}
+	for _, bad := range []string{`{{.Nope}}`, `{{Key}}`, `a {{.Key`, `{{ .Key }}`, `{{}}`} {
+		if got, err := renderDDL(bad, cols); err == nil {
+			t.Errorf("renderDDL(%q) = %q, want an error", bad, got)
+		}
 	}
 }

@@ -12,6 +12,9 @@ import (
 // (two parameters each), well under both databases' parameter limits.
 const resolveChunk = 200
 
+// vVersionColumns are versionColumns of the table aliased v.
+var vVersionColumns = qualified("v", versionColumns)
+
 // ResolveRefs implements registry.Store: numbered references and aliases
 // are read apart, resolveChunk at a time, each chunk one query that joins
 // a VALUES list of its (model, version) or (model, alias) pairs to the
@@ -32,40 +35,49 @@ func (s *Store) ResolveRefs(ctx context.Context, refs []registry.Ref) (map[regis
 			numbered = append(numbered, r)
 		}
 	}
-	for len(numbered) > 0 {
-		chunk := numbered[:min(len(numbered), resolveChunk)]
-		numbered = numbered[len(chunk):]
-		pairs, args := refPairs(chunk, "CAST(? AS INTEGER)", func(r registry.Ref) any { return r.Version })
-		vs, err := list(ctx, s.read(), scanVersion, `SELECT `+qualified("v", versionColumns)+` FROM model_versions v
-			JOIN (`+pairs+`) r ON v.model = r.column1 AND v.version = r.column2`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("resolve %d model versions: %w", len(chunk), err)
-		}
-		for _, v := range vs {
-			out[registry.Ref{Model: v.Model, Version: v.Version}] = v
-		}
+	type aliasVersion struct {
+		alias string
+		v     registry.Version
 	}
-	for len(aliased) > 0 {
-		chunk := aliased[:min(len(aliased), resolveChunk)]
-		aliased = aliased[len(chunk):]
-		pairs, args := refPairs(chunk, "?", func(r registry.Ref) any { return r.Alias })
-		type aliasVersion struct {
-			alias string
-			v     registry.Version
-		}
-		avs, err := list(ctx, s.read(), func(sc scanner) (aliasVersion, error) {
-			var av aliasVersion
-			v, err := scanVersion(prefixScanner{sc, &av.alias})
-			av.v = v
-			return av, err
-		}, `SELECT a.name, `+qualified("v", versionColumns)+` FROM model_aliases a
-			JOIN (`+pairs+`) r ON a.model = r.column1 AND a.name = r.column2
-			JOIN model_versions v ON v.model = a.model AND v.version = a.version`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("resolve %d model aliases: %w", len(chunk), err)
-		}
-		for _, av := range avs {
-			out[registry.Ref{Model: av.v.Model, Alias: av.alias}] = av.v
+	scan := func(sc scanner) (aliasVersion, error) {
+		var av aliasVersion
+		v, err := scanVersion(prefixScanner{sc, &av.alias})
+		av.v = v
+		return av, err
+	}
+	// Each kind's query joins the VALUES list of its (model, version) or
+	// (model, alias) pairs (refPairs; its second column's placeholder,
+	// cast where PostgreSQL cannot infer the type) and selects the alias
+	// ("" for a number) and the version's columns.
+	for _, k := range []struct {
+		what, second string
+		value        func(registry.Ref) any
+		query        string
+		refs         []registry.Ref
+	}{
+		{"model versions", "CAST(? AS INTEGER)", func(r registry.Ref) any { return r.Version },
+			`SELECT '', ` + vVersionColumns + ` FROM model_versions v
+				JOIN (%s) r ON v.model = r.column1 AND v.version = r.column2`, numbered},
+		{"model aliases", "?", func(r registry.Ref) any { return r.Alias },
+			`SELECT a.name, ` + vVersionColumns + ` FROM model_aliases a
+				JOIN (%s) r ON a.model = r.column1 AND a.name = r.column2
+				JOIN model_versions v ON v.model = a.model AND v.version = a.version`, aliased},
+	} {
+		for rest := k.refs; len(rest) > 0; {
+			chunk := rest[:min(len(rest), resolveChunk)]
+			rest = rest[len(chunk):]
+			pairs, args := refPairs(chunk, k.second, k.value)
+			avs, err := list(ctx, s.read(), scan, fmt.Sprintf(k.query, pairs), args...)
+			if err != nil {
+				return nil, fmt.Errorf("resolve %d %s: %w", len(chunk), k.what, err)
+			}
+			for _, av := range avs {
+				ref := registry.Ref{Model: av.v.Model, Alias: av.alias}
+				if av.alias == "" {
+					ref.Version = av.v.Version
+				}
+				out[ref] = av.v
+			}
 		}
 	}
 	return out, nil
@@ -73,7 +85,7 @@ func (s *Store) ResolveRefs(ctx context.Context, refs []registry.Ref) (map[regis
 
 // refPairs returns "VALUES (?, second), ..." for refs, a table whose
 // columns column1 and column2 (the name both databases give them) are a
-// ref's model and what second(ref) gives, with its arguments. second is
+// ref's model and what value(ref) gives, with its arguments. second is
 // the second column's placeholder, with a cast where PostgreSQL cannot
 // infer its type.
 func refPairs(refs []registry.Ref, second string, value func(registry.Ref) any) (string, []any) {

@@ -8,13 +8,19 @@ import (
 	"testing"
 )
 
-// GoList runs go list with args in the current directory and returns its
-// output's lines. It skips the test without a go command on PATH.
-func GoList(t testing.TB, args ...string) []string {
+// NeedGo skips the test without a go command on PATH.
+func NeedGo(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("no go command on PATH")
 	}
+}
+
+// GoList runs go list with args in the current directory and returns its
+// output's lines. It skips the test without a go command on PATH.
+func GoList(t testing.TB, args ...string) []string {
+	t.Helper()
+	NeedGo(t)
 	out, err := exec.Command("go", append([]string{"list"}, args...)...).Output()
 	if err != nil {
 		msg := ""

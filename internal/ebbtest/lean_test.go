@@ -20,9 +20,7 @@ func TestLeanBinaries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("links three binaries")
 	}
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("no go command on PATH")
-	}
+	NeedGo(t)
 	for _, b := range []struct {
 		pkg string
 		env []string

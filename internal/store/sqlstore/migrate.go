@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/ebb-ml/ebb/internal/store"
-	"time"
 )
 
 // migrations are the schema changes in the order they apply; migration i
@@ -290,7 +292,7 @@ func renderDDL(ddl string, cols Columns) (string, error) {
 		name, dotted := strings.CutPrefix(kind, ".")
 		typ, known := kinds[name]
 		if !ok || !dotted || !known {
-			return "", fmt.Errorf("migration DDL: %q is not a column kind: write {{.Key}}, {{.Int64}}, {{.Time}}, {{.OptionalTime}}, {{.JSON}}, {{.Bytes}} or {{.Serial}}", "{{"+kind+"}}")
+			return "", fmt.Errorf("migration DDL: %q is not a column kind: write {{.KIND}}, KIND one of %s", "{{"+kind+"}}", strings.Join(slices.Sorted(maps.Keys(kinds)), ", "))
 		}
 		b.WriteString(typ)
 		rest = tail

@@ -35,15 +35,17 @@
 // create then fails. A delivery after the first reads the outcome first.
 //
 // Order of writes. Complete creates the outcome, then publishes the
-// callback message, then acknowledges and waits for the server to have
-// removed the message: a crash in between leaves the request's message to
-// be delivered again, and that claim, finding the outcome stored,
-// publishes the callback message (its message id deduplicates) and
-// acknowledges. Cancel creates the outcome, then deletes the message. Get
-// looks for the message first, then for the outcome, so that a poll of a
-// pending request is one read; a request whose completion died before its
-// acknowledgement shows pending until its next delivery. With Replicas
-// above 1 a direct get may be answered by a replica a moment behind.
+// callback message, then acknowledges the message without waiting for the
+// server: a crash in between leaves the request's message to be delivered
+// again, and that claim, finding the outcome stored, publishes the
+// callback message (its message id deduplicates) and acknowledges; a lost
+// acknowledgement is the same case. Cancel creates the outcome, then
+// deletes the message. Get therefore reads the outcome first, then the
+// message: the outcome is the truth once it exists, and a message still
+// there beside it is only waiting for its acknowledgement (a completion
+// acknowledges without a round trip, one fewer per request). With
+// Replicas above 1 a direct get may be answered by a replica a moment
+// behind.
 package natsq
 
 import (

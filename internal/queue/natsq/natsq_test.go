@@ -124,8 +124,9 @@ func TestWildcardIDs(t *testing.T) {
 
 // TestRedeliveryOfFinished: a completion whose acknowledgement never
 // reached the server (its process died right after storing the result)
-// leaves the message to be delivered again; that delivery finds the
-// result and is acknowledged, not run.
+// leaves the message to be delivered again; Get answers with the result
+// meanwhile, and that delivery finds the result and is acknowledged, not
+// run.
 func TestRedeliveryOfFinished(t *testing.T) {
 	q, r := queueWithOne(t)
 	rs, err := q.Claim(t.Context(), "iris", 1, 300*time.Millisecond)
@@ -139,6 +140,14 @@ func TestRedeliveryOfFinished(t *testing.T) {
 	stored, err := q.Complete(t.Context(), r.ID, k+" "+attempt+" ", queue.Result{Status: 200, Body: []byte("first")})
 	if err != nil || !stored {
 		t.Fatalf("Complete = %v, %v; want stored", stored, err)
+	}
+	// Its message is still in the stream, unacknowledged; a read finds
+	// the result all the same, from the first.
+	if n, err := q.Depth(t.Context(), "iris"); err != nil || n != 1 {
+		t.Fatalf("Depth before the redelivery = %d, %v; want 1 (the message left)", n, err)
+	}
+	if rec, err := q.Get(t.Context(), "acme", r.ID); err != nil || rec.State != queue.Done || string(rec.Result.Body) != "first" {
+		t.Fatalf("Get before the redelivery = %+v, %v; want the first result", rec, err)
 	}
 	time.Sleep(500 * time.Millisecond) // the lease expires
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {

@@ -171,12 +171,12 @@ func (q *Queue) scanRequests(ctx context.Context, filter string, fn func(m *meta
 	}
 }
 
-// Get implements queue.Queue. The request's message is looked for first,
-// so that a poll of a pending request reads once: Complete stores the
-// outcome before it acknowledges the message and returns once the server
-// removed it. A completion that died between the two (its process killed)
-// shows pending until the message's next delivery, after its lease,
-// acknowledges it.
+// Get implements queue.Queue. The request's outcome is read first, then
+// its message: Complete stores the outcome before it acknowledges the
+// message, and does not wait for the server to remove it, so an outcome
+// found is the answer even while the message lingers. A pending request
+// costs two reads, a finished one one; the gateway answers most polls from
+// what its process remembers (queue.Waiters) without either.
 func (q *Queue) Get(ctx context.Context, tenant, id string) (queue.Record, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
@@ -186,26 +186,26 @@ func (q *Queue) Get(ctx context.Context, tenant, id string) (queue.Record, error
 	if k == "" {
 		return queue.Record{}, notFound
 	}
-	m, _, err := q.lookup(ctx, q.anyRequestSubject(k))
+	r, _, err := q.get(ctx, k)
 	switch {
 	case err == nil:
-		if !m.expires().After(now) {
+		if !r.Expires.After(now) {
 			return queue.Record{}, notFound
 		}
-		return m.pendingRecord(), nil
+		return r.toRecord(), nil
 	case !errors.Is(err, queue.ErrNotFound):
 		return queue.Record{}, q.fail(ctx, "get "+id, err)
 	}
-	r, _, err := q.get(ctx, k)
+	m, _, err := q.lookup(ctx, q.anyRequestSubject(k))
 	switch {
 	case errors.Is(err, queue.ErrNotFound):
 		return queue.Record{}, notFound
 	case err != nil:
 		return queue.Record{}, q.fail(ctx, "get "+id, err)
-	case !r.Expires.After(now):
+	case !m.expires().After(now):
 		return queue.Record{}, notFound
 	}
-	return r.toRecord(), nil
+	return m.pendingRecord(), nil
 }
 
 // scan calls fn with every outcome whose key matches filter, as the bucket

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"strconv"
+	"sync"
 
 	"github.com/ebb-ml/ebb/internal/queue"
 	"github.com/valyala/fasthttp"
@@ -22,8 +23,12 @@ type parentKey struct{}
 // status, content type and body of the answer, which the worker stores as
 // the request's result (a 429 or 503 it retries later).
 func (g *Gateway) Forward(ctx context.Context, req *queue.Request) (queue.Result, error) {
-	r := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(r)
+	rc := forwardCtxs.Get().(*fasthttp.RequestCtx)
+	defer releaseForwardCtx(rc)
+	// A request context as the server would have made it, filled in place
+	// (no copy of the request), its buffers kept for the next one.
+	rc.Init2(nil, forwardLogger{}, false)
+	r := &rc.Request
 	r.Header.SetMethod(fasthttp.MethodPost)
 	path := "/v2/models/" + req.Deployment
 	if req.Version != "" {
@@ -41,12 +46,9 @@ func (g *Gateway) Forward(ctx context.Context, req *queue.Request) (queue.Result
 		r.Header.Set(PriorityHeader, "batch")
 	}
 	r.Header.Set("X-Request-Id", req.ID)
-	r.SetBody(req.Body)
-
-	var rc fasthttp.RequestCtx
-	rc.Init(r, nil, nil)
+	r.SetBodyRaw(req.Body) // req outlives rc's use of it
 	rc.SetUserValue(parentKey{}, ctx)
-	g.infer(&rc, []byte(req.Deployment), []byte(req.Version), req.Tenant)
+	g.infer(rc, []byte(req.Deployment), []byte(req.Version), req.Tenant)
 	resp := &rc.Response
 	res := queue.Result{Status: resp.StatusCode(), ContentType: string(resp.Header.ContentType()), Body: append([]byte(nil), resp.Body()...)}
 	if n, err := strconv.ParseInt(string(resp.Header.Peek("Inference-Header-Content-Length")), 10, 64); err == nil && n > 0 && n <= int64(len(res.Body)) {
@@ -54,6 +56,23 @@ func (g *Gateway) Forward(ctx context.Context, req *queue.Request) (queue.Result
 	}
 	return res, nil
 }
+
+// forwardCtxs holds the request contexts of Forward. As with the server's
+// own, nothing keeps one once the handler returned.
+var forwardCtxs = sync.Pool{New: func() any { return new(fasthttp.RequestCtx) }}
+
+func releaseForwardCtx(rc *fasthttp.RequestCtx) {
+	rc.ResetUserValues()
+	rc.Request.Reset()
+	rc.Response.Reset()
+	forwardCtxs.Put(rc)
+}
+
+// forwardLogger drops what fasthttp would log about an in-process
+// request; the gateway logs what matters itself.
+type forwardLogger struct{}
+
+func (forwardLogger) Printf(string, ...any) {}
 
 // parentOf returns the context of an in-process request (Forward), or nil.
 func parentOf(rc *fasthttp.RequestCtx) context.Context {

@@ -302,14 +302,13 @@ const finishTimeout = 10 * time.Second
 
 // run runs one claimed request and stores its result, or releases it.
 func (w *Worker) run(ctx context.Context, r *Request) {
-	log := w.opts.Logger.With("id", r.ID, "deployment", r.Deployment, "attempt", r.Attempt)
 	now := w.opts.Clock.Now()
 	switch {
 	case !r.Deadline.IsZero() && !now.Before(r.Deadline):
-		w.complete(ctx, log, r, errorResult(http.StatusGatewayTimeout, "the async request was not run before its deadline"))
+		w.complete(ctx, r, errorResult(http.StatusGatewayTimeout, "the async request was not run before its deadline"))
 		return
 	case r.Attempt > w.opts.MaxAttempts:
-		w.complete(ctx, log, r, errorResult(http.StatusInternalServerError,
+		w.complete(ctx, r, errorResult(http.StatusInternalServerError,
 			fmt.Sprintf("the async request failed %d attempts; giving up", r.Attempt-1)))
 		return
 	}
@@ -322,7 +321,7 @@ func (w *Worker) run(ctx context.Context, r *Request) {
 	res, err := w.fwd.Forward(fctx, r)
 	status := res.Status
 	if err == nil && !Retryable(status) {
-		w.complete(ctx, log, r, Result{Status: status, ContentType: res.ContentType, HeaderLength: res.HeaderLength, Body: res.Body})
+		w.complete(ctx, r, Result{Status: status, ContentType: res.ContentType, HeaderLength: res.HeaderLength, Body: res.Body})
 		return
 	}
 	fin, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
@@ -333,21 +332,32 @@ func (w *Worker) run(ctx context.Context, r *Request) {
 	} else if !r.Deadline.IsZero() && !at.Before(r.Deadline) {
 		at = r.Deadline // its next claim completes it with 504
 	}
-	log.Debug("async request failed retryably; released", "status", status, "err", err, "retry_at", at)
+	if w.opts.Logger.Enabled(ctx, slog.LevelDebug) {
+		w.logFor(r).Debug("async request failed retryably; released", "status", status, "err", err, "retry_at", at)
+	}
 	if err := w.q.Release(fin, r.ID, r.LeaseToken, at); err != nil {
-		log.Warn("release async request; it runs again when its lease expires", "err", err)
+		w.logFor(r).Warn("release async request; it runs again when its lease expires", "err", err)
 	}
 }
 
-func (w *Worker) complete(ctx context.Context, log *slog.Logger, r *Request, res Result) {
+// logFor returns the logger of r's lines. It is made for a line that is
+// logged, not per request: its attributes are formatted when it is made
+// (a JSON handler renders them ahead).
+func (w *Worker) logFor(r *Request) *slog.Logger {
+	return w.opts.Logger.With("id", r.ID, "deployment", r.Deployment, "attempt", r.Attempt)
+}
+
+func (w *Worker) complete(ctx context.Context, r *Request, res Result) {
 	fin, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	stored, err := w.q.Complete(fin, r.ID, r.LeaseToken, res)
 	switch {
 	case err != nil:
-		log.Warn("store async result; the request runs again when its lease expires", "err", err)
+		w.logFor(r).Warn("store async result; the request runs again when its lease expires", "err", err)
 	case !stored:
-		log.Debug("async request already had a result; this run's is dropped")
+		if w.opts.Logger.Enabled(ctx, slog.LevelDebug) {
+			w.logFor(r).Debug("async request already had a result; this run's is dropped")
+		}
 	default:
 		if w.opts.Waiters != nil {
 			w.opts.Waiters.Stored(r, &res) // readers answer with it, unread

@@ -2,12 +2,16 @@ package scenarios
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ebb-ml/ebb/bench/harness"
+	"github.com/ebb-ml/ebb/internal/serving"
 )
 
 // echoBody is a small OIP v2 request for the echo (no-op) engine.
@@ -54,7 +58,7 @@ func (Proxy) Run(ctx context.Context, env *harness.Env) (harness.Result, error) 
 	if err != nil {
 		return res, err
 	}
-	_, endpoint, err := ebb.WaitReady(ctx, "noop", 1, 60*time.Second)
+	d, endpoint, err := ebb.WaitReady(ctx, "noop", 1, 60*time.Second)
 	if err != nil {
 		return res, err
 	}
@@ -70,11 +74,11 @@ func (Proxy) Run(ctx context.Context, env *harness.Env) (harness.Result, error) 
 	if err != nil {
 		return res, err
 	}
-	refURL, err := startRefProxy(ctx, env, endpoint, "nethttp")
+	refURL, err := startRefProxy(ctx, env, endpoint, "nethttp", "")
 	if err != nil {
 		return res, err
 	}
-	fastURL, err := startRefProxy(ctx, env, endpoint, "fasthttp")
+	fastURL, err := startRefProxy(ctx, env, endpoint, "fasthttp", "")
 	if err != nil {
 		return res, err
 	}
@@ -86,6 +90,18 @@ func (Proxy) Run(ctx context.Context, env *harness.Env) (harness.Result, error) 
 		{"HAProxy", haURL + path},
 		{refProxyName, refURL + path},
 		{fastProxyName, fastURL + path},
+	}
+	// The same bare fasthttp proxy on the replica's Unix socket, the one
+	// ebb's gateway uses: what ebb's front server and handler add is ebb's
+	// row against this one.
+	if sock, err := replicaSocket(ebb, d); err != nil {
+		res.Notes = append(res.Notes, fmt.Sprintf("No `%s` row: %v.", fastUnixProxyName, err))
+	} else {
+		unixURL, err := startRefProxy(ctx, env, endpoint, "fasthttp", sock)
+		if err != nil {
+			return res, err
+		}
+		targets = append(targets, target{fastUnixProxyName, unixURL + path})
 	}
 	plan := loadPlan{
 		Body:        echoBody,
@@ -181,7 +197,8 @@ func (Proxy) Run(ctx context.Context, env *harness.Env) (harness.Result, error) 
 	})
 	res.Summary = fmt.Sprintf("One `ebb up` with a deployment `noop` (engine `echo`, one replica). The same replica process is reached directly (its own endpoint), "+
 		"through ebb's gateway, through nginx (%d worker(s), kept-alive upstream connections) and through HAProxy (%d thread(s), `http-reuse always`). "+
-		"As a reference point, not a peer, `"+refProxyName+"` is Go's `httputil.ReverseProxy` with a kept-alive transport (`bench/cmd/refproxy`): what Go's standard library costs before ebb's own work; `"+fastProxyName+"` is the same with fasthttp's server and HostClient. "+
+		"As a reference point, not a peer, `"+refProxyName+"` is Go's `httputil.ReverseProxy` with a kept-alive transport (`bench/cmd/refproxy`): what Go's standard library costs before ebb's own work; `"+fastProxyName+"` is the same with fasthttp's server and HostClient, and `"+fastUnixProxyName+"` that one reaching the replica on the Unix socket ebb's gateway uses: "+
+		"ebb against it is what ebb's front server and handler add to a bare fasthttp data path. "+
 		"ebb runs with token auth on (`--inference-auth=on`: each request carries a predict token, verified from the cache) and its request metrics (always on). "+
 		"Requests are a %d-byte OIP v2 infer POST. Throughput is closed-loop at %d connections; latency percentiles are measured one request at a time so they show what the proxy adds, not queueing.",
 		serverCPUCount(env), serverCPUCount(env), len(echoBody), plan.Conns)
@@ -217,13 +234,41 @@ func stageTable(ctx context.Context, env *harness.Env, res *harness.Result) {
 }
 
 const (
-	refProxyName  = "Go ReverseProxy (ref)"
-	fastProxyName = "fasthttp proxy (ref)"
+	refProxyName      = "Go ReverseProxy (ref)"
+	fastProxyName     = "fasthttp proxy (ref)"
+	fastUnixProxyName = "fasthttp proxy, Unix socket (ref)"
 )
 
-// startRefProxy builds and starts bench/cmd/refproxy in front of upstream
-// and returns its base URL.
-func startRefProxy(ctx context.Context, env *harness.Env, upstream, impl string) (string, error) {
+// replicaSocket returns the Unix socket on which d's first replica serves
+// ebb's gateway, from the "serving" line of its log (addr lists the port,
+// then the socket).
+func replicaSocket(ebb *harness.Ebb, d serving.Deployment) (string, error) {
+	if len(d.Status.ReplicaStatuses) == 0 {
+		return "", fmt.Errorf("deployment %s has no replica", d.Name)
+	}
+	id := d.Status.ReplicaStatuses[0].ID
+	b, err := os.ReadFile(filepath.Join(ebb.DataDir, "logs", id+".log"))
+	if err != nil {
+		return "", fmt.Errorf("replica log: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		var l struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "serving" {
+			continue
+		}
+		for a := range strings.SplitSeq(l.Addr, ", ") {
+			if strings.HasPrefix(a, "@") || strings.HasPrefix(a, "/") {
+				return a, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("replica %s serves no Unix socket (its log names none)", id)
+}
+
+// startRefProxy builds and starts bench/cmd/refproxy (impl nethttp or
+// fasthttp) in front of upstream, on its Unix socket unix when not "", and
+// returns its base URL.
+func startRefProxy(ctx context.Context, env *harness.Env, upstream, impl, unix string) (string, error) {
 	bin := filepath.Join(env.Work, "refproxy")
 	if err := harness.BuildGo(ctx, env.Root, "./bench/cmd/refproxy", bin, env.Out); err != nil {
 		return "", err
@@ -233,7 +278,11 @@ func startRefProxy(ctx context.Context, env *harness.Env, upstream, impl string)
 		return "", err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := env.Start(harness.StartOptions{Name: "refproxy-" + impl, Dir: env.Work}, bin, "-listen", addr, "-upstream", upstream, "-impl", impl)
+	args, name := []string{bin, "-listen", addr, "-upstream", upstream, "-impl", impl}, "refproxy-"+impl
+	if unix != "" {
+		args, name = append(args, "-unix", unix), name+"-unix"
+	}
+	p, err := env.Start(harness.StartOptions{Name: name, Dir: env.Work}, args...)
 	if err != nil {
 		return "", err
 	}

@@ -2,9 +2,12 @@
 // benchmark runs as a reference point: what a Go HTTP stack costs before
 // ebb adds routing, holding, balancing, stats and metrics. It is not a
 // peer. -impl picks the stack: net/http's httputil.ReverseProxy with a
-// kept-alive transport (default), or fasthttp's server and HostClient.
+// kept-alive transport (default), or fasthttp's server and HostClient; with
+// -unix, fasthttp reaches the upstream on that Unix socket instead of its
+// TCP port (the upstream URL still names the Host), as ebb's gateway
+// reaches a local replica.
 //
-//	refproxy -listen 127.0.0.1:9000 -upstream http://127.0.0.1:9001 [-impl fasthttp]
+//	refproxy -listen 127.0.0.1:9000 -upstream http://127.0.0.1:9001 [-impl fasthttp [-unix @socket]]
 package main
 
 import (
@@ -23,16 +26,19 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	upstream := flag.String("upstream", "", "base URL of the server to proxy to")
 	impl := flag.String("impl", "nethttp", "nethttp (httputil.ReverseProxy) or fasthttp")
+	unix := flag.String("unix", "", "with -impl fasthttp: reach the upstream on this Unix socket (a path, or @name for a Linux abstract one)")
 	flag.Parse()
 	u, err := url.Parse(*upstream)
 	if err != nil || u.Host == "" {
 		log.Fatalf("refproxy: -upstream must be a base URL such as http://127.0.0.1:9001, got %q", *upstream)
 	}
-	switch *impl {
-	case "nethttp":
+	switch {
+	case *impl == "nethttp" && *unix == "":
 		log.Fatal(serveNetHTTP(*listen, u))
-	case "fasthttp":
-		log.Fatal(serveFastHTTP(*listen, u))
+	case *impl == "fasthttp":
+		log.Fatal(serveFastHTTP(*listen, u, *unix))
+	case *unix != "":
+		log.Fatalf("refproxy: -unix needs -impl fasthttp")
 	default:
 		log.Fatalf("refproxy: -impl must be nethttp or fasthttp, got %q", *impl)
 	}
@@ -53,8 +59,11 @@ func serveNetHTTP(listen string, u *url.URL) error {
 	return srv.ListenAndServe()
 }
 
-func serveFastHTTP(listen string, u *url.URL) error {
+func serveFastHTTP(listen string, u *url.URL, unix string) error {
 	hc := &fasthttp.HostClient{Addr: u.Host, MaxConns: 1024, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	if unix != "" {
+		hc.Dial = func(string) (net.Conn, error) { return net.Dial("unix", unix) }
+	}
 	srv := &fasthttp.Server{
 		ReadTimeout: 30 * time.Second,
 		Handler: func(ctx *fasthttp.RequestCtx) {

@@ -26,8 +26,10 @@ func (g *Gateway) Forward(ctx context.Context, req *queue.Request) (queue.Result
 	rc := forwardCtxs.Get().(*fasthttp.RequestCtx)
 	defer releaseForwardCtx(rc)
 	// A request context as the server would have made it, filled in place
-	// (no copy of the request), its buffers kept for the next one.
-	rc.Init2(nil, forwardLogger{}, false)
+	// (no copy of the request). Its body buffers go back to fasthttp's own
+	// pools on reset, which drop outsized ones: a large answer is not kept
+	// in a pooled context.
+	rc.Init2(nil, forwardLogger{}, true)
 	r := &rc.Request
 	r.Header.SetMethod(fasthttp.MethodPost)
 	path := "/v2/models/" + req.Deployment

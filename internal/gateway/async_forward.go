@@ -29,7 +29,7 @@ func (g *Gateway) Forward(ctx context.Context, req *queue.Request) (queue.Result
 	// (no copy of the request). Its body buffers go back to fasthttp's own
 	// pools on reset, which drop outsized ones: a large answer is not kept
 	// in a pooled context.
-	rc.Init2(nil, forwardLogger{}, true)
+	rc.Init2(nil, fastLogger{g.opts.Logger}, true)
 	r := &rc.Request
 	r.Header.SetMethod(fasthttp.MethodPost)
 	path := "/v2/models/" + req.Deployment
@@ -69,12 +69,6 @@ func releaseForwardCtx(rc *fasthttp.RequestCtx) {
 	rc.Response.Reset()
 	forwardCtxs.Put(rc)
 }
-
-// forwardLogger drops what fasthttp would log about an in-process
-// request; the gateway logs what matters itself.
-type forwardLogger struct{}
-
-func (forwardLogger) Printf(string, ...any) {}
 
 // parentOf returns the context of an in-process request (Forward), or nil.
 func parentOf(rc *fasthttp.RequestCtx) context.Context {

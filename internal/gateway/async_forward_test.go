@@ -6,7 +6,9 @@ import (
 	"math"
 	"testing"
 
+	"github.com/ebb-ml/ebb/internal/balance"
 	"github.com/ebb-ml/ebb/internal/queue"
+	"github.com/ebb-ml/ebb/internal/routing"
 )
 
 // TestForwardBinaryAnswer runs an async request that asks for binary
@@ -36,5 +38,22 @@ func TestForwardBinaryAnswer(t *testing.T) {
 		ContentType: "application/json", Body: []byte(body)})
 	if err != nil || res.Status != 200 || res.HeaderLength != 0 {
 		t.Errorf("Forward of a JSON request = %d (header length %d) %q, %v; want 200 and no header length", res.Status, res.HeaderLength, res.Body, err)
+	}
+}
+
+// BenchmarkAsyncForward measures Forward, the async worker's in-process
+// request through the gateway's chain, for one small infer request to a
+// real replica server over loopback (the replica's own cost included;
+// compare against BenchmarkForward, the same request from a client).
+func BenchmarkAsyncForward(b *testing.B) {
+	f := newFixture(b, routing.Route{Deployment: "m", Endpoints: []*balance.Endpoint{replica(b, "r1")}})
+	req := &queue.Request{ID: queue.NewID(), Tenant: "acme", Deployment: "m", Priority: queue.PriorityInteractive,
+		ContentType: "application/json", Body: []byte(body)}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := f.g.Forward(context.Background(), req)
+		if err != nil || res.Status != 200 {
+			b.Fatalf("Forward = %d %q, %v; want 200", res.Status, res.Body, err)
+		}
 	}
 }

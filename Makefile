@@ -2,17 +2,23 @@
 
 # bin/ebb, and beside it bin/ebb-cluster, the cluster home's operator and
 # gateway (`ebb operator` and `ebb gateway` exec it; apart from ebb so that
-# ebb up links no Kubernetes client), and bin/ebb-replica: the lean binary
-# `ebb up` starts its replicas with (and replica pods run), built without cgo
-# to keep an idle replica small (see cmd/ebb-replica). Without it ebb runs
-# replicas as `ebb replica`, which keeps all of ebb resident. All three are
-# built without gRPC's tracing (-tags grpcnotrace): its html/template would
-# make the linker keep every exported method of every type, a fifth to a
-# quarter of each binary (internal/ebbtest TestLeanBinaries).
+# ebb up links no Kubernetes client), bin/ebb-replica: the lean binary
+# `ebb up` starts its replicas with (and replica pods run), and bin/ebb-onnx,
+# the replica binary of engine onnx. ebb and ebb-replica are built without
+# cgo, static, with no libc mapped, to keep an idle ebb up and replica small
+# (see cmd/ebb-replica); ONNX Runtime is a C library, so ebb-onnx (which an
+# onnx replica of ebb-replica execs, and which ebb up's registry asks to
+# check a pushed onnx model) and ebb-cluster (the operator checks pushed
+# models itself) have cgo. Without ebb-replica, ebb runs replicas as
+# `ebb replica`, which keeps all of ebb resident. All are built without
+# gRPC's tracing (-tags grpcnotrace): its html/template would make the
+# linker keep every exported method of every type, a fifth to a quarter of
+# each binary (internal/ebbtest TestLeanBinaries).
 build:
-	go build -tags grpcnotrace -o bin/ ./cmd/ebb
-	go build -tags grpcnotrace -o bin/ ./cmd/ebb-cluster
+	CGO_ENABLED=0 go build -tags grpcnotrace -o bin/ ./cmd/ebb
+	CGO_ENABLED=1 go build -tags grpcnotrace -o bin/ ./cmd/ebb-cluster
 	CGO_ENABLED=0 go build -tags grpcnotrace -o bin/ ./cmd/ebb-replica
+	CGO_ENABLED=1 go build -tags grpcnotrace -o bin/ ./cmd/ebb-onnx
 
 # Unit tests of every package.
 test:

@@ -11,8 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ebb-ml/ebb/internal/ebbtest"
 	"github.com/ebb-ml/ebb/internal/engine/onnx"
 	"github.com/ebb-ml/ebb/internal/replica/kube"
+	"github.com/ebb-ml/ebb/internal/replicacmd"
 )
 
 // No Docker engine runs where these tests run, so the image is never built
@@ -131,24 +133,18 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("build stage FROM %s with GO_VERSION=%s; want FROM %s with go.mod's Go %s", s.base, args["GO_VERSION"], want, goVersion)
 		}
 		runs := s.all("RUN")
-		// ebb and ebb-cluster with cgo: the onnx engine of `ebb replica`,
-		// and of the operator's check of pushed models; without gRPC's
-		// tracing, as make build builds them (internal/ebbtest).
-		for _, bin := range []string{"ebb", "ebb-cluster"} {
+		// Every binary make build builds, with the same cgo setting and
+		// without gRPC's tracing (internal/ebbtest.Binaries): ebb and the
+		// lean ebb-replica static, ebb-cluster and ebb-onnx with cgo (the
+		// onnx engine).
+		for _, b := range ebbtest.Binaries {
+			cmd := b.Pkg[strings.Index(b.Pkg, "/cmd/")+1:]
 			if !slices.ContainsFunc(runs, func(in instruction) bool {
-				return strings.Contains(in.args, "CGO_ENABLED=1") && strings.Contains(in.args, "go build") &&
-					strings.Contains(in.args, "-tags grpcnotrace") && strings.Contains(in.args, "-o /out/"+bin+" ./cmd/"+bin)
+				return strings.Contains(in.args, b.Env[0]) && strings.Contains(in.args, "go build") &&
+					strings.Contains(in.args, "-tags grpcnotrace") && strings.Contains(in.args, "-o /out/"+b.Name+" ./"+cmd)
 			}) {
-				t.Errorf("build stage has no RUN that builds ./cmd/%s with CGO_ENABLED=1 and -tags grpcnotrace into /out/%s: %+v", bin, bin, runs)
+				t.Errorf("build stage has no RUN that builds ./%s with %s and -tags grpcnotrace into /out/%s: %+v", cmd, b.Env[0], b.Name, runs)
 			}
-		}
-		// The lean replica binary, built as make build builds it (see
-		// cmd/ebb-replica).
-		if !slices.ContainsFunc(runs, func(in instruction) bool {
-			return strings.Contains(in.args, "CGO_ENABLED=0") && strings.Contains(in.args, "go build") &&
-				strings.Contains(in.args, "-tags grpcnotrace") && strings.Contains(in.args, "-o /out/ebb-replica ./cmd/ebb-replica")
-		}) {
-			t.Errorf("build stage has no RUN that builds ./cmd/ebb-replica with CGO_ENABLED=0 and -tags grpcnotrace into /out/ebb-replica: %+v", runs)
 		}
 		// The install script, run as root, puts the library at the first of
 		// the paths ebb searches.
@@ -159,9 +155,10 @@ func TestDockerfile(t *testing.T) {
 
 	lib := onnx.DefaultLibraryPaths()[0]
 	const binary = "/usr/local/bin/ebb" // on PATH in distroless and Debian
-	// Replica pods run kube.Binary by name; an onnx replica execs the ebb
-	// beside it.
+	// Replica pods run kube.Binary by name; an onnx replica execs the
+	// ebb-onnx beside it.
 	replicaBinary := "/usr/local/bin/" + kube.Binary
+	onnxBinary := "/usr/local/bin/" + replicacmd.ONNXBinary
 	// The chart's operator and gateway run ebb-cluster by name.
 	const clusterBinary = "/usr/local/bin/ebb-cluster"
 	for i, s := range stages {
@@ -194,6 +191,9 @@ func TestDockerfile(t *testing.T) {
 			if dests[replicaBinary] != "/out/ebb-replica" {
 				t.Errorf("no COPY --from=build /out/ebb-replica %s (replica pods run it by name, from PATH): %v", replicaBinary, dests)
 			}
+			if dests[onnxBinary] != "/out/ebb-onnx" {
+				t.Errorf("no COPY --from=build /out/ebb-onnx %s (an onnx replica execs it, beside ebb-replica): %v", onnxBinary, dests)
+			}
 			libCopied := false
 			for dest, src := range dests {
 				under := dest == lib || strings.HasPrefix(lib, strings.TrimSuffix(dest, "/")+"/")
@@ -219,7 +219,7 @@ func TestDockerfile(t *testing.T) {
 }
 
 // TestDockerignore checks that the build context keeps every directory
-// `go build` of ./cmd/ebb, ./cmd/ebb-cluster and ./cmd/ebb-replica read.
+// `go build` of every binary of the image reads.
 func TestDockerignore(t *testing.T) {
 	data, err := os.ReadFile("../.dockerignore")
 	if err != nil {
@@ -231,7 +231,7 @@ func TestDockerignore(t *testing.T) {
 			patterns = append(patterns, strings.TrimPrefix(l, "/"))
 		}
 	}
-	out, err := exec.Command("go", "list", "-deps", "-f", `{{if not .Standard}}{{.Dir}}{{range .EmbedFiles}} {{$.Dir}}/{{.}}{{end}}{{end}}`, "../cmd/ebb", "../cmd/ebb-cluster", "../cmd/ebb-replica").Output()
+	out, err := exec.Command("go", "list", "-deps", "-f", `{{if not .Standard}}{{.Dir}}{{range .EmbedFiles}} {{$.Dir}}/{{.}}{{end}}{{end}}`, "../cmd/ebb", "../cmd/ebb-cluster", "../cmd/ebb-replica", "../cmd/ebb-onnx").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

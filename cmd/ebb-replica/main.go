@@ -14,9 +14,9 @@
 // of every type linked; without cgo the binary is linked by Go's own linker
 // and needs no libc. ebb up runs the ebb-replica beside its own executable
 // (or --replica-binary), and `ebb replica` without one. A build without cgo
-// has no onnx engine: an onnx replica execs `ebb replica` in its place (the
-// ebb beside this executable, else the one on PATH), which is built with
-// cgo.
+// has no onnx engine: an onnx replica execs ebb-onnx in its place (the
+// replica binary built with cgo, cmd/ebb-onnx, beside this executable or on
+// PATH), else `ebb replica` of an ebb built with cgo (go run ./cmd/ebb).
 package main
 
 import (
@@ -30,18 +30,24 @@ import (
 
 func main() {
 	// The command handles SIGTERM and SIGINT itself: the first drains.
-	if err := replicacmd.New("ebb-replica", fullEbb).ExecuteContext(context.Background()); err != nil {
+	if err := replicacmd.New("ebb-replica", onnxReplica).ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
 }
 
-// fullEbb is the replica command of the ebb installed with this binary:
-// the ebb beside it, else the one on PATH.
-func fullEbb() ([]string, error) {
-	path, err := sibling.Find("ebb")
-	if err != nil {
-		return nil, fmt.Errorf("%w: install ebb next to ebb-replica (make build), or build ebb-replica with CGO_ENABLED=1", err)
+// onnxReplica is the replica command that serves engine onnx: ebb-onnx
+// (replicacmd.ONNXCommand), else `ebb replica` of the ebb installed with
+// this binary (beside it, else on PATH), which serves onnx when it was
+// built with cgo.
+func onnxReplica() ([]string, error) {
+	argv, err := replicacmd.ONNXCommand()
+	if err == nil {
+		return argv, nil
+	}
+	path, ebbErr := sibling.Find("ebb")
+	if ebbErr != nil {
+		return nil, fmt.Errorf("%w; nor is there an ebb: build both with make build", err)
 	}
 	return []string{path, "replica"}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 
 	"github.com/ebb-ml/ebb/internal/engine/onnx"
+	"github.com/ebb-ml/ebb/internal/replicacmd"
 )
 
 // version and commit may be set at build time with
@@ -99,27 +100,39 @@ func currentStamp() buildStamp {
 	bi, ok := debug.ReadBuildInfo()
 	s := stampFrom(bi, ok, version, commit)
 	s.Cgo = cgoBuild
-	s.Engines = engines(cgoBuild, onnx.FindLibrary)
+	var onnxBinary string
+	if !cgoBuild {
+		if argv, err := replicacmd.ONNXCommand(); err == nil {
+			onnxBinary = argv[0]
+		}
+	}
+	s.Engines = engines(cgoBuild, onnxBinary, onnx.FindLibrary)
 	return s
 }
 
-// engines lists the engines of a build with or without cgo; findONNX
-// finds the ONNX Runtime library (onnx.FindLibrary).
-func engines(cgo bool, findONNX func(string) (string, error)) []engineStamp {
+// engines lists the engines of a build with or without cgo; onnxBinary is
+// the ebb-onnx that serves engine onnx for a build without cgo (empty:
+// none found), and findONNX finds the ONNX Runtime library
+// (onnx.FindLibrary).
+func engines(cgo bool, onnxBinary string, findONNX func(string) (string, error)) []engineStamp {
 	es := []engineStamp{
 		{Name: "trees", In: true},
 		{Name: "echo", In: true},
 		{Name: "python", In: true, Note: "runs the model's Python interpreter"},
 		{Name: "http", In: true, Note: "fronts the model's own OIP v2 server"},
 	}
-	o := engineStamp{Name: "onnx", In: cgo}
+	o := engineStamp{Name: "onnx", In: cgo || onnxBinary != ""}
+	var where string
+	if !cgo {
+		where = "in " + onnxBinary + ": "
+	}
 	switch lib, err := findONNX(""); {
-	case !cgo:
-		o.Note = "not in: built without cgo (CGO_ENABLED=0); rebuild with CGO_ENABLED=1 and a C compiler"
+	case !o.In:
+		o.Note = "not in: this ebb was built without cgo (CGO_ENABLED=0) and no " + replicacmd.ONNXBinary + " is beside it or on PATH; build both with make build"
 	case err != nil:
-		o.Note = "ONNX Runtime " + onnx.LibraryVersion + " not found: install it with hack/install-onnxruntime.sh, or give ebb up --onnxruntime-lib"
+		o.Note = where + "ONNX Runtime " + onnx.LibraryVersion + " not found: install it with hack/install-onnxruntime.sh, or give ebb up --onnxruntime-lib"
 	default:
-		o.Note = "ONNX Runtime at " + lib
+		o.Note = where + "ONNX Runtime at " + lib
 	}
 	return append(es, o)
 }

@@ -65,24 +65,27 @@ func TestStampFrom(t *testing.T) {
 	}
 }
 
-// TestEngines: onnx is in only with cgo, and says whether its library is
-// found; the others are always in.
+// TestEngines: onnx is in with cgo, or without it when an ebb-onnx serves
+// it, and says whether its library is found; the others are always in.
 func TestEngines(t *testing.T) {
 	found := func(string) (string, error) { return "/opt/libonnxruntime.so.1", nil }
 	missing := func(string) (string, error) { return "", errors.New("not found") }
 	for _, tt := range []struct {
 		name     string
 		cgo      bool
+		binary   string
 		find     func(string) (string, error)
 		wantIn   bool
 		wantNote string
 	}{
 		{name: "cgo, library found", cgo: true, find: found, wantIn: true, wantNote: "ONNX Runtime at /opt/libonnxruntime.so.1"},
 		{name: "cgo, no library", cgo: true, find: missing, wantIn: true, wantNote: "hack/install-onnxruntime.sh"},
-		{name: "no cgo", cgo: false, find: found, wantIn: false, wantNote: "built without cgo"},
+		{name: "no cgo, no ebb-onnx", cgo: false, find: found, wantIn: false, wantNote: "no ebb-onnx is beside it"},
+		{name: "no cgo, ebb-onnx", cgo: false, binary: "/bin/ebb-onnx", find: found, wantIn: true, wantNote: "in /bin/ebb-onnx: ONNX Runtime at /opt/libonnxruntime.so.1"},
+		{name: "no cgo, ebb-onnx, no library", cgo: false, binary: "/bin/ebb-onnx", find: missing, wantIn: true, wantNote: "in /bin/ebb-onnx: ONNX Runtime"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			es := engines(tt.cgo, tt.find)
+			es := engines(tt.cgo, tt.binary, tt.find)
 			var names []string
 			for _, e := range es {
 				names = append(names, e.Name)

@@ -17,44 +17,50 @@ import (
 // The build settings `make build` and the Dockerfile use. Every binary is
 // built with LeanFlags: gRPC without golang.org/x/net/trace, whose
 // html/template, were it linked, would make the linker keep every exported
-// method of every type (TestLeanBinaries). cmd/ebb-replica is built
-// without cgo as well (ReplicaEnv; see cmd/ebb-replica).
+// method of every type (TestLeanBinaries). ebb and the lean ebb-replica are
+// built without cgo (StaticEnv): Go's own linker links them, with no libc
+// mapped, and an idle `ebb up` or replica keeps less resident. Engine onnx
+// needs cgo (ONNX Runtime is a C library): ebb-onnx, the replica binary
+// built with it (CgoEnv; see cmd/ebb-onnx), serves it for both, and
+// ebb-cluster keeps cgo for the operator's check of pushed onnx models.
 var (
-	LeanFlags  = []string{"-tags", "grpcnotrace"}
-	ReplicaEnv = []string{"CGO_ENABLED=0"}
+	LeanFlags = []string{"-tags", "grpcnotrace"}
+	StaticEnv = []string{"CGO_ENABLED=0"}
+	CgoEnv    = []string{"CGO_ENABLED=1"}
 )
 
-// BuildAll compiles ./cmd/ebb, ./cmd/ebb-cluster and ./cmd/ebb-replica
-// into dir/ebb, dir/ebb-cluster and dir/ebb-replica, side by side as `make
-// build` does, so that `ebb up` run from dir starts its replicas with the
-// lean binary and `ebb operator` finds ebb-cluster. flags (such as
-// -ldflags) go to every build; root is the directory the go command runs
-// in ("": the current one, which must be inside the ebb module). The go
-// command's output goes to out.
+// Binaries are the binaries make build builds, with their environments.
+var Binaries = []struct {
+	Name, Pkg string
+	Env       []string
+}{
+	{Name: "ebb", Pkg: "github.com/ebb-ml/ebb/cmd/ebb", Env: StaticEnv},
+	{Name: "ebb-cluster", Pkg: "github.com/ebb-ml/ebb/cmd/ebb-cluster", Env: CgoEnv},
+	{Name: "ebb-replica", Pkg: "github.com/ebb-ml/ebb/cmd/ebb-replica", Env: StaticEnv},
+	{Name: "ebb-onnx", Pkg: "github.com/ebb-ml/ebb/cmd/ebb-onnx", Env: CgoEnv},
+}
+
+// BuildAll compiles Binaries into dir, side by side as `make build` does,
+// so that `ebb up` run from dir starts its replicas with the lean binary
+// (and onnx ones with ebb-onnx) and `ebb operator` finds ebb-cluster. flags
+// (such as -ldflags) go to every build; root is the directory the go
+// command runs in ("": the current one, which must be inside the ebb
+// module). The go command's output goes to out.
 func BuildAll(ctx context.Context, root, dir string, out io.Writer, flags ...string) error {
-	builds := []struct {
-		name, pkg string
-		env       []string
-		flags     []string
-	}{
-		{name: "ebb", pkg: "github.com/ebb-ml/ebb/cmd/ebb", flags: LeanFlags},
-		{name: "ebb-cluster", pkg: "github.com/ebb-ml/ebb/cmd/ebb-cluster", flags: LeanFlags},
-		{name: "ebb-replica", pkg: "github.com/ebb-ml/ebb/cmd/ebb-replica", env: ReplicaEnv, flags: LeanFlags},
-	}
-	for _, b := range builds {
-		args := append(append(append([]string{"build", "-o", filepath.Join(dir, b.name)}, b.flags...), flags...), b.pkg)
+	for _, b := range Binaries {
+		args := append(append(append([]string{"build", "-o", filepath.Join(dir, b.Name)}, LeanFlags...), flags...), b.Pkg)
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), b.env...)
+		cmd.Env = append(os.Environ(), b.Env...)
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build %s: %w", b.name, err)
+			return fmt.Errorf("build %s: %w", b.Name, err)
 		}
 	}
 	return nil
 }
 
-// Build compiles ebb, ebb-cluster and ebb-replica into dir (see BuildAll)
+// Build compiles the Binaries into dir (see BuildAll)
 // and returns ebb's path.
 func Build(dir string) (string, error) {
 	var out bytes.Buffer

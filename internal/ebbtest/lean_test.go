@@ -18,25 +18,18 @@ import (
 // quarter of ebb-cluster, mapped by every process that runs them.
 func TestLeanBinaries(t *testing.T) {
 	if testing.Short() {
-		t.Skip("links three binaries")
+		t.Skip("links every binary")
 	}
 	NeedGo(t)
-	for _, b := range []struct {
-		pkg string
-		env []string
-	}{
-		{pkg: "github.com/ebb-ml/ebb/cmd/ebb"},
-		{pkg: "github.com/ebb-ml/ebb/cmd/ebb-cluster"},
-		{pkg: "github.com/ebb-ml/ebb/cmd/ebb-replica", env: ReplicaEnv},
-	} {
-		t.Run(b.pkg[strings.LastIndex(b.pkg, "/")+1:], func(t *testing.T) {
+	for _, b := range Binaries {
+		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			// -dumpdep prints every edge of the linker's reachability
 			// graph on stderr, "from -> to", a <ReflectMethod> after the
 			// functions that are.
-			args := append(append([]string{"build", "-o", os.DevNull, "-ldflags=-dumpdep"}, LeanFlags...), b.pkg)
+			args := append(append([]string{"build", "-o", os.DevNull, "-ldflags=-dumpdep"}, LeanFlags...), b.Pkg)
 			cmd := exec.Command("go", args...)
-			cmd.Env = append(os.Environ(), b.env...)
+			cmd.Env = append(os.Environ(), b.Env...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			if err := cmd.Run(); err != nil {
@@ -67,7 +60,7 @@ func TestLeanBinaries(t *testing.T) {
 				t.Errorf("%s, linked as make build links it (%s), keeps %d function(s) that look methods up by name: %s. "+
 					"Something now executes a text/template or html/template, or calls reflect.Value.MethodByName: "+
 					"find it with go build -ldflags=-dumpdep %s 2>&1 | grep -B3 ReflectMethod, and render without templates (as sqlstore's renderDDL does)",
-					b.pkg, strings.Join(LeanFlags, " "), len(names), strings.Join(names[:min(len(names), 5)], ", "), b.pkg)
+					b.Pkg, strings.Join(LeanFlags, " "), len(names), strings.Join(names[:min(len(names), 5)], ", "), b.Pkg)
 			}
 		})
 	}

@@ -114,13 +114,25 @@ func NewRegistry(o RegistryOptions, dataDir string, st registry.Store, reg prome
 }
 
 // ValidateModel is the registry's push-time check: it loads the model with
-// the engines this binary embeds (trees, onnx, echo), as a replica would,
-// and returns its signature. Engines that run outside the process (python,
-// http) are not checked here: their models are checked when a replica
-// first loads them.
+// the engines replicas run in their own process (trees, onnx, echo), as a
+// replica would, and returns its signature. An onnx model is loaded in this
+// process only when this build has cgo (ONNX Runtime is a C library); a
+// build without (ebb as make build builds it) asks ebb-onnx, the replica
+// binary with cgo, in a process of its own (replicacmd.Describe). Engines
+// that run outside a replica's process (python, http) are not checked here:
+// their models are checked when a replica first loads them.
 func ValidateModel(ctx context.Context, engineName, path string) (registry.Signature, error) {
 	switch engineName {
-	case "trees", "onnx", "echo":
+	case "trees", "echo":
+	case "onnx":
+		if !replicacmd.ServesONNX() {
+			argv, err := replicacmd.ONNXCommand()
+			if err != nil {
+				return registry.Signature{}, err
+			}
+			s, err := replicacmd.Describe(ctx, argv, engineName, path)
+			return registry.Signature{Inputs: s.Inputs, Outputs: s.Outputs}, err
+		}
 	default:
 		return registry.Signature{}, nil
 	}

@@ -88,6 +88,10 @@ type replicaFlags struct {
 	memoryBudget string
 
 	tracing telemetry.Config // --otlp-*, --trace-sample-ratio (tracing.go)
+
+	// describe (--describe): load the model, print its signature, exit
+	// (describe.go).
+	describe bool
 }
 
 // Delegate returns the command line (a binary's absolute path and its
@@ -128,6 +132,9 @@ gateway. For a manual run, use --addr instead.`,
 			if f.engine == "onnx" && !cgoBuild && delegate != nil {
 				return execDelegate(delegate)
 			}
+			if f.describe {
+				return describe(cmd.OutOrStdout(), f)
+			}
 			f.command = args
 			// Taken out of the environment, so neither an engine's
 			// command nor Python code inherits it.
@@ -163,6 +170,8 @@ gateway. For a manual run, use --addr instead.`,
 	fl.Int64Var(&f.maxRequestElements, "max-request-elements", server.DefaultMaxRequestElements, "most tensor elements one infer request may declare, all inputs together; more get 413")
 	addPoolFlags(fl, &f)
 	f.tracing.AddFlags(fl)
+	fl.BoolVar(&f.describe, "describe", false, "load --model with --engine, print its inputs and outputs as JSON and exit (the registry's check of a pushed model)")
+	_ = fl.MarkHidden("describe")
 	fl.StringVar(&onnxruntimeLib, "onnxruntime-lib", "", "engine onnx: path of libonnxruntime.so.1 (default: $"+onnx.EnvLibrary+", then where hack/install-onnxruntime.sh installs it)")
 	return cmd
 }

@@ -191,6 +191,7 @@ func (o *OIDC) Authenticate(ctx context.Context, token string) (Principal, error
 	if ok && now.Before(c.until) {
 		return c.p, c.err
 	}
+	token = strings.Clone(token) // not cached: one of its own (see Authenticator)
 	p, exp, err := o.verify(ctx, token, now)
 	if err != nil && !errors.Is(err, ErrForbidden) {
 		return Principal{}, err

@@ -160,6 +160,7 @@ func (r *Remote) Authenticate(ctx context.Context, token string) (Principal, err
 	if ok && now.Before(c.until) {
 		return c.answer(now)
 	}
+	token = strings.Clone(token) // not cached: one of its own (see Authenticator)
 	if _, _, ok := ParseToken(token); !ok {
 		return Principal{}, Unauthenticated("the token is not an ebb token (ebb_<id>_<secret>); this gateway accepts only ebb tokens, not OIDC JWTs")
 	}
@@ -185,7 +186,7 @@ func (r *Remote) Authenticate(ctx context.Context, token string) (Principal, err
 	if len(r.cache) >= defaultRemoteCacheSize {
 		clear(r.cache) // crude, bounded; refilled at one round trip per token
 	}
-	r.cache[strings.Clone(token)] = c // a key of its own, as Verifier's
+	r.cache[token] = c
 	r.mu.Unlock()
 	return c.answer(now)
 }

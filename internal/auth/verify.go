@@ -16,6 +16,11 @@ import (
 // ErrUnauthenticated for a token that is not valid, and other errors (a
 // store that cannot be reached) as they are. The admin API's middleware,
 // the gateway's auth stage and its gRPC interceptor use it.
+//
+// token may point into a buffer the caller reuses once Authenticate
+// returns (the gateway passes its request's bytes, uncopied): an
+// implementation clones what it keeps, a cache key above all, and what
+// it hands to other goroutines.
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (Principal, error)
 }
@@ -77,6 +82,9 @@ func (v *Verifier) Authenticate(ctx context.Context, token string) (Principal, e
 		}
 		return c.p, nil
 	}
+	// Not cached: a copy of its own (see Authenticator), for the store
+	// and the cache.
+	token = strings.Clone(token)
 	id, secret, ok := ParseToken(token)
 	if !ok {
 		return Principal{}, Unauthenticated("the token is not an ebb token (ebb_<id>_<secret>)")
@@ -99,9 +107,7 @@ func (v *Verifier) Authenticate(ctx context.Context, token string) (Principal, e
 	if len(v.cache) >= defaultCacheSize {
 		clear(v.cache) // crude, bounded; a full cache is refilled at one store read per token
 	}
-	// A key of its own: the caller's token may point into a buffer it
-	// reuses (an adapted fasthttp request).
-	v.cache[strings.Clone(token)] = verified{p: p, until: now.Add(v.ttl), expires: t.ExpiresAt}
+	v.cache[token] = verified{p: p, until: now.Add(v.ttl), expires: t.ExpiresAt}
 	v.mu.Unlock()
 	return p, nil
 }

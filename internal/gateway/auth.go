@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 
@@ -16,7 +17,9 @@ import (
 
 // Authenticator verifies the bearer token of an inference request;
 // *auth.Verifier is one. It must answer from memory on the request path:
-// the auth stage calls it for every request that names a model.
+// the auth stage calls it for every request that names a model. The token
+// it gets points into the request's buffer, reused for the connection's
+// next request: it clones what it keeps (auth.Authenticator).
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (auth.Principal, error)
 }
@@ -59,18 +62,31 @@ func writeAuthError(ctx *fasthttp.RequestCtx, err error) {
 
 // principal authenticates the bearer token of ctx's Authorization header.
 func (g *Gateway) principal(ctx *fasthttp.RequestCtx) (auth.Principal, error) {
-	h := ctx.Request.Header.Peek("Authorization")
+	h := peekAuthorization(&ctx.Request.Header)
 	if len(h) == 0 {
 		return auth.Principal{}, auth.Unauthenticated("no token")
 	}
-	// A string of its own: an Authenticator may keep the token (a cache
-	// key), and h is the request's buffer.
-	tok, ok := auth.BearerToken(string(h))
+	// Not copied: an Authenticator clones what it keeps.
+	tok, ok := auth.BearerToken(b2s(h))
 	if !ok {
 		return auth.Principal{}, auth.Unauthenticated(`the Authorization header is not "Bearer TOKEN"`)
 	}
 	return g.opts.Auth.Authenticate(ctx, tok)
 }
+
+// peekAuthorization returns h's Authorization header, found in one pass
+// over the (normalized) names: Peek would normalize the name it is given
+// on every call.
+func peekAuthorization(h *fasthttp.RequestHeader) []byte {
+	for k, v := range h.All() {
+		if bytes.Equal(k, headerAuthorization) {
+			return v
+		}
+	}
+	return nil
+}
+
+var headerAuthorization = []byte("Authorization")
 
 // authUnary is the gRPC side of the auth stage: ModelReady, ModelMetadata
 // and ModelInfer need predict:GLOB for their model, with the token in the

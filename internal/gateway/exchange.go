@@ -185,8 +185,14 @@ func copyResponse(ctx *fasthttp.RequestCtx, x *exchange, ep *balance.Endpoint) i
 		ctx.Response.Header.SetContentTypeBytes(ct)
 	}
 	ctx.Response.Header.SetCanonical(headerReplica, s2b(ep.ID))
-	if n := x.resp.Header.Peek(oip.HeaderInferenceHeaderLength); len(n) > 0 {
-		ctx.Response.Header.SetBytesV(oip.HeaderInferenceHeaderLength, n)
+	// The one header passed on besides, found in one pass over the
+	// answer's few (normalized) names: Peek would normalize the name it
+	// is given on every call.
+	for k, v := range x.resp.Header.All() {
+		if bytes.Equal(k, headerInferenceLength) {
+			ctx.Response.Header.SetCanonical(headerInferenceLength, v)
+			break
+		}
 	}
 	moveBody(&ctx.Response, &x.resp)
 	return status

@@ -36,23 +36,19 @@ type upstreams struct {
 	maxConns int
 	wait     time.Duration
 
-	// byKey holds the clients (*upstream), read without a lock on the
-	// request path; they are added and removed with mu held.
-	byKey sync.Map // upstreamKey → *upstream
+	// byEndpoint holds the clients (*upstream), read without a lock on
+	// the request path; they are added and removed with mu held. A
+	// streaming client (answers passed on as they arrive: the OpenAI API)
+	// and a buffering one (OIP v2) may serve one endpoint: byEndpoint[1]
+	// holds the streaming ones. Keyed by the endpoint's pointer alone,
+	// whose hash costs less than a struct's.
+	byEndpoint [2]sync.Map // *balance.Endpoint → *upstream
 
 	// mu guards the fields below.
 	mu       sync.Mutex
 	closed   bool
 	done     chan struct{}   // closed by close; watchers stop on it
 	watching map[string]bool // deployments with a watcher
-}
-
-// upstreamKey names a client: a streaming one (answers passed on as they
-// arrive: the OpenAI API) and a buffering one (OIP v2) may serve one
-// endpoint.
-type upstreamKey struct {
-	ep     *balance.Endpoint
-	stream bool
 }
 
 // upstream is one endpoint's client.
@@ -71,8 +67,8 @@ func newUpstreams(routes Routes, tlsConfig *tls.Config, maxConns int, wait time.
 // get returns the client of ep, a replica of rt's deployment, creating it
 // (no I/O) on first use.
 func (u *upstreams) get(rt *routing.Route, ep *balance.Endpoint, stream bool) (*upstream, error) {
-	k := upstreamKey{ep, stream}
-	if v, ok := u.byKey.Load(k); ok {
+	m := &u.byEndpoint[b2i(stream)]
+	if v, ok := m.Load(ep); ok {
 		return v.(*upstream), nil
 	}
 	u.mu.Lock()
@@ -80,14 +76,14 @@ func (u *upstreams) get(rt *routing.Route, ep *balance.Endpoint, stream bool) (*
 	if u.closed {
 		return nil, errors.New("the gateway is shutting down")
 	}
-	if v, ok := u.byKey.Load(k); ok {
+	if v, ok := m.Load(ep); ok {
 		return v.(*upstream), nil
 	}
 	up, err := u.newUpstream(rt.Deployment, ep, stream)
 	if err != nil {
 		return nil, err
 	}
-	u.byKey.Store(k, up)
+	m.Store(ep, up)
 	if !u.watching[rt.Deployment] {
 		u.watching[rt.Deployment] = true
 		go u.watch(rt)
@@ -176,18 +172,21 @@ func (u *upstreams) sweep(name string, rt *routing.Route) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	left := false
-	u.byKey.Range(func(k, v any) bool {
-		up := v.(*upstream)
-		switch {
-		case up.deployment != name:
-		case keep[k.(upstreamKey).ep]:
-			left = true
-		default:
-			u.byKey.Delete(k)
-			up.hc.CloseIdleConnections()
-		}
-		return true
-	})
+	for i := range u.byEndpoint {
+		m := &u.byEndpoint[i]
+		m.Range(func(k, v any) bool {
+			up := v.(*upstream)
+			switch {
+			case up.deployment != name:
+			case keep[k.(*balance.Endpoint)]:
+				left = true
+			default:
+				m.Delete(k)
+				up.hc.CloseIdleConnections()
+			}
+			return true
+		})
+	}
 	if !left {
 		delete(u.watching, name)
 	}
@@ -197,7 +196,9 @@ func (u *upstreams) sweep(name string, rt *routing.Route) bool {
 // len returns the number of clients.
 func (u *upstreams) len() int {
 	n := 0
-	u.byKey.Range(func(any, any) bool { n++; return true })
+	for i := range u.byEndpoint {
+		u.byEndpoint[i].Range(func(any, any) bool { n++; return true })
+	}
 	return n
 }
 
@@ -211,11 +212,22 @@ func (u *upstreams) close() {
 	}
 	u.closed = true
 	close(u.done)
-	u.byKey.Range(func(k, v any) bool {
-		u.byKey.Delete(k)
-		v.(*upstream).hc.CloseIdleConnections()
-		return true
-	})
+	for i := range u.byEndpoint {
+		m := &u.byEndpoint[i]
+		m.Range(func(k, v any) bool {
+			m.Delete(k)
+			v.(*upstream).hc.CloseIdleConnections()
+			return true
+		})
+	}
+}
+
+// b2i is 1 for true, 0 for false.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // restTLS returns cfg for REST over TLS to replicas: HTTP/1.1 only, since a

@@ -3,9 +3,6 @@ package auth_test
 import (
 	"bytes"
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -25,18 +22,7 @@ func TestTokenInReusedBuffer(t *testing.T) {
 	st := &memTokens{m: map[string]auth.Token{}}
 	v := auth.NewVerifier(st, time.Minute, clock)
 	gw := newTok(t, st, time.Time{}, "gateway")
-	expires := func(ctx context.Context, id string) time.Time {
-		tok, _ := st.GetToken(ctx, id)
-		return tok.ExpiresAt
-	}
-	behind := auth.NewVerifier(st, time.Nanosecond, clock)
-	h := auth.Require(behind, auth.Gateway, auth.VerifyHandler(behind, expires))
-	var calls atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		h.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
+	srv, calls := verifyServer(t, st, clock)
 	remote := auth.NewRemote(srv.URL, gw, auth.RemoteOptions{Now: clock, TTL: time.Minute})
 
 	for _, tt := range []struct {

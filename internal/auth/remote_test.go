@@ -15,6 +15,26 @@ import (
 	"github.com/ebb-ml/ebb/internal/store"
 )
 
+// verifyServer serves st's tokens as the operator serves them to gateways:
+// VerifyHandler behind Require(Gateway), with a Verifier that caches
+// nothing. It counts the requests it gets.
+func verifyServer(t *testing.T, st *memTokens, clock func() time.Time) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	v := auth.NewVerifier(st, time.Nanosecond, clock)
+	expires := func(ctx context.Context, id string) time.Time {
+		tok, _ := st.GetToken(ctx, id)
+		return tok.ExpiresAt
+	}
+	calls := &atomic.Int32{}
+	h := auth.Require(v, auth.Gateway, auth.VerifyHandler(v, expires))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, calls
+}
+
 // TestRemote runs a Remote against the real VerifyHandler behind
 // Require(Gateway), as the operator serves it to gateways.
 func TestRemote(t *testing.T) {
@@ -22,22 +42,11 @@ func TestRemote(t *testing.T) {
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	st := &memTokens{m: map[string]auth.Token{}}
-	v := auth.NewVerifier(st, time.Nanosecond, clock)
 	gw := newTok(t, st, time.Time{}, "gateway")
 	predict := newTok(t, st, time.Time{}, "predict:iris")
 	expiring := newTok(t, st, now.Add(30*time.Second), "predict:*")
 	reader := newTok(t, st, time.Time{}, "read")
-	expires := func(ctx context.Context, id string) time.Time {
-		tok, _ := st.GetToken(ctx, id)
-		return tok.ExpiresAt
-	}
-	var calls atomic.Int32
-	h := auth.Require(v, auth.Gateway, auth.VerifyHandler(v, expires))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		h.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
+	srv, calls := verifyServer(t, st, clock)
 	r := auth.NewRemote(srv.URL, gw, auth.RemoteOptions{Now: clock, TTL: 10 * time.Second, NegativeTTL: 2 * time.Second})
 
 	p, err := r.Authenticate(ctx, predict)

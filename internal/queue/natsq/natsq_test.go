@@ -166,6 +166,36 @@ func TestRedeliveryOfFinished(t *testing.T) {
 	t.Fatal("the message of the finished request was not acknowledged")
 }
 
+// TestGetCompletedBetweenReads: a request completed, and its message
+// acknowledged and removed, after Get found no outcome but before it read
+// the message is answered with its result, not "not found".
+func TestGetCompletedBetweenReads(t *testing.T) {
+	q, r := queueWithOne(t)
+	rs, err := q.Claim(t.Context(), "iris", 1, time.Minute)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("Claim = %d, %v; want 1", len(rs), err)
+	}
+	natsq.SetBetweenReads(func() {
+		natsq.SetBetweenReads(nil)
+		if stored, err := q.Complete(t.Context(), r.ID, rs[0].LeaseToken, queue.Result{Status: 200, Body: []byte("done")}); err != nil || !stored {
+			t.Errorf("Complete = %v, %v; want stored", stored, err)
+		}
+		// The acknowledgement is not waited for: wait until the
+		// message is gone, as it is when the race bites.
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if n, err := q.Depth(t.Context(), "iris"); err == nil && n == 0 {
+				return
+			}
+		}
+		t.Error("the completed request's message was not removed")
+	})
+	t.Cleanup(func() { natsq.SetBetweenReads(nil) })
+	rec, err := q.Get(t.Context(), "acme", r.ID)
+	if err != nil || rec.State != queue.Done || string(rec.Result.Body) != "done" {
+		t.Fatalf("Get = %+v, %v; want the result stored between its reads", rec, err)
+	}
+}
+
 // TestOlderLayout: a request stream of an earlier layout that still holds
 // requests is refused with what to do, not updated (which would delete
 // all but one request of each deployment).

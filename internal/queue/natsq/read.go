@@ -174,9 +174,12 @@ func (q *Queue) scanRequests(ctx context.Context, filter string, fn func(m *meta
 // Get implements queue.Queue. The request's outcome is read first, then
 // its message: Complete stores the outcome before it acknowledges the
 // message, and does not wait for the server to remove it, so an outcome
-// found is the answer even while the message lingers. A pending request
-// costs two reads, a finished one one; the gateway answers most polls from
-// what its process remembers (queue.Waiters) without either.
+// found is the answer even while the message lingers. A request completed
+// between the two reads has neither when its message is read: its outcome
+// exists by then, so a missing message is followed by a second read of the
+// outcome. A pending request costs two reads, a finished one one; the
+// gateway answers most polls from what its process remembers
+// (queue.Waiters) without either.
 func (q *Queue) Get(ctx context.Context, tenant, id string) (queue.Record, error) {
 	ctx, cancel := q.op(ctx)
 	defer cancel()
@@ -186,19 +189,31 @@ func (q *Queue) Get(ctx context.Context, tenant, id string) (queue.Record, error
 	if k == "" {
 		return queue.Record{}, notFound
 	}
-	r, _, err := q.get(ctx, k)
-	switch {
-	case err == nil:
-		if !r.Expires.After(now) {
-			return queue.Record{}, notFound
+	outcome := func() (queue.Record, bool, error) {
+		r, _, err := q.get(ctx, k)
+		switch {
+		case err == nil:
+			if !r.Expires.After(now) {
+				return queue.Record{}, true, notFound
+			}
+			return r.toRecord(), true, nil
+		case !errors.Is(err, queue.ErrNotFound):
+			return queue.Record{}, true, q.fail(ctx, "get "+id, err)
 		}
-		return r.toRecord(), nil
-	case !errors.Is(err, queue.ErrNotFound):
-		return queue.Record{}, q.fail(ctx, "get "+id, err)
+		return queue.Record{}, false, nil
+	}
+	if rec, found, err := outcome(); found {
+		return rec, err
+	}
+	if betweenReads != nil {
+		betweenReads()
 	}
 	m, _, err := q.lookup(ctx, q.anyRequestSubject(k))
 	switch {
 	case errors.Is(err, queue.ErrNotFound):
+		if rec, found, err := outcome(); found {
+			return rec, err // completed between the two reads
+		}
 		return queue.Record{}, notFound
 	case err != nil:
 		return queue.Record{}, q.fail(ctx, "get "+id, err)
@@ -207,6 +222,10 @@ func (q *Queue) Get(ctx context.Context, tenant, id string) (queue.Record, error
 	}
 	return m.pendingRecord(), nil
 }
+
+// betweenReads, when set (by a test), runs between Get's read of an
+// outcome and its read of the message.
+var betweenReads func()
 
 // scan calls fn with every outcome whose key matches filter, as the bucket
 // holds them now.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/oip"
 	"github.com/ebb-ml/ebb/internal/sibling"
+	"github.com/ebb-ml/ebb/internal/tailbuf"
 )
 
 // ONNXBinary is the replica binary built with cgo (cmd/ebb-onnx): engine
@@ -58,6 +59,10 @@ func describe(w io.Writer, f replicaFlags) error {
 	return json.NewEncoder(w).Encode(Signature{Inputs: md.Inputs, Outputs: md.Outputs})
 }
 
+// maxDescribeError bounds the bytes of the error Describe passes on: an
+// error quoting a model file is not passed on whole.
+const maxDescribeError = 2 << 10
+
 // describeTimeout bounds Describe: loading a model of gigabytes takes
 // seconds, not minutes.
 const describeTimeout = 2 * time.Minute
@@ -71,15 +76,11 @@ func Describe(ctx context.Context, argv []string, engine, path string) (Signatur
 	defer cancel()
 	args := append(append([]string{}, argv[1:]...), "--describe", "--engine", engine, "--model", path)
 	cmd := exec.CommandContext(ctx, argv[0], args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var stdout bytes.Buffer
+	stderr := tailbuf.New(1, maxDescribeError) // its last line is its error ("error: ...")
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
 	if err := cmd.Run(); err != nil {
-		// The command's last line is its error ("error: ...").
-		msg := strings.TrimSpace(stderr.String())
-		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
-			msg = msg[i+1:]
-		}
-		msg = strings.TrimPrefix(msg, "error: ")
+		msg := strings.TrimPrefix(strings.TrimSpace(stderr.String()), "error: ")
 		msg = strings.TrimPrefix(msg, "engine "+engine+": ") // LoadModel's, which the caller adds its own way
 		switch {
 		case ctx.Err() != nil:
@@ -87,21 +88,11 @@ func Describe(ctx context.Context, argv []string, engine, path string) (Signatur
 		case msg == "":
 			return Signature{}, fmt.Errorf("%s failed loading the model: %w", argv[0], err)
 		}
-		return Signature{}, errors.New(clip(msg))
+		return Signature{}, errors.New(msg)
 	}
 	var s Signature
 	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
 		return Signature{}, fmt.Errorf("%s --describe printed no signature: %w", argv[0], err)
 	}
 	return s, nil
-}
-
-// clip shortens a message to 2 KiB: an error quoting a model file is not
-// passed on whole.
-func clip(msg string) string {
-	const most = 2 << 10
-	if len(msg) <= most {
-		return msg
-	}
-	return msg[:most] + "..."
 }

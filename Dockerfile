@@ -17,7 +17,9 @@
 # in images built FROM this one. ebb-cluster has cgo (the operator loads
 # pushed onnx models to check them), and so has ebb-onnx; ebb and ebb-replica
 # are built without (see cmd/ebb-replica), so an onnx replica execs the
-# ebb-onnx beside it in its place. The default image
+# ebb-onnx beside it in its place, and a replica reads an s3:// model with
+# `ebb fetch-artifact` (the ebb beside it), so that no replica keeps an S3
+# client resident: an image for replica pods keeps all four. The default image
 # has no shell and no package manager; a deployment whose engine is python
 # sets spec.template.image to the python variant (or to an image built FROM
 # it with the packages its model needs).

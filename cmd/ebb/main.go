@@ -37,6 +37,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newUpCmd(),
 		newReplicaCmd(),
+		newFetchArtifactCmd(),
 		newDeployCmd(),
 		newGetCmd(),
 		newDescribeCmd(),

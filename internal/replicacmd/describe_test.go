@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ebb-ml/ebb/internal/artifact/backend"
+	"github.com/ebb-ml/ebb/internal/artifact/fetcher"
 	"github.com/ebb-ml/ebb/internal/engine/onnx"
 	"github.com/google/go-cmp/cmp"
 )
@@ -16,7 +18,21 @@ import (
 // tests that run it as another process.
 const asReplicaEnv = "EBB_REPLICACMD_TEST_AS_REPLICA"
 
+// asFetcherEnv makes the test binary `ebb fetch-artifact` (TestMain): the
+// replica's s3:// fetches run it, as they run ebb's.
+const asFetcherEnv = "EBB_REPLICACMD_TEST_AS_FETCHER"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(asFetcherEnv) == "1" {
+		os.Exit(fetcher.Main(context.Background(), backend.Reader{}, os.Args[len(os.Args)-1], os.Stdout, os.Stderr))
+	}
+	s3Fetcher = func() ([]string, error) {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		return []string{"/usr/bin/env", asFetcherEnv + "=1", self}, nil
+	}
 	if os.Getenv(asReplicaEnv) == "1" {
 		if err := New(ONNXBinary, nil).ExecuteContext(context.Background()); err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)

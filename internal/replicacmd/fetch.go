@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/artifact"
-	"github.com/ebb-ml/ebb/internal/artifact/backend"
+	"github.com/ebb-ml/ebb/internal/artifact/fetcher"
+	"github.com/ebb-ml/ebb/internal/artifact/file"
 	"github.com/ebb-ml/ebb/internal/serving/core"
+	"github.com/ebb-ml/ebb/internal/sibling"
 	"github.com/spf13/pflag"
 )
 
@@ -64,10 +66,10 @@ type fetched struct {
 // artifact (--model-sha256) is fetched through the shared cache, verified,
 // and leased until close, so no other process evicts it while this replica
 // runs. Any other s3:// URI is downloaded into a private temporary file,
-// removed at close: it has no digest to verify or share by. A download that
+// removed at close: it has no digest to verify or share by. s3:// artifacts
+// are read through `ebb fetch-artifact` (artifactSource). A download that
 // fails because the store is unreachable is retried for f.retryFor
-// (replica_fetch_retry.go), with the retries logged to log (nil: not
-// logged).
+// (fetch_retry.go), with the retries logged to log (nil: not logged).
 func fetchModel(ctx context.Context, log *slog.Logger, model string, f fetchFlags) (fetched, error) {
 	none := fetched{path: model, close: func() {}}
 	u, err := url.Parse(model)
@@ -77,7 +79,7 @@ func fetchModel(ctx context.Context, log *slog.Logger, model string, f fetchFlag
 		}
 		return none, nil
 	}
-	src := backend.Reader{}
+	src := artifactSource{fetcher: s3Fetcher}
 	switch {
 	case f.sha256 != "":
 		return retryFetch(ctx, log, model, f.retryFor, func() (fetched, error) { return fetchCached(ctx, src, model, f) })
@@ -190,4 +192,52 @@ func pathSize(p string) int64 {
 func fetchInfo(began time.Time, bytes int64, hit bool) *core.ArtifactFetch {
 	now := time.Now()
 	return &core.ArtifactFetch{FetchedAt: now, Took: core.D(now.Sub(began)), Bytes: bytes, CacheHit: hit}
+}
+
+// FetchArtifactCommand is ebb's hidden command that writes an artifact to
+// its standard output (package fetcher's Main): `ebb fetch-artifact URI`.
+const FetchArtifactCommand = "fetch-artifact"
+
+// artifactSource opens the artifact URIs a replica fetches: file:// ones in
+// this process, and s3:// ones in a process of their own, the command
+// fetcher returns (package fetcher), so that no replica keeps an S3
+// client resident once its model is loaded.
+type artifactSource struct {
+	fetcher func() ([]string, error)
+}
+
+var _ artifact.Opener = artifactSource{}
+
+// Open implements artifact.Opener.
+func (s artifactSource) Open(ctx context.Context, uri string) (io.ReadCloser, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return nil, fmt.Errorf("artifact URI %q: %v", uri, err)
+	}
+	switch u.Scheme {
+	case "file":
+		st, err := file.New(string(filepath.Separator))
+		if err != nil {
+			return nil, err
+		}
+		return st.Open(ctx, uri)
+	case "s3":
+		argv, err := s.fetcher()
+		if err != nil {
+			return nil, fmt.Errorf("artifact %s: %w", uri, err)
+		}
+		return fetcher.Command{Argv: argv}.Open(ctx, uri)
+	}
+	return nil, fmt.Errorf("artifact URI %q: unsupported scheme %q; use file:///absolute/path or s3://bucket/key", uri, u.Scheme)
+}
+
+// s3Fetcher returns the command that fetches an s3:// artifact: `ebb
+// fetch-artifact`, of the ebb beside this executable (make build's bin/,
+// the image's /usr/local/bin), else on PATH. A variable for tests.
+var s3Fetcher = func() ([]string, error) {
+	ebb, err := sibling.Find("ebb")
+	if err != nil {
+		return nil, fmt.Errorf("s3:// artifacts are fetched by `ebb %s`, and there is %v: install ebb beside this replica binary", FetchArtifactCommand, err)
+	}
+	return []string{ebb, FetchArtifactCommand}, nil
 }

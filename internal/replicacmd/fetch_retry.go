@@ -2,16 +2,9 @@ package replicacmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"syscall"
 	"time"
-
-	"github.com/minio/minio-go/v7"
 
 	"github.com/ebb-ml/ebb/internal/artifact"
 	"github.com/ebb-ml/ebb/internal/serving/core"
@@ -29,7 +22,9 @@ import (
 // 429 or 408) is retried with backoff for --fetch-retry-for, by default as
 // long as ebb up holds a request (--hold-timeout's default). A fetch that
 // cannot succeed by waiting — the artifact missing, its bytes corrupt,
-// access denied, a bad URI — fails at once, as before.
+// access denied, a bad URI — fails at once, as before (artifact.Transient
+// tells them apart; an s3:// fetch's process passes on which it was, see
+// package fetcher).
 
 // defaultFetchRetryFor is --fetch-retry-for's default.
 const defaultFetchRetryFor = time.Minute
@@ -48,33 +43,6 @@ func fetchBackoff(n int) time.Duration {
 		return fetchBackoffMax
 	}
 	return d
-}
-
-// transientFetchError reports whether a failed fetch may succeed if tried
-// again later: the store was unreachable, cut the connection, timed out or
-// answered a server error. Errors a retry cannot mend are not transient.
-func transientFetchError(err error) bool {
-	if err == nil || errors.Is(err, artifact.ErrNotFound) || errors.Is(err, context.Canceled) {
-		return false
-	}
-	var sum *artifact.ChecksumError
-	if errors.As(err, &sum) {
-		return false
-	}
-	var s3err minio.ErrorResponse
-	if errors.As(err, &s3err) && s3err.StatusCode != 0 {
-		return s3err.StatusCode >= 500 || s3err.StatusCode == http.StatusTooManyRequests || s3err.StatusCode == http.StatusRequestTimeout
-	}
-	var op *net.OpError
-	if errors.As(err, &op) {
-		return true
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // fetchRetrier retries a fetch while its errors are transient, within a
@@ -123,7 +91,7 @@ func (r fetchRetrier) do(ctx context.Context, uri string, attempt func() (fetche
 			// The cold start waited for the retries too.
 			got.info.Took = core.D(now().Sub(began))
 		}
-		if err == nil || ctx.Err() != nil || !transientFetchError(err) {
+		if err == nil || ctx.Err() != nil || !artifact.Transient(err) {
 			return got, err
 		}
 		wait := fetchBackoff(n)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/minio/minio-go/v7"
 
 	"github.com/ebb-ml/ebb/internal/artifact"
 	"github.com/ebb-ml/ebb/internal/artifact/artifacttest"
@@ -33,35 +32,6 @@ func TestFetchBackoff(t *testing.T) {
 	}
 	if d := fetchBackoff(1 << 20); d != fetchBackoffMax {
 		t.Errorf("fetchBackoff(huge) = %s, want %s", d, fetchBackoffMax)
-	}
-}
-
-func TestTransientFetchError(t *testing.T) {
-	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
-	for _, tc := range []struct {
-		name string
-		err  error
-		want bool
-	}{
-		{"connection refused", fmt.Errorf("artifact s3://b/k: S3: %w", refused), true},
-		{"reset mid-download", fmt.Errorf("downloading: %w", syscall.ECONNRESET), true},
-		{"cut body", fmt.Errorf("downloading: %w", io.ErrUnexpectedEOF), true},
-		{"S3 503", fmt.Errorf("S3: %w", minio.ErrorResponse{Code: "SlowDown", StatusCode: 503}), true},
-		{"S3 500", fmt.Errorf("S3: %w", minio.ErrorResponse{Code: "InternalError", StatusCode: 500}), true},
-		{"S3 429", fmt.Errorf("S3: %w", minio.ErrorResponse{StatusCode: 429}), true},
-		{"S3 403", fmt.Errorf("S3: %w", minio.ErrorResponse{Code: "AccessDenied", StatusCode: 403}), false},
-		{"missing bucket", fmt.Errorf("bucket does not exist: %w", minio.ErrorResponse{Code: "NoSuchBucket", StatusCode: 404}), false},
-		{"missing artifact", fmt.Errorf("artifact s3://b/k: %w", artifact.ErrNotFound), false},
-		{"corrupt artifact", &artifact.ChecksumError{URI: "s3://b/k", Want: "a", Got: "b"}, false},
-		{"canceled", fmt.Errorf("artifact s3://b/k: %w", context.Canceled), false},
-		{"other", errors.New("no artifact cache to fetch into"), false},
-		{"nil", nil, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := transientFetchError(tc.err); got != tc.want {
-				t.Errorf("transientFetchError(%v) = %v, want %v", tc.err, got, tc.want)
-			}
-		})
 	}
 }
 

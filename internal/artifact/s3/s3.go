@@ -245,8 +245,16 @@ func isNotFound(err error) bool {
 	return resp.Code == "NoSuchKey" || resp.StatusCode == http.StatusNotFound && resp.Code != "NoSuchBucket"
 }
 
+// unavailable reports whether err is an S3 answer that may not come again
+// later: a server error, 429 (slow down) or 408 (request timeout).
+func unavailable(err error) bool {
+	c := minio.ToErrorResponse(err).StatusCode
+	return c >= http.StatusInternalServerError || c == http.StatusTooManyRequests || c == http.StatusRequestTimeout
+}
+
 // wrap turns a client error into one that names the artifact and, for a
-// missing object, matches artifact.ErrNotFound.
+// missing object, matches artifact.ErrNotFound, and for a store that may
+// answer later, artifact.ErrUnavailable.
 func (s *Store) wrap(uri string, err error) error {
 	if isNotFound(err) {
 		return fmt.Errorf("artifact %s: %w", uri, artifact.ErrNotFound)
@@ -256,6 +264,9 @@ func (s *Store) wrap(uri string, err error) error {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("artifact %s: %w", uri, err)
+	}
+	if unavailable(err) {
+		return fmt.Errorf("artifact %s: S3: %w (%w)", uri, err, artifact.ErrUnavailable)
 	}
 	return fmt.Errorf("artifact %s: S3: %w", uri, err)
 }

@@ -251,3 +251,14 @@ func (c *limitConn) Close() error {
 	c.once.Do(c.release)
 	return err
 }
+
+// Unwrap returns the connection c wraps when c is one of Listener's, else
+// c. Only Close needs the wrapper (it gives the connection's slot back): a
+// server that keeps c for that may read, write and set deadlines on what
+// Unwrap returns, one call less each.
+func Unwrap(c net.Conn) net.Conn {
+	if lc, ok := c.(*limitConn); ok {
+		return lc.Conn
+	}
+	return c
+}

@@ -190,6 +190,13 @@ func TestListenerCap(t *testing.T) {
 			if len(got) != tt.want {
 				t.Fatalf("%d connections accepted at once, want %d (cap %d)", len(got), tt.want, tt.maxConns)
 			}
+			for _, c := range got {
+				// Unwrap gives the accepted connection, beneath the
+				// wrapper that gives its slot back.
+				if _, ok := Unwrap(c).(*net.TCPConn); !ok {
+					t.Errorf("Unwrap(%T) = %T, want the accepted *net.TCPConn", c, Unwrap(c))
+				}
+			}
 			if tt.dial > tt.want {
 				if waits.Load() == 0 {
 					t.Error("OnLimit was not called while connections waited")

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -28,15 +29,19 @@ import (
 // aLongTimeAgo is a read deadline that makes a pending Read return at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// watchListener wraps each accepted connection in a watchConn.
-type watchListener struct{ net.Listener }
+// watchListener wraps each accepted connection in a watchConn whose
+// deadlines may stand up to slack early (see watchConn).
+type watchListener struct {
+	net.Listener
+	slack time.Duration
+}
 
 func (l watchListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	w := &watchConn{Conn: c}
+	w := &watchConn{Conn: c, raw: connlimit.Unwrap(c), slack: l.slack}
 	if tc, ok := c.(tlsConn); ok {
 		// fasthttp tells TLS connections by these methods (RequestCtx.IsTLS).
 		return &watchTLSConn{watchConn: w, tc: tc}, nil
@@ -55,22 +60,54 @@ type watchTLSConn struct {
 	tc tlsConn
 }
 
-func (c *watchTLSConn) Handshake() error                     { return c.tc.Handshake() }
+// Handshake reads and writes past watchConn: the deadlines set for it
+// apply first.
+func (c *watchTLSConn) Handshake() error {
+	c.mu.Lock()
+	c.applyLocked()
+	c.mu.Unlock()
+	return c.tc.Handshake()
+}
+
 func (c *watchTLSConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
 // watchConn is a server connection that can watch for its client closing
-// while the server does not read it.
+// while the server does not read it, and that sets its deadlines cheaply.
+//
+// Deadlines. fasthttp sets three or four deadlines per request (the idle
+// wait, the headers, the write, perhaps the body), each a runtime timer
+// reset that costs more than the rest of the connection's bookkeeping. So
+// a read deadline is only recorded, and applied when a read reaches the
+// connection: the headers' deadline of a request that came whole in the
+// read of its first byte is never applied. And a deadline is not applied
+// when the one in force is at most slack earlier than it (1/64 of the
+// server's shortest timeout): a timeout may fire up to slack early, never
+// late, and the idle and write deadlines, which move forward with every
+// request, are applied about once per slack instead of once per request.
 type watchConn struct {
-	net.Conn
-	// active is set while a background read runs or left something for
-	// Read (a byte or an error); Read takes the fast path without it.
+	net.Conn // Close (a connlimit connection gives its slot back) and the rest
+	// raw is where reads, writes and deadlines go: Conn without
+	// connlimit's wrapper, one call less for each.
+	raw   net.Conn
+	slack time.Duration
+	// active is set while a background read runs, left something for
+	// Read (a byte or an error), or a read deadline waits to be applied;
+	// Read takes the fast path without it.
 	active atomic.Bool
 	// idle is set while the connection carries no request (Server.track).
 	idle atomic.Bool
 
 	// mu guards the fields below.
-	mu      sync.Mutex
-	rd      time.Time // the read deadline the server set last
+	mu sync.Mutex
+	rd time.Time // the read deadline the server set last
+	// rdPending is set while rd is not applied to raw; rdArmed is the
+	// deadline raw has, when rdKnown.
+	rdPending bool
+	rdArmed   time.Time
+	rdKnown   bool
+	// wdArmed is the write deadline raw has, when wdKnown.
+	wdArmed time.Time
+	wdKnown bool
 	body    time.Time // a body's read deadline, set before the next read (armBody)
 	bodySet bool
 	reading bool          // a background read runs
@@ -83,20 +120,20 @@ type watchConn struct {
 
 func (c *watchConn) Read(p []byte) (int, error) {
 	if !c.active.Load() {
-		return c.Conn.Read(p)
+		return c.raw.Read(p)
 	}
 	c.mu.Lock()
 	c.stopLocked()
 	if c.bodySet {
 		c.bodySet = false
-		c.rd = c.body
-		_ = c.Conn.SetReadDeadline(c.body)
+		c.rd, c.rdPending = c.body, true
 	}
+	c.applyLocked()
 	switch {
 	case c.stashed && len(p) > 0:
 		p[0] = c.stash[0]
 		c.stashed = false
-		c.active.Store(c.err != nil)
+		c.settleLocked()
 		c.mu.Unlock()
 		return 1, nil
 	case c.err != nil:
@@ -104,29 +141,72 @@ func (c *watchConn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, err
 	}
-	c.active.Store(false)
+	c.settleLocked()
 	c.mu.Unlock()
-	return c.Conn.Read(p)
+	return c.raw.Read(p)
 }
 
-// SetReadDeadline sets the deadline of the server's reads; while a watch
-// runs (without one) it is kept for when the watch stops, which happens
-// before the server reads again (Read).
+func (c *watchConn) Write(p []byte) (int, error) { return c.raw.Write(p) }
+
+// applyLocked applies rd to raw if it waits to be (c.mu held, no watch
+// running).
+func (c *watchConn) applyLocked() {
+	if !c.rdPending || c.reading {
+		return
+	}
+	c.rdPending = false
+	if c.rdKnown && c.standsFor(c.rdArmed, c.rd) {
+		return
+	}
+	c.rdArmed, c.rdKnown = c.rd, c.raw.SetReadDeadline(c.rd) == nil
+}
+
+// standsFor reports whether the deadline armed may stand for want: both
+// none, or armed no later than want and at most slack earlier.
+func (c *watchConn) standsFor(armed, want time.Time) bool {
+	if armed.IsZero() || want.IsZero() {
+		return armed.IsZero() && want.IsZero()
+	}
+	early := want.Sub(armed)
+	return early >= 0 && early <= c.slack
+}
+
+// settleLocked sets active from what Read must do besides reading (c.mu
+// held).
+func (c *watchConn) settleLocked() {
+	c.active.Store(c.reading || c.stashed || c.err != nil || c.bodySet || c.rdPending)
+}
+
+// SetReadDeadline sets the deadline of the server's reads, applied when one
+// reaches the connection (see watchConn); while a watch runs it waits for
+// the watch to stop, which happens before the server reads again (Read).
 func (c *watchConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.rd = t
-	if c.reading {
+	c.rd, c.rdPending = t, true
+	c.active.Store(true)
+	c.mu.Unlock()
+	return nil
+}
+
+// SetWriteDeadline sets the deadline of writes, unless the one in force
+// stands for it (see watchConn).
+func (c *watchConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	if c.wdKnown && c.standsFor(c.wdArmed, t) {
+		c.mu.Unlock()
 		return nil
 	}
-	return c.Conn.SetReadDeadline(t)
+	err := c.raw.SetWriteDeadline(t)
+	c.wdArmed, c.wdKnown = t, err == nil
+	c.mu.Unlock()
+	return err
 }
 
 func (c *watchConn) SetDeadline(t time.Time) error {
 	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
-	return c.Conn.SetWriteDeadline(t)
+	return c.SetWriteDeadline(t)
 }
 
 // armBody makes the next read that reaches the connection first set the
@@ -143,7 +223,7 @@ func (c *watchConn) armBody(d time.Time) {
 func (c *watchConn) disarmBody() {
 	c.mu.Lock()
 	c.bodySet = false
-	c.active.Store(c.reading || c.stashed || c.err != nil)
+	c.settleLocked()
 	c.mu.Unlock()
 }
 
@@ -163,7 +243,7 @@ func (c *watchConn) watch() <-chan struct{} {
 	c.reading = true
 	c.done, c.gone = make(chan struct{}), make(chan struct{})
 	c.active.Store(true)
-	_ = c.Conn.SetReadDeadline(time.Time{})
+	c.rdArmed, c.rdKnown = time.Time{}, c.raw.SetReadDeadline(time.Time{}) == nil
 	go c.background(c.done, c.gone)
 	return c.gone
 }
@@ -173,11 +253,11 @@ func (c *watchConn) unwatch() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stopLocked()
-	c.active.Store(c.stashed || c.err != nil || c.bodySet)
+	c.settleLocked()
 }
 
 func (c *watchConn) background(done, gone chan struct{}) {
-	n, err := c.Conn.Read(c.stash[:])
+	n, err := c.raw.Read(c.stash[:])
 	c.mu.Lock()
 	c.reading = false
 	c.stashed = n > 0
@@ -191,15 +271,16 @@ func (c *watchConn) background(done, gone chan struct{}) {
 }
 
 // stopLocked ends a background read and waits for it; c.mu is held, and
-// released while waiting.
+// released while waiting. The server's read deadline is applied again
+// when a read reaches the connection.
 func (c *watchConn) stopLocked() {
 	for c.reading {
-		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+		_ = c.raw.SetReadDeadline(aLongTimeAgo)
+		c.rdKnown, c.rdPending = false, true
 		done := c.done
 		c.mu.Unlock()
 		<-done
 		c.mu.Lock()
-		_ = c.Conn.SetReadDeadline(c.rd)
 	}
 }
 

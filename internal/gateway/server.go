@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ebb-ml/ebb/internal/connlimit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -39,6 +40,11 @@ import (
 //     (fasthttp does not bound the handler itself); streams without end
 //     lift it (http.ResponseController.SetWriteDeadline).
 //   - IdleTimeout closes a kept-alive connection that carries no request.
+//   - These deadlines cost no timer reset on most requests (watchConn): a
+//     read deadline is applied when a read reaches the connection, and a
+//     deadline is not applied when the one in force is earlier by at most
+//     1/64 of the shortest timeout. No timeout fires late, none more than
+//     1/64 early.
 //
 // The connection cap is the listener's (Gateway.Listener); TLS is too: a
 // tls.Listener serves it as plain TCP is served.
@@ -59,6 +65,7 @@ type Server struct {
 
 	readTimeout time.Duration // the rest of a request after its headers
 	bodyTimeout time.Duration // an inference body after its headers
+	slack       time.Duration // how early a connection's deadline may stand (watchConn)
 
 	// mu guards conns, the open connections.
 	mu    sync.Mutex
@@ -83,7 +90,7 @@ func NewServer(g *Gateway, fallback http.Handler) *Server {
 		return d
 	}
 	s := &Server{g: g, conns: map[*watchConn]bool{}, changed: make(chan struct{}, 1),
-		readTimeout: orForever(l.ReadTimeout), bodyTimeout: orForever(l.BodyTimeout)}
+		readTimeout: orForever(l.ReadTimeout), bodyTimeout: orForever(l.BodyTimeout), slack: deadlineSlack(l)}
 	var next fasthttp.RequestHandler
 	if fallback != nil {
 		next = adapt(fallback)
@@ -116,7 +123,20 @@ func NewServer(g *Gateway, fallback http.Handler) *Server {
 // Serve serves ln until Shutdown or Close, and then returns nil; an error
 // when ln fails.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(watchListener{ln})
+	return s.srv.Serve(watchListener{Listener: ln, slack: s.slack})
+}
+
+// deadlineSlack is how much earlier than asked a connection's deadline may
+// stand (watchConn): 1/64 of the shortest of l's timeouts, so none fires
+// more than 1.6% early; 0 when l has none.
+func deadlineSlack(l connlimit.Limits) time.Duration {
+	var shortest time.Duration
+	for _, d := range []time.Duration{l.ReadHeaderTimeout, l.ReadTimeout, l.BodyTimeout, l.WriteTimeout, l.IdleTimeout} {
+		if d > 0 && (shortest == 0 || d < shortest) {
+			shortest = d
+		}
+	}
+	return shortest / 64
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {

@@ -198,12 +198,24 @@ func copyResponse(ctx *fasthttp.RequestCtx, x *exchange, ep *balance.Endpoint) i
 	return status
 }
 
-// moveBody gives to's body buffer the bytes of from's body, and from the
-// buffer to had, without copying either.
+// moveBody gives to the bytes of from's body. A small body is copied into
+// to's buffer, and both responses keep the pooled buffers they have: with
+// the buffers swapped, the hand rig's gateway (wrk, 64 connections)
+// allocated a fresh body buffer for most answers (fasthttp's
+// Response.ReadBody in bytebufferpool.Get) and collected garbage five
+// times as often, for 3% of its throughput. A large body is swapped, not
+// copied.
 func moveBody(to, from *fasthttp.Response) {
+	if b := from.Body(); len(b) <= maxCopiedBody {
+		to.SetBody(b)
+		return
+	}
 	empty := to.SwapBody(nil)
 	to.SwapBody(from.SwapBody(empty))
 }
+
+// maxCopiedBody is the largest answer body moveBody copies.
+const maxCopiedBody = 16 << 10
 
 // replicaHeader is the response header that names the replica that
 // answered.

@@ -108,8 +108,6 @@ type watchConn struct {
 	// wdArmed is the write deadline raw has, when wdKnown.
 	wdArmed time.Time
 	wdKnown bool
-	body    time.Time // a body's read deadline, set before the next read (armBody)
-	bodySet bool
 	reading bool          // a background read runs
 	done    chan struct{} // closed when it returns
 	gone    chan struct{} // closed when it saw the client go away
@@ -124,10 +122,6 @@ func (c *watchConn) Read(p []byte) (int, error) {
 	}
 	c.mu.Lock()
 	c.stopLocked()
-	if c.bodySet {
-		c.bodySet = false
-		c.rd, c.rdPending = c.body, true
-	}
 	c.applyLocked()
 	switch {
 	case c.stashed && len(p) > 0:
@@ -174,7 +168,7 @@ func (c *watchConn) standsFor(armed, want time.Time) bool {
 // settleLocked sets active from what Read must do besides reading (c.mu
 // held).
 func (c *watchConn) settleLocked() {
-	c.active.Store(c.reading || c.stashed || c.err != nil || c.bodySet || c.rdPending)
+	c.active.Store(c.reading || c.stashed || c.err != nil || c.rdPending)
 }
 
 // SetReadDeadline sets the deadline of the server's reads, applied when one
@@ -207,24 +201,6 @@ func (c *watchConn) SetDeadline(t time.Time) error {
 		return err
 	}
 	return c.SetWriteDeadline(t)
-}
-
-// armBody makes the next read that reaches the connection first set the
-// read deadline d (zero: none), until disarmBody: a request body's
-// deadline then costs nothing when the body came with its headers, as a
-// small one does.
-func (c *watchConn) armBody(d time.Time) {
-	c.mu.Lock()
-	c.body, c.bodySet = d, true
-	c.active.Store(true)
-	c.mu.Unlock()
-}
-
-func (c *watchConn) disarmBody() {
-	c.mu.Lock()
-	c.bodySet = false
-	c.settleLocked()
-	c.mu.Unlock()
 }
 
 // watch starts watching the client, and returns a channel closed when it

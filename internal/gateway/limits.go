@@ -215,14 +215,15 @@ func (g *Gateway) readBody(ctx *fasthttp.RequestCtx, x *exchange) (held int64, s
 		return int64(len(body)), 0
 	}
 	if conn := connOf(ctx); conn != nil && cl != 0 {
-		// The body must arrive within BodyTimeout; the deadline is set
-		// only when a read has to wait for the connection.
+		// The body must arrive within BodyTimeout. A watchConn applies
+		// the deadline only when a read reaches the connection: none
+		// does for a body that came with its headers. The server sets
+		// the idle deadline before it reads the next request.
 		var d time.Time
 		if g.opts.Limits.BodyTimeout > 0 {
 			d = ctx.Time().Add(g.opts.Limits.BodyTimeout)
 		}
-		conn.armBody(d)
-		defer conn.disarmBody()
+		_ = conn.SetReadDeadline(d)
 	}
 	var err error
 	if cl >= 0 {

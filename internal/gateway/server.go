@@ -30,8 +30,8 @@ import (
 //     at most that one byte before the gateway decides, so a Content-Length
 //     over MaxBodyBytes is refused (413) without reading the body, and the
 //     buffered-bytes budget is taken before the rest is read (limits.go).
-//     The deadline is set only when a read has to wait for the client
-//     (watchConn.armBody): a small body comes with its headers.
+//     The deadline is applied only when a read has to wait for the client
+//     (watchConn): a small body comes with its headers.
 //   - Request headers may take up to 16 KiB; more get 431.
 //   - Any other request's body must arrive within ReadTimeout of its
 //     headers, and streams to its handler (an 8 GiB model push is not held

@@ -31,12 +31,9 @@ func (c *countingConn) SetWriteDeadline(t time.Time) error {
 // tcpPair returns both ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (server, client net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
+	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

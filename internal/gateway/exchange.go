@@ -28,6 +28,9 @@ type exchange struct {
 	req  fasthttp.Request
 	resp fasthttp.Response
 
+	// hdr are the client's headers that the gateway reads or passes on.
+	hdr fwdHeaders
+
 	tried   []*balance.Endpoint
 	version string // the version asked for, while forwarding
 	// tenant and prio are whom the request counts against and its
@@ -73,7 +76,59 @@ const maxPooledBody = 1 << 20
 func (g *Gateway) acquire(ctx *fasthttp.RequestCtx) *exchange {
 	x := exchanges.Get().(*exchange)
 	x.ctx.init(ctx)
+	x.hdr.scan(&ctx.Request.Header)
 	return x
+}
+
+// fwdHeaders are the client's request headers that the gateway reads (the
+// request id, the priority) or passes on to replicas, found by scan in one
+// pass over the request's names (normalized already): a Peek of each
+// would normalize the name it is given on every call. They point into the
+// client's request, and are valid while it is served. Of a header given
+// twice, the first counts, as for Peek.
+type fwdHeaders struct {
+	requestID, priority, inferenceLength, traceparent, tracestate []byte
+}
+
+func (f *fwdHeaders) scan(h *fasthttp.RequestHeader) {
+	*f = fwdHeaders{}
+	for k, v := range h.All() {
+		var to *[]byte
+		switch {
+		case bytes.Equal(k, headerRequestID):
+			to = &f.requestID
+		case bytes.Equal(k, headerPriority):
+			to = &f.priority
+		case bytes.Equal(k, headerInferenceLength):
+			to = &f.inferenceLength
+		case bytes.Equal(k, headerTraceparent):
+			to = &f.traceparent
+		case bytes.Equal(k, headerTracestate):
+			to = &f.tracestate
+		default:
+			continue
+		}
+		if *to == nil {
+			*to = v
+		}
+	}
+}
+
+// setOn passes the headers that replicas get on to h.
+func (f *fwdHeaders) setOn(h *fasthttp.RequestHeader) {
+	if f.requestID != nil {
+		h.SetCanonical(headerRequestID, f.requestID)
+	}
+	if f.inferenceLength != nil {
+		h.SetCanonical(headerInferenceLength, f.inferenceLength) // binary tensor data follows the JSON
+	}
+	// W3C trace context; a traced request's own replaces it (traceProxy).
+	if f.traceparent != nil {
+		h.SetCanonical(headerTraceparent, f.traceparent)
+	}
+	if f.tracestate != nil {
+		h.SetCanonical(headerTracestate, f.tracestate)
+	}
 }
 
 // release stops x's watch, if any, and puts x back in the pool.
@@ -89,7 +144,12 @@ func (x *exchange) release() {
 	x.ticket = limit.Ticket{}
 	x.ctx.stop()
 	x.ctx.rc, x.ctx.conn = nil, nil
-	x.req.Reset()
+	x.hdr = fwdHeaders{}
+	// The request is emptied but its URI stays parsed: send sets every
+	// part of it that a request uses (scheme, host, path, query), and a
+	// fresh one would be parsed again by the first URI call of the next.
+	x.req.Header.Reset()
+	x.req.ResetBody()
 	x.resp.Reset()
 	clear(x.tried)
 	x.tried, x.body, x.version, x.openAI, x.secret = x.tried[:0], nil, "", nil, false
@@ -130,18 +190,7 @@ func (g *Gateway) send(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.Route,
 		if ct := ctx.Request.Header.ContentType(); len(ct) > 0 {
 			req.Header.SetContentTypeBytes(ct)
 		}
-		// The headers passed on, in one pass over the request's (their
-		// names are normalized already): cheaper than a Peek each.
-		for k, v := range ctx.Request.Header.All() {
-			switch {
-			case bytes.Equal(k, headerRequestID):
-				req.Header.SetCanonical(headerRequestID, v)
-			case bytes.Equal(k, headerInferenceLength):
-				req.Header.SetCanonical(headerInferenceLength, v) // binary tensor data follows the JSON
-			case bytes.Equal(k, headerTraceparent), bytes.Equal(k, headerTracestate):
-				req.Header.SetCanonical(k, v) // W3C trace context; a traced request's own replaces it (traceProxy)
-			}
-		}
+		x.hdr.setOn(&req.Header)
 		u := req.URI()
 		u.SetPathBytes(path)
 		u.SetQueryStringBytes(ctx.URI().QueryString())
@@ -225,6 +274,7 @@ const replicaHeader = "Ebb-Replica"
 var (
 	headerReplica         = []byte(replicaHeader)
 	headerRequestID       = []byte("X-Request-Id")
+	headerPriority        = []byte(PriorityHeader)
 	headerInferenceLength = []byte(http.CanonicalHeaderKey(oip.HeaderInferenceHeaderLength))
 	headerSecret          = []byte(http.CanonicalHeaderKey(ebbreplica.SecretHeader))
 	headerTraceparent     = []byte(http.CanonicalHeaderKey(telemetry.HeaderTraceparent))

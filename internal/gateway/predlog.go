@@ -62,7 +62,7 @@ const maxStreamCapture = 1<<20 + 1
 // logREST logs the OIP v2 REST request x of deployment named, answered in
 // ctx, if it is sampled; version is the version that served it.
 func (g *Gateway) logREST(ctx *fasthttp.RequestCtx, x *exchange, named, version string, start, end time.Time) {
-	id := ctx.Request.Header.PeekBytes(headerRequestID)
+	id := x.hdr.requestID
 	if !g.opts.Predictions.Sampled(named, b2s(id)) {
 		return
 	}

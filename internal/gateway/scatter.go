@@ -149,7 +149,7 @@ type scatterRun struct {
 // split: its inputs share a first dimension of more than segRows rows.
 func (g *Gateway) prepareScatter(ctx *fasthttp.RequestCtx, x *exchange, rt *routing.Route, version string, segRows int) (*scatterRun, bool) {
 	r := &scatterRun{g: g, rt: rt, name: rt.Deployment, version: version, tenant: x.tenant, jsonLen: len(x.body)}
-	if n := ctx.Request.Header.Peek(oip.HeaderInferenceHeaderLength); len(n) > 0 {
+	if n := x.hdr.inferenceLength; len(n) > 0 {
 		l, err := strconv.Atoi(b2s(n))
 		if err != nil || l < 0 || l > len(x.body) {
 			return nil, false
@@ -169,7 +169,7 @@ func (g *Gateway) prepareScatter(ctx *fasthttp.RequestCtx, x *exchange, rt *rout
 	}
 	r.path, r.query = string(ctx.Path()), string(ctx.URI().QueryString())
 	r.contentType = string(ctx.Request.Header.ContentType())
-	r.requestID = string(ctx.Request.Header.PeekBytes(headerRequestID))
+	r.requestID = string(x.hdr.requestID)
 	r.traceFrom(ctx, x)         // scatter_trace.go
 	r.next = rand.IntN(1 << 16) // ties among idle replicas start anywhere
 	return r, true

@@ -111,7 +111,7 @@ const PriorityHeader = "Ebb-Priority"
 // priority reads ctx's priority header into x, answering 400 and
 // reporting false for a value it does not know.
 func priority(ctx *fasthttp.RequestCtx, x *exchange) bool {
-	h := ctx.Request.Header.Peek(PriorityHeader)
+	h := x.hdr.priority
 	if len(h) == 0 {
 		return true
 	}

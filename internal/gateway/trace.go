@@ -52,7 +52,7 @@ func (g *Gateway) traceRequest(ctx *fasthttp.RequestCtx, x *exchange, dep, versi
 	if tenant != "" {
 		span.SetAttributes(telemetry.AttrTenant.String(tenant))
 	}
-	if id := ctx.Request.Header.PeekBytes(headerRequestID); len(id) > 0 {
+	if id := x.hdr.requestID; len(id) > 0 {
 		span.SetAttributes(telemetry.AttrRequestID.String(string(id)))
 	}
 }

@@ -111,21 +111,43 @@ func (u *upstreams) newUpstream(deployment string, ep *balance.Endpoint, stream 
 		StreamResponseBody:       stream,
 		RetryIfErr:               retryStale,
 	}
-	if ep.Socket != "" {
+	switch {
+	case ep.Socket != "":
 		// A local replica's Unix socket: a request and its answer cost
 		// the kernel less than over loopback TCP. Addr, and so the Host
 		// header, stay the URL's.
 		hc.DialTimeout = dialUnix(ep.Socket)
+	case !hc.IsTLS:
+		hc.DialTimeout = dialTCP
 	}
 	return &upstream{hc: hc, deployment: deployment, scheme: p.Scheme, host: host}, nil
 }
 
 // dialUnix returns a dialer of the Unix socket at socket (a path, or a
-// Linux abstract name "@…"), whatever address it is asked for.
+// Linux abstract name "@…"), whatever address it is asked for. Its
+// connections send a request as they wait for the answer (upconn.go).
 func dialUnix(socket string) fasthttp.DialFuncWithTimeout {
 	return func(_ string, timeout time.Duration) (net.Conn, error) {
-		return net.DialTimeout("unix", socket, timeout)
+		c, err := net.DialTimeout("unix", socket, timeout)
+		if err != nil {
+			return nil, err
+		}
+		return newUpConn(c), nil
 	}
+}
+
+// dialTCP dials addr as fasthttp does (within fasthttp's default timeout
+// when timeout is 0, as the client passes without a deadline); its
+// connections send a request as they wait for the answer (upconn.go).
+func dialTCP(addr string, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 {
+		timeout = fasthttp.DefaultDialTimeout
+	}
+	c, err := fasthttp.DialTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return newUpConn(c), nil
 }
 
 // upstreamIdle is how long an idle connection to a replica stays open;

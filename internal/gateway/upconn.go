@@ -110,10 +110,14 @@ func (c *upConn) Read(p []byte) (int, error) {
 			return false // the answer cannot be here yet: wait for the poller
 		}
 		var rerr error
-		n, rerr = syscall.Read(int(fd), p)
+		for {
+			if n, rerr = syscall.Read(int(fd), p); rerr != syscall.EINTR {
+				break
+			}
+		}
 		switch {
-		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
-			return false
+		case rerr == syscall.EAGAIN:
+			return false // not yet: the poller reports the answer
 		case rerr != nil:
 			n, err = 0, c.opError("read", rerr)
 		case n == 0 && len(p) > 0:

@@ -31,9 +31,15 @@ func (c *countingConn) SetWriteDeadline(t time.Time) error {
 // tcpPair returns both ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (server, client net.Conn) {
 	t.Helper()
-	ln := listenLoopback(t)
+	return connPair(t, listenLoopback(t))
+}
+
+// connPair returns both ends of a connection made through ln, which it
+// closes.
+func connPair(t *testing.T, ln net.Listener) (server, client net.Conn) {
+	t.Helper()
 	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
+	client, err := net.Dial(ln.Addr().Network(), ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,8 +84,9 @@ func (g *Gateway) acquire(ctx *fasthttp.RequestCtx) *exchange {
 // request id, the priority) or passes on to replicas, found by scan in one
 // pass over the request's names (normalized already): a Peek of each
 // would normalize the name it is given on every call. They point into the
-// client's request, and are valid while it is served. Of a header given
-// twice, the first counts, as for Peek.
+// client's request, and are valid while it is served (acquire scans them
+// anew for each request). Of a header given twice, the first counts, as
+// for Peek.
 type fwdHeaders struct {
 	requestID, priority, inferenceLength, traceparent, tracestate []byte
 }
@@ -144,7 +145,6 @@ func (x *exchange) release() {
 	x.ticket = limit.Ticket{}
 	x.ctx.stop()
 	x.ctx.rc, x.ctx.conn = nil, nil
-	x.hdr = fwdHeaders{}
 	// The request is emptied but its URI stays parsed: send sets every
 	// part of it that a request uses (scheme, host, path, query), and a
 	// fresh one would be parsed again by the first URI call of the next.

@@ -13,33 +13,20 @@ import (
 	"time"
 )
 
-// upPair dials a listener on network ("unix" or "tcp") through newUpConn
-// and returns the client's end, wrapped, and the server's.
+// upPair connects to a listener on network ("unix" or "tcp") and returns
+// the client's end, wrapped by newUpConn, and the server's.
 func upPair(t *testing.T, network string) (*upConn, net.Conn) {
 	t.Helper()
-	addr := "127.0.0.1:0"
+	var ln net.Listener
 	if network == "unix" {
-		addr = filepath.Join(t.TempDir(), "s")
+		var err error
+		if ln, err = net.Listen("unix", filepath.Join(t.TempDir(), "s")); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		ln = listenLoopback(t)
 	}
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial(network, ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
+	s, c := connPair(t, ln)
 	u, ok := newUpConn(c).(*upConn)
 	if !ok {
 		t.Fatalf("newUpConn(%T) did not wrap it", c)

@@ -40,6 +40,8 @@ type upConn struct {
 	net.Conn
 	rc      syscall.RawConn
 	pending []byte // written by the client, not yet sent
+	op      upRead
+	step    func(fd uintptr) bool // c.stepRead, bound once
 }
 
 // newUpConn wraps c, a Unix or TCP connection; any other connection is
@@ -53,7 +55,9 @@ func newUpConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &upConn{Conn: c, rc: rc}
+	u := &upConn{Conn: c, rc: rc}
+	u.step = u.stepRead
+	return u
 }
 
 func (c *upConn) Write(p []byte) (int, error) {
@@ -81,61 +85,74 @@ func (c *upConn) Read(p []byte) (int, error) {
 	if len(c.pending) == 0 {
 		return c.Conn.Read(p)
 	}
-	var (
-		n       int
-		err     error
-		sent    bool // the kept request went out in this operation
-		blocked bool // its write would block: finish it the ordinary way
-	)
-	opErr := c.rc.Read(func(fd uintptr) bool {
-		if !sent {
-			sent = true
-			buf := c.pending
-			for off := 0; off < len(buf); {
-				m, werr := syscall.Write(int(fd), buf[off:])
-				switch {
-				case werr == syscall.EINTR:
-					continue
-				case werr == syscall.EAGAIN:
-					c.pending, blocked = append(buf[:0], buf[off:]...), true
-					return true
-				case werr != nil:
-					c.pending = buf[:0]
-					err = c.opError("write", werr)
-					return true
-				}
-				off += m
-			}
-			c.pending = buf[:0]
-			return false // the answer cannot be here yet: wait for the poller
-		}
-		var rerr error
-		for {
-			if n, rerr = syscall.Read(int(fd), p); rerr != syscall.EINTR {
-				break
-			}
-		}
-		switch {
-		case rerr == syscall.EAGAIN:
-			return false // not yet: the poller reports the answer
-		case rerr != nil:
-			n, err = 0, c.opError("read", rerr)
-		case n == 0 && len(p) > 0:
-			err = io.EOF
-		}
-		return true
-	})
+	c.op = upRead{p: p}
+	opErr := c.rc.Read(c.step)
+	o := c.op
+	c.op = upRead{}
 	switch {
 	case opErr != nil:
 		c.pending = c.pending[:0]
 		return 0, opErr
-	case blocked:
+	case o.blocked:
 		if err := c.flush(); err != nil {
 			return 0, err
 		}
 		return c.Conn.Read(p)
 	}
-	return n, err
+	return o.n, o.err
+}
+
+// upRead is the state of one Read that sends the kept request: in the
+// connection, so that the function RawConn.Read calls (stepRead, bound
+// once in newUpConn) costs no allocation per request.
+type upRead struct {
+	p       []byte
+	n       int
+	err     error
+	sent    bool // the kept request went out in this operation
+	blocked bool // its write would block: finish it the ordinary way
+}
+
+// stepRead is one call of RawConn.Read's function: the first sends the kept
+// request and waits; the next ones read the answer.
+func (c *upConn) stepRead(fd uintptr) bool {
+	o := &c.op
+	if !o.sent {
+		o.sent = true
+		buf := c.pending
+		for off := 0; off < len(buf); {
+			m, werr := syscall.Write(int(fd), buf[off:])
+			switch {
+			case werr == syscall.EINTR:
+				continue
+			case werr == syscall.EAGAIN:
+				c.pending, o.blocked = append(buf[:0], buf[off:]...), true
+				return true
+			case werr != nil:
+				c.pending = buf[:0]
+				o.err = c.opError("write", werr)
+				return true
+			}
+			off += m
+		}
+		c.pending = buf[:0]
+		return false // the answer cannot be here yet: wait for the poller
+	}
+	var rerr error
+	for {
+		if o.n, rerr = syscall.Read(int(fd), o.p); rerr != syscall.EINTR {
+			break
+		}
+	}
+	switch {
+	case rerr == syscall.EAGAIN:
+		return false // not yet: the poller reports the answer
+	case rerr != nil:
+		o.n, o.err = 0, c.opError("read", rerr)
+	case o.n == 0 && len(o.p) > 0:
+		o.err = io.EOF
+	}
+	return true
 }
 
 // opError wraps errno as net.Conn's methods do, so that errors.Is finds

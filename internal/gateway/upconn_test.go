@@ -164,3 +164,32 @@ func TestUpConnCloseDropsPending(t *testing.T) {
 		t.Errorf("the peer read %q, %v; want nothing, then EOF", b, err)
 	}
 }
+
+// TestUpConnNoAlloc checks that sending a kept request and reading its
+// answer allocate nothing: it runs once per request.
+func TestUpConnNoAlloc(t *testing.T) {
+	c, s := upPair(t, "unix")
+	go func() { // answers each request's 8 bytes with 8 bytes, allocating nothing
+		b := make([]byte, 8)
+		for {
+			if _, err := io.ReadFull(s, b); err != nil {
+				return
+			}
+			if _, err := s.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	req, answer := []byte("request\n"), make([]byte, 8)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, answer); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("a request and its answer allocate %v times; want 0", allocs)
+	}
+}

@@ -158,23 +158,32 @@ func Ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // Interleaved measures the latency of several servers under the same
 // conditions: it sends one request at a time, visiting the URLs in turn
-// (rotating which goes first), each on its own kept-alive connection, up to
-// n requests per URL or until maxTime. Disturbances on the machine then fall
+// (rotating which goes first), each on its own kept-alive connection sent
+// to from this goroutine (seqClient), up to n requests per URL or until
+// maxTime. Disturbances on the machine then fall
 // on every server alike. It returns the latencies of the 200 answers per
 // URL and the count of failures per URL.
 func Interleaved(ctx context.Context, urls []string, body []byte, n int, maxTime time.Duration) (lat [][]time.Duration, failed []int) {
-	clients := make([]*http.Client, len(urls))
-	for i := range urls {
-		clients[i] = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-		defer clients[i].CloseIdleConnections()
-	}
 	lat = make([][]time.Duration, len(urls))
 	failed = make([]int, len(urls))
+	clients := make([]*seqClient, len(urls))
+	for i, u := range urls {
+		c, err := newSeqClient(u, body, 30*time.Second)
+		if err != nil {
+			failed[i] = n // a URL it cannot send to fails every request
+			continue
+		}
+		clients[i] = c
+		defer c.Close()
+	}
 	deadline := time.Now().Add(maxTime)
 	for round := 0; round < n && time.Now().Before(deadline) && ctx.Err() == nil; round++ {
 		for k := range urls {
 			i := (round + k) % len(urls)
-			code, _, d, err := Post(ctx, clients[i], urls[i], body)
+			if clients[i] == nil {
+				continue
+			}
+			code, d, err := clients[i].post(ctx)
 			if err != nil || code != http.StatusOK {
 				failed[i]++
 				continue

@@ -75,7 +75,8 @@ func (m *measured) errorsOf() (errs, total int64) {
 }
 
 // runRounds measures every target by plan, alternating targets within each
-// round so that drift on the machine falls on all of them alike.
+// round, and rotating which goes first, so that drift on the machine falls
+// on all of them alike.
 func runRounds(ctx context.Context, env *harness.Env, targets []target, plan loadPlan) (map[string]*measured, error) {
 	out := map[string]*measured{}
 	for _, t := range targets {
@@ -87,7 +88,10 @@ func runRounds(ctx context.Context, env *harness.Env, targets []target, plan loa
 		}
 	}
 	for round := 1; round <= plan.Rounds; round++ {
-		for _, t := range targets {
+		// Each round starts one target further on, so that no target
+		// always follows the same one.
+		for k := range targets {
+			t := targets[(round-1+k)%len(targets)]
 			r, err := env.Wrk(ctx, harness.WrkRun{URL: t.url, Body: plan.Body, Connections: plan.Conns, Duration: plan.Tput})
 			if err != nil {
 				return nil, fmt.Errorf("%s round %d: %w", t.name, round, err)
@@ -138,6 +142,7 @@ func latencyNote(plan loadPlan, targets []target, ms map[string]*measured) strin
 		n = max(n, len(ms[t.name].lat))
 	}
 	return fmt.Sprintf("a Go client sent up to %d requests to each target (%d here), visiting the targets in turn on one kept-alive connection each, "+
+		"from one goroutine that writes each request's prebuilt bytes and reads the answer in place (not net/http's Transport, whose handoffs between goroutines add scheduler wake-ups and their jitter to every sample), "+
 		"so that disturbances on the machine fall on all of them alike; the time runs from sending the request to the last byte of the answer and includes the client's own cost, the same for every target.",
 		plan.LatencyN, n)
 }

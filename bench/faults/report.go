@@ -33,7 +33,7 @@ func RunCases(ctx context.Context, env *harness.Env, cases []harness.Scenario, p
 		}
 		load := harness.LoadAvg()
 		env.Logf("=== %s (load average %.2f)", c.Title(), load)
-		t0 := time.Now()
+		t0, cpu0 := time.Now(), harness.SampleCPU()
 		cctx, cancel := context.WithTimeout(ctx, perCase)
 		res, err := c.Run(cctx, env)
 		cancel()
@@ -49,6 +49,7 @@ func RunCases(ctx context.Context, env *harness.Env, cases []harness.Scenario, p
 		o.Notes = append(o.Notes, env.EbbLogFindings()...)
 		o.Seconds = time.Since(t0).Seconds()
 		o.LoadAfter = harness.LoadAvg()
+		o.StolenPercent = cpu0.StolenSince()
 		for _, g := range o.Goals {
 			env.Logf("goal %-40s %-8s %s", g.Name, map[bool]string{true: "MET", false: "NOT MET"}[g.Met], g.Detail)
 		}

@@ -144,5 +144,8 @@ type Outcome struct {
 	BusyBefore float64 `json:"machineBusyPercentBefore"`
 	LoadBefore float64 `json:"loadAverageBefore"`
 	LoadAfter  float64 `json:"loadAverageAfter"`
+	// StolenPercent is the share of all CPUs' time during the scenario
+	// that the hypervisor gave to other guests (CPUSample.StolenSince).
+	StolenPercent float64 `json:"stolenPercent"`
 	Result
 }

@@ -9,34 +9,75 @@ import (
 	"time"
 )
 
-// cpuTimes reads the aggregate busy and total jiffies from /proc/stat.
-func cpuTimes() (busy, total uint64, err error) {
+// cpuStat is the aggregate line of /proc/stat, in jiffies: busy is every
+// CPU's time but idle and iowait, steal the time the hypervisor ran other
+// guests on them, total all of it.
+type cpuStat struct{ busy, steal, total uint64 }
+
+// cpuTimes reads the aggregate CPU times from /proc/stat.
+func cpuTimes() (cpuStat, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0, err
+		return cpuStat{}, err
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
+	return parseCPUStat(string(b))
+}
+
+// parseCPUStat reads the aggregate "cpu" line of /proc/stat's text.
+func parseCPUStat(stat string) (cpuStat, error) {
+	var st cpuStat
+	line, _, _ := strings.Cut(stat, "\n")
 	f := strings.Fields(line)
 	if len(f) < 5 || f[0] != "cpu" {
-		return 0, 0, errors.New("unexpected /proc/stat")
+		return st, errors.New("unexpected /proc/stat")
 	}
 	for i, s := range f[1:] {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			return 0, 0, err
+			return st, err
 		}
-		total += v
-		if i != 3 && i != 4 { // idle, iowait
-			busy += v
+		st.total += v
+		switch i {
+		case 3, 4: // idle, iowait
+		case 7:
+			st.steal += v
+			st.busy += v
+		default:
+			st.busy += v
 		}
 	}
-	return busy, total, nil
+	return st, nil
+}
+
+// CPUSample is a reading of the machine's CPU time counters, to say later
+// how much of the CPUs' time since then the hypervisor gave to others.
+type CPUSample struct {
+	st cpuStat
+	ok bool
+}
+
+// SampleCPU reads the counters now.
+func SampleCPU() CPUSample {
+	st, err := cpuTimes()
+	return CPUSample{st: st, ok: err == nil}
+}
+
+// StolenSince returns the share (0..100) of all CPUs' time since s that the
+// hypervisor ran other guests on them ("steal" in /proc/stat): time the
+// servers under test wanted a CPU and did not get it, which no load
+// average shows. 0 when unknown.
+func (s CPUSample) StolenSince() float64 {
+	now := SampleCPU()
+	if !s.ok || !now.ok || now.st.total <= s.st.total {
+		return 0
+	}
+	return float64(now.st.steal-s.st.steal) / float64(now.st.total-s.st.total) * 100
 }
 
 // MachineBusy returns the share (0..100) of all CPUs that were busy over
 // window, whoever used them.
 func MachineBusy(ctx context.Context, window time.Duration) (float64, error) {
-	b0, t0, err := cpuTimes()
+	s0, err := cpuTimes()
 	if err != nil {
 		return 0, err
 	}
@@ -45,14 +86,14 @@ func MachineBusy(ctx context.Context, window time.Duration) (float64, error) {
 		return 0, ctx.Err()
 	case <-time.After(window):
 	}
-	b1, t1, err := cpuTimes()
+	s1, err := cpuTimes()
 	if err != nil {
 		return 0, err
 	}
-	if t1 == t0 {
+	if s1.total == s0.total {
 		return 0, nil
 	}
-	return float64(b1-b0) / float64(t1-t0) * 100, nil
+	return float64(s1.busy-s0.busy) / float64(s1.total-s0.total) * 100, nil
 }
 
 // LoadAvg returns the one-minute load average.

@@ -61,9 +61,15 @@ func (r *Report) Markdown() string {
 		p(" (**quick run**: fewer rounds, shorter runs and smaller counts than the full run)")
 	}
 	p(". Every figure below comes from that one run on one machine; ebb and its peers ran side by side, in alternating rounds where a scenario has rounds, so that drift on the machine falls on all of them alike.\n\n")
-	busiest := 0.0
+	busiest, stolen := 0.0, 0.0
 	for _, o := range r.Scenarios {
 		busiest = max(busiest, o.LoadBefore, o.LoadAfter)
+		stolen = max(stolen, o.StolenPercent)
+	}
+	if stolen >= stolenCaution {
+		p("**Caution:** this machine is a virtual machine whose host gave part of its CPUs' time to other guests during this run (up to %.1f%% of all CPU time in a scenario: steal time in /proc/stat; each scenario's share is under it). "+
+			"The servers under test lost CPU time at moments none of them chose, so absolute figures and tail latencies vary from run to run; ratios between servers measured in alternating rounds are the more trustworthy figures.\n\n",
+			stolen)
 	}
 	if r.Machine.NProc > 0 && busiest > float64(r.Machine.NProc) {
 		p("**Caution:** the machine was shared with other work during this run (one-minute load average up to %.1f on %d CPUs). "+
@@ -128,11 +134,17 @@ func (r *Report) Markdown() string {
 		if len(o.Notes) > 0 || len(o.Leftovers) > 0 {
 			p("\n")
 		}
-		p("_Scenario time: %.0f s. Machine before it started: %.0f%% of all CPUs busy; one-minute load average %.2f before, %.2f after, on %d CPUs._\n\n",
-			o.Seconds, o.BusyBefore, o.LoadBefore, o.LoadAfter, r.Machine.NProc)
+		p("_Scenario time: %.0f s. Machine before it started: %.0f%% of all CPUs busy; one-minute load average %.2f before, %.2f after, on %d CPUs; CPU time stolen by the hypervisor during it: %.1f%%._\n\n",
+			o.Seconds, o.BusyBefore, o.LoadBefore, o.LoadAfter, r.Machine.NProc, o.StolenPercent)
 	}
 	return b.String()
 }
+
+// stolenCaution is the share of CPU time stolen by the hypervisor during
+// a scenario (percent) from which the report warns that the figures are
+// disturbed: at 2% of two CPUs' time, bursts of a few milliseconds of
+// lost CPU land in most throughput runs.
+const stolenCaution = 2.0
 
 func verdict(met bool) string {
 	if met {

@@ -154,7 +154,7 @@ func run() error {
 		busy := harness.WaitQuiet(ctx, 30, harness.Pick(env, 60*time.Second, 20*time.Second))
 		load := harness.LoadAvg()
 		env.Logf("=== %s (machine %.0f%% busy, load average %.2f)", s.Title(), busy, load)
-		t0 := time.Now()
+		t0, cpu0 := time.Now(), harness.SampleCPU()
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		res, err := s.Run(sctx, env)
 		cancel()
@@ -171,6 +171,7 @@ func run() error {
 		o.Notes = append(o.Notes, env.EbbLogFindings()...)
 		o.Seconds = time.Since(t0).Seconds()
 		o.LoadAfter = harness.LoadAvg()
+		o.StolenPercent = cpu0.StolenSince()
 		for _, g := range o.Goals {
 			v := "NOT MET"
 			if g.Met {

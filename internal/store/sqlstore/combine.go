@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -21,7 +22,8 @@ import (
 //
 // Leadership passes from one batch to the next: a batch's leader, once
 // its transaction ends, hands the writers that queued meanwhile to the
-// first of them, and returns.
+// first of them, and returns. A writer that finds no batch running
+// yields once before leading, so that writers ready to run join it.
 
 // writeOp is one writer's function waiting for, or in, a batch.
 type writeOp struct {
@@ -48,6 +50,7 @@ type combiner struct {
 	mu      sync.Mutex
 	queued  []*writeOp
 	running bool // a batch runs or is being handed over
+	batches atomic.Int64
 }
 
 // writeCombined runs fn in a transaction shared with the writers that
@@ -74,6 +77,18 @@ func (s *Store) writeCombined(ctx context.Context, fn func(tx conn) error) error
 			case <-op.lead:
 			}
 		}
+		c.mu.Lock()
+	} else {
+		// A new leader lets the goroutines that can run first run: the
+		// writers among them queue behind it and share its commit. On
+		// few CPUs (one, as a pinned `ebb up`) the writers cannot run
+		// while a batch does, so without this every batch but the
+		// handed-over ones held one write: the async queue's no-op
+		// ceiling doubled with it (bench: about 1,200 -> 2,200 req/s
+		// on one CPU). With nothing else to run it returns at once.
+		c.running = true
+		c.mu.Unlock()
+		runtime.Gosched()
 		c.mu.Lock()
 	}
 	c.running = true
@@ -103,6 +118,7 @@ func (s *Store) writeCombined(ctx context.Context, fn func(tx conn) error) error
 // runBatch runs the functions of the ops still queued in one write
 // transaction, retried as write's are, and finishes every op of batch.
 func (s *Store) runBatch(batch []*writeOp) {
+	s.comb.batches.Add(1)
 	ops := batch[:0:0]
 	for _, op := range batch {
 		if op.state.CompareAndSwap(opQueued, opTaken) || op.state.CompareAndSwap(opLeading, opTaken) {

@@ -162,27 +162,22 @@ func Ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // to from this goroutine (seqClient), up to n requests per URL or until
 // maxTime. Disturbances on the machine then fall
 // on every server alike. It returns the latencies of the 200 answers per
-// URL and the count of failures per URL.
-func Interleaved(ctx context.Context, urls []string, body []byte, n int, maxTime time.Duration) (lat [][]time.Duration, failed []int) {
-	lat = make([][]time.Duration, len(urls))
-	failed = make([]int, len(urls))
+// URL and the count of failures per URL, or an error for a URL it cannot
+// send to.
+func Interleaved(ctx context.Context, urls []string, body []byte, n int, maxTime time.Duration) (lat [][]time.Duration, failed []int, err error) {
 	clients := make([]*seqClient, len(urls))
 	for i, u := range urls {
-		c, err := newSeqClient(u, body, 30*time.Second)
-		if err != nil {
-			failed[i] = n // a URL it cannot send to fails every request
-			continue
+		if clients[i], err = newSeqClient(u, body, 30*time.Second); err != nil {
+			return nil, nil, err
 		}
-		clients[i] = c
-		defer c.Close()
+		defer clients[i].Close()
 	}
+	lat = make([][]time.Duration, len(urls))
+	failed = make([]int, len(urls))
 	deadline := time.Now().Add(maxTime)
 	for round := 0; round < n && time.Now().Before(deadline) && ctx.Err() == nil; round++ {
 		for k := range urls {
 			i := (round + k) % len(urls)
-			if clients[i] == nil {
-				continue
-			}
 			code, d, err := clients[i].post(ctx)
 			if err != nil || code != http.StatusOK {
 				failed[i]++
@@ -191,5 +186,5 @@ func Interleaved(ctx context.Context, urls []string, body []byte, n int, maxTime
 			lat[i] = append(lat[i], d)
 		}
 	}
-	return lat, failed
+	return lat, failed, nil
 }

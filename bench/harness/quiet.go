@@ -37,13 +37,11 @@ func parseCPUStat(stat string) (cpuStat, error) {
 			return st, err
 		}
 		st.total += v
-		switch i {
-		case 3, 4: // idle, iowait
-		case 7:
-			st.steal += v
+		if i != 3 && i != 4 { // idle, iowait
 			st.busy += v
-		default:
-			st.busy += v
+		}
+		if i == 7 {
+			st.steal = v
 		}
 	}
 	return st, nil

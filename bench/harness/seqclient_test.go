@@ -19,48 +19,36 @@ import (
 func TestInterleaved(t *testing.T) {
 	body := []byte(`{"inputs":[]}`)
 	var conns atomic.Int64
-	echo := func(w http.ResponseWriter, r *http.Request) bool {
-		got, err := io.ReadAll(r.Body)
-		if err != nil || string(got) != string(body) || r.Method != http.MethodPost ||
-			r.Header.Get("Content-Type") != "application/json" || r.URL.Path != "/v2/models/m/infer" {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return false
+	// ok answers "ok" to a well-formed request, with header set to value
+	// when header is not empty.
+	ok := func(header, value string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			got, err := io.ReadAll(r.Body)
+			if err != nil || string(got) != string(body) || r.Method != http.MethodPost ||
+				r.Header.Get("Content-Type") != "application/json" || r.URL.Path != "/v2/models/m/infer" {
+				http.Error(w, "bad request", http.StatusBadRequest)
+				return
+			}
+			if header != "" {
+				w.Header().Set(header, value)
+			}
+			w.Write([]byte("ok"))
 		}
-		return true
 	}
 	servers := map[string]http.HandlerFunc{
-		"plain": func(w http.ResponseWriter, r *http.Request) {
-			if echo(w, r) {
-				w.Header().Set("Content-Length", "2")
-				w.Write([]byte("ok"))
-			}
-		},
-		"chunked": func(w http.ResponseWriter, r *http.Request) {
-			if echo(w, r) {
-				w.Write([]byte("o"))
-				w.(http.Flusher).Flush()
-				w.Write([]byte("k"))
-			}
-		},
-		"closing": func(w http.ResponseWriter, r *http.Request) {
-			if echo(w, r) {
-				w.Header().Set("Connection", "close")
-				w.Write([]byte("ok"))
-			}
-		},
+		"plain":   ok("Content-Length", "2"),
+		"chunked": ok("Transfer-Encoding", "chunked"),
+		"closing": ok("Connection", "close"),
 		"failing": func(w http.ResponseWriter, r *http.Request) {
-			if echo(w, r) {
-				http.Error(w, "boom", http.StatusInternalServerError)
-			}
+			io.Copy(io.Discard, r.Body)
+			http.Error(w, "boom", http.StatusInternalServerError)
 		},
 		"auth": func(w http.ResponseWriter, r *http.Request) {
 			if r.Header.Get("Authorization") != "Bearer s3cret" {
 				http.Error(w, "no token", http.StatusUnauthorized)
 				return
 			}
-			if echo(w, r) {
-				w.Write([]byte("ok"))
-			}
+			ok("", "")(w, r)
 		},
 	}
 	names := []string{"plain", "chunked", "closing", "failing", "auth"}
@@ -80,7 +68,10 @@ func TestInterleaved(t *testing.T) {
 		}
 	}
 	const n = 20
-	lat, failed := Interleaved(context.Background(), urls, body, n, time.Minute)
+	lat, failed, err := Interleaved(context.Background(), urls, body, n, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := map[string][2]int{}
 	for i, name := range names {
 		got[name] = [2]int{len(lat[i]), failed[i]}
@@ -98,8 +89,8 @@ func TestInterleaved(t *testing.T) {
 	}
 }
 
-func TestSeqClientRejectsHTTPS(t *testing.T) {
-	if _, err := newSeqClient("https://127.0.0.1:1/x", nil, time.Second); err == nil {
+func TestInterleavedRejectsHTTPS(t *testing.T) {
+	if _, _, err := Interleaved(context.Background(), []string{"https://127.0.0.1:1/x"}, nil, 1, time.Second); err == nil {
 		t.Error("an https URL was accepted")
 	}
 }

@@ -223,8 +223,11 @@ func (Pools) Run(ctx context.Context, env *harness.Env) (harness.Result, error) 
 	sample()
 	env.Logf("cold pass %s; %d of %d answers right", coldTook.Round(time.Millisecond), right, 2*n)
 
-	lat, failed := harness.Interleaved(ctx, []string{url(models[0].name), url("single")}, models[0].body,
+	lat, failed, err := harness.Interleaved(ctx, []string{url(models[0].name), url("single")}, models[0].body,
 		harness.Pick(env, 3000, 500), harness.Pick(env, 60*time.Second, 15*time.Second))
+	if err != nil {
+		return res, err
+	}
 	warmPool, warmSingle := harness.Quantile(lat[0], 0.99), harness.Quantile(lat[1], 0.99)
 	warmRatio := harness.Ratio(harness.Ms(warmPool), harness.Ms(warmSingle))
 	env.Logf("warm, one request at a time: pooled p50 %.3f p90 %.3f p99 %.3f ms; single p50 %.3f p90 %.3f p99 %.3f ms",

@@ -108,7 +108,10 @@ func runRounds(ctx context.Context, env *harness.Env, targets []target, plan loa
 	for i, t := range targets {
 		urls[i] = t.url
 	}
-	lat, failed := harness.Interleaved(ctx, urls, plan.Body, plan.LatencyN, plan.LatencyTime)
+	lat, failed, err := harness.Interleaved(ctx, urls, plan.Body, plan.LatencyN, plan.LatencyTime)
+	if err != nil {
+		return nil, err
+	}
 	for i, t := range targets {
 		m := out[t.name]
 		m.lat, m.latFailed = lat[i], failed[i]

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,7 +19,7 @@ func upPair(t *testing.T, network string) (*upConn, net.Conn) {
 	var ln net.Listener
 	if network == "unix" {
 		var err error
-		if ln, err = net.Listen("unix", filepath.Join(t.TempDir(), "s")); err != nil {
+		if ln, err = net.Listen("unix", unixSocket(t, false)); err != nil {
 			t.Fatal(err)
 		}
 	} else {

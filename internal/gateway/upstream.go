@@ -128,11 +128,7 @@ func (u *upstreams) newUpstream(deployment string, ep *balance.Endpoint, stream 
 // connections send a request as they wait for the answer (upconn.go).
 func dialUnix(socket string) fasthttp.DialFuncWithTimeout {
 	return func(_ string, timeout time.Duration) (net.Conn, error) {
-		c, err := net.DialTimeout("unix", socket, timeout)
-		if err != nil {
-			return nil, err
-		}
-		return newUpConn(c), nil
+		return upDialed(net.DialTimeout("unix", socket, timeout))
 	}
 }
 
@@ -143,7 +139,11 @@ func dialTCP(addr string, timeout time.Duration) (net.Conn, error) {
 	if timeout <= 0 {
 		timeout = fasthttp.DefaultDialTimeout
 	}
-	c, err := fasthttp.DialTimeout(addr, timeout)
+	return upDialed(fasthttp.DialTimeout(addr, timeout))
+}
+
+// upDialed wraps a dialer's new connection in an upConn.
+func upDialed(c net.Conn, err error) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -84,14 +84,15 @@ func (s *Store) writeCombined(ctx context.Context, fn func(tx conn) error) error
 		// few CPUs (one, as a pinned `ebb up`) the writers cannot run
 		// while a batch does, so without this every batch but the
 		// handed-over ones held one write: the async queue's no-op
-		// ceiling doubled with it (bench: about 1,200 -> 2,200 req/s
+		// ceiling doubled with it (bench: about 1,200 -> 2,500 req/s
 		// on one CPU). With nothing else to run it returns at once.
 		c.running = true
 		c.mu.Unlock()
 		runtime.Gosched()
 		c.mu.Lock()
 	}
-	c.running = true
+	// running is true: set above, or left so by the leader that handed
+	// this writer the queue.
 	batch := c.queued
 	c.queued = nil
 	c.mu.Unlock()

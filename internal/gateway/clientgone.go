@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/connlimit"
+	"github.com/ebb-ml/ebb/internal/rawsock"
 	"github.com/valyala/fasthttp"
 )
 
@@ -41,7 +42,7 @@ func (l watchListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &watchConn{Conn: c, raw: connlimit.Unwrap(c), slack: l.slack}
+	w := &watchConn{Conn: c, raw: rawsock.Wrap(connlimit.Unwrap(c)), slack: l.slack}
 	if tc, ok := c.(tlsConn); ok {
 		// fasthttp tells TLS connections by these methods (RequestCtx.IsTLS).
 		return &watchTLSConn{watchConn: w, tc: tc}, nil
@@ -87,7 +88,8 @@ func (c *watchTLSConn) ConnectionState() tls.ConnectionState { return c.tc.Conne
 type watchConn struct {
 	net.Conn // Close (a connlimit connection gives its slot back) and the rest
 	// raw is where reads, writes and deadlines go: Conn without
-	// connlimit's wrapper, one call less for each.
+	// connlimit's wrapper, one call less for each, reading and writing
+	// with raw system calls (package rawsock).
 	raw   net.Conn
 	slack time.Duration
 	// active is set while a background read runs, left something for

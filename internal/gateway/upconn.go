@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"github.com/ebb-ml/ebb/internal/rawsock"
 )
 
 // A connection to a replica sends a request in the same read operation
@@ -29,6 +31,10 @@ import (
 // poller reports; the gateway retries such a request on a new connection
 // (retryStale). A request too large to keep, or one whose write would
 // block, is written the ordinary way, and the read after it is ordinary.
+//
+// Every read and write of an upConn, inside its operation or not, is a
+// raw system call (package rawsock), which does not wake the scheduler's
+// monitor thread.
 
 // maxDeferredWrite is the most request bytes an upConn keeps for its next
 // Read; a larger request is written at once.
@@ -55,7 +61,7 @@ func newUpConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	u := &upConn{Conn: c, rc: rc}
+	u := &upConn{Conn: rawsock.Wrap(c), rc: rc}
 	u.step = u.stepRead
 	return u
 }
@@ -121,14 +127,12 @@ func (c *upConn) stepRead(fd uintptr) bool {
 		o.sent = true
 		buf := c.pending
 		for off := 0; off < len(buf); {
-			m, werr := syscall.Write(int(fd), buf[off:])
+			m, werr := rawsock.Write(fd, buf[off:])
 			switch {
-			case werr == syscall.EINTR:
-				continue
 			case werr == syscall.EAGAIN:
 				c.pending, o.blocked = append(buf[:0], buf[off:]...), true
 				return true
-			case werr != nil:
+			case werr != 0:
 				c.pending = buf[:0]
 				o.err = c.opError("write", werr)
 				return true
@@ -138,16 +142,12 @@ func (c *upConn) stepRead(fd uintptr) bool {
 		c.pending = buf[:0]
 		return false // the answer cannot be here yet: wait for the poller
 	}
-	var rerr error
-	for {
-		if o.n, rerr = syscall.Read(int(fd), o.p); rerr != syscall.EINTR {
-			break
-		}
-	}
+	var rerr syscall.Errno
+	o.n, rerr = rawsock.Read(fd, o.p)
 	switch {
 	case rerr == syscall.EAGAIN:
 		return false // not yet: the poller reports the answer
-	case rerr != nil:
+	case rerr != 0:
 		o.n, o.err = 0, c.opError("read", rerr)
 	case o.n == 0 && len(o.p) > 0:
 		o.err = io.EOF
@@ -157,6 +157,6 @@ func (c *upConn) stepRead(fd uintptr) bool {
 
 // opError wraps errno as net.Conn's methods do, so that errors.Is finds
 // it (retryStale).
-func (c *upConn) opError(op string, errno error) error {
+func (c *upConn) opError(op string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }

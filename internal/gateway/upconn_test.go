@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ebb-ml/ebb/internal/rawsock"
 )
 
 // upPair connects to a listener on network ("unix" or "tcp") and returns
@@ -115,7 +117,11 @@ func TestUpConnPeerClosed(t *testing.T) {
 // the answer arrives after it.
 func TestUpConnBlockedWrite(t *testing.T) {
 	c, s := upPair(t, "unix")
-	c.Conn.(*net.UnixConn).SetWriteBuffer(4096)
+	inner := c.Conn
+	if rc, ok := inner.(*rawsock.Conn); ok {
+		inner = rc.Conn
+	}
+	inner.(*net.UnixConn).SetWriteBuffer(4096)
 	s.(*net.UnixConn).SetReadBuffer(4096)
 	req := strings.Repeat("b", maxDeferredWrite-1) + "\n"
 	if _, err := io.WriteString(c, req); err != nil {

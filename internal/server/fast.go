@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ebb-ml/ebb/internal/oip"
+	"github.com/ebb-ml/ebb/internal/rawsock"
 	"github.com/ebb-ml/ebb/internal/serving/core"
 	"github.com/ebb-ml/ebb/internal/telemetry"
 	"github.com/valyala/fasthttp"
@@ -357,11 +358,12 @@ func (r *restServer) serveAll(lns []net.Listener) (<-chan served, []*acceptListe
 }
 
 // capped returns lns, each capped at Options.Limits.MaxConns open
-// connections.
+// connections, their sockets read and written with raw system calls
+// (package rawsock: no wake of the scheduler's monitor per request).
 func (s *Server) capped(lns []net.Listener) []net.Listener {
 	out := make([]net.Listener, len(lns))
 	for i, ln := range lns {
-		out[i] = s.opts.Limits.Listener(ln)
+		out[i] = s.opts.Limits.Listener(rawsock.Listener(ln))
 	}
 	return out
 }

@@ -347,7 +347,7 @@ func (s *Server) setDraining() {
 // times out (the remaining requests' contexts are then cancelled and their
 // connections closed). Serve closes the listeners. Call it once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, more ...net.Listener) error {
-	return s.serve(ctx, append([]net.Listener{s.opts.Limits.Listener(ln)}, s.capped(more)...))
+	return s.serve(ctx, s.capped(append([]net.Listener{ln}, more...)))
 }
 
 // serve is Serve on listeners already capped by Options.Limits.

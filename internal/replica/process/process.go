@@ -98,11 +98,14 @@ type proc struct {
 	pid    int
 	tree   tree
 	notify *os.File // read end of the readiness pipe; nil when recovered
-	done   chan struct{}
-	exit   replica.Exit // set before done is closed
+	// gate is the write end of the replica's gate (see Recorded); nil
+	// once released, and for a recovered replica.
+	gate *os.File
+	done chan struct{}
+	exit replica.Exit // set before done is closed
 
-	// mu guards reaped: once the leader is reaped its PID may name
-	// another process, so its group is no longer signalled.
+	// mu guards reaped (once the leader is reaped its PID may name
+	// another process, so its group is no longer signalled) and gate.
 	mu     sync.Mutex
 	reaped bool
 }
@@ -168,6 +171,19 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 		return h, fmt.Errorf("start replica %s: %w", spec.ID, err)
 	}
 	defer notifyW.Close()
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		notifyR.Close()
+		return h, fmt.Errorf("start replica %s: %w", spec.ID, err)
+	}
+	defer gateR.Close()
+	// Until the replica runs, the gate is ours to close.
+	gateOwned := true
+	defer func() {
+		if gateOwned {
+			gateW.Close()
+		}
+	}()
 	var sockFile *os.File
 	if spec.Engine != "http" {
 		h.Socket, sockFile = b.openSocket(ctx, spec.ID)
@@ -221,6 +237,7 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 	if sockFile != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, sockFile) // fd 5
 	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, gateR) // the last fd: --gate-fd
 	// Its own process group, led by the replica, in ebb's session (see
 	// tree.go for why not a session of its own).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -235,7 +252,8 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 	st.StartTime, _ = procStartTime(st.PID)
 	h.State, _ = json.Marshal(st)
 
-	p := &proc{pid: st.PID, notify: notifyR, done: make(chan struct{}),
+	gateOwned = false
+	p := &proc{pid: st.PID, notify: notifyR, gate: gateW, done: make(chan struct{}),
 		tree: tree{id: spec.ID, leader: st.PID, startTime: st.StartTime, held: true}}
 	b.mu.Lock()
 	b.procs[spec.ID] = p
@@ -252,9 +270,55 @@ func (b *Backend) Start(ctx context.Context, spec replica.Spec) (replica.Handle,
 		p.mu.Unlock()
 		p.exit = exitOf(cmd.ProcessState, err)
 		b.removeSocket(sock)
+		p.closeGate()
 		close(p.done)
 	}()
 	return h, nil
+}
+
+// A replica's gate. A replica outlives ebb by design (the next ebb
+// reattaches to the replicas its store records), so one that ebb started
+// but died before recording would run on unknown to anyone: an orphan
+// holding its port, memory and CPU. Each replica therefore gets the read
+// end of a pipe (--gate-fd) whose write end only ebb holds. Once the
+// replica is recorded, Recorded writes a byte and closes the pipe; the
+// replica reads the byte and runs on, whatever happens to ebb later. If
+// ebb dies first, the kernel closes the write end and the replica reads
+// end-of-file without a byte: it exits at once (it was never routed:
+// requests reach a replica only after it is recorded and ready).
+
+// Recorded releases the replica's gate (see above): the caller has stored
+// h, so an ebb that restarts will find the replica. A recovered replica,
+// and one released already, has no gate.
+// An error means the replica could not be told, and exits as if ebb had
+// died.
+func (b *Backend) Recorded(h replica.Handle) error {
+	p, err := b.lookup(h)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gate == nil {
+		return nil
+	}
+	_, err = p.gate.Write([]byte{1})
+	p.gate.Close()
+	p.gate = nil
+	if err != nil {
+		return fmt.Errorf("release the gate of replica %s: %w", h.Spec.ID, err)
+	}
+	return nil
+}
+
+// closeGate closes the gate unreleased, once the replica exited.
+func (p *proc) closeGate() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gate != nil {
+		p.gate.Close()
+		p.gate = nil
+	}
 }
 
 // newSecret returns 256 random bits, hex.
@@ -311,11 +375,12 @@ func (p *proc) signal(sig syscall.Signal) error {
 
 // replicaArgs are the `ebb replica` flags that serve spec on the inherited
 // listener (fd 3), and the Unix socket (fd 5) when socket is true,
-// reporting readiness on fd 4, with Options.ReplicaArgs.
+// reporting readiness on fd 4, watching its gate on the last fd (5 or 6),
+// with Options.ReplicaArgs.
 func (b *Backend) replicaArgs(spec replica.Spec, socket bool) []string {
-	fds := []string{"--listen-fd", "3", "--notify-fd", "4"}
+	fds := []string{"--listen-fd", "3", "--notify-fd", "4", "--gate-fd", "5"}
 	if socket {
-		fds = append(fds, "--socket-fd", "5")
+		fds = []string{"--listen-fd", "3", "--notify-fd", "4", "--socket-fd", "5", "--gate-fd", "6"}
 	}
 	return replica.Args(spec, append(fds, b.opts.ReplicaArgs...)...)
 }

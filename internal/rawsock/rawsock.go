@@ -23,6 +23,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -36,9 +37,14 @@ const maxRW = 1 << 30
 type Conn struct {
 	net.Conn
 	rc syscall.RawConn
-	// rd and wr are the state of the Read and the Write in progress
-	// (net.Conn allows one of each at a time), kept here so that the
-	// functions RawConn calls, bound once, cost no allocation.
+	// rmu and wmu serialize Reads and Writes, whole, as net.Conn's file
+	// descriptor locks do: its callers may overlap two Reads (the
+	// gateway's watch for a client that goes away reads beside the
+	// server), and rd or wr belongs to the one in progress.
+	rmu, wmu sync.Mutex
+	// rd and wr are the state of the Read and the Write in progress,
+	// kept here so that the functions RawConn calls, bound once, cost no
+	// allocation.
 	rd, wr      op
 	read, write func(fd uintptr) bool
 }
@@ -97,10 +103,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) > maxRW {
 		p = p[:maxRW]
 	}
+	c.rmu.Lock()
 	c.rd = op{p: p}
 	err := c.rc.Read(c.read)
 	o := c.rd
 	c.rd = op{}
+	c.rmu.Unlock()
 	if err != nil {
 		return 0, c.renamed("read", err)
 	}
@@ -110,10 +118,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 // Write writes all of p, waiting for the poller whenever the socket's
 // buffer is full, as net.Conn's Write does.
 func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
 	c.wr = op{p: p}
 	err := c.rc.Write(c.write)
 	o := c.wr
 	c.wr = op{}
+	c.wmu.Unlock()
 	if err != nil {
 		return o.n, c.renamed("write", err)
 	}

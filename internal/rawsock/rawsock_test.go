@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -253,5 +256,55 @@ func TestConcurrentReadWrite(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatal("echoed bytes differ")
+	}
+}
+
+// TestOverlappingReads runs two Reads on one connection at once, as the
+// gateway's watch for a client going away may beside its server: each
+// must return only bytes it read into its own buffer (a Read's state
+// taken over by the other returned a count over a buffer never written:
+// "DOST" for "POST").
+func TestOverlappingReads(t *testing.T) {
+	w, p := pair(t, "unix")
+	// Bytes a Read lost leave the other waiting: it fails at the deadline.
+	if err := w.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	var got atomic.Int64
+	stale := make(chan string, 2)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				buf := []byte("XXXX")
+				k, err := w.Read(buf)
+				for _, b := range buf[:k] {
+					if b != 'a' {
+						stale <- fmt.Sprintf("a Read returned %d bytes %q; want only a", k, buf[:k])
+						return
+					}
+				}
+				got.Add(int64(k))
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	for range n {
+		if _, err := p.Write([]byte{'a'}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+	p.Close()
+	wg.Wait()
+	close(stale)
+	for s := range stale {
+		t.Fatal(s)
+	}
+	if got.Load() != n {
+		t.Fatalf("the Reads returned %d bytes; want %d", got.Load(), n)
 	}
 }

@@ -50,7 +50,10 @@ func parseTraceparent(v []byte) (trace.SpanContext, bool) {
 	if !decodeLowerHex(ver[:], v[0:2]) || ver[0] == 0xff {
 		return trace.SpanContext{}, false
 	}
-	if (ver[0] == 0 && len(v) != n) || (len(v) > n && v[n] != '-') {
+	// Version 00 has nothing after the flags; but a lone "-" after them
+	// is taken, as otel's propagator takes it (its split cannot tell "01"
+	// from "01-"), so that both read a header alike.
+	if (ver[0] == 0 && len(v) != n && !(len(v) == n+1 && v[n] == '-')) || (len(v) > n && v[n] != '-') {
 		return trace.SpanContext{}, false
 	}
 	var tid trace.TraceID

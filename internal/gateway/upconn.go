@@ -3,7 +3,6 @@ package gateway
 import (
 	"io"
 	"net"
-	"os"
 	"syscall"
 
 	"github.com/ebb-ml/ebb/internal/rawsock"
@@ -157,6 +156,4 @@ func (c *upConn) stepRead(fd uintptr) bool {
 
 // opError wraps errno as net.Conn's methods do, so that errors.Is finds
 // it (retryStale).
-func (c *upConn) opError(op string, errno syscall.Errno) error {
-	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
-}
+func (c *upConn) opError(op string, errno syscall.Errno) error { return rawsock.OpError(c, op, errno) }

@@ -169,9 +169,13 @@ func (c *Conn) stepWrite(fd uintptr) bool {
 	return true
 }
 
-// opError wraps errno as net.Conn's methods do, so that callers that look
-// for syscall.ECONNRESET or EPIPE with errors.Is find it.
-func (c *Conn) opError(op string, errno syscall.Errno) error {
+// opError wraps errno as net.Conn's methods do (OpError).
+func (c *Conn) opError(op string, errno syscall.Errno) error { return OpError(c, op, errno) }
+
+// OpError wraps errno of op ("read", "write") on c as net.Conn's methods
+// do, so that callers that look for syscall.ECONNRESET or EPIPE with
+// errors.Is find it.
+func OpError(c net.Conn, op string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }
 
